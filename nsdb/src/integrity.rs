@@ -1,0 +1,561 @@
+//! Staging a batch of record mutations into one transaction, with every
+//! integrity rule of the model checked against the batch's final state.
+//!
+//! All rules live here, above the backend trait, so both backends enforce
+//! exactly the same ones. Every check reads through the transaction, so a
+//! concurrent writer that would invalidate a check makes the commit fail
+//! and the batch run again.
+
+use ipnet::IpNet;
+use std::collections::{BTreeMap, BTreeSet, HashSet};
+use uuid::Uuid;
+
+use crate::error::{NsdbError, Referrer, StoreError};
+use crate::keys;
+use crate::kv::Revision;
+use crate::model::{DeviceType, Kind, Port, Record};
+use crate::txn::Tx;
+
+/// One write in a batch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Mutation {
+    /// Create a record; fails if its id exists.
+    Create(Record),
+    /// Replace a record, optionally only if it is still at `expected_revision`.
+    Update {
+        /// The new content (same kind and id as the stored record).
+        record: Record,
+        /// Compare-and-swap guard; `None` writes unconditionally.
+        expected_revision: Option<Revision>,
+    },
+    /// Delete a record, optionally only if it is still at `expected_revision`.
+    Delete {
+        /// The record's kind.
+        kind: Kind,
+        /// The record's id.
+        id: Uuid,
+        /// Compare-and-swap guard; `None` deletes unconditionally.
+        expected_revision: Option<Revision>,
+    },
+}
+
+impl Mutation {
+    fn target(&self) -> (Kind, Uuid) {
+        match self {
+            Mutation::Create(r) | Mutation::Update { record: r, .. } => (r.kind(), r.id()),
+            Mutation::Delete { kind, id, .. } => (*kind, *id),
+        }
+    }
+}
+
+/// A record as stored before and after the batch.
+struct Touched {
+    kind: Kind,
+    id: Uuid,
+    old: Option<Record>,
+    new: Option<Record>,
+}
+
+fn invalid(kind: Kind, id: Uuid, field: &str, reason: impl Into<String>) -> NsdbError {
+    NsdbError::Invalid {
+        kind,
+        id,
+        field: field.to_string(),
+        reason: reason.into(),
+    }
+}
+
+fn corrupt(key: &str, reason: impl ToString) -> NsdbError {
+    NsdbError::Store(StoreError::Corrupt {
+        key: key.to_string(),
+        reason: reason.to_string(),
+    })
+}
+
+/// Reads a record through the transaction (its own writes included).
+pub(crate) async fn read(tx: &mut Tx, kind: Kind, id: Uuid) -> Result<Option<Record>, NsdbError> {
+    let key = keys::object(kind, id);
+    match tx.get(&key).await? {
+        None => Ok(None),
+        Some(bytes) => Record::decode(kind, &bytes)
+            .map(Some)
+            .map_err(|e| corrupt(&key, e)),
+    }
+}
+
+async fn read_committed(tx: &mut Tx, kind: Kind, id: Uuid) -> Result<Option<Record>, NsdbError> {
+    let key = keys::object(kind, id);
+    match tx.get_committed(&key).await? {
+        None => Ok(None),
+        Some(entry) => {
+            let mut record = Record::decode(kind, &entry.value).map_err(|e| corrupt(&key, e))?;
+            record.set_revision(entry.mod_revision);
+            Ok(Some(record))
+        }
+    }
+}
+
+/// Stages `batch` into `tx`. Returns the final records in batch order
+/// (`None` for deletions). Nothing is written unless every rule holds.
+pub(crate) async fn stage(
+    tx: &mut Tx,
+    batch: &[Mutation],
+) -> Result<Vec<Option<Record>>, NsdbError> {
+    let mut touched = load(tx, batch).await?;
+    for t in touched.iter_mut() {
+        prepare(tx, t).await?;
+    }
+    for t in &touched {
+        match &t.new {
+            Some(record) => tx.put(keys::object(t.kind, t.id), record.encode()),
+            None => tx.delete(keys::object(t.kind, t.id)),
+        }
+    }
+    write_unique_keys(tx, &touched).await?;
+    write_references(tx, &touched);
+    for t in &touched {
+        if let Some(new) = &t.new {
+            check_references_exist(tx, t, new).await?;
+            check_relations(tx, t, new).await?;
+        } else {
+            check_unreferenced(tx, t).await?;
+        }
+    }
+    Ok(touched.into_iter().map(|t| t.new).collect())
+}
+
+async fn load(tx: &mut Tx, batch: &[Mutation]) -> Result<Vec<Touched>, NsdbError> {
+    let mut seen = HashSet::new();
+    let mut touched = Vec::with_capacity(batch.len());
+    for mutation in batch {
+        let (kind, id) = mutation.target();
+        if !Kind::RECORDS.contains(&kind) {
+            return Err(invalid(kind, id, "kind", "is not a stored record kind"));
+        }
+        if !seen.insert((kind, id)) {
+            return Err(invalid(
+                kind,
+                id,
+                "id",
+                "appears more than once in one transaction",
+            ));
+        }
+        let old = read_committed(tx, kind, id).await?;
+        let actual = old.as_ref().map_or(0, Record::revision);
+        let cas = |expected: &Option<Revision>| match expected {
+            Some(expected) if *expected != actual => Err(NsdbError::RevisionConflict {
+                kind,
+                id,
+                expected: *expected,
+                actual,
+            }),
+            _ => Ok(()),
+        };
+        let new = match mutation {
+            Mutation::Create(record) => {
+                if old.is_some() {
+                    return Err(NsdbError::AlreadyExists { kind, id });
+                }
+                Some(record.clone())
+            }
+            Mutation::Update {
+                record,
+                expected_revision,
+            } => {
+                if old.is_none() {
+                    return Err(NsdbError::NotFound { kind, id });
+                }
+                cas(expected_revision)?;
+                Some(record.clone())
+            }
+            Mutation::Delete {
+                expected_revision, ..
+            } => {
+                if old.is_none() {
+                    return Err(NsdbError::NotFound { kind, id });
+                }
+                cas(expected_revision)?;
+                None
+            }
+        };
+        touched.push(Touched { kind, id, old, new });
+    }
+    Ok(touched)
+}
+
+/// Fills defaults, keeps immutable fields immutable, validates the record alone.
+async fn prepare(tx: &mut Tx, t: &mut Touched) -> Result<(), NsdbError> {
+    let Some(new) = t.new.as_mut() else {
+        return Ok(());
+    };
+    let (kind, id) = (t.kind, t.id);
+    match (new, t.old.as_ref()) {
+        (Record::Port(p), old) => {
+            if p.tunnel_key == 0 {
+                p.tunnel_key = match old {
+                    Some(Record::Port(o)) => o.tunnel_key,
+                    _ => allocate_tunnel_key(tx, id).await?,
+                };
+            }
+            if let Some(Record::Port(o)) = old {
+                if (o.device_id, o.device_type) != (p.device_id, p.device_type) {
+                    return Err(invalid(kind, id, "device_id", "is immutable"));
+                }
+            }
+        }
+        (Record::Host(h), _) => h.alive = false,
+        (Record::IpPool(p), old) => {
+            if p.gateway.is_none() {
+                p.gateway = p.cidr.hosts().next();
+            }
+            if let Some(Record::IpPool(o)) = old {
+                if (o.cidr, o.gateway) != (p.cidr, p.gateway) {
+                    return Err(invalid(kind, id, "cidr", "cidr and gateway are immutable"));
+                }
+            }
+        }
+        (Record::Route(r), Some(Record::Route(o))) if r.router_id != o.router_id => {
+            return Err(invalid(kind, id, "router_id", "is immutable"));
+        }
+        (Record::Rule(r), Some(Record::Rule(o))) if r.chain_id != o.chain_id => {
+            return Err(invalid(kind, id, "chain_id", "is immutable"));
+        }
+        _ => {}
+    }
+    let new = t.new.as_mut().map(|r| {
+        r.set_revision(0);
+        &*r
+    });
+    if let (Some(new), Some(old)) = (new, t.old.as_ref()) {
+        if new.tenant_id() != old.tenant_id() {
+            return Err(invalid(kind, id, "tenant_id", "is immutable"));
+        }
+    }
+    if let Some(new) = t.new.as_ref() {
+        new.validate()
+            .map_err(|(field, reason)| invalid(kind, id, field, reason))?;
+    }
+    Ok(())
+}
+
+/// Picks an unused tunnel key at random: no shared counter for concurrent
+/// port creations to fight over; the unique index settles collisions.
+async fn allocate_tunnel_key(tx: &mut Tx, port: Uuid) -> Result<u32, NsdbError> {
+    for _ in 0..32 {
+        let candidate = rand::random_range(1..=0x00ff_ffffu32);
+        if tx
+            .get(&format!("uniq/tunnel_key/{candidate}"))
+            .await?
+            .is_none()
+        {
+            return Ok(candidate);
+        }
+    }
+    Err(invalid(
+        Kind::Port,
+        port,
+        "tunnel_key",
+        "no free tunnel key found",
+    ))
+}
+
+async fn write_unique_keys(tx: &mut Tx, touched: &[Touched]) -> Result<(), NsdbError> {
+    let keys_of =
+        |r: &Option<Record>| -> Vec<_> { r.iter().flat_map(Record::unique_keys).collect() };
+    // Release first, so a batch can move a value from one record to another.
+    for t in touched {
+        let new_keys: HashSet<String> = keys_of(&t.new).into_iter().map(|k| k.key).collect();
+        for old in keys_of(&t.old) {
+            if !new_keys.contains(&old.key) {
+                tx.delete(old.key);
+            }
+        }
+    }
+    for t in touched {
+        let held: HashSet<String> = keys_of(&t.old).into_iter().map(|k| k.key).collect();
+        for unique in keys_of(&t.new)
+            .into_iter()
+            .filter(|k| !held.contains(&k.key))
+        {
+            let id = t.id.to_string();
+            match tx.get(&unique.key).await? {
+                Some(owner) if owner != id.as_bytes() => {
+                    return Err(NsdbError::Duplicate {
+                        kind: t.kind,
+                        id: t.id,
+                        constraint: unique.constraint.to_string(),
+                        value: unique.value,
+                        owner: String::from_utf8_lossy(&owner).into_owned(),
+                    });
+                }
+                Some(_) => {}
+                None => tx.put(unique.key, id.into_bytes()),
+            }
+        }
+    }
+    Ok(())
+}
+
+fn referenced_fields(record: &Option<Record>) -> BTreeMap<Uuid, BTreeSet<&'static str>> {
+    let mut by_target: BTreeMap<Uuid, BTreeSet<&'static str>> = BTreeMap::new();
+    for r in record.iter().flat_map(Record::references) {
+        by_target.entry(r.id).or_default().insert(r.field);
+    }
+    by_target
+}
+
+fn write_references(tx: &mut Tx, touched: &[Touched]) {
+    for t in touched {
+        let (old, new) = (referenced_fields(&t.old), referenced_fields(&t.new));
+        for target in old.keys().filter(|target| !new.contains_key(target)) {
+            tx.delete(keys::reference(*target, t.kind, t.id));
+        }
+        for (target, fields) in new {
+            if old.get(&target) != Some(&fields) {
+                let value = serde_json::to_vec(&fields).unwrap_or_default();
+                tx.put(keys::reference(target, t.kind, t.id), value);
+            }
+        }
+    }
+}
+
+/// The references `new` adds over the stored record. References it already
+/// had need no re-check: their back-reference keys already exist, so the
+/// targets cannot have been deleted under them.
+fn added_references(t: &Touched, new: &Record) -> Vec<crate::model::Reference> {
+    let old: HashSet<_> = t.old.iter().flat_map(Record::references).collect();
+    new.references()
+        .into_iter()
+        .filter(|r| !old.contains(r))
+        .collect()
+}
+
+async fn check_references_exist(
+    tx: &mut Tx,
+    t: &Touched,
+    record: &Record,
+) -> Result<(), NsdbError> {
+    for r in added_references(t, record) {
+        if read(tx, r.kind, r.id).await?.is_none() {
+            return Err(NsdbError::MissingReference {
+                kind: record.kind(),
+                id: record.id(),
+                field: r.field.to_string(),
+                target_kind: r.kind,
+                target_id: r.id,
+            });
+        }
+    }
+    Ok(())
+}
+
+/// The tenant a record belongs to, following device, router and chain links.
+async fn owning_tenant(tx: &mut Tx, record: &Record) -> Result<Option<Uuid>, NsdbError> {
+    let (kind, parent) = match record {
+        Record::Port(p) => match p.device_type {
+            DeviceType::Bridge => (Kind::Bridge, p.device_id),
+            DeviceType::Router => (Kind::Router, p.device_id),
+        },
+        Record::Route(r) => (Kind::Router, r.router_id),
+        Record::Rule(r) => (Kind::Chain, r.chain_id),
+        other => return Ok(other.tenant_id()),
+    };
+    Ok(read(tx, kind, parent).await?.and_then(|p| p.tenant_id()))
+}
+
+async fn check_relations(tx: &mut Tx, t: &Touched, new: &Record) -> Result<(), NsdbError> {
+    let (kind, id) = (t.kind, t.id);
+    // Chains, port-group members and pool bridges never cross tenants.
+    let scoped: Vec<_> = added_references(t, new)
+        .into_iter()
+        .filter(|r| {
+            r.kind == Kind::Chain
+                || (r.kind == Kind::Port && kind == Kind::PortGroup)
+                || (r.kind == Kind::Bridge && kind == Kind::IpPool)
+        })
+        .collect();
+    let tenant = if scoped.is_empty() {
+        None
+    } else {
+        owning_tenant(tx, new).await?
+    };
+    for r in scoped {
+        if let Some(target) = read(tx, r.kind, r.id).await? {
+            let target_tenant = owning_tenant(tx, &target).await?;
+            if tenant.is_some() && target_tenant != tenant {
+                return Err(invalid(
+                    kind,
+                    id,
+                    r.field,
+                    format!("{} {} belongs to another tenant", r.kind, r.id),
+                ));
+            }
+        }
+    }
+    match new {
+        Record::Port(port) => check_port(tx, t, port).await,
+        Record::Route(route) => {
+            if let Some(Record::Route(old)) = &t.old {
+                if (old.next_hop_port_id, old.next_hop_gateway)
+                    == (route.next_hop_port_id, route.next_hop_gateway)
+                {
+                    return Ok(());
+                }
+            }
+            let (Some(port_id), Some(Record::Port(port))) = (
+                route.next_hop_port_id,
+                match route.next_hop_port_id {
+                    Some(p) => read(tx, Kind::Port, p).await?,
+                    None => None,
+                },
+            ) else {
+                return Ok(());
+            };
+            if port.device_type != DeviceType::Router || port.device_id != route.router_id {
+                return Err(invalid(
+                    kind,
+                    id,
+                    "next_hop_port_id",
+                    format!("port {port_id} belongs to another device"),
+                ));
+            }
+            if let (Some(gw), Some(addr)) = (route.next_hop_gateway, port.address) {
+                if !addr.contains(&gw) {
+                    return Err(invalid(
+                        kind,
+                        id,
+                        "next_hop_gateway",
+                        format!("{gw} is not within port {port_id}'s subnet {addr}"),
+                    ));
+                }
+            }
+            Ok(())
+        }
+        _ => Ok(()),
+    }
+}
+
+async fn check_port(tx: &mut Tx, t: &Touched, port: &Port) -> Result<(), NsdbError> {
+    let (kind, id) = (t.kind, t.id);
+    let old = match &t.old {
+        Some(Record::Port(old)) => Some(old),
+        _ => None,
+    };
+    let peer_changed = old.map(|o| o.peer_id) != Some(port.peer_id);
+    if let Some(peer_id) = port.peer_id.filter(|_| peer_changed) {
+        let Some(Record::Port(peer)) = read(tx, Kind::Port, peer_id).await? else {
+            return Ok(()); // reported as a missing reference
+        };
+        if peer.peer_id != Some(id) {
+            let reason = match peer.peer_id {
+                Some(other) => format!("port {peer_id} is already linked to port {other}"),
+                None => format!("port {peer_id} is not linked back to this port"),
+            };
+            return Err(invalid(kind, id, "peer_id", reason));
+        }
+        if port.device_type == DeviceType::Bridge && peer.device_type == DeviceType::Bridge {
+            return Err(invalid(
+                kind,
+                id,
+                "peer_id",
+                "bridge-to-bridge links are not allowed",
+            ));
+        }
+        if peer.device_id == port.device_id {
+            return Err(invalid(
+                kind,
+                id,
+                "peer_id",
+                "cannot link two ports of the same device",
+            ));
+        }
+    }
+    if let Some(Record::Port(old)) = &t.old {
+        if let Some(old_peer) = old.peer_id.filter(|p| Some(*p) != port.peer_id) {
+            if let Some(Record::Port(peer)) = read(tx, Kind::Port, old_peer).await? {
+                if peer.peer_id == Some(id) {
+                    return Err(invalid(kind, id, "peer_id", format!("port {old_peer} is still linked to this port; unlink both sides together")));
+                }
+            }
+        }
+    }
+    let address_changed = old.map(|o| o.address) != Some(port.address);
+    if let (DeviceType::Router, Some(address), true) =
+        (port.device_type, port.address, address_changed)
+    {
+        check_router_subnet(tx, port, address).await?;
+    }
+    Ok(())
+}
+
+fn overlaps(a: &IpNet, b: &IpNet) -> bool {
+    a.trunc().contains(&b.network()) || b.trunc().contains(&a.network())
+}
+
+async fn check_router_subnet(tx: &mut Tx, port: &Port, address: IpNet) -> Result<(), NsdbError> {
+    let siblings = tx
+        .range(&keys::references_to_of(port.device_id, Kind::Port))
+        .await?;
+    for (key, _) in siblings {
+        let Some((_, sibling_id)) = keys::parse_reference(&key) else {
+            continue;
+        };
+        if sibling_id == port.id {
+            continue;
+        }
+        if let Some(Record::Port(sibling)) = read(tx, Kind::Port, sibling_id).await? {
+            if sibling.device_id != port.device_id {
+                continue;
+            }
+            if let Some(other) = sibling.address.filter(|other| overlaps(other, &address)) {
+                return Err(NsdbError::Duplicate {
+                    kind: Kind::Port,
+                    id: port.id,
+                    constraint: "subnet on router".into(),
+                    value: format!("{address} overlaps {other}"),
+                    owner: sibling_id.to_string(),
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn check_unreferenced(tx: &mut Tx, t: &Touched) -> Result<(), NsdbError> {
+    let mut referrers = Vec::new();
+    for (key, fields) in tx.range(&keys::references_to(t.id)).await? {
+        if let Some((kind, id)) = keys::parse_reference(&key) {
+            let fields: Vec<String> = serde_json::from_slice(&fields).unwrap_or_default();
+            referrers.push(Referrer {
+                kind,
+                id: id.to_string(),
+                field: fields.join(","),
+            });
+        }
+    }
+    match t.kind {
+        Kind::IpPool => {
+            for (_, lease) in tx.range(&keys::leases_of(t.id)).await? {
+                let owner = serde_json::from_slice::<crate::model::IpLease>(&lease)
+                    .map(|l| format!("{} ({})", l.owner, l.address))
+                    .unwrap_or_default();
+                referrers.push(Referrer {
+                    kind: Kind::IpLease,
+                    id: owner,
+                    field: "pool_id".into(),
+                });
+            }
+        }
+        Kind::Host => tx.delete(keys::liveness(t.id)),
+        _ => {}
+    }
+    if referrers.is_empty() {
+        Ok(())
+    } else {
+        Err(NsdbError::StillReferenced {
+            kind: t.kind,
+            id: t.id,
+            referrers,
+        })
+    }
+}

@@ -1,0 +1,343 @@
+//! The typed records of the network state database.
+//!
+//! Every record carries a UUID `id` and the `revision` it was last written at
+//! (filled in from the store on every read; ignored on write).
+
+use ipnet::IpNet;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use uuid::Uuid;
+
+use crate::kv::Revision;
+use crate::mac::MacAddr;
+
+fn default_true() -> bool {
+    true
+}
+
+fn default_any_v4() -> IpNet {
+    IpNet::V4(ipnet::Ipv4Net::default())
+}
+
+/// A tenant: the owner of a set of virtual devices.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Tenant {
+    /// Unique id.
+    pub id: Uuid,
+    /// Revision of the last write.
+    #[serde(default)]
+    pub revision: Revision,
+    /// Name, unique across tenants.
+    pub name: String,
+}
+
+/// A virtual L3 router.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Router {
+    /// Unique id.
+    pub id: Uuid,
+    /// Revision of the last write.
+    #[serde(default)]
+    pub revision: Revision,
+    /// Owning tenant.
+    pub tenant_id: Uuid,
+    /// Name, unique among the tenant's routers.
+    pub name: String,
+    /// Whether the router forwards.
+    #[serde(default = "default_true")]
+    pub admin_state_up: bool,
+    /// Chain applied to packets entering the router.
+    #[serde(default)]
+    pub inbound_chain_id: Option<Uuid>,
+    /// Chain applied to packets leaving the router.
+    #[serde(default)]
+    pub outbound_chain_id: Option<Uuid>,
+}
+
+/// A virtual L2 bridge.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Bridge {
+    /// Unique id.
+    pub id: Uuid,
+    /// Revision of the last write.
+    #[serde(default)]
+    pub revision: Revision,
+    /// Owning tenant.
+    pub tenant_id: Uuid,
+    /// Name, unique among the tenant's bridges.
+    pub name: String,
+    /// Whether the bridge forwards.
+    #[serde(default = "default_true")]
+    pub admin_state_up: bool,
+    /// Chain applied to packets entering the bridge.
+    #[serde(default)]
+    pub inbound_chain_id: Option<Uuid>,
+    /// Chain applied to packets leaving the bridge.
+    #[serde(default)]
+    pub outbound_chain_id: Option<Uuid>,
+}
+
+/// The kind of device a port belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DeviceType {
+    /// The port is on a bridge.
+    Bridge,
+    /// The port is on a router.
+    Router,
+}
+
+/// A MAC/IP pair a port may send from (anti-spoofing).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AllowedAddress {
+    /// The allowed source MAC.
+    pub mac: MacAddr,
+    /// The allowed source addresses (a host address is a /32 or /128).
+    pub ip: IpNet,
+}
+
+/// A port on a bridge or router: interior when linked to a peer port,
+/// exterior when bound to an interface on a host.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Port {
+    /// Unique id.
+    pub id: Uuid,
+    /// Revision of the last write.
+    #[serde(default)]
+    pub revision: Revision,
+    /// The bridge or router the port belongs to.
+    pub device_id: Uuid,
+    /// Whether `device_id` is a bridge or a router.
+    pub device_type: DeviceType,
+    /// The port's MAC, unique on its device.
+    pub mac: MacAddr,
+    /// Router ports only: the port's address with its prefix, e.g. `10.0.1.1/24`.
+    #[serde(default)]
+    pub address: Option<IpNet>,
+    /// The peer port of an interior link.
+    #[serde(default)]
+    pub peer_id: Option<Uuid>,
+    /// The host an exterior port is bound on.
+    #[serde(default)]
+    pub host_id: Option<Uuid>,
+    /// The interface on `host_id` the port is bound to.
+    #[serde(default)]
+    pub interface_name: Option<String>,
+    /// Chain applied to packets entering through this port.
+    #[serde(default)]
+    pub inbound_chain_id: Option<Uuid>,
+    /// Chain applied to packets leaving through this port.
+    #[serde(default)]
+    pub outbound_chain_id: Option<Uuid>,
+    /// MAC/IP pairs the port may send from.
+    #[serde(default)]
+    pub allowed_addresses: Vec<AllowedAddress>,
+    /// Deployment-wide unique key (the VNI of tunnelled frames to this port);
+    /// 0 on create means "allocate one".
+    #[serde(default)]
+    pub tunnel_key: u32,
+}
+
+/// What a route does with matching packets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum RouteKind {
+    /// Forward through the next-hop port.
+    #[default]
+    Normal,
+    /// Drop silently.
+    Blackhole,
+    /// Drop and answer ICMP administratively prohibited.
+    Reject,
+}
+
+/// A route in a router's table.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Route {
+    /// Unique id.
+    pub id: Uuid,
+    /// Revision of the last write.
+    #[serde(default)]
+    pub revision: Revision,
+    /// The router whose table holds the route.
+    pub router_id: Uuid,
+    /// Destination prefix.
+    pub dst: IpNet,
+    /// Source prefix (default: any IPv4 source).
+    #[serde(default = "default_any_v4")]
+    pub src: IpNet,
+    /// The router port packets leave through (normal routes).
+    #[serde(default)]
+    pub next_hop_port_id: Option<Uuid>,
+    /// The gateway to forward to; none means the destination is on-link.
+    #[serde(default)]
+    pub next_hop_gateway: Option<IpAddr>,
+    /// Preference among equal prefixes: lower wins, equal weights share (ECMP).
+    #[serde(default)]
+    pub weight: u32,
+    /// Normal, blackhole or reject.
+    #[serde(default)]
+    pub kind: RouteKind,
+}
+
+/// A named, ordered list of rules, attachable as a device or port filter.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Chain {
+    /// Unique id.
+    pub id: Uuid,
+    /// Revision of the last write.
+    #[serde(default)]
+    pub revision: Revision,
+    /// Owning tenant.
+    pub tenant_id: Uuid,
+    /// Name, unique among the tenant's chains.
+    pub name: String,
+}
+
+/// What a rule does when all its conditions match.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RuleAction {
+    /// Let the packet through; stop evaluating.
+    Accept,
+    /// Drop the packet silently.
+    Drop,
+    /// Drop and answer (TCP RST or ICMP unreachable).
+    Reject,
+    /// Evaluate `jump_chain_id`, then continue here unless it decided.
+    Jump,
+    /// Return to the calling chain.
+    Return,
+    /// Go on with the next rule.
+    Continue,
+    /// Source NAT.
+    Snat,
+    /// Destination NAT.
+    Dnat,
+    /// Source NAT to the egress port's address.
+    Masquerade,
+}
+
+/// One rule of a chain. Conditions are an open map so that the rule-chain
+/// vocabulary can grow without a schema migration.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Rule {
+    /// Unique id.
+    pub id: Uuid,
+    /// Revision of the last write.
+    #[serde(default)]
+    pub revision: Revision,
+    /// The chain the rule belongs to.
+    pub chain_id: Uuid,
+    /// Evaluation order within the chain (ascending).
+    pub position: u32,
+    /// What happens on a match.
+    pub action: RuleAction,
+    /// The chain to evaluate for `jump`.
+    #[serde(default)]
+    pub jump_chain_id: Option<Uuid>,
+    /// Match conditions by name (AND-ed).
+    #[serde(default)]
+    pub conditions: BTreeMap<String, serde_json::Value>,
+}
+
+/// A named set of ports that rules can match on.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PortGroup {
+    /// Unique id.
+    pub id: Uuid,
+    /// Revision of the last write.
+    #[serde(default)]
+    pub revision: Revision,
+    /// Owning tenant.
+    pub tenant_id: Uuid,
+    /// Name, unique among the tenant's port groups.
+    pub name: String,
+    /// Member ports.
+    #[serde(default)]
+    pub port_ids: Vec<Uuid>,
+}
+
+/// A named set of addresses that rules can match on.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IpAddressGroup {
+    /// Unique id.
+    pub id: Uuid,
+    /// Revision of the last write.
+    #[serde(default)]
+    pub revision: Revision,
+    /// Owning tenant.
+    pub tenant_id: Uuid,
+    /// Name, unique among the tenant's address groups.
+    pub name: String,
+    /// Member prefixes (host addresses as /32 or /128).
+    #[serde(default)]
+    pub addresses: Vec<IpNet>,
+}
+
+/// A host running a Plexus agent.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Host {
+    /// Unique id.
+    pub id: Uuid,
+    /// Revision of the last write.
+    #[serde(default)]
+    pub revision: Revision,
+    /// Name, unique across hosts.
+    pub name: String,
+    /// The underlay address tunnels to this host are sent to.
+    pub tunnel_ip: IpAddr,
+    /// Whether the host's agent holds a live lease (derived on read).
+    #[serde(default)]
+    pub alive: bool,
+}
+
+/// A CIDR pool that IPAM allocates addresses from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IpPool {
+    /// Unique id.
+    pub id: Uuid,
+    /// Revision of the last write.
+    #[serde(default)]
+    pub revision: Revision,
+    /// Owning tenant; none for provider pools.
+    #[serde(default)]
+    pub tenant_id: Option<Uuid>,
+    /// Name, unique across pools.
+    pub name: String,
+    /// The prefix addresses are drawn from.
+    pub cidr: IpNet,
+    /// The gateway address, never allocated (default: the first host address).
+    #[serde(default)]
+    pub gateway: Option<IpAddr>,
+    /// The bridge whose ports use this pool, if any.
+    #[serde(default)]
+    pub bridge_id: Option<Uuid>,
+}
+
+/// An address handed out from a pool to an owner.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IpLease {
+    /// The pool the address is from.
+    pub pool_id: Uuid,
+    /// The allocated address.
+    pub address: IpAddr,
+    /// Who holds it (e.g. a container id and interface name).
+    pub owner: String,
+    /// Revision of the allocation.
+    #[serde(default)]
+    pub revision: Revision,
+}

@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# Quick start, command 2: install what the tests need, check formatting and
+# lints, then run the whole test suite (unit, conformance on the embedded
+# store and on a real etcd, end-to-end). .ci/run calls this.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+. scripts/deps.sh
+ensure_packages \
+  protoc:protobuf-compiler \
+  etcd:etcd-server \
+  etcdctl:etcd-client \
+  ip:iproute2 \
+  iperf3:iperf3
+cargo fmt --all -- --check
+cargo clippy --workspace --all-targets -- -D warnings
+cargo test --workspace "$@"
