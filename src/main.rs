@@ -4,10 +4,6 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use anyhow::Context;
-use axum::extract::State;
-use axum::http::StatusCode;
-use axum::routing::get;
-use axum::{Json, Router};
 use clap::{Parser, Subcommand};
 use nsdb::{EtcdConfig, Nsdb, StoreConfig};
 
@@ -22,8 +18,11 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run Plexus all-in-one: the NSDB (embedded unless --nsdb is given) and
-    /// its HTTP endpoint.
+    /// the REST API.
     Serve(ServeArgs),
+    /// Run a stateless API server over an etcd NSDB (run several behind a
+    /// load balancer).
+    Api(ApiServerArgs),
 }
 
 /// Where the NSDB is: shared by every command that opens it.
@@ -82,33 +81,117 @@ struct ServeArgs {
     listen: SocketAddr,
     #[command(flatten)]
     nsdb: NsdbArgs,
+    #[command(flatten)]
+    admin: AdminTokenArgs,
 }
 
-async fn healthz(State(nsdb): State<Nsdb>) -> (StatusCode, Json<serde_json::Value>) {
-    match nsdb.current_revision().await {
-        Ok(revision) => (
-            StatusCode::OK,
-            Json(serde_json::json!({ "status": "ok", "nsdb_revision": revision })),
-        ),
-        Err(error) => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            Json(serde_json::json!({ "status": "unavailable", "error": error.to_string() })),
-        ),
+#[derive(Parser)]
+struct ApiServerArgs {
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1:8470", env = "PLEXUS_LISTEN")]
+    listen: SocketAddr,
+    #[command(flatten)]
+    nsdb: NsdbArgs,
+    #[command(flatten)]
+    admin: AdminTokenArgs,
+}
+
+/// The admin credential of an API server.
+#[derive(Parser)]
+struct AdminTokenArgs {
+    /// File holding the admin token.
+    #[arg(long, env = "PLEXUS_ADMIN_TOKEN_FILE")]
+    admin_token_file: Option<PathBuf>,
+    /// The admin token itself.
+    #[arg(
+        long = "admin-token",
+        env = "PLEXUS_ADMIN_TOKEN",
+        hide_env_values = true
+    )]
+    admin_token: Option<String>,
+}
+
+/// Name of the generated admin token file in the data dir.
+const ADMIN_TOKEN_FILE: &str = "admin.token";
+
+fn read_token(path: &std::path::Path) -> anyhow::Result<String> {
+    let token = std::fs::read_to_string(path)
+        .with_context(|| format!("reading the token file {}", path.display()))?;
+    let token = token.trim().to_string();
+    anyhow::ensure!(
+        !token.is_empty(),
+        "the token file {} is empty",
+        path.display()
+    );
+    Ok(token)
+}
+
+impl AdminTokenArgs {
+    /// The admin token: given, read from a file, or (with a data dir)
+    /// generated on first start and kept in the data dir with mode 0600.
+    fn resolve(&self, data: Option<&std::path::Path>) -> anyhow::Result<String> {
+        if let Some(token) = self
+            .admin_token
+            .as_deref()
+            .map(str::trim)
+            .filter(|t| !t.is_empty())
+        {
+            return Ok(token.to_string());
+        }
+        if let Some(path) = &self.admin_token_file {
+            return read_token(path);
+        }
+        let data =
+            data.context("give the admin token with --admin-token-file or PLEXUS_ADMIN_TOKEN")?;
+        let path = data.join(ADMIN_TOKEN_FILE);
+        if path.exists() {
+            return read_token(&path);
+        }
+        use std::io::Write;
+        use std::os::unix::fs::OpenOptionsExt;
+        std::fs::create_dir_all(data).with_context(|| format!("creating {}", data.display()))?;
+        let token = api::auth::generate_token();
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&path)
+            .with_context(|| format!("creating {}", path.display()))?;
+        writeln!(file, "{token}").with_context(|| format!("writing {}", path.display()))?;
+        println!("plexus: generated an admin token in {}", path.display());
+        Ok(token)
     }
 }
 
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let config = args.nsdb.store_config(&args.data)?;
+    let admin_token = args.admin.resolve(Some(&args.data))?;
+    run_api(config, admin_token, args.listen).await
+}
+
+async fn api_server(args: ApiServerArgs) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        args.nsdb.nsdb.is_some(),
+        "plexus api needs --nsdb etcd://HOST:PORT (use plexus serve for a single node)"
+    );
+    let config = args.nsdb.store_config(std::path::Path::new("."))?;
+    let admin_token = args.admin.resolve(None)?;
+    run_api(config, admin_token, args.listen).await
+}
+
+async fn run_api(
+    config: StoreConfig,
+    admin_token: String,
+    listen: SocketAddr,
+) -> anyhow::Result<()> {
     let nsdb = Nsdb::open(&config)
         .await
         .with_context(|| format!("opening the NSDB ({config:?})"))?;
-    let app = Router::new()
-        .route("/healthz", get(healthz))
-        .with_state(nsdb);
-    let listener = tokio::net::TcpListener::bind(args.listen)
+    let app = api::app(nsdb, api::auth::token_hash(&admin_token));
+    let listener = tokio::net::TcpListener::bind(listen)
         .await
-        .with_context(|| format!("listening on {}", args.listen))?;
-    tracing::info!(listen = %args.listen, "plexus serving");
+        .with_context(|| format!("listening on {listen}"))?;
+    tracing::info!(%listen, "plexus API serving");
     println!("plexus: serving on http://{}", listener.local_addr()?);
     axum::serve(listener, app)
         .with_graceful_shutdown(shutdown_signal())
@@ -148,5 +231,6 @@ async fn run() -> anyhow::Result<()> {
         .init();
     match Cli::parse().command {
         Command::Serve(args) => serve(args).await,
+        Command::Api(args) => api_server(args).await,
     }
 }

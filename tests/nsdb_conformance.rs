@@ -362,7 +362,7 @@ async fn referential_integrity(f: Fixture) {
     one_sided.peer_id = Some(bp.id);
     let e = assert_rejected(db, &before, db.update(one_sided, None).await).await;
     assert!(
-        matches!(&e, NsdbError::Invalid { field, .. } if field == "peer_id"),
+        matches!(&e, NsdbError::Rejected { field, .. } if field == "peer_id"),
         "{e}"
     );
     // Bridge-to-bridge links are refused.
@@ -376,7 +376,7 @@ async fn referential_integrity(f: Fixture) {
     )
     .await;
     assert!(
-        matches!(&e, NsdbError::Invalid { field, .. } if field == "next_hop_port_id"),
+        matches!(&e, NsdbError::Rejected { field, .. } if field == "next_hop_port"),
         "{e}"
     );
     // No rule jumping to a missing chain.

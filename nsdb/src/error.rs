@@ -148,6 +148,19 @@ pub enum NsdbError {
         /// What is wrong with it.
         reason: String,
     },
+    /// The record is well-formed, but breaks a rule about how it relates to
+    /// other records (a one-sided link, a next hop on another router, ...).
+    #[error("{kind} {id}: {field}: {reason}")]
+    Rejected {
+        /// The kind of the record.
+        kind: Kind,
+        /// Its id.
+        id: Uuid,
+        /// The offending field.
+        field: String,
+        /// Which rule it breaks.
+        reason: String,
+    },
     /// An IP pool has no free address left.
     #[error("ip pool {pool} ({cidr}) is exhausted")]
     PoolExhausted {

@@ -65,6 +65,15 @@ fn invalid(kind: Kind, id: Uuid, field: &str, reason: impl Into<String>) -> Nsdb
     }
 }
 
+fn rejected(kind: Kind, id: Uuid, field: &str, reason: impl Into<String>) -> NsdbError {
+    NsdbError::Rejected {
+        kind,
+        id,
+        field: field.to_string(),
+        reason: reason.into(),
+    }
+}
+
 fn corrupt(key: &str, reason: impl ToString) -> NsdbError {
     NsdbError::Store(StoreError::Corrupt {
         key: key.to_string(),
@@ -383,7 +392,7 @@ async fn check_relations(tx: &mut Tx, t: &Touched, new: &Record) -> Result<(), N
         if let Some(target) = read(tx, r.kind, r.id).await? {
             let target_tenant = owning_tenant(tx, &target).await?;
             if tenant.is_some() && target_tenant != tenant {
-                return Err(invalid(
+                return Err(rejected(
                     kind,
                     id,
                     r.field,
@@ -412,16 +421,16 @@ async fn check_relations(tx: &mut Tx, t: &Touched, new: &Record) -> Result<(), N
                 return Ok(());
             };
             if port.device_type != DeviceType::Router || port.device_id != route.router_id {
-                return Err(invalid(
+                return Err(rejected(
                     kind,
                     id,
-                    "next_hop_port_id",
+                    "next_hop_port",
                     format!("port {port_id} belongs to another device"),
                 ));
             }
             if let (Some(gw), Some(addr)) = (route.next_hop_gateway, port.address) {
                 if !addr.contains(&gw) {
-                    return Err(invalid(
+                    return Err(rejected(
                         kind,
                         id,
                         "next_hop_gateway",
@@ -451,10 +460,10 @@ async fn check_port(tx: &mut Tx, t: &Touched, port: &Port) -> Result<(), NsdbErr
                 Some(other) => format!("port {peer_id} is already linked to port {other}"),
                 None => format!("port {peer_id} is not linked back to this port"),
             };
-            return Err(invalid(kind, id, "peer_id", reason));
+            return Err(rejected(kind, id, "peer_id", reason));
         }
         if port.device_type == DeviceType::Bridge && peer.device_type == DeviceType::Bridge {
-            return Err(invalid(
+            return Err(rejected(
                 kind,
                 id,
                 "peer_id",
@@ -462,7 +471,7 @@ async fn check_port(tx: &mut Tx, t: &Touched, port: &Port) -> Result<(), NsdbErr
             ));
         }
         if peer.device_id == port.device_id {
-            return Err(invalid(
+            return Err(rejected(
                 kind,
                 id,
                 "peer_id",
@@ -474,7 +483,7 @@ async fn check_port(tx: &mut Tx, t: &Touched, port: &Port) -> Result<(), NsdbErr
         if let Some(old_peer) = old.peer_id.filter(|p| Some(*p) != port.peer_id) {
             if let Some(Record::Port(peer)) = read(tx, Kind::Port, old_peer).await? {
                 if peer.peer_id == Some(id) {
-                    return Err(invalid(kind, id, "peer_id", format!("port {old_peer} is still linked to this port; unlink both sides together")));
+                    return Err(rejected(kind, id, "peer_id", format!("port {old_peer} is still linked to this port; unlink both sides together")));
                 }
             }
         }

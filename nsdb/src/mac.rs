@@ -111,3 +111,21 @@ mod tests {
         }
     }
 }
+
+impl schemars::JsonSchema for MacAddr {
+    fn schema_name() -> String {
+        "MacAddr".into()
+    }
+
+    fn json_schema(_: &mut schemars::gen::SchemaGenerator) -> schemars::schema::Schema {
+        schemars::schema::SchemaObject {
+            instance_type: Some(schemars::schema::InstanceType::String.into()),
+            string: Some(Box::new(schemars::schema::StringValidation {
+                pattern: Some("^[0-9a-fA-F]{2}([:-][0-9a-fA-F]{2}){5}$".into()),
+                ..Default::default()
+            })),
+            ..Default::default()
+        }
+        .into()
+    }
+}

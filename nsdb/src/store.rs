@@ -273,7 +273,7 @@ impl Nsdb {
     pub async fn unlink_port(&self, port: Uuid) -> Result<(Port, Port), NsdbError> {
         let current = self.fetch::<Port>(port).await?;
         let Some(peer) = current.peer_id else {
-            return Err(NsdbError::Invalid {
+            return Err(NsdbError::Rejected {
                 kind: Kind::Port,
                 id: port,
                 field: "peer_id".into(),
@@ -294,7 +294,7 @@ impl Nsdb {
         if peer.is_some() {
             for (port, other) in [(&port_a, b), (&port_b, a)] {
                 if let Some(existing) = port.peer_id.filter(|p| *p != other) {
-                    return Err(NsdbError::Invalid {
+                    return Err(NsdbError::Rejected {
                         kind: Kind::Port,
                         id: port.id,
                         field: "peer_id".into(),

@@ -101,6 +101,7 @@ impl Record {
         };
         match self {
             Record::Tenant(_) | Record::Host(_) => {}
+            Record::ApiToken(t) => refs.push(reference("tenant_id", Kind::Tenant, t.tenant_id)),
             Record::Router(r) => {
                 refs.push(reference("tenant_id", Kind::Tenant, r.tenant_id));
                 chains(&mut refs, r.inbound_chain_id, r.outbound_chain_id);
@@ -121,7 +122,7 @@ impl Record {
             }
             Record::Route(r) => {
                 refs.push(reference("router_id", Kind::Router, r.router_id));
-                refs.extend(optional("next_hop_port_id", Kind::Port, r.next_hop_port_id));
+                refs.extend(optional("next_hop_port", Kind::Port, r.next_hop_port_id));
             }
             Record::Chain(c) => refs.push(reference("tenant_id", Kind::Tenant, c.tenant_id)),
             Record::Rule(r) => {
@@ -191,7 +192,7 @@ impl Record {
                 key: format!("uniq/rule_position/{}/{}", r.chain_id, r.position),
                 value: r.position.to_string(),
             }],
-            Record::Route(_) => Vec::new(),
+            Record::Route(_) | Record::ApiToken(_) => Vec::new(),
         }
     }
 
@@ -204,6 +205,15 @@ impl Record {
             Record::Chain(c) => check_name(&c.name),
             Record::PortGroup(g) => check_name(&g.name),
             Record::IpAddressGroup(g) => check_name(&g.name),
+            Record::ApiToken(t) => {
+                let hex = t.secret_sha256.len() == 64
+                    && t.secret_sha256.bytes().all(|b| b.is_ascii_hexdigit());
+                if hex {
+                    Ok(())
+                } else {
+                    Err(("secret_sha256", "must be 64 hex digits".into()))
+                }
+            }
             Record::Host(h) => {
                 check_name(&h.name)?;
                 if h.tunnel_ip.is_unspecified() || h.tunnel_ip.is_multicast() {
@@ -330,10 +340,10 @@ fn validate_route(r: &super::Route) -> Result<(), Violation> {
     }
     match (r.kind, r.next_hop_port_id) {
         (RouteKind::Normal, None) => {
-            Err(("next_hop_port_id", "is required for a normal route".into()))
+            Err(("next_hop_port", "is required for a normal route".into()))
         }
         (RouteKind::Blackhole | RouteKind::Reject, Some(_)) => Err((
-            "next_hop_port_id",
+            "next_hop_port",
             "must be empty for blackhole and reject routes".into(),
         )),
         _ => Ok(()),

@@ -42,11 +42,13 @@ pub enum Kind {
     IpPool,
     /// [`IpLease`] (kept by IPAM, not a stand-alone record).
     IpLease,
+    /// [`ApiToken`].
+    ApiToken,
 }
 
 impl Kind {
     /// Every kind stored as a stand-alone record.
-    pub const RECORDS: [Kind; 11] = [
+    pub const RECORDS: [Kind; 12] = [
         Kind::Tenant,
         Kind::Router,
         Kind::Bridge,
@@ -58,6 +60,7 @@ impl Kind {
         Kind::IpAddressGroup,
         Kind::Host,
         Kind::IpPool,
+        Kind::ApiToken,
     ];
 
     /// The kind's name in keys, errors and APIs.
@@ -75,6 +78,7 @@ impl Kind {
             Kind::Host => "host",
             Kind::IpPool => "ip_pool",
             Kind::IpLease => "ip_lease",
+            Kind::ApiToken => "api_token",
         }
     }
 }
@@ -123,6 +127,8 @@ pub enum Record {
     Host(Host),
     /// An IP pool.
     IpPool(IpPool),
+    /// A tenant API token.
+    ApiToken(ApiToken),
 }
 
 /// A record type stored by the NSDB.
@@ -213,6 +219,7 @@ resources!(
     IpAddressGroup,
     Host,
     IpPool,
+    ApiToken,
 );
 
 impl Record {
@@ -225,6 +232,7 @@ impl Record {
             Record::PortGroup(r) => Some(r.tenant_id),
             Record::IpAddressGroup(r) => Some(r.tenant_id),
             Record::IpPool(r) => r.tenant_id,
+            Record::ApiToken(r) => Some(r.tenant_id),
             Record::Tenant(_)
             | Record::Port(_)
             | Record::Route(_)

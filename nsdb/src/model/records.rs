@@ -4,6 +4,7 @@
 //! (filled in from the store on every read; ignored on write).
 
 use ipnet::IpNet;
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::net::IpAddr;
@@ -21,7 +22,7 @@ fn default_any_v4() -> IpNet {
 }
 
 /// A tenant: the owner of a set of virtual devices.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Tenant {
     /// Unique id.
@@ -34,7 +35,7 @@ pub struct Tenant {
 }
 
 /// A virtual L3 router.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Router {
     /// Unique id.
@@ -58,7 +59,7 @@ pub struct Router {
 }
 
 /// A virtual L2 bridge.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Bridge {
     /// Unique id.
@@ -82,7 +83,7 @@ pub struct Bridge {
 }
 
 /// The kind of device a port belongs to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum DeviceType {
     /// The port is on a bridge.
@@ -92,7 +93,7 @@ pub enum DeviceType {
 }
 
 /// A MAC/IP pair a port may send from (anti-spoofing).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AllowedAddress {
     /// The allowed source MAC.
@@ -103,7 +104,7 @@ pub struct AllowedAddress {
 
 /// A port on a bridge or router: interior when linked to a peer port,
 /// exterior when bound to an interface on a host.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Port {
     /// Unique id.
@@ -145,7 +146,7 @@ pub struct Port {
 }
 
 /// What a route does with matching packets.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum RouteKind {
     /// Forward through the next-hop port.
@@ -158,7 +159,7 @@ pub enum RouteKind {
 }
 
 /// A route in a router's table.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Route {
     /// Unique id.
@@ -174,7 +175,7 @@ pub struct Route {
     #[serde(default = "default_any_v4")]
     pub src: IpNet,
     /// The router port packets leave through (normal routes).
-    #[serde(default)]
+    #[serde(default, rename = "next_hop_port")]
     pub next_hop_port_id: Option<Uuid>,
     /// The gateway to forward to; none means the destination is on-link.
     #[serde(default)]
@@ -183,12 +184,12 @@ pub struct Route {
     #[serde(default)]
     pub weight: u32,
     /// Normal, blackhole or reject.
-    #[serde(default)]
+    #[serde(default, rename = "type")]
     pub kind: RouteKind,
 }
 
 /// A named, ordered list of rules, attachable as a device or port filter.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Chain {
     /// Unique id.
@@ -203,7 +204,7 @@ pub struct Chain {
 }
 
 /// What a rule does when all its conditions match.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum RuleAction {
     /// Let the packet through; stop evaluating.
@@ -228,7 +229,7 @@ pub enum RuleAction {
 
 /// One rule of a chain. Conditions are an open map so that the rule-chain
 /// vocabulary can grow without a schema migration.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Rule {
     /// Unique id.
@@ -251,7 +252,7 @@ pub struct Rule {
 }
 
 /// A named set of ports that rules can match on.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PortGroup {
     /// Unique id.
@@ -269,7 +270,7 @@ pub struct PortGroup {
 }
 
 /// A named set of addresses that rules can match on.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct IpAddressGroup {
     /// Unique id.
@@ -287,7 +288,7 @@ pub struct IpAddressGroup {
 }
 
 /// A host running a Plexus agent.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Host {
     /// Unique id.
@@ -305,7 +306,7 @@ pub struct Host {
 }
 
 /// A CIDR pool that IPAM allocates addresses from.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct IpPool {
     /// Unique id.
@@ -329,7 +330,7 @@ pub struct IpPool {
 }
 
 /// An address handed out from a pool to an owner.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct IpLease {
     /// The pool the address is from.
     pub pool_id: Uuid,
@@ -340,4 +341,23 @@ pub struct IpLease {
     /// Revision of the allocation.
     #[serde(default)]
     pub revision: Revision,
+}
+
+/// A tenant-scoped API credential. Only a hash of the secret is stored; the
+/// id is derived from that hash, so a presented token is found by one get.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ApiToken {
+    /// Derived from the token's hash.
+    pub id: Uuid,
+    /// Revision of the last write.
+    #[serde(default)]
+    pub revision: Revision,
+    /// The tenant the token acts for.
+    pub tenant_id: Uuid,
+    /// Hex SHA-256 of the secret.
+    pub secret_sha256: String,
+    /// Free-form label (who or what holds the token).
+    #[serde(default)]
+    pub description: String,
 }

@@ -1,0 +1,272 @@
+//! A typed client for the Plexus API (used by the CLI and the CNI plugin).
+
+use std::time::Duration;
+
+use nsdb::{Bridge, Chain, Host, IpPool, Port, Revision, Route, Router, Rule, Tenant};
+use reqwest::{header, Method, StatusCode};
+use serde::de::DeserializeOwned;
+use serde_json::{json, Value};
+use uuid::Uuid;
+
+use crate::problem::Problem;
+use crate::resource::Page;
+use crate::routes::tenants::IssuedToken;
+
+/// Why a call failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// The API server could not be reached (retrying later may help).
+    #[error("Plexus API at {url} is unreachable: {reason}")]
+    Unreachable {
+        /// The URL called.
+        url: String,
+        /// What the transport said.
+        reason: String,
+    },
+    /// The server refused the request.
+    #[error("{0}")]
+    Problem(Problem),
+    /// The server answered something this client does not understand.
+    #[error("unexpected answer from {url}: {reason}")]
+    Protocol {
+        /// The URL called.
+        url: String,
+        /// What was wrong with the answer.
+        reason: String,
+    },
+}
+
+impl ApiError {
+    /// The HTTP status of a refused request.
+    pub fn status(&self) -> Option<u16> {
+        match self {
+            ApiError::Problem(p) => Some(p.status),
+            _ => None,
+        }
+    }
+}
+
+/// A client bound to one server and one token.
+#[derive(Debug, Clone)]
+pub struct Client {
+    base: String,
+    token: String,
+    http: reqwest::Client,
+}
+
+impl Client {
+    /// A client for the API at `base_url` (e.g. `http://127.0.0.1:8470`).
+    pub fn new(base_url: &str, token: &str) -> Result<Client, ApiError> {
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(30))
+            .connect_timeout(Duration::from_secs(5))
+            .build()
+            .map_err(|e| ApiError::Unreachable {
+                url: base_url.to_string(),
+                reason: e.to_string(),
+            })?;
+        Ok(Client {
+            base: base_url.trim_end_matches('/').to_string(),
+            token: token.to_string(),
+            http,
+        })
+    }
+
+    /// Sends one request and decodes the JSON answer (`Value::Null` for 204).
+    pub async fn call<T: DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&Value>,
+        if_match: Option<Revision>,
+    ) -> Result<T, ApiError> {
+        let url = format!("{}{path}", self.base);
+        let mut request = self.http.request(method, &url).bearer_auth(&self.token);
+        if let Some(body) = body {
+            request = request.json(body);
+        }
+        if let Some(revision) = if_match {
+            request = request.header(header::IF_MATCH, format!("\"{revision}\""));
+        }
+        let response = request.send().await.map_err(|e| ApiError::Unreachable {
+            url: url.clone(),
+            reason: e.to_string(),
+        })?;
+        let status = response.status();
+        let bytes = response.bytes().await.map_err(|e| ApiError::Unreachable {
+            url: url.clone(),
+            reason: e.to_string(),
+        })?;
+        if !status.is_success() {
+            let problem = serde_json::from_slice::<Problem>(&bytes).unwrap_or_else(|_| {
+                Problem::new(
+                    status,
+                    "unknown",
+                    "Unexpected error",
+                    String::from_utf8_lossy(&bytes).into_owned(),
+                )
+            });
+            return Err(ApiError::Problem(problem));
+        }
+        let bytes = if status == StatusCode::NO_CONTENT {
+            &b"null"[..]
+        } else {
+            &bytes[..]
+        };
+        serde_json::from_slice(bytes).map_err(|e| ApiError::Protocol {
+            url,
+            reason: e.to_string(),
+        })
+    }
+
+    /// `GET path`.
+    pub async fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T, ApiError> {
+        self.call(Method::GET, path, None, None).await
+    }
+
+    /// `POST path` with a JSON body.
+    pub async fn post<T: DeserializeOwned>(&self, path: &str, body: &Value) -> Result<T, ApiError> {
+        self.call(Method::POST, path, Some(body), None).await
+    }
+
+    /// `PUT path` with a JSON body.
+    pub async fn put<T: DeserializeOwned>(&self, path: &str, body: &Value) -> Result<T, ApiError> {
+        self.call(Method::PUT, path, Some(body), None).await
+    }
+
+    /// `PATCH path` with the fields to change, optionally only at `if_match`.
+    pub async fn patch<T: DeserializeOwned>(
+        &self,
+        path: &str,
+        fields: &Value,
+        if_match: Option<Revision>,
+    ) -> Result<T, ApiError> {
+        self.call(Method::PATCH, path, Some(fields), if_match).await
+    }
+
+    /// `DELETE path`, optionally only at `if_match`.
+    pub async fn delete(&self, path: &str, if_match: Option<Revision>) -> Result<(), ApiError> {
+        self.call::<Value>(Method::DELETE, path, None, if_match)
+            .await
+            .map(|_| ())
+    }
+
+    /// Every item of a listing, following pagination.
+    pub async fn list<T: DeserializeOwned>(&self, path: &str) -> Result<Vec<T>, ApiError> {
+        let mut items = Vec::new();
+        let separator = if path.contains('?') { '&' } else { '?' };
+        let mut next: Option<Uuid> = None;
+        loop {
+            let url = match next {
+                Some(after) => format!("{path}{separator}after={after}"),
+                None => path.to_string(),
+            };
+            let page: Page<T> = self.get(&url).await?;
+            items.extend(page.items);
+            match page.next_after {
+                Some(after) => next = Some(after),
+                None => return Ok(items),
+            }
+        }
+    }
+
+    /// Creates a tenant (admin).
+    pub async fn create_tenant(&self, name: &str) -> Result<Tenant, ApiError> {
+        self.post("/v1/tenants", &json!({ "name": name })).await
+    }
+
+    /// Issues a tenant-scoped token (admin).
+    pub async fn issue_tenant_token(
+        &self,
+        tenant: Uuid,
+        description: &str,
+    ) -> Result<IssuedToken, ApiError> {
+        self.post(
+            &format!("/v1/tenants/{tenant}/tokens"),
+            &json!({ "description": description }),
+        )
+        .await
+    }
+
+    /// Creates a router.
+    pub async fn create_router(&self, tenant: Uuid, name: &str) -> Result<Router, ApiError> {
+        self.post("/v1/routers", &json!({ "tenant_id": tenant, "name": name }))
+            .await
+    }
+
+    /// Creates a bridge.
+    pub async fn create_bridge(&self, tenant: Uuid, name: &str) -> Result<Bridge, ApiError> {
+        self.post("/v1/bridges", &json!({ "tenant_id": tenant, "name": name }))
+            .await
+    }
+
+    /// Creates a port on a bridge; `fields` may set mac, chains, allowed addresses.
+    pub async fn create_bridge_port(&self, bridge: Uuid, fields: Value) -> Result<Port, ApiError> {
+        self.post(&format!("/v1/bridges/{bridge}/ports"), &fields)
+            .await
+    }
+
+    /// Creates a router port with an address such as `10.0.1.1/24`.
+    pub async fn create_router_port(&self, router: Uuid, address: &str) -> Result<Port, ApiError> {
+        self.post(
+            &format!("/v1/routers/{router}/ports"),
+            &json!({ "address": address }),
+        )
+        .await
+    }
+
+    /// Links two ports.
+    pub async fn link(&self, port: Uuid, peer: Uuid) -> Result<Port, ApiError> {
+        self.put(
+            &format!("/v1/ports/{port}/link"),
+            &json!({ "peer_id": peer }),
+        )
+        .await
+    }
+
+    /// Binds a port to an interface on a host (admin).
+    pub async fn bind(
+        &self,
+        port: Uuid,
+        host: Uuid,
+        interface_name: &str,
+    ) -> Result<Port, ApiError> {
+        self.put(
+            &format!("/v1/ports/{port}/binding"),
+            &json!({ "host_id": host, "interface_name": interface_name }),
+        )
+        .await
+    }
+
+    /// Adds a route to a router.
+    pub async fn create_route(&self, router: Uuid, route: Value) -> Result<Route, ApiError> {
+        self.post(&format!("/v1/routers/{router}/routes"), &route)
+            .await
+    }
+
+    /// Creates a chain.
+    pub async fn create_chain(&self, tenant: Uuid, name: &str) -> Result<Chain, ApiError> {
+        self.post("/v1/chains", &json!({ "tenant_id": tenant, "name": name }))
+            .await
+    }
+
+    /// Inserts a rule into a chain.
+    pub async fn create_rule(&self, chain: Uuid, rule: Value) -> Result<Rule, ApiError> {
+        self.post(&format!("/v1/chains/{chain}/rules"), &rule).await
+    }
+
+    /// Registers a host (admin).
+    pub async fn create_host(&self, name: &str, tunnel_ip: &str) -> Result<Host, ApiError> {
+        self.post(
+            "/v1/hosts",
+            &json!({ "name": name, "tunnel_ip": tunnel_ip }),
+        )
+        .await
+    }
+
+    /// Creates an IP pool (admin).
+    pub async fn create_ip_pool(&self, name: &str, cidr: &str) -> Result<IpPool, ApiError> {
+        self.post("/v1/ip_pools", &json!({ "name": name, "cidr": cidr }))
+            .await
+    }
+}

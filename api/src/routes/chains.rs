@@ -1,0 +1,120 @@
+//! `/v1/chains` and their rules (`/v1/chains/{id}/rules`, `/v1/rules/{id}`).
+
+use std::collections::HashMap;
+
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::Response;
+use axum::routing::{delete, get, patch, post};
+use axum::Json;
+use nsdb::{Chain, Mutation, NsdbError, Record, Rule};
+use serde_json::Value;
+
+use super::crud_docs;
+use crate::auth::Caller;
+use crate::extract::{from_json, JsonObject};
+use crate::openapi::ApiRouter;
+use crate::problem::Problem;
+use crate::resource::{
+    create_top, delete_one, fetch_visible, get_one, list_all, object_response, parse_id, patch_one,
+    set_from_path, with_new_id, ListQuery, Page,
+};
+use crate::server::AppState;
+
+/// How often an insert is retried when another writer moved rules meanwhile.
+const INSERT_ATTEMPTS: usize = 5;
+
+/// `POST /v1/chains/{id}/rules`: inserts at `position` (shifting the rules
+/// at and after it down by one, in the same transaction) or appends.
+async fn insert_rule(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(chain): Path<String>,
+    JsonObject(body): JsonObject,
+) -> Result<Response, Problem> {
+    let chain: Chain = fetch_visible(&state.nsdb, caller, parse_id("chain", &chain)?).await?;
+    let mut body = with_new_id(body);
+    set_from_path(&mut body, "chain_id", Value::String(chain.id.to_string()))?;
+    let explicit = body.contains_key("position");
+    body.entry("position").or_insert(Value::from(0));
+    let mut rule: Rule = from_json(Value::Object(body))?;
+    for _ in 0..INSERT_ATTEMPTS {
+        let existing = state.nsdb.list_by_parent::<Rule>(chain.id).await?;
+        if !explicit {
+            rule.position = existing.iter().map(|r| r.position + 1).max().unwrap_or(1);
+        }
+        let mut batch: Vec<Mutation> = existing
+            .iter()
+            .filter(|r| explicit && r.position >= rule.position)
+            .map(|r| {
+                let mut shifted = r.clone();
+                shifted.position += 1;
+                Mutation::Update {
+                    record: Record::Rule(shifted),
+                    expected_revision: Some(r.revision),
+                }
+            })
+            .collect();
+        batch.push(Mutation::Create(Record::Rule(rule.clone())));
+        match state.nsdb.apply(batch).await {
+            Ok(applied) => {
+                let created = applied
+                    .records
+                    .into_iter()
+                    .flatten()
+                    .find_map(|r| match r {
+                        Record::Rule(r) if r.id == rule.id => Some(r),
+                        _ => None,
+                    })
+                    .ok_or_else(|| Problem::bad_request("the rule was not stored"))?;
+                return Ok(object_response(StatusCode::CREATED, &created));
+            }
+            Err(NsdbError::RevisionConflict { .. }) => continue,
+            Err(other) => return Err(other.into()),
+        }
+    }
+    Err(NsdbError::Contention {
+        attempts: INSERT_ATTEMPTS as u32,
+    }
+    .into())
+}
+
+/// `GET /v1/chains/{id}/rules`: the chain's rules in evaluation order.
+async fn list_rules(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(chain): Path<String>,
+    Query(params): Query<HashMap<String, String>>,
+) -> Result<Json<Page<Rule>>, Problem> {
+    let chain: Chain = fetch_visible(&state.nsdb, caller, parse_id("chain", &chain)?).await?;
+    let query = ListQuery::parse(params, &[])?;
+    let mut rules = state.nsdb.list_by_parent::<Rule>(chain.id).await?;
+    rules.sort_by_key(|r| r.position);
+    Ok(Json(query.paginate(rules)))
+}
+
+/// Adds the chain and rule routes.
+pub fn routes(api: ApiRouter) -> ApiRouter {
+    let c = crud_docs::<Chain>(
+        "/v1/chains",
+        "/v1/chains/{id}",
+        "chains",
+        &["tenant_id", "limit", "after"],
+    );
+    let r = crud_docs::<Rule>(
+        "/v1/chains/{id}/rules",
+        "/v1/rules/{id}",
+        "rules",
+        &["limit", "after"],
+    );
+    api.add(c.list, get(list_all::<Chain>))
+        .add(c.create, post(create_top::<Chain>))
+        .add(c.get, get(get_one::<Chain>))
+        .add(c.patch, patch(patch_one::<Chain>))
+        .add(c.delete, delete(delete_one::<Chain>))
+        .add(r.list, get(list_rules))
+        .add(r.create, post(insert_rule))
+        .add(r.get, get(get_one::<Rule>))
+        .add(r.patch, patch(patch_one::<Rule>))
+        .add(r.delete, delete(delete_one::<Rule>))
+}

@@ -1,0 +1,184 @@
+//! The API server: shared state, the assembled router, and the endpoints
+//! that are not about a resource (health, metrics, OpenAPI).
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+
+use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::http::{header, HeaderValue, Method, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::Json;
+use nsdb::Nsdb;
+use serde_json::Value;
+
+use crate::extract::MAX_BODY_BYTES;
+use crate::openapi::{ApiRouter, RouteDoc};
+use crate::problem::Problem;
+use crate::routes;
+
+/// Request counters for `/metrics`.
+#[derive(Default)]
+pub struct Metrics {
+    requests: Mutex<BTreeMap<(String, u16), u64>>,
+}
+
+impl Metrics {
+    fn record(&self, method: &Method, status: StatusCode) {
+        if let Ok(mut requests) = self.requests.lock() {
+            *requests
+                .entry((method.to_string(), status.as_u16()))
+                .or_default() += 1;
+        }
+    }
+}
+
+/// What every handler can reach.
+#[derive(Clone)]
+pub struct AppState {
+    /// The NSDB.
+    pub nsdb: Nsdb,
+    /// SHA-256 of the admin token.
+    pub admin_token_hash: [u8; 32],
+    /// Request counters.
+    pub metrics: Arc<Metrics>,
+    /// The OpenAPI document of the assembled router.
+    pub openapi: Arc<Value>,
+}
+
+async fn healthz(State(state): State<AppState>) -> Response {
+    match state.nsdb.current_revision().await {
+        Ok(revision) => {
+            Json(serde_json::json!({"status": "ok", "nsdb_revision": revision})).into_response()
+        }
+        Err(error) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(serde_json::json!({"status": "unavailable", "error": error.to_string()})),
+        )
+            .into_response(),
+    }
+}
+
+async fn openapi_json(State(state): State<AppState>) -> Json<Value> {
+    Json((*state.openapi).clone())
+}
+
+async fn metrics(State(state): State<AppState>) -> Response {
+    let mut out = String::new();
+    out.push_str("# HELP plexus_api_requests_total API requests by method and status.\n");
+    out.push_str("# TYPE plexus_api_requests_total counter\n");
+    if let Ok(requests) = state.metrics.requests.lock() {
+        for ((method, status), count) in requests.iter() {
+            out.push_str(&format!(
+                "plexus_api_requests_total{{method=\"{method}\",code=\"{status}\"}} {count}\n"
+            ));
+        }
+    }
+    if let Ok(revision) = state.nsdb.current_revision().await {
+        out.push_str("# HELP plexus_nsdb_revision The NSDB revision this server sees.\n");
+        out.push_str("# TYPE plexus_nsdb_revision gauge\n");
+        out.push_str(&format!("plexus_nsdb_revision {revision}\n"));
+    }
+    let mut response = out.into_response();
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; version=0.0.4"),
+    );
+    response
+}
+
+async fn count_requests(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let method = request.method().clone();
+    let response = next.run(request).await;
+    state.metrics.record(&method, response.status());
+    response
+}
+
+async fn no_such_route() -> Problem {
+    Problem::new(
+        StatusCode::NOT_FOUND,
+        "no-such-route",
+        "No such route",
+        "see /openapi.json for the routes",
+    )
+}
+
+async fn method_not_allowed() -> Problem {
+    Problem::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method-not-allowed",
+        "Method not allowed",
+        "see /openapi.json for the methods each route accepts",
+    )
+}
+
+fn panic_response(_: Box<dyn std::any::Any + Send + 'static>) -> Response {
+    tracing::error!("a request handler panicked");
+    Problem::new(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "internal",
+        "Internal error",
+        "the server hit a bug",
+    )
+    .into_response()
+}
+
+/// Every route of the API, documented.
+pub fn api_routes() -> ApiRouter {
+    let api = ApiRouter::default()
+        .add(
+            RouteDoc::new(
+                Method::GET,
+                "/healthz",
+                "meta",
+                "Health check (no token needed)",
+            )
+            .public(),
+            get(healthz),
+        )
+        .add(
+            RouteDoc::new(
+                Method::GET,
+                "/openapi.json",
+                "meta",
+                "This OpenAPI document (no token needed)",
+            )
+            .public(),
+            get(openapi_json),
+        )
+        .add(
+            RouteDoc::new(Method::GET, "/metrics", "meta", "Prometheus metrics").public(),
+            get(metrics),
+        );
+    let api = routes::tenants::routes(api);
+    let api = routes::devices::routes(api);
+    let api = routes::ports::routes(api);
+    let api = routes::chains::routes(api);
+    let api = routes::groups::routes(api);
+    routes::infra::routes(api)
+}
+
+/// The complete HTTP application over `nsdb`, authenticating the admin by
+/// the SHA-256 of its token.
+pub fn app(nsdb: Nsdb, admin_token_hash: [u8; 32]) -> axum::Router {
+    let (router, openapi) = api_routes().finish();
+    let state = AppState {
+        nsdb,
+        admin_token_hash,
+        metrics: Arc::default(),
+        openapi: Arc::new(openapi),
+    };
+    router
+        .fallback(no_such_route)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            count_requests,
+        ))
+        .layer(tower_http::catch_panic::CatchPanicLayer::custom(
+            panic_response,
+        ))
+        .with_state(state)
+}
