@@ -23,6 +23,140 @@ enum Command {
     /// Run a stateless API server over an etcd NSDB (run several behind a
     /// load balancer).
     Api(ApiServerArgs),
+    /// Call the API directly: `plexus raw GET /v1/tenants`,
+    /// `plexus raw POST /v1/tenants '{"name":"acme"}'`.
+    Raw(RawArgs),
+    /// Show tenants' routers, bridges, ports and routes.
+    Topology(TopologyArgs),
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum OutputFormat {
+    /// Indented text for people.
+    Tree,
+    /// JSON for programs.
+    Json,
+}
+
+#[derive(Parser)]
+struct TopologyArgs {
+    /// Only this tenant (name or id).
+    #[arg(long)]
+    tenant: Option<String>,
+    /// Output format.
+    #[arg(long, value_enum, default_value = "tree")]
+    format: OutputFormat,
+    #[command(flatten)]
+    api: ApiClientArgs,
+}
+
+/// Every record the caller may see, read through the API.
+async fn fetch_records(client: &api::Client) -> anyhow::Result<Vec<nsdb::Record>> {
+    use nsdb::Resource;
+    let mut records: Vec<nsdb::Record> = Vec::new();
+    let routers: Vec<nsdb::Router> = client.list("/v1/routers").await?;
+    for router in &routers {
+        let routes: Vec<nsdb::Route> = client
+            .list(&format!("/v1/routers/{}/routes", router.id))
+            .await?;
+        records.extend(routes.into_iter().map(Resource::into_record));
+    }
+    records.extend(routers.into_iter().map(Resource::into_record));
+    let tenants: Vec<nsdb::Tenant> = client.list("/v1/tenants").await?;
+    records.extend(tenants.into_iter().map(Resource::into_record));
+    let bridges: Vec<nsdb::Bridge> = client.list("/v1/bridges").await?;
+    records.extend(bridges.into_iter().map(Resource::into_record));
+    let ports: Vec<nsdb::Port> = client.list("/v1/ports").await?;
+    records.extend(ports.into_iter().map(Resource::into_record));
+    // Hosts are provider infrastructure: a tenant token cannot list them.
+    match client.list::<nsdb::Host>("/v1/hosts").await {
+        Ok(hosts) => records.extend(hosts.into_iter().map(Resource::into_record)),
+        Err(error) if error.status() == Some(403) => {}
+        Err(error) => return Err(error.into()),
+    }
+    Ok(records)
+}
+
+async fn show_topology(args: TopologyArgs) -> anyhow::Result<()> {
+    let records = fetch_records(&args.api.client()?).await?;
+    let dump = topology::Dump::build(&records, args.tenant.as_deref());
+    if let Some(wanted) = &args.tenant {
+        anyhow::ensure!(
+            !dump.tenants.is_empty(),
+            "no tenant named or with id '{wanted}'"
+        );
+    }
+    match args.format {
+        OutputFormat::Tree => print!("{}", dump.render_tree()),
+        OutputFormat::Json => println!("{}", serde_json::to_string_pretty(&dump)?),
+    }
+    Ok(())
+}
+
+/// How a command that talks to the API finds and authenticates to it.
+#[derive(Parser)]
+struct ApiClientArgs {
+    /// The API's base URL.
+    #[arg(
+        long = "api",
+        default_value = "http://127.0.0.1:8470",
+        env = "PLEXUS_API"
+    )]
+    url: String,
+    /// The token (default: the admin token in ./plexus-data/admin.token).
+    #[arg(long, env = "PLEXUS_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+}
+
+impl ApiClientArgs {
+    fn client(&self) -> anyhow::Result<api::Client> {
+        let token = match &self.token {
+            Some(token) => token.clone(),
+            None => read_token(&PathBuf::from("./plexus-data").join(ADMIN_TOKEN_FILE)).context(
+                "no --token or PLEXUS_TOKEN given, and no token in the default data dir",
+            )?,
+        };
+        Ok(api::Client::new(&self.url, &token)?)
+    }
+}
+
+#[derive(Parser)]
+struct RawArgs {
+    /// HTTP method: GET, POST, PUT, PATCH or DELETE.
+    method: String,
+    /// Path, e.g. /v1/routers?tenant_id=…
+    path: String,
+    /// JSON body.
+    body: Option<String>,
+    /// Only if the object is still at this revision (If-Match).
+    #[arg(long)]
+    if_match: Option<i64>,
+    #[command(flatten)]
+    api: ApiClientArgs,
+}
+
+async fn raw(args: RawArgs) -> anyhow::Result<()> {
+    let method: reqwest::Method = args
+        .method
+        .to_ascii_uppercase()
+        .parse()
+        .context("not an HTTP method")?;
+    let body = match &args.body {
+        Some(text) => Some(
+            serde_json::from_str::<serde_json::Value>(text)
+                .context("the body is not valid JSON")?,
+        ),
+        None => None,
+    };
+    let answer: serde_json::Value = args
+        .api
+        .client()?
+        .call(method, &args.path, body.as_ref(), args.if_match)
+        .await?;
+    if !answer.is_null() {
+        println!("{}", serde_json::to_string_pretty(&answer)?);
+    }
+    Ok(())
 }
 
 /// Where the NSDB is: shared by every command that opens it.
@@ -232,5 +366,7 @@ async fn run() -> anyhow::Result<()> {
     match Cli::parse().command {
         Command::Serve(args) => serve(args).await,
         Command::Api(args) => api_server(args).await,
+        Command::Raw(args) => raw(args).await,
+        Command::Topology(args) => show_topology(args).await,
     }
 }

@@ -156,3 +156,155 @@ fn serve_rejects_a_bad_nsdb_url() {
     );
     assert!(!stderr.contains("panicked"), "{stderr}");
 }
+
+fn plexus_raw(envs: &[(&str, &str)], args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_plexus"))
+        .arg("raw")
+        .args(args)
+        .env_remove("PLEXUS_API")
+        .env_remove("PLEXUS_TOKEN")
+        .envs(envs.iter().copied())
+        .output()
+        .expect("run plexus raw")
+}
+
+#[test]
+fn cli_finds_the_api_by_flag_or_environment() {
+    let dir = tempfile::tempdir().unwrap();
+    let token = "cli-test-admin-token";
+    let serve = start(&[
+        "--data",
+        dir.path().to_str().unwrap(),
+        "--admin-token",
+        token,
+    ]);
+    let url = format!("http://{}", serve.addr);
+
+    let created = plexus_raw(
+        &[],
+        &[
+            "--api",
+            &url,
+            "--token",
+            token,
+            "POST",
+            "/v1/tenants",
+            r#"{"name":"from-cli"}"#,
+        ],
+    );
+    assert!(
+        created.status.success(),
+        "{}",
+        String::from_utf8_lossy(&created.stderr)
+    );
+    let tenant: serde_json::Value = serde_json::from_slice(&created.stdout).unwrap();
+    assert_eq!(tenant["name"], "from-cli");
+
+    let listed = plexus_raw(
+        &[("PLEXUS_API", &url), ("PLEXUS_TOKEN", token)],
+        &["GET", "/v1/tenants"],
+    );
+    assert!(
+        listed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&listed.stderr)
+    );
+    let page: serde_json::Value = serde_json::from_slice(&listed.stdout).unwrap();
+    assert_eq!(page["items"][0]["id"], tenant["id"]);
+
+    let refused = plexus_raw(
+        &[("PLEXUS_API", &url), ("PLEXUS_TOKEN", "wrong")],
+        &["GET", "/v1/tenants"],
+    );
+    assert!(!refused.status.success());
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("401"),
+        "the CLI reports the API's refusal"
+    );
+
+    let unreachable = plexus_raw(
+        &[],
+        &[
+            "--api",
+            "http://127.0.0.1:1",
+            "--token",
+            token,
+            "GET",
+            "/v1/tenants",
+        ],
+    );
+    assert!(!unreachable.status.success());
+    assert!(String::from_utf8_lossy(&unreachable.stderr).contains("unreachable"));
+    stop(serve);
+}
+
+#[test]
+fn topology_shows_what_the_api_holds() {
+    let dir = tempfile::tempdir().unwrap();
+    let token = "topology-test-admin-token";
+    let serve = start(&[
+        "--data",
+        dir.path().to_str().unwrap(),
+        "--admin-token",
+        token,
+    ]);
+    let url = format!("http://{}", serve.addr);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let tenant_token = rt.block_on(async {
+        let client = api::Client::new(&url, token).unwrap();
+        let tenant = client.create_tenant("acme").await.unwrap();
+        let router = client.create_router(tenant.id, "edge").await.unwrap();
+        let bridge = client.create_bridge(tenant.id, "web").await.unwrap();
+        let rport = client.create_router_port(router.id, "10.0.1.1/24").await.unwrap();
+        let bport = client.create_bridge_port(bridge.id, serde_json::json!({})).await.unwrap();
+        client.link(rport.id, bport.id).await.unwrap();
+        let route = serde_json::json!({"dst": "0.0.0.0/0", "next_hop_port": rport.id, "next_hop_gateway": "10.0.1.254"});
+        client.create_route(router.id, route).await.unwrap();
+        let other = client.create_tenant("zeta").await.unwrap();
+        client.create_router(other.id, "hidden").await.unwrap();
+        client.issue_tenant_token(tenant.id, "topology test").await.unwrap().token
+    });
+
+    let run = |token: &str, extra: &[&str]| {
+        let output = Command::new(env!("CARGO_BIN_EXE_plexus"))
+            .args(["topology", "--api", &url, "--token", token])
+            .args(extra)
+            .output()
+            .unwrap();
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8(output.stdout).unwrap()
+    };
+    let tree = run(token, &[]);
+    for expected in [
+        "tenant acme",
+        "router edge",
+        "address 10.0.1.1/24",
+        "bridge web",
+        "on router edge",
+        "route 0.0.0.0/0",
+        "gw 10.0.1.254",
+        "tenant zeta",
+        "router hidden",
+    ] {
+        assert!(tree.contains(expected), "missing '{expected}' in:\n{tree}");
+    }
+    let only_acme = run(token, &["--tenant", "acme"]);
+    assert!(
+        only_acme.contains("router edge") && !only_acme.contains("zeta"),
+        "{only_acme}"
+    );
+    // A tenant token sees its own tenant only.
+    let as_tenant = run(&tenant_token, &[]);
+    assert!(
+        as_tenant.contains("router edge") && !as_tenant.contains("hidden"),
+        "{as_tenant}"
+    );
+    let json: serde_json::Value =
+        serde_json::from_str(&run(token, &["--format", "json", "--tenant", "acme"])).unwrap();
+    assert_eq!(json["tenants"][0]["routers"][0]["router"]["name"], "edge");
+    stop(serve);
+}

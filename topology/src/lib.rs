@@ -1,1 +1,8 @@
-//! placeholder
+//! What `plexus topology` and `plexus trace` print: a tenant's virtual
+//! topology as a tree people can read (in the spirit of `ovn-nbctl show`)
+//! or as JSON, and packet traces step by step.
+#![warn(missing_docs)]
+
+pub mod dump;
+
+pub use dump::{Dump, Names};

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::Response;
-use axum::routing::{delete, get, patch, post};
+use axum::routing::{get, post};
 use axum::Json;
 use nsdb::{Chain, Mutation, NsdbError, Record, Rule};
 use serde_json::Value;
@@ -16,8 +16,8 @@ use crate::extract::{from_json, JsonObject};
 use crate::openapi::ApiRouter;
 use crate::problem::Problem;
 use crate::resource::{
-    create_top, delete_one, fetch_visible, get_one, list_all, object_response, parse_id, patch_one,
-    set_from_path, with_new_id, ListQuery, Page,
+    create_top, fetch_visible, list_all, object_response, parse_id, set_from_path, with_new_id,
+    ListQuery, Page,
 };
 use crate::server::AppState;
 
@@ -107,14 +107,6 @@ pub fn routes(api: ApiRouter) -> ApiRouter {
         "rules",
         &["limit", "after"],
     );
-    api.add(c.list, get(list_all::<Chain>))
-        .add(c.create, post(create_top::<Chain>))
-        .add(c.get, get(get_one::<Chain>))
-        .add(c.patch, patch(patch_one::<Chain>))
-        .add(c.delete, delete(delete_one::<Chain>))
-        .add(r.list, get(list_rules))
-        .add(r.create, post(insert_rule))
-        .add(r.get, get(get_one::<Rule>))
-        .add(r.patch, patch(patch_one::<Rule>))
-        .add(r.delete, delete(delete_one::<Rule>))
+    let api = c.register::<Chain>(api, get(list_all::<Chain>), post(create_top::<Chain>));
+    r.register::<Rule>(api, get(list_rules), post(insert_rule))
 }

@@ -4,7 +4,7 @@ use std::collections::HashMap;
 
 use axum::extract::{Path, Query, State};
 use axum::response::Response;
-use axum::routing::{delete, get, patch, post};
+use axum::routing::{get, post};
 use axum::Json;
 use nsdb::{Bridge, Route, Router};
 use serde_json::Value;
@@ -15,8 +15,8 @@ use crate::extract::JsonObject;
 use crate::openapi::ApiRouter;
 use crate::problem::Problem;
 use crate::resource::{
-    create_checked, create_top, delete_one, fetch_visible, get_one, list_all, list_page, parse_id,
-    patch_one, set_from_path, with_new_id, ListQuery, Page,
+    create_checked, create_top, fetch_visible, list_all, list_page, parse_id, set_from_path,
+    with_new_id, ListQuery, Page,
 };
 use crate::server::AppState;
 
@@ -54,19 +54,7 @@ pub fn routes(api: ApiRouter) -> ApiRouter {
         "routes",
         &["limit", "after"],
     );
-    api.add(r.list, get(list_all::<Router>))
-        .add(r.create, post(create_top::<Router>))
-        .add(r.get, get(get_one::<Router>))
-        .add(r.patch, patch(patch_one::<Router>))
-        .add(r.delete, delete(delete_one::<Router>))
-        .add(b.list, get(list_all::<Bridge>))
-        .add(b.create, post(create_top::<Bridge>))
-        .add(b.get, get(get_one::<Bridge>))
-        .add(b.patch, patch(patch_one::<Bridge>))
-        .add(b.delete, delete(delete_one::<Bridge>))
-        .add(rt.list, get(list_routes))
-        .add(rt.create, post(create_route))
-        .add(rt.get, get(get_one::<Route>))
-        .add(rt.patch, patch(patch_one::<Route>))
-        .add(rt.delete, delete(delete_one::<Route>))
+    let api = r.register::<Router>(api, get(list_all::<Router>), post(create_top::<Router>));
+    let api = b.register::<Bridge>(api, get(list_all::<Bridge>), post(create_top::<Bridge>));
+    rt.register::<Route>(api, get(list_routes), post(create_route))
 }

@@ -3,7 +3,7 @@
 use axum::extract::{Path, State};
 use axum::http::{Method, StatusCode};
 use axum::response::Response;
-use axum::routing::{delete, get, patch, post, put};
+use axum::routing::{delete, get, post, put};
 use ipnet::IpNet;
 use nsdb::{IpAddressGroup, Port, PortGroup};
 use schemars::JsonSchema;
@@ -14,9 +14,7 @@ use crate::auth::Caller;
 use crate::extract::{from_json, JsonObject};
 use crate::openapi::{ApiRouter, RouteDoc};
 use crate::problem::Problem;
-use crate::resource::{
-    create_top, delete_one, fetch_visible, get_one, list_all, object_response, parse_id, patch_one,
-};
+use crate::resource::{create_top, fetch_visible, list_all, object_response, parse_id};
 use crate::server::AppState;
 
 /// The body of `POST /v1/ip_address_groups/{id}/addresses`.
@@ -113,11 +111,12 @@ pub fn routes(api: ApiRouter) -> ApiRouter {
         "ip_address_groups",
         list_query,
     );
-    api.add(pg.list, get(list_all::<PortGroup>))
-        .add(pg.create, post(create_top::<PortGroup>))
-        .add(pg.get, get(get_one::<PortGroup>))
-        .add(pg.patch, patch(patch_one::<PortGroup>))
-        .add(pg.delete, delete(delete_one::<PortGroup>))
+    let api = pg.register::<PortGroup>(
+        api,
+        get(list_all::<PortGroup>),
+        post(create_top::<PortGroup>),
+    );
+    let api = api
         .add(
             RouteDoc::new(
                 Method::PUT,
@@ -137,31 +136,31 @@ pub fn routes(api: ApiRouter) -> ApiRouter {
             )
             .response::<PortGroup>(200),
             delete(remove_port),
+        );
+    let api = ag.register::<IpAddressGroup>(
+        api,
+        get(list_all::<IpAddressGroup>),
+        post(create_top::<IpAddressGroup>),
+    );
+    api.add(
+        RouteDoc::new(
+            Method::POST,
+            "/v1/ip_address_groups/{id}/addresses",
+            "ip_address_groups",
+            "Add an address",
         )
-        .add(ag.list, get(list_all::<IpAddressGroup>))
-        .add(ag.create, post(create_top::<IpAddressGroup>))
-        .add(ag.get, get(get_one::<IpAddressGroup>))
-        .add(ag.patch, patch(patch_one::<IpAddressGroup>))
-        .add(ag.delete, delete(delete_one::<IpAddressGroup>))
-        .add(
-            RouteDoc::new(
-                Method::POST,
-                "/v1/ip_address_groups/{id}/addresses",
-                "ip_address_groups",
-                "Add an address",
-            )
-            .request::<AddressRequest>()
-            .response::<IpAddressGroup>(200),
-            post(add_address),
+        .request::<AddressRequest>()
+        .response::<IpAddressGroup>(200),
+        post(add_address),
+    )
+    .add(
+        RouteDoc::new(
+            Method::DELETE,
+            "/v1/ip_address_groups/{id}/addresses/{address}",
+            "ip_address_groups",
+            "Remove an address (URL-encode the '/' of a prefix as %2F)",
         )
-        .add(
-            RouteDoc::new(
-                Method::DELETE,
-                "/v1/ip_address_groups/{id}/addresses/{address}",
-                "ip_address_groups",
-                "Remove an address (URL-encode the '/' of a prefix as %2F)",
-            )
-            .response::<IpAddressGroup>(200),
-            delete(remove_address),
-        )
+        .response::<IpAddressGroup>(200),
+        delete(remove_address),
+    )
 }

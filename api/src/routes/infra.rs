@@ -4,7 +4,7 @@ use std::collections::HashMap;
 
 use axum::extract::{Path, Query, State};
 use axum::http::Method;
-use axum::routing::{delete, get, patch, post};
+use axum::routing::{get, post};
 use axum::Json;
 use nsdb::{Host, IpLease, IpPool};
 
@@ -12,9 +12,7 @@ use super::crud_docs;
 use crate::auth::Caller;
 use crate::openapi::{ApiRouter, RouteDoc};
 use crate::problem::Problem;
-use crate::resource::{
-    create_top, delete_one, fetch_visible, get_one, list_all, parse_id, patch_one, Page,
-};
+use crate::resource::{create_top, fetch_visible, list_all, parse_id, Page};
 use crate::server::AppState;
 
 async fn list_leases(
@@ -47,16 +45,8 @@ pub fn routes(api: ApiRouter) -> ApiRouter {
         "ip_pools",
         &["tenant_id", "limit", "after"],
     );
-    api.add(h.list, get(list_all::<Host>))
-        .add(h.create, post(create_top::<Host>))
-        .add(h.get, get(get_one::<Host>))
-        .add(h.patch, patch(patch_one::<Host>))
-        .add(h.delete, delete(delete_one::<Host>))
-        .add(p.list, get(list_all::<IpPool>))
-        .add(p.create, post(create_top::<IpPool>))
-        .add(p.get, get(get_one::<IpPool>))
-        .add(p.patch, patch(patch_one::<IpPool>))
-        .add(p.delete, delete(delete_one::<IpPool>))
+    let api = h.register::<Host>(api, get(list_all::<Host>), post(create_top::<Host>));
+    p.register::<IpPool>(api, get(list_all::<IpPool>), post(create_top::<IpPool>))
         .add(
             RouteDoc::new(
                 Method::GET,

@@ -8,9 +8,11 @@ pub mod ports;
 pub mod tenants;
 
 use axum::http::Method;
+use axum::routing::{delete, get, patch, MethodRouter};
 
-use crate::openapi::RouteDoc;
-use crate::resource::{ApiResource, Page};
+use crate::openapi::{ApiRouter, RouteDoc};
+use crate::resource::{delete_one, get_one, patch_one, ApiResource, Page};
+use crate::server::AppState;
 
 /// The standard documentation of the five CRUD routes of a collection.
 pub struct CrudDocs {
@@ -57,5 +59,22 @@ pub fn crud_docs<R: ApiResource>(
             format!("Delete a {kind} (If-Match: revision)"),
         )
         .empty(204),
+    }
+}
+
+impl CrudDocs {
+    /// Registers the five routes: `list` and `create` as given, and the
+    /// generic get, patch and delete of `R`.
+    pub fn register<R: ApiResource>(
+        self,
+        api: ApiRouter,
+        list: MethodRouter<AppState>,
+        create: MethodRouter<AppState>,
+    ) -> ApiRouter {
+        api.add(self.list, list)
+            .add(self.create, create)
+            .add(self.get, get(get_one::<R>))
+            .add(self.patch, patch(patch_one::<R>))
+            .add(self.delete, delete(delete_one::<R>))
     }
 }
