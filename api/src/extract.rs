@@ -100,3 +100,37 @@ impl<S: Send + Sync> FromRequestParts<S> for IfMatch {
             })
     }
 }
+
+/// axum's `Path`, failing with a problem instead of plain text.
+pub struct Path<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned + Send> FromRequestParts<S> for Path<T> {
+    type Rejection = Problem;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Path<T>, Problem> {
+        axum::extract::Path::<T>::from_request_parts(parts, state)
+            .await
+            .map(|axum::extract::Path(value)| Path(value))
+            .map_err(|rejection| {
+                Problem::bad_request(format!("bad URL path: {}", rejection.body_text()))
+                    .with_field("path")
+            })
+    }
+}
+
+/// axum's `Query`, failing with a problem instead of plain text.
+pub struct Query<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned + Send> FromRequestParts<S> for Query<T> {
+    type Rejection = Problem;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Query<T>, Problem> {
+        axum::extract::Query::<T>::from_request_parts(parts, state)
+            .await
+            .map(|axum::extract::Query(value)| Query(value))
+            .map_err(|rejection| {
+                Problem::bad_request(format!("bad query string: {}", rejection.body_text()))
+                    .with_field("query")
+            })
+    }
+}

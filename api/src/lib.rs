@@ -20,4 +20,4 @@ pub mod server;
 pub use client::{ApiError, Client};
 pub use problem::Problem;
 pub use resource::Page;
-pub use server::{api_routes, app};
+pub use server::{api_routes, app, app_with_metrics};

@@ -3,7 +3,7 @@
 
 use std::collections::{HashMap, HashSet};
 
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use nsdb::{Bridge, Chain, Kind, Nsdb, NsdbError, Record, Resource, Router};
@@ -13,7 +13,7 @@ use serde_json::{Map, Value};
 use uuid::Uuid;
 
 use crate::auth::Caller;
-use crate::extract::{from_json, IfMatch, JsonObject};
+use crate::extract::{from_json, IfMatch, JsonObject, Path, Query};
 use crate::problem::Problem;
 use crate::server::AppState;
 
@@ -386,6 +386,37 @@ pub fn set_from_path(
     }
 }
 
+/// For a tenant caller, a reference to another tenant's object is answered
+/// exactly like a reference to nothing, so that ids cannot be probed.
+pub async fn check_references_visible(
+    nsdb: &Nsdb,
+    caller: Caller,
+    record: &Record,
+) -> Result<(), Problem> {
+    let Caller::Tenant(tenant) = caller else {
+        return Ok(());
+    };
+    for reference in record.references() {
+        if reference.kind == Kind::Tenant {
+            continue; // the tenant itself is checked by the caller (403)
+        }
+        let Some(target) = nsdb.get_record(reference.kind, reference.id).await? else {
+            continue;
+        };
+        if owner_tenant(nsdb, &target).await? != Some(tenant) {
+            return Err(NsdbError::MissingReference {
+                kind: record.kind(),
+                id: record.id(),
+                field: reference.field.to_string(),
+                target_kind: reference.kind,
+                target_id: reference.id,
+            }
+            .into());
+        }
+    }
+    Ok(())
+}
+
 /// Creates a record after checking the caller may create it for its owner.
 pub async fn create_checked<R: ApiResource>(
     nsdb: &Nsdb,
@@ -405,6 +436,7 @@ pub async fn create_checked<R: ApiResource>(
             .with_field("tenant_id"));
         }
     }
+    check_references_visible(nsdb, caller, &record.clone().into_record()).await?;
     let created = nsdb.create(record).await?;
     Ok(object_response(StatusCode::CREATED, &created))
 }
@@ -439,7 +471,7 @@ pub fn merge_patch<R: ApiResource>(current: &R, patch: Map<String, Value>) -> Re
 
 /// Maps a CAS failure without `If-Match` to 409 (the object changed while
 /// the server was applying the patch), keeping 412 for stale `If-Match`.
-fn conflict_status(if_match: &IfMatch, error: NsdbError) -> Problem {
+pub(crate) fn conflict_status(if_match: &IfMatch, error: NsdbError) -> Problem {
     let problem = Problem::from(error);
     if if_match.0.is_none() && problem.status == 412 {
         Problem {
@@ -505,6 +537,7 @@ pub async fn patch_one<R: ApiResource>(
     let current: R = fetch_visible(&state.nsdb, caller, parse_id(R::KIND.as_str(), &id)?).await?;
     let expected = if_match.0.unwrap_or(current.revision());
     let updated = merge_patch(&current, patch)?;
+    check_references_visible(&state.nsdb, caller, &updated.clone().into_record()).await?;
     let stored = state
         .nsdb
         .update(updated, Some(expected))

@@ -45,7 +45,12 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     /// The OpenAPI document of the assembled router.
     pub openapi: Arc<Value>,
+    /// More Prometheus text to append to `/metrics` (e.g. the datapath's).
+    pub extra_metrics: Option<ExtraMetrics>,
 }
+
+/// A source of extra Prometheus text.
+pub type ExtraMetrics = Arc<dyn Fn() -> String + Send + Sync>;
 
 async fn healthz(State(state): State<AppState>) -> Response {
     match state.nsdb.current_revision().await {
@@ -79,6 +84,9 @@ async fn metrics(State(state): State<AppState>) -> Response {
         out.push_str("# HELP plexus_nsdb_revision The NSDB revision this server sees.\n");
         out.push_str("# TYPE plexus_nsdb_revision gauge\n");
         out.push_str(&format!("plexus_nsdb_revision {revision}\n"));
+    }
+    if let Some(extra) = &state.extra_metrics {
+        out.push_str(&extra());
     }
     let mut response = out.into_response();
     response.headers_mut().insert(
@@ -162,12 +170,22 @@ pub fn api_routes() -> ApiRouter {
 /// The complete HTTP application over `nsdb`, authenticating the admin by
 /// the SHA-256 of its token.
 pub fn app(nsdb: Nsdb, admin_token_hash: [u8; 32]) -> axum::Router {
+    app_with_metrics(nsdb, admin_token_hash, None)
+}
+
+/// [`app`], with more Prometheus text appended to `/metrics`.
+pub fn app_with_metrics(
+    nsdb: Nsdb,
+    admin_token_hash: [u8; 32],
+    extra_metrics: Option<ExtraMetrics>,
+) -> axum::Router {
     let (router, openapi) = api_routes().finish();
     let state = AppState {
         nsdb,
         admin_token_hash,
         metrics: Arc::default(),
         openapi: Arc::new(openapi),
+        extra_metrics,
     };
     router
         .fallback(no_such_route)

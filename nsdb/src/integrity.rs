@@ -493,6 +493,39 @@ async fn check_port(tx: &mut Tx, t: &Touched, port: &Port) -> Result<(), NsdbErr
         (port.device_type, port.address, address_changed)
     {
         check_router_subnet(tx, port, address).await?;
+        if old.is_some() {
+            check_gateways_still_on_link(tx, port, address).await?;
+        }
+    }
+    Ok(())
+}
+
+/// A router port that moves to another subnet must not strand the gateways
+/// of the routes that leave through it.
+async fn check_gateways_still_on_link(
+    tx: &mut Tx,
+    port: &Port,
+    address: IpNet,
+) -> Result<(), NsdbError> {
+    for (key, _) in tx
+        .range(&keys::references_to_of(port.id, Kind::Route))
+        .await?
+    {
+        let Some((_, route_id)) = keys::parse_reference(&key) else {
+            continue;
+        };
+        if let Some(Record::Route(route)) = read(tx, Kind::Route, route_id).await? {
+            if let Some(gw) = route.next_hop_gateway.filter(|gw| !address.contains(gw)) {
+                return Err(rejected(
+                    Kind::Port,
+                    port.id,
+                    "address",
+                    format!(
+                        "route {route_id} uses gateway {gw} through this port, outside {address}"
+                    ),
+                ));
+            }
+        }
     }
     Ok(())
 }

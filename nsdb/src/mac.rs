@@ -77,6 +77,24 @@ impl<'de> Deserialize<'de> for MacAddr {
     }
 }
 
+impl schemars::JsonSchema for MacAddr {
+    fn schema_name() -> String {
+        "MacAddr".into()
+    }
+
+    fn json_schema(_: &mut schemars::gen::SchemaGenerator) -> schemars::schema::Schema {
+        schemars::schema::SchemaObject {
+            instance_type: Some(schemars::schema::InstanceType::String.into()),
+            string: Some(Box::new(schemars::schema::StringValidation {
+                pattern: Some("^[0-9a-fA-F]{2}([:-][0-9a-fA-F]{2}){5}$".into()),
+                ..Default::default()
+            })),
+            ..Default::default()
+        }
+        .into()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -109,23 +127,5 @@ mod tests {
             assert!(!mac.is_multicast());
             assert_eq!(mac.0[0] & 0x02, 0x02);
         }
-    }
-}
-
-impl schemars::JsonSchema for MacAddr {
-    fn schema_name() -> String {
-        "MacAddr".into()
-    }
-
-    fn json_schema(_: &mut schemars::gen::SchemaGenerator) -> schemars::schema::Schema {
-        schemars::schema::SchemaObject {
-            instance_type: Some(schemars::schema::InstanceType::String.into()),
-            string: Some(Box::new(schemars::schema::StringValidation {
-                pattern: Some("^[0-9a-fA-F]{2}([:-][0-9a-fA-F]{2}){5}$".into()),
-                ..Default::default()
-            })),
-            ..Default::default()
-        }
-        .into()
     }
 }

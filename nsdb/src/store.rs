@@ -283,7 +283,32 @@ impl Nsdb {
         self.relink(port, None, peer).await
     }
 
+    /// Links or unlinks `a` and `b`, re-reading both when a concurrent
+    /// writer changed either (the checks must see the latest state).
     async fn relink(
+        &self,
+        a: Uuid,
+        peer: Option<Uuid>,
+        b: Uuid,
+    ) -> Result<(Port, Port), NsdbError> {
+        if a == b {
+            return Err(NsdbError::Invalid {
+                kind: Kind::Port,
+                id: a,
+                field: "peer_id".into(),
+                reason: "a port cannot be linked to itself".into(),
+            });
+        }
+        for attempt in 0..MAX_ATTEMPTS {
+            match self.relink_once(a, peer, b).await {
+                Err(NsdbError::RevisionConflict { .. }) => txn::backoff(attempt).await,
+                other => return other,
+            }
+        }
+        Err(txn::contention())
+    }
+
+    async fn relink_once(
         &self,
         a: Uuid,
         peer: Option<Uuid>,

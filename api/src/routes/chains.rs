@@ -2,7 +2,7 @@
 
 use std::collections::HashMap;
 
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::Response;
 use axum::routing::{get, post};
@@ -12,7 +12,7 @@ use serde_json::Value;
 
 use super::crud_docs;
 use crate::auth::Caller;
-use crate::extract::{from_json, JsonObject};
+use crate::extract::{from_json, JsonObject, Path, Query};
 use crate::openapi::ApiRouter;
 use crate::problem::Problem;
 use crate::resource::{
@@ -38,23 +38,38 @@ async fn insert_rule(
     let explicit = body.contains_key("position");
     body.entry("position").or_insert(Value::from(0));
     let mut rule: Rule = from_json(Value::Object(body))?;
+    let full = || {
+        Problem::new(
+            StatusCode::CONFLICT,
+            "no-room",
+            "No room in the chain",
+            "a rule already sits at the highest position; there is no position after it",
+        )
+        .with_field("position")
+    };
+    crate::resource::check_references_visible(&state.nsdb, caller, &Record::Rule(rule.clone()))
+        .await?;
     for _ in 0..INSERT_ATTEMPTS {
         let existing = state.nsdb.list_by_parent::<Rule>(chain.id).await?;
         if !explicit {
-            rule.position = existing.iter().map(|r| r.position + 1).max().unwrap_or(1);
+            let last = existing.iter().map(|r| r.position).max();
+            rule.position = match last {
+                Some(last) => last.checked_add(1).ok_or_else(full)?,
+                None => 1,
+            };
         }
-        let mut batch: Vec<Mutation> = existing
+        let mut batch = Vec::new();
+        for r in existing
             .iter()
             .filter(|r| explicit && r.position >= rule.position)
-            .map(|r| {
-                let mut shifted = r.clone();
-                shifted.position += 1;
-                Mutation::Update {
-                    record: Record::Rule(shifted),
-                    expected_revision: Some(r.revision),
-                }
-            })
-            .collect();
+        {
+            let mut shifted = r.clone();
+            shifted.position = r.position.checked_add(1).ok_or_else(full)?;
+            batch.push(Mutation::Update {
+                record: Record::Rule(shifted),
+                expected_revision: Some(r.revision),
+            });
+        }
         batch.push(Mutation::Create(Record::Rule(rule.clone())));
         match state.nsdb.apply(batch).await {
             Ok(applied) => {
@@ -69,7 +84,11 @@ async fn insert_rule(
                     .ok_or_else(|| Problem::bad_request("the rule was not stored"))?;
                 return Ok(object_response(StatusCode::CREATED, &created));
             }
+            // Another writer moved or added rules meanwhile: look again.
             Err(NsdbError::RevisionConflict { .. }) => continue,
+            Err(NsdbError::Duplicate { constraint, .. }) if constraint == "position in chain" => {
+                continue
+            }
             Err(other) => return Err(other.into()),
         }
     }

@@ -2,7 +2,7 @@
 
 use std::collections::HashMap;
 
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::response::Response;
 use axum::routing::{get, post};
 use axum::Json;
@@ -11,7 +11,7 @@ use serde_json::Value;
 
 use super::crud_docs;
 use crate::auth::Caller;
-use crate::extract::JsonObject;
+use crate::extract::{JsonObject, Path, Query};
 use crate::openapi::ApiRouter;
 use crate::problem::Problem;
 use crate::resource::{

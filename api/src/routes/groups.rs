@@ -1,20 +1,23 @@
 //! `/v1/port_groups` and `/v1/ip_address_groups`, with member management.
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::{Method, StatusCode};
 use axum::response::Response;
 use axum::routing::{delete, get, post, put};
 use ipnet::IpNet;
-use nsdb::{IpAddressGroup, Port, PortGroup};
+use nsdb::{IpAddressGroup, NsdbError, Port, PortGroup};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
+use uuid::Uuid;
 
 use super::crud_docs;
 use crate::auth::Caller;
-use crate::extract::{from_json, JsonObject};
+use crate::extract::{from_json, JsonObject, Path};
 use crate::openapi::{ApiRouter, RouteDoc};
 use crate::problem::Problem;
-use crate::resource::{create_top, fetch_visible, list_all, object_response, parse_id};
+use crate::resource::{
+    create_top, fetch_visible, list_all, object_response, parse_id, ApiResource,
+};
 use crate::server::AppState;
 
 /// The body of `POST /v1/ip_address_groups/{id}/addresses`.
@@ -25,20 +28,50 @@ pub struct AddressRequest {
     pub address: IpNet,
 }
 
+/// Applies `edit` to the group and stores it, reading it again when a
+/// concurrent writer got there first (members are added and removed
+/// concurrently by design; nobody should see a conflict for it).
+async fn edit_group<R: ApiResource>(
+    state: &AppState,
+    caller: Caller,
+    id: Uuid,
+    edit: impl Fn(&mut R) -> bool,
+) -> Result<Response, Problem> {
+    for _ in 0..MEMBER_ATTEMPTS {
+        let mut group: R = fetch_visible(&state.nsdb, caller, id).await?;
+        let revision = group.revision();
+        if !edit(&mut group) {
+            return Ok(object_response(StatusCode::OK, &group));
+        }
+        match state.nsdb.update(group, Some(revision)).await {
+            Ok(stored) => return Ok(object_response(StatusCode::OK, &stored)),
+            Err(NsdbError::RevisionConflict { .. }) => continue,
+            Err(other) => return Err(other.into()),
+        }
+    }
+    Err(NsdbError::Contention {
+        attempts: MEMBER_ATTEMPTS,
+    }
+    .into())
+}
+
+const MEMBER_ATTEMPTS: u32 = 16;
+
 async fn add_port(
     State(state): State<AppState>,
     caller: Caller,
     Path((group, port)): Path<(String, String)>,
 ) -> Result<Response, Problem> {
-    let mut group: PortGroup =
-        fetch_visible(&state.nsdb, caller, parse_id("port group", &group)?).await?;
+    let group = parse_id("port group", &group)?;
     let port: Port = fetch_visible(&state.nsdb, caller, parse_id("port", &port)?).await?;
-    if !group.port_ids.contains(&port.id) {
-        let revision = group.revision;
-        group.port_ids.push(port.id);
-        group = state.nsdb.update(group, Some(revision)).await?;
-    }
-    Ok(object_response(StatusCode::OK, &group))
+    edit_group(&state, caller, group, |g: &mut PortGroup| {
+        let add = !g.port_ids.contains(&port.id);
+        if add {
+            g.port_ids.push(port.id);
+        }
+        add
+    })
+    .await
 }
 
 async fn remove_port(
@@ -46,15 +79,14 @@ async fn remove_port(
     caller: Caller,
     Path((group, port)): Path<(String, String)>,
 ) -> Result<Response, Problem> {
-    let mut group: PortGroup =
-        fetch_visible(&state.nsdb, caller, parse_id("port group", &group)?).await?;
+    let group = parse_id("port group", &group)?;
     let port = parse_id("port", &port)?;
-    if group.port_ids.contains(&port) {
-        let revision = group.revision;
-        group.port_ids.retain(|p| *p != port);
-        group = state.nsdb.update(group, Some(revision)).await?;
-    }
-    Ok(object_response(StatusCode::OK, &group))
+    edit_group(&state, caller, group, |g: &mut PortGroup| {
+        let before = g.port_ids.len();
+        g.port_ids.retain(|p| *p != port);
+        g.port_ids.len() != before
+    })
+    .await
 }
 
 async fn add_address(
@@ -64,14 +96,15 @@ async fn add_address(
     JsonObject(body): JsonObject,
 ) -> Result<Response, Problem> {
     let request: AddressRequest = from_json(body.into())?;
-    let mut group: IpAddressGroup =
-        fetch_visible(&state.nsdb, caller, parse_id("ip address group", &group)?).await?;
-    if !group.addresses.contains(&request.address) {
-        let revision = group.revision;
-        group.addresses.push(request.address);
-        group = state.nsdb.update(group, Some(revision)).await?;
-    }
-    Ok(object_response(StatusCode::OK, &group))
+    let group = parse_id("ip address group", &group)?;
+    edit_group(&state, caller, group, |g: &mut IpAddressGroup| {
+        let add = !g.addresses.contains(&request.address);
+        if add {
+            g.addresses.push(request.address);
+        }
+        add
+    })
+    .await
 }
 
 async fn remove_address(
@@ -86,14 +119,13 @@ async fn remove_address(
             Problem::bad_request(format!("'{address}' is not an address or prefix"))
                 .with_field("address")
         })?;
-    let mut group: IpAddressGroup =
-        fetch_visible(&state.nsdb, caller, parse_id("ip address group", &group)?).await?;
-    if group.addresses.contains(&address) {
-        let revision = group.revision;
-        group.addresses.retain(|a| *a != address);
-        group = state.nsdb.update(group, Some(revision)).await?;
-    }
-    Ok(object_response(StatusCode::OK, &group))
+    let group = parse_id("ip address group", &group)?;
+    edit_group(&state, caller, group, |g: &mut IpAddressGroup| {
+        let before = g.addresses.len();
+        g.addresses.retain(|a| *a != address);
+        g.addresses.len() != before
+    })
+    .await
 }
 
 /// Adds the group routes.

@@ -2,7 +2,7 @@
 
 use std::collections::HashMap;
 
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::http::Method;
 use axum::routing::{get, post};
 use axum::Json;
@@ -10,6 +10,7 @@ use nsdb::{Host, IpLease, IpPool};
 
 use super::crud_docs;
 use crate::auth::Caller;
+use crate::extract::{Path, Query};
 use crate::openapi::{ApiRouter, RouteDoc};
 use crate::problem::Problem;
 use crate::resource::{create_top, fetch_visible, list_all, parse_id, Page};

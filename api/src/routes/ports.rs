@@ -2,7 +2,7 @@
 
 use std::collections::HashMap;
 
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::http::{Method, StatusCode};
 use axum::response::Response;
 use axum::routing::{delete, get, patch, post, put};
@@ -15,7 +15,7 @@ use uuid::Uuid;
 
 use super::crud_docs;
 use crate::auth::Caller;
-use crate::extract::{from_json, IfMatch, JsonObject};
+use crate::extract::{from_json, IfMatch, JsonObject, Path, Query};
 use crate::openapi::{ApiRouter, RouteDoc};
 use crate::problem::Problem;
 use crate::resource::{
@@ -205,7 +205,11 @@ async fn bind(
     let expected = if_match.0.unwrap_or(port.revision);
     port.host_id = Some(request.host_id);
     port.interface_name = Some(request.interface_name);
-    let stored = state.nsdb.update(port, Some(expected)).await?;
+    let stored = state
+        .nsdb
+        .update(port, Some(expected))
+        .await
+        .map_err(|e| crate::resource::conflict_status(&if_match, e))?;
     Ok(object_response(StatusCode::OK, &stored))
 }
 
@@ -220,7 +224,11 @@ async fn unbind(
     let expected = if_match.0.unwrap_or(port.revision);
     port.host_id = None;
     port.interface_name = None;
-    let stored = state.nsdb.update(port, Some(expected)).await?;
+    let stored = state
+        .nsdb
+        .update(port, Some(expected))
+        .await
+        .map_err(|e| crate::resource::conflict_status(&if_match, e))?;
     Ok(object_response(StatusCode::OK, &stored))
 }
 

@@ -1,6 +1,6 @@
 //! `/v1/tenants` and tenant tokens.
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::{Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -12,7 +12,7 @@ use uuid::Uuid;
 
 use super::crud_docs;
 use crate::auth::{generate_token, tenant_token_record, Caller};
-use crate::extract::{from_json, IfMatch, JsonObject};
+use crate::extract::{from_json, IfMatch, JsonObject, Path};
 use crate::openapi::{ApiRouter, RouteDoc};
 use crate::problem::Problem;
 use crate::resource::{create_top, fetch_visible, get_one, list_all, parse_id, patch_one};
