@@ -1,1 +1,14 @@
-//! placeholder
+//! Plexus virtual switch: the userspace datapath of the Plexus SDN.
+//!
+//! `wire` holds the zero-copy, allocation-free packet formats.
+
+pub mod agent;
+pub mod datapath;
+pub mod engine;
+pub mod feed;
+pub mod flows;
+pub mod io;
+pub mod learned;
+pub mod probe;
+pub mod snapshot;
+pub mod wire;

@@ -1,0 +1,208 @@
+//! The agent: registers its host, follows the NSDB, opens the interfaces of
+//! the ports bound to the host and runs the datapath on them.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use nsdb::{Host, HostLiveness, Nsdb, NsdbError};
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+use uuid::Uuid;
+
+use crate::datapath::{Datapath, PortCounters, PortHandle};
+use crate::feed::{run_feed, SharedTopology};
+use crate::io::{AfPacket, Port, Tap};
+
+/// How long a dead agent still looks alive.
+const LIVENESS_TTL: Duration = Duration::from_secs(10);
+
+/// Who this agent is.
+#[derive(Debug, Clone)]
+pub struct AgentConfig {
+    /// The host's name (unique in the deployment).
+    pub host_name: String,
+    /// The address other hosts tunnel to.
+    pub tunnel_ip: IpAddr,
+}
+
+/// A running agent; dropping it stops everything it started.
+pub struct Agent {
+    host: Host,
+    datapath: Arc<Datapath>,
+    topology: Arc<SharedTopology>,
+    applied: watch::Receiver<nsdb::Revision>,
+    _liveness: HostLiveness,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        for task in &self.tasks {
+            task.abort();
+        }
+    }
+}
+
+/// Finds the host by name, creating or updating it as configured.
+async fn register(nsdb: &Nsdb, config: &AgentConfig) -> Result<Host, NsdbError> {
+    let existing = nsdb
+        .list::<Host>()
+        .await?
+        .into_iter()
+        .find(|h| h.name == config.host_name);
+    match existing {
+        Some(host) if host.tunnel_ip == config.tunnel_ip => Ok(host),
+        Some(mut host) => {
+            let revision = host.revision;
+            host.tunnel_ip = config.tunnel_ip;
+            nsdb.update(host, Some(revision)).await
+        }
+        None => {
+            let host = Host {
+                id: Uuid::new_v4(),
+                revision: 0,
+                name: config.host_name.clone(),
+                tunnel_ip: config.tunnel_ip,
+                alive: false,
+            };
+            nsdb.create(host).await
+        }
+    }
+}
+
+impl Agent {
+    /// Starts the agent on `nsdb`.
+    pub async fn start(nsdb: Nsdb, config: AgentConfig) -> Result<Agent, NsdbError> {
+        let host = register(&nsdb, &config).await?;
+        let liveness = nsdb.keep_host_alive(host.id, LIVENESS_TTL).await?;
+        let topology = Arc::new(SharedTopology::default());
+        let datapath = Arc::new(Datapath::new(host.id, topology.clone()));
+        let (invalidate_tx, mut invalidate_rx) = mpsc::unbounded_channel();
+        let (applied_tx, applied) = watch::channel(0);
+        let mut tasks = vec![tokio::spawn(run_feed(
+            nsdb,
+            topology.clone(),
+            invalidate_tx,
+            applied_tx,
+        ))];
+        let dp = datapath.clone();
+        tasks.push(tokio::spawn(async move {
+            while let Some(tags) = invalidate_rx.recv().await {
+                dp.invalidate(&tags);
+            }
+        }));
+        let dp = datapath.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut ticker = tokio::time::interval(Duration::from_secs(1));
+            loop {
+                ticker.tick().await;
+                dp.tick();
+            }
+        }));
+        tasks.push(tokio::spawn(reconcile_ports(
+            datapath.clone(),
+            topology.clone(),
+            applied.clone(),
+        )));
+        tracing::info!(host = %host.name, id = %host.id, "agent started");
+        Ok(Agent {
+            host,
+            datapath,
+            topology,
+            applied,
+            _liveness: liveness,
+            tasks,
+        })
+    }
+
+    /// The host this agent serves.
+    pub fn host(&self) -> &Host {
+        &self.host
+    }
+
+    /// The datapath (counters, flow cache).
+    pub fn datapath(&self) -> &Arc<Datapath> {
+        &self.datapath
+    }
+
+    /// The topology in force.
+    pub fn topology(&self) -> &Arc<SharedTopology> {
+        &self.topology
+    }
+
+    /// Waits until the agent has applied the NSDB up to `revision`.
+    pub async fn wait_for_revision(&self, revision: nsdb::Revision) {
+        let mut applied = self.applied.clone();
+        let _ = applied.wait_for(|r| *r >= revision).await;
+    }
+}
+
+/// Opens the interface of a bound port: the existing interface (a veth's
+/// host end) with AF_PACKET, or a new TAP device of that name.
+fn open_interface(name: &str) -> Result<Port, crate::io::PortError> {
+    if Path::new("/sys/class/net").join(name).exists() {
+        Ok(AfPacket::open(name)?.into())
+    } else {
+        Ok(Tap::open(name)?.into())
+    }
+}
+
+/// Keeps the served ports equal to the ports bound on this host.
+async fn reconcile_ports(
+    datapath: Arc<Datapath>,
+    topology: Arc<SharedTopology>,
+    mut applied: watch::Receiver<nsdb::Revision>,
+) {
+    let mut serving: HashMap<Uuid, (String, JoinHandle<()>)> = HashMap::new();
+    loop {
+        let topo = topology.load();
+        let desired: HashMap<Uuid, String> = topo
+            .ports_on_host(datapath.host())
+            .filter_map(|p| Some((p.id, p.interface.clone()?)))
+            .collect();
+        serving.retain(|id, (ifname, task)| {
+            let keep = desired.get(id) == Some(ifname) && !task.is_finished();
+            if !keep {
+                task.abort();
+                datapath.detach(*id);
+                tracing::info!(port = %id, %ifname, "port detached");
+            }
+            keep
+        });
+        for (id, ifname) in desired {
+            if serving.contains_key(&id) {
+                continue;
+            }
+            match open_interface(&ifname) {
+                Ok(io) => {
+                    let handle = Arc::new(PortHandle {
+                        id,
+                        io,
+                        counters: PortCounters::default(),
+                    });
+                    datapath.attach(handle.clone());
+                    let dp = datapath.clone();
+                    let task = tokio::spawn(async move {
+                        if let Err(error) = dp.serve_port(handle).await {
+                            tracing::warn!(port = %id, %error, "port stopped");
+                        }
+                    });
+                    tracing::info!(port = %id, %ifname, "port attached");
+                    serving.insert(id, (ifname, task));
+                }
+                Err(error) => {
+                    tracing::warn!(port = %id, %ifname, %error, "cannot open the port's interface; retrying")
+                }
+            }
+        }
+        // Re-check on every NSDB change, and every second for interfaces
+        // that appeared or failed.
+        tokio::select! {
+            changed = applied.changed() => if changed.is_err() { return },
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+        }
+    }
+}

@@ -1,0 +1,451 @@
+//! The datapath: frames in from bound ports, decisions from the flow cache
+//! or the engine, frames out.
+//!
+//! Each bound port has a receive task that reads a batch, decides every
+//! frame (a cache hit costs a parse, a hash lookup and an in-place rewrite;
+//! a miss runs [`crate::engine::simulate`]), and sends each egress port its
+//! frames in one batch straight out of the receive buffers, offload headers
+//! included. Nothing on the hit path allocates.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Instant;
+
+use uuid::Uuid;
+
+use crate::engine::{self, DropReason, Generated, Output, PacketInfo, Rewrite, Simulation, Tag};
+use crate::feed::SharedTopology;
+use crate::flows::{FlowCache, FlowKey, FlowStats};
+use crate::io::{Port, PortIo, RxBatch, VnetHeader};
+use crate::learned::LearnedTables;
+use crate::wire::Ipv4Packet;
+
+/// Frames held per unresolved next hop, and how long they wait.
+const HELD_PER_NEXT_HOP: usize = 16;
+const HELD_FOR_MS: u64 = 3_000;
+/// Idle flows are dropped after this long.
+pub const FLOW_IDLE_MS: u64 = 30_000;
+
+/// Counters of one port.
+#[derive(Debug, Default)]
+pub struct PortCounters {
+    /// Frames received.
+    pub rx: AtomicU64,
+    /// Frames sent.
+    pub tx: AtomicU64,
+    /// Frames received and dropped.
+    pub drops: AtomicU64,
+}
+
+/// A bound port: its I/O and counters.
+#[derive(Debug)]
+pub struct PortHandle {
+    /// The NSDB port.
+    pub id: Uuid,
+    /// The interface.
+    pub io: Port,
+    /// Counters.
+    pub counters: PortCounters,
+}
+
+struct HeldFrame {
+    in_port: Uuid,
+    frame: Vec<u8>,
+    since_ms: u64,
+}
+
+#[derive(Default)]
+struct State {
+    flows: FlowCache,
+    learned: LearnedTables,
+    held: HashMap<(Uuid, std::net::Ipv4Addr), Vec<HeldFrame>>,
+}
+
+/// The datapath of one host.
+pub struct Datapath {
+    host: Uuid,
+    topology: Arc<SharedTopology>,
+    state: Mutex<State>,
+    ports: RwLock<HashMap<Uuid, Arc<PortHandle>>>,
+    drops: Mutex<HashMap<String, u64>>,
+    started: Instant,
+}
+
+/// Per-task scratch space, reused across batches so the hot path does not allocate.
+#[derive(Default)]
+pub struct Scratch {
+    outputs: Vec<Output>,
+    sends: HashMap<Uuid, Vec<usize>>,
+    generated: Vec<Generated>,
+}
+
+/// Where the IPv4 header starts (after one optional VLAN tag).
+fn l3_offset(frame: &[u8]) -> usize {
+    if frame.get(12..14) == Some(&[0x81, 0x00][..]) {
+        18
+    } else {
+        14
+    }
+}
+
+/// Applies a rewrite in place; false if the frame cannot take it.
+pub fn apply_rewrite(frame: &mut [u8], rewrite: &Rewrite) -> bool {
+    if frame.len() < 14 {
+        return false;
+    }
+    if let Some(dst) = rewrite.eth_dst {
+        frame[0..6].copy_from_slice(&dst);
+    }
+    if let Some(src) = rewrite.eth_src {
+        frame[6..12].copy_from_slice(&src);
+    }
+    if rewrite.ttl_decrement > 0 {
+        let offset = l3_offset(frame);
+        let Some(ip) = frame.get_mut(offset..) else {
+            return false;
+        };
+        let Ok(mut packet) = Ipv4Packet::new_checked(ip) else {
+            return false;
+        };
+        for _ in 0..rewrite.ttl_decrement {
+            if packet.decrement_ttl().is_none() {
+                return false;
+            }
+        }
+    }
+    true
+}
+
+impl Datapath {
+    /// A datapath for `host` over the topology `topology` keeps current.
+    pub fn new(host: Uuid, topology: Arc<SharedTopology>) -> Datapath {
+        Datapath {
+            host,
+            topology,
+            state: Mutex::default(),
+            ports: RwLock::default(),
+            drops: Mutex::default(),
+            started: Instant::now(),
+        }
+    }
+
+    /// The host this datapath serves.
+    pub fn host(&self) -> Uuid {
+        self.host
+    }
+
+    fn now_ms(&self) -> u64 {
+        self.started.elapsed().as_millis() as u64
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn count_drop(&self, reason: &DropReason) {
+        let name = match reason {
+            DropReason::Malformed(_) => "malformed".to_string(),
+            other => format!("{other:?}").to_lowercase(),
+        };
+        let mut drops = self.drops.lock().unwrap_or_else(|p| p.into_inner());
+        *drops.entry(name).or_default() += 1;
+    }
+
+    /// The handle of a bound port.
+    pub fn port(&self, id: Uuid) -> Option<Arc<PortHandle>> {
+        self.ports
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&id)
+            .cloned()
+    }
+
+    /// Starts serving a port.
+    pub fn attach(&self, handle: Arc<PortHandle>) {
+        self.ports
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(handle.id, handle);
+    }
+
+    /// Stops serving a port; returns its handle.
+    pub fn detach(&self, id: Uuid) -> Option<Arc<PortHandle>> {
+        let handle = self
+            .ports
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&id);
+        self.state().flows.invalidate(&[Tag::Port(id)]);
+        handle
+    }
+
+    /// The ids of the ports being served.
+    pub fn attached(&self) -> Vec<Uuid> {
+        self.ports
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .keys()
+            .copied()
+            .collect()
+    }
+
+    /// Removes the flows that depend on `tags`.
+    pub fn invalidate(&self, tags: &[Tag]) -> usize {
+        self.state().flows.invalidate(tags)
+    }
+
+    /// Periodic housekeeping: idle flows, aged entries, stale held frames.
+    pub fn tick(&self) {
+        let now = self.now_ms();
+        let mut state = self.state();
+        state.flows.expire(now, FLOW_IDLE_MS);
+        let aged = state.learned.expire(now);
+        state.flows.invalidate(&aged);
+        state.held.retain(|_, frames| {
+            frames.retain(|f| now.saturating_sub(f.since_ms) < HELD_FOR_MS);
+            !frames.is_empty()
+        });
+    }
+
+    /// The flow cache counters.
+    pub fn flow_stats(&self) -> FlowStats {
+        self.state().flows.stats()
+    }
+
+    /// Receives and forwards on `port` until it fails.
+    pub async fn serve_port(&self, port: Arc<PortHandle>) -> std::io::Result<()> {
+        let mut rx = RxBatch::new(64);
+        let mut scratch = Scratch::default();
+        loop {
+            let n = port.io.recv_batch(&mut rx).await?;
+            if n > 0 {
+                self.handle_batch(&port, &mut rx, &mut scratch);
+            }
+        }
+    }
+
+    /// Decides and sends every frame of a received batch.
+    pub fn handle_batch(&self, port: &PortHandle, rx: &mut RxBatch, scratch: &mut Scratch) {
+        let topology = self.topology.load();
+        for sends in scratch.sends.values_mut() {
+            sends.clear();
+        }
+        port.counters
+            .rx
+            .fetch_add(rx.len() as u64, Ordering::Relaxed);
+        for i in 0..rx.len() {
+            scratch.outputs.clear();
+            let info = match PacketInfo::parse(rx.frame(i)) {
+                Ok(info) => info,
+                Err(error) => {
+                    port.counters.drops.fetch_add(1, Ordering::Relaxed);
+                    self.count_drop(&DropReason::Malformed(error));
+                    continue;
+                }
+            };
+            let key = FlowKey {
+                in_port: port.id,
+                packet: info,
+            };
+            let now = self.now_ms();
+            {
+                let mut state = self.state();
+                if let Some(outputs) = state.flows.lookup(&key, now) {
+                    scratch.outputs.extend_from_slice(outputs);
+                } else {
+                    let sim = engine::simulate(&topology, &state.learned, port.id, rx.frame(i));
+                    self.settle(&mut state, &key, rx.frame(i), sim, scratch, now);
+                }
+            }
+            if scratch.outputs.is_empty() {
+                port.counters.drops.fetch_add(1, Ordering::Relaxed);
+                continue;
+            }
+            let first = scratch.outputs[0].rewrite;
+            if !apply_rewrite(rx.frame_mut(i), &first) {
+                port.counters.drops.fetch_add(1, Ordering::Relaxed);
+                continue;
+            }
+            for output in &scratch.outputs {
+                if output.rewrite == first {
+                    scratch.sends.entry(output.egress.port).or_default().push(i);
+                } else {
+                    // Differently rewritten copies are rare (never in the engine today).
+                    let mut copy = rx.frame(i).to_vec();
+                    if apply_rewrite(&mut copy, &output.rewrite) {
+                        scratch.generated.push(Generated {
+                            egress: output.egress,
+                            frame: copy,
+                        });
+                    }
+                }
+            }
+        }
+        for (egress, indexes) in scratch.sends.iter().filter(|(_, v)| !v.is_empty()) {
+            match self.port(*egress) {
+                Some(out) => match out.io.send_rx(rx, indexes) {
+                    Ok(sent) => {
+                        out.counters.tx.fetch_add(sent as u64, Ordering::Relaxed);
+                    }
+                    Err(error) => {
+                        out.counters
+                            .drops
+                            .fetch_add(indexes.len() as u64, Ordering::Relaxed);
+                        tracing::debug!(%egress, %error, "send failed");
+                    }
+                },
+                None => self.count_drop(&DropReason::Unbound),
+            }
+        }
+        for generated in scratch.generated.drain(..) {
+            self.send_generated(&generated);
+        }
+    }
+
+    /// Records what a simulation learned and decided; fills the outputs.
+    fn settle(
+        &self,
+        state: &mut State,
+        key: &FlowKey,
+        frame: &[u8],
+        sim: Simulation,
+        scratch: &mut Scratch,
+        now: u64,
+    ) {
+        for drop in &sim.drops {
+            self.count_drop(drop);
+        }
+        let mut released = Vec::new();
+        for learning in &sim.learned {
+            if let Some(tag) = state.learned.learn(learning, now) {
+                state.flows.invalidate(&[tag]);
+                if let Tag::Arp(router, ip) = tag {
+                    released.extend(state.held.remove(&(router, ip)).unwrap_or_default());
+                }
+            }
+        }
+        if let Some(next_hop) = sim.held_for {
+            let queue = state.held.entry(next_hop).or_default();
+            if queue.len() < HELD_PER_NEXT_HOP {
+                queue.push(HeldFrame {
+                    in_port: key.in_port,
+                    frame: frame.to_vec(),
+                    since_ms: now,
+                });
+            }
+        }
+        let local: Vec<Output> = sim
+            .outputs
+            .iter()
+            .filter(|o| o.egress.host == Some(self.host))
+            .copied()
+            .collect();
+        if sim.is_cacheable() {
+            state
+                .flows
+                .insert(*key, local.clone(), sim.tags.clone(), now);
+        }
+        scratch.outputs.extend(local);
+        scratch.generated.extend(
+            sim.generated
+                .into_iter()
+                .filter(|g| g.egress.host == Some(self.host)),
+        );
+        // Frames that waited for this ARP answer go now, as new arrivals.
+        let topology = self.topology.load();
+        for held in released {
+            let sim = engine::simulate(&topology, &state.learned, held.in_port, &held.frame);
+            for output in sim
+                .outputs
+                .iter()
+                .filter(|o| o.egress.host == Some(self.host))
+            {
+                let mut copy = held.frame.clone();
+                if apply_rewrite(&mut copy, &output.rewrite) {
+                    scratch.generated.push(Generated {
+                        egress: output.egress,
+                        frame: copy,
+                    });
+                }
+            }
+        }
+    }
+
+    fn send_generated(&self, generated: &Generated) {
+        let Some(out) = self.port(generated.egress.port) else {
+            return;
+        };
+        let sent = match &out.io {
+            Port::AfPacket(socket) => socket.try_send(&VnetHeader::NONE, &generated.frame),
+            Port::Tap(tap) => tap.try_send(&VnetHeader::NONE, &generated.frame),
+        };
+        match sent {
+            Ok(()) => {
+                out.counters.tx.fetch_add(1, Ordering::Relaxed);
+            }
+            Err(error) => {
+                out.counters.drops.fetch_add(1, Ordering::Relaxed);
+                tracing::debug!(port = %generated.egress.port, %error, "sending a generated frame failed");
+            }
+        }
+    }
+
+    /// Prometheus text of the datapath's counters.
+    pub fn metrics_text(&self) -> String {
+        use std::fmt::Write;
+        let mut out = String::new();
+        let stats = self.flow_stats();
+        let (flows, (macs, arps)) = {
+            let state = self.state();
+            (state.flows.len(), state.learned.sizes())
+        };
+        let _ = writeln!(
+            out,
+            "# TYPE plexus_flow_cache_hits_total counter\nplexus_flow_cache_hits_total {}",
+            stats.hits
+        );
+        let _ = writeln!(
+            out,
+            "# TYPE plexus_flow_cache_misses_total counter\nplexus_flow_cache_misses_total {}",
+            stats.misses
+        );
+        let _ = writeln!(
+            out,
+            "# TYPE plexus_flow_cache_invalidations_total counter\nplexus_flow_cache_invalidations_total {}",
+            stats.invalidations
+        );
+        let _ = writeln!(
+            out,
+            "# TYPE plexus_flow_cache_flows gauge\nplexus_flow_cache_flows {flows}"
+        );
+        let _ = writeln!(
+            out,
+            "# TYPE plexus_learned_entries gauge\nplexus_learned_entries{{table=\"mac\"}} {macs}"
+        );
+        let _ = writeln!(out, "plexus_learned_entries{{table=\"arp\"}} {arps}");
+        let _ = writeln!(out, "# TYPE plexus_port_packets_total counter");
+        let ports = self.ports.read().unwrap_or_else(|p| p.into_inner());
+        for (id, port) in ports.iter() {
+            let c = &port.counters;
+            for (dir, value) in [("rx", &c.rx), ("tx", &c.tx), ("drop", &c.drops)] {
+                let _ = writeln!(
+                    out,
+                    "plexus_port_packets_total{{port=\"{id}\",interface=\"{}\",direction=\"{dir}\"}} {}",
+                    port.io.ifname(),
+                    value.load(Ordering::Relaxed)
+                );
+            }
+        }
+        let _ = writeln!(out, "# TYPE plexus_datapath_drops_total counter");
+        for (reason, count) in self.drops.lock().unwrap_or_else(|p| p.into_inner()).iter() {
+            let _ = writeln!(
+                out,
+                "plexus_datapath_drops_total{{reason=\"{reason}\"}} {count}"
+            );
+        }
+        out
+    }
+}

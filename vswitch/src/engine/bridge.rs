@@ -1,0 +1,130 @@
+//! The bridge: L2 forwarding by destination MAC, learning, flooding, and ARP
+//! suppression for addresses the NSDB knows.
+
+use uuid::Uuid;
+
+use super::packet::{ArpOp, PacketInfo, L3};
+use super::{frames, Decision, DropReason, Learned, Learning, Rewrite, Tag, Walk};
+use crate::snapshot::{Device, PortInfo};
+
+fn is_group(mac: &[u8; 6]) -> bool {
+    mac[0] & 0x01 != 0
+}
+
+/// Decides what `bridge` does with `packet` arriving on `port`.
+pub(crate) fn process<L: Learned + ?Sized>(
+    walk: &mut Walk<'_, L>,
+    bridge: Uuid,
+    port: &PortInfo,
+    packet: &PacketInfo,
+) -> Decision {
+    let device = Some(Device::Bridge(bridge));
+    let Some(info) = walk.topo.bridges.get(&bridge) else {
+        return Decision::Drop(DropReason::UnknownPort);
+    };
+    if !info.admin_up {
+        return Decision::Drop(DropReason::AdminDown);
+    }
+
+    // Learn the source, unless the NSDB already places that MAC elsewhere.
+    let src = packet.eth_src;
+    if !is_group(&src)
+        && !info.static_macs.contains_key(&src)
+        && walk.learned.mac_port(bridge, src) != Some(port.id)
+    {
+        walk.sim.learned.push(Learning::Mac {
+            bridge,
+            mac: src,
+            port: port.id,
+        });
+        walk.sim.step(
+            device,
+            Some(port.id),
+            "learn",
+            format!("{} is behind port {}", fmt_mac(&src), port.id),
+        );
+    }
+
+    // ARP suppression: answer for addresses the NSDB knows.
+    if let L3::Arp(arp) = &packet.l3 {
+        if arp.op == ArpOp::Request && arp.target_ip != arp.sender_ip {
+            if let Some(mac) = info.arp.get(&arp.target_ip) {
+                walk.sim.step(
+                    device,
+                    Some(port.id),
+                    "arp_suppression",
+                    format!(
+                        "{} is-at {} (known to the NSDB), answered by the bridge",
+                        arp.target_ip,
+                        fmt_mac(mac)
+                    ),
+                );
+                return Decision::Emit(
+                    port.id,
+                    frames::arp_reply(*mac, arp.target_ip, arp.sender_mac, arp.sender_ip),
+                );
+            }
+        }
+    }
+
+    let dst = packet.eth_dst;
+    if is_group(&dst) {
+        walk.sim.step(
+            device,
+            Some(port.id),
+            "l2_lookup",
+            format!("{} is a group address: flood", fmt_mac(&dst)),
+        );
+        return flood(walk, bridge, port.id);
+    }
+    let (out, how) = match info.static_macs.get(&dst) {
+        Some(out) => (Some(*out), "known to the NSDB"),
+        None => {
+            walk.sim.tag(Tag::Mac(bridge, dst));
+            (walk.learned.mac_port(bridge, dst), "learned")
+        }
+    };
+    match out {
+        Some(out) if out == port.id => Decision::Drop(DropReason::Hairpin),
+        Some(out) => {
+            walk.sim.step(
+                device,
+                Some(port.id),
+                "l2_lookup",
+                format!("{} → port {out} ({how})", fmt_mac(&dst)),
+            );
+            Decision::Forward(vec![(out, Rewrite::default())])
+        }
+        None => {
+            walk.sim.step(
+                device,
+                Some(port.id),
+                "l2_lookup",
+                format!("{} unknown: flood", fmt_mac(&dst)),
+            );
+            flood(walk, bridge, port.id)
+        }
+    }
+}
+
+fn flood<L: Learned + ?Sized>(walk: &mut Walk<'_, L>, bridge: Uuid, ingress: Uuid) -> Decision {
+    let Some(info) = walk.topo.bridges.get(&bridge) else {
+        return Decision::Drop(DropReason::UnknownPort);
+    };
+    let ports: Vec<(Uuid, Rewrite)> = info
+        .ports
+        .iter()
+        .filter(|p| **p != ingress)
+        .map(|p| (*p, Rewrite::default()))
+        .collect();
+    if ports.is_empty() {
+        Decision::Drop(DropReason::NoPorts)
+    } else {
+        Decision::Forward(ports)
+    }
+}
+
+/// Formats a MAC the usual way.
+pub(crate) fn fmt_mac(mac: &[u8; 6]) -> String {
+    nsdb::MacAddr(*mac).to_string()
+}

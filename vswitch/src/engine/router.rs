@@ -1,0 +1,277 @@
+//! The router: ARP and ICMP echo for its own addresses, route lookup,
+//! next-hop resolution, TTL handling and ICMP errors.
+
+use std::net::Ipv4Addr;
+
+use nsdb::RouteKind;
+use uuid::Uuid;
+
+use super::bridge::fmt_mac;
+use super::packet::{ArpOp, IcmpKind, PacketInfo, L3};
+use super::{frames, Decision, DropReason, Learned, Learning, Rewrite, Tag, Walk};
+use crate::snapshot::{Device, PortInfo};
+
+const BROADCAST: [u8; 6] = [0xff; 6];
+
+/// Decides what `router` does with `packet` (whose bytes are `frame`)
+/// arriving on `port`.
+pub(crate) fn process<L: Learned + ?Sized>(
+    walk: &mut Walk<'_, L>,
+    router: Uuid,
+    port: &PortInfo,
+    packet: &PacketInfo,
+    frame: &[u8],
+) -> Decision {
+    let device = Some(Device::Router(router));
+    let Some(info) = walk.topo.routers.get(&router) else {
+        return Decision::Drop(DropReason::UnknownPort);
+    };
+    if !info.admin_up {
+        return Decision::Drop(DropReason::AdminDown);
+    }
+    let Some(in_addr) = port.address else {
+        return Decision::Drop(DropReason::Unsupported("router port without an address"));
+    };
+    if packet.eth_dst != port.mac && packet.eth_dst != BROADCAST {
+        return Decision::Drop(DropReason::NotForRouter);
+    }
+    let ip = match &packet.l3 {
+        L3::Arp(arp) => {
+            if arp.op == ArpOp::Reply || arp.target_ip == in_addr.addr() {
+                // Whoever talks ARP to us tells us its MAC.
+                if in_addr.contains(&arp.sender_ip)
+                    && walk.learned.arp(router, arp.sender_ip) != Some(arp.sender_mac)
+                {
+                    walk.sim.learned.push(Learning::Arp {
+                        router,
+                        ip: arp.sender_ip,
+                        mac: arp.sender_mac,
+                    });
+                    walk.sim.step(
+                        device,
+                        Some(port.id),
+                        "arp_learn",
+                        format!("{} is-at {}", arp.sender_ip, fmt_mac(&arp.sender_mac)),
+                    );
+                }
+            }
+            if arp.op == ArpOp::Request && arp.target_ip == in_addr.addr() {
+                walk.sim.step(
+                    device,
+                    Some(port.id),
+                    "arp_reply",
+                    format!("{} is-at {}", in_addr.addr(), fmt_mac(&port.mac)),
+                );
+                return Decision::Emit(
+                    port.id,
+                    frames::arp_reply(port.mac, in_addr.addr(), arp.sender_mac, arp.sender_ip),
+                );
+            }
+            return Decision::Drop(DropReason::Unsupported("ARP not for this router"));
+        }
+        L3::Ipv4(ip) => *ip,
+        L3::Other(_) => return Decision::Drop(DropReason::Unsupported("not IPv4 or ARP")),
+    };
+    if packet.eth_dst == BROADCAST {
+        return Decision::Drop(DropReason::NotForRouter);
+    }
+    if !ip.checksum_valid {
+        return Decision::Drop(DropReason::Malformed(crate::wire::WireError::BadChecksum));
+    }
+
+    // Addressed to the router itself.
+    if let Some(own) = info.addresses.get(&ip.dst) {
+        return match ip.icmp {
+            Some((IcmpKind::EchoRequest, _)) => {
+                walk.sim.step(
+                    device,
+                    Some(*own),
+                    "icmp_echo",
+                    format!("{} answers echo from {}", ip.dst, ip.src),
+                );
+                match frames::icmp_echo_reply(frame, port.mac, packet.eth_src) {
+                    Some(reply) => Decision::Emit(port.id, reply),
+                    None => Decision::Drop(DropReason::Unsupported(
+                        "echo request that cannot be answered",
+                    )),
+                }
+            }
+            _ => Decision::Drop(DropReason::Unsupported(
+                "only ICMP echo is answered by a router",
+            )),
+        };
+    }
+
+    if ip.ttl <= 1 {
+        walk.sim.step(
+            device,
+            Some(port.id),
+            "ttl",
+            format!("TTL {} expires here", ip.ttl),
+        );
+        return icmp_error(
+            walk,
+            router,
+            port,
+            packet,
+            frame,
+            frames::IcmpError::TimeExceeded,
+            DropReason::TtlExpired,
+        );
+    }
+
+    let Some(route) = info.routes.lookup(ip.src, ip.dst, packet.flow_hash()) else {
+        walk.sim.step(
+            device,
+            Some(port.id),
+            "route",
+            format!("no route to {}", ip.dst),
+        );
+        return icmp_error(
+            walk,
+            router,
+            port,
+            packet,
+            frame,
+            frames::IcmpError::NetUnreachable,
+            DropReason::NoRoute,
+        );
+    };
+    if let Some(id) = route.id {
+        walk.sim.tag(Tag::Route(id));
+    }
+    let route_name = match route.id {
+        Some(id) => format!("route {id} {} via", route.dst),
+        None => format!("connected {} on", route.dst),
+    };
+    match route.kind {
+        RouteKind::Blackhole => {
+            walk.sim.step(
+                device,
+                Some(port.id),
+                "route",
+                format!("{route_name} blackhole"),
+            );
+            return Decision::Drop(DropReason::Blackhole);
+        }
+        RouteKind::Reject => {
+            walk.sim.step(
+                device,
+                Some(port.id),
+                "route",
+                format!("{route_name} reject"),
+            );
+            return icmp_error(
+                walk,
+                router,
+                port,
+                packet,
+                frame,
+                frames::IcmpError::AdminProhibited,
+                DropReason::Rejected,
+            );
+        }
+        RouteKind::Normal => {}
+    }
+    let Some(out) = route.port.and_then(|p| walk.topo.ports.get(&p)) else {
+        return Decision::Drop(DropReason::DanglingLink);
+    };
+    let next_hop = route.gateway.unwrap_or(ip.dst);
+    walk.sim.step(
+        device,
+        Some(port.id),
+        "route",
+        format!("{route_name} port {} next hop {next_hop}", out.id),
+    );
+    let Some(next_mac) = resolve(walk, router, out, next_hop) else {
+        walk.sim.held_for = Some((router, next_hop));
+        walk.sim.step(
+            device,
+            Some(out.id),
+            "arp_resolve",
+            format!("who-has {next_hop}: holding the packet"),
+        );
+        let Some(src) = out.address else {
+            return Decision::Drop(DropReason::ArpPending);
+        };
+        return Decision::Emit(out.id, frames::arp_request(out.mac, src.addr(), next_hop));
+    };
+    let rewrite = Rewrite {
+        eth_src: Some(out.mac),
+        eth_dst: Some(next_mac),
+        ttl_decrement: 1,
+    };
+    walk.sim.step(
+        device,
+        Some(out.id),
+        "rewrite",
+        format!(
+            "eth.src={} eth.dst={} ttl {}→{}",
+            fmt_mac(&out.mac),
+            fmt_mac(&next_mac),
+            ip.ttl,
+            ip.ttl - 1
+        ),
+    );
+    Decision::Forward(vec![(out.id, rewrite)])
+}
+
+/// The MAC of `ip` behind `out`: known to the NSDB through the peer bridge,
+/// the peer router port itself, or learned by ARP.
+fn resolve<L: Learned + ?Sized>(
+    walk: &mut Walk<'_, L>,
+    router: Uuid,
+    out: &PortInfo,
+    ip: Ipv4Addr,
+) -> Option<[u8; 6]> {
+    if let Some(peer) = out.peer.and_then(|p| walk.topo.ports.get(&p)) {
+        match peer.device {
+            Device::Bridge(bridge) => {
+                if let Some(mac) = walk.topo.bridges.get(&bridge).and_then(|b| b.arp.get(&ip)) {
+                    return Some(*mac);
+                }
+            }
+            Device::Router(_) => {
+                if peer.address.is_some_and(|a| a.addr() == ip) {
+                    return Some(peer.mac);
+                }
+            }
+        }
+    }
+    walk.sim.tag(Tag::Arp(router, ip));
+    walk.learned.arp(router, ip)
+}
+
+/// Answers the sender with an ICMP error from the ingress port's address.
+fn icmp_error<L: Learned + ?Sized>(
+    walk: &mut Walk<'_, L>,
+    router: Uuid,
+    port: &PortInfo,
+    packet: &PacketInfo,
+    frame: &[u8],
+    kind: frames::IcmpError,
+    reason: DropReason,
+) -> Decision {
+    walk.sim.drops.push(reason);
+    let Some(addr) = port.address else {
+        return Decision::Drop(reason);
+    };
+    // Never answer an ICMP error with an ICMP error (RFC 1122 3.2.2).
+    if let L3::Ipv4(ip) = &packet.l3 {
+        if matches!(ip.icmp, Some((IcmpKind::Error, _))) {
+            return Decision::Drop(reason);
+        }
+    }
+    match frames::icmp_error(kind, frame, addr.addr(), port.mac, packet.eth_src) {
+        Some(error) => {
+            walk.sim.step(
+                Some(Device::Router(router)),
+                Some(port.id),
+                "icmp_error",
+                format!("{kind:?} to the sender"),
+            );
+            Decision::Emit(port.id, error)
+        }
+        None => Decision::Drop(reason),
+    }
+}

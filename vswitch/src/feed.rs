@@ -1,0 +1,158 @@
+//! The agent's view of the NSDB: a topology snapshot kept current by a
+//! watch, swapped atomically, plus the invalidation tags of every change.
+//!
+//! The feed re-lists and re-watches after compaction, and when the NSDB is
+//! unreachable it keeps the last snapshot in place (forwarding goes on) and
+//! retries with backoff.
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use nsdb::{Kind, Nsdb, ObjectEvent, Record, WatchItem};
+use tokio::sync::{mpsc, watch};
+use uuid::Uuid;
+
+use crate::engine::Tag;
+use crate::snapshot::Topology;
+
+/// The current topology, readable from any thread without waiting on writers
+/// for longer than a pointer swap.
+#[derive(Default)]
+pub struct SharedTopology {
+    current: RwLock<Arc<Topology>>,
+}
+
+impl SharedTopology {
+    /// The snapshot in force now.
+    pub fn load(&self) -> Arc<Topology> {
+        match self.current.read() {
+            Ok(guard) => guard.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    fn store(&self, topology: Topology) {
+        let topology = Arc::new(topology);
+        match self.current.write() {
+            Ok(mut guard) => *guard = topology,
+            Err(poisoned) => *poisoned.into_inner() = topology,
+        }
+    }
+}
+
+/// The tags a change to `record` (before and/or after) invalidates.
+pub fn tags_of(record: &Record) -> Vec<Tag> {
+    match record {
+        Record::Port(p) => vec![Tag::Port(p.id), Tag::Device(p.device_id)],
+        Record::Bridge(b) => vec![Tag::Device(b.id)],
+        Record::Router(r) => vec![Tag::Device(r.id)],
+        // A new or changed route can capture traffic of any flow through the router.
+        Record::Route(r) => vec![Tag::Route(r.id), Tag::Device(r.router_id)],
+        _ => Vec::new(),
+    }
+}
+
+/// Keeps `shared` equal to the NSDB's topology; sends the tags each commit
+/// invalidates on `invalidations`, and the revision applied on `applied`.
+pub async fn run_feed(
+    nsdb: Nsdb,
+    shared: Arc<SharedTopology>,
+    invalidations: mpsc::UnboundedSender<Vec<Tag>>,
+    applied: watch::Sender<nsdb::Revision>,
+) {
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        let snapshot = match nsdb.snapshot().await {
+            Ok(snapshot) => snapshot,
+            Err(error) => {
+                tracing::warn!(%error, "NSDB unreachable; forwarding on the last topology");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+                continue;
+            }
+        };
+        backoff = Duration::from_millis(100);
+        let mut records: HashMap<(Kind, Uuid), Record> = snapshot
+            .records
+            .into_iter()
+            .map(|r| ((r.kind(), r.id()), r))
+            .collect();
+        let mut revision = snapshot.revision;
+        publish(&shared, revision, &records);
+        // Everything may have changed since the last snapshot we had.
+        let _ = invalidations.send(records.values().flat_map(tags_of).collect());
+        let _ = applied.send(revision);
+        let mut watcher = match nsdb.watch(revision + 1).await {
+            Ok(watcher) => watcher,
+            Err(error) => {
+                tracing::warn!(%error, "cannot watch the NSDB; retrying");
+                tokio::time::sleep(backoff).await;
+                continue;
+            }
+        };
+        loop {
+            match watcher.next().await {
+                Some(WatchItem::Commit {
+                    revision: rev,
+                    events,
+                }) => {
+                    let mut tags = Vec::new();
+                    for event in events {
+                        apply_event(&mut records, event, &mut tags);
+                    }
+                    revision = rev;
+                    publish(&shared, revision, &records);
+                    let _ = invalidations.send(tags);
+                    let _ = applied.send(revision);
+                }
+                Some(WatchItem::Compacted { compact_revision }) => {
+                    tracing::info!(compact_revision, "NSDB history compacted; re-listing");
+                    break;
+                }
+                Some(WatchItem::Failed(reason)) => {
+                    tracing::warn!(%reason, "NSDB watch failed; re-listing");
+                    break;
+                }
+                None => break,
+            }
+        }
+    }
+}
+
+fn apply_event(
+    records: &mut HashMap<(Kind, Uuid), Record>,
+    event: ObjectEvent,
+    tags: &mut Vec<Tag>,
+) {
+    match event {
+        ObjectEvent::Put(record) => {
+            tags.extend(tags_of(&record));
+            if let Some(old) = records.insert((record.kind(), record.id()), record) {
+                tags.extend(tags_of(&old));
+            }
+        }
+        ObjectEvent::Deleted { kind, id } => {
+            if let Some(old) = records.remove(&(kind, id)) {
+                tags.extend(tags_of(&old));
+            }
+        }
+        ObjectEvent::HostLiveness { host_id, alive } => {
+            if let Some(Record::Host(host)) = records.get_mut(&(Kind::Host, host_id)) {
+                host.alive = alive;
+            }
+        }
+        ObjectEvent::Undecodable { key, reason } => {
+            tracing::error!(%key, %reason, "undecodable NSDB record ignored");
+        }
+    }
+}
+
+fn publish(
+    shared: &SharedTopology,
+    revision: nsdb::Revision,
+    records: &HashMap<(Kind, Uuid), Record>,
+) {
+    let list: Vec<Record> = records.values().cloned().collect();
+    shared.store(Topology::build(revision, &list));
+}

@@ -1,0 +1,160 @@
+//! Packet I/O: the ports the datapath reads frames from and writes frames to.
+//!
+//! Two kinds of port exist, both carrying a [`VnetHeader`] in front of every
+//! frame so GSO super-frames and partial checksums survive forwarding:
+//!
+//! * [`AfPacket`]: an AF_PACKET socket on an existing interface (the host
+//!   end of a pod's veth), batched with `recvmmsg`/`sendmmsg`;
+//! * [`Tap`]: a TAP device we create (or attach to), batched with read/write loops.
+//!
+//! [`PortIo`] lets the datapath drive both the same way, statically, and
+//! [`Port`] is the enum to keep heterogeneous ports in one collection.
+//! Buffers ([`RxBatch`], [`TxBatch`]) are allocated once and reused.
+//!
+//! Typical receive loop of one port task:
+//!
+//! ```no_run
+//! # async fn run(port: vswitch::io::Port, out: vswitch::io::Port) -> std::io::Result<()> {
+//! use vswitch::io::{PortIo, RxBatch};
+//! let mut rx = RxBatch::new(64);
+//! loop {
+//!     let n = port.recv_batch(&mut rx).await?; // waits, then drains up to 64 frames
+//!     let all: Vec<usize> = (0..n).collect(); // (a real datapath reuses this Vec)
+//!     let _ = out.send_rx(&rx, &all); // zero-copy forward, vnet header included
+//! }
+//! # }
+//! ```
+
+mod afpacket;
+mod batch;
+mod error;
+mod sys;
+mod tap;
+mod vnet;
+
+use std::future::Future;
+use std::io;
+
+pub use afpacket::{AfPacket, AfPacketOptions, KernelStats};
+pub use batch::{RxBatch, TxBatch, MAX_FRAME_LEN, SLOT_LEN};
+pub use error::PortError;
+pub use tap::{Tap, TAP_OFFLOADS, TAP_VNET_HDR_SZ};
+pub use vnet::{VnetHeader, VNET_HDR_LEN};
+
+/// What the datapath needs from a port, whatever its kind.
+pub trait PortIo {
+    /// The interface name.
+    fn ifname(&self) -> &str;
+
+    /// Waits until at least one frame can be read.
+    fn readable(&self) -> impl Future<Output = io::Result<()>> + Send;
+
+    /// Waits until the port has room to send.
+    fn writable(&self) -> impl Future<Output = io::Result<()>> + Send;
+
+    /// Receives a batch without waiting (`Ok(0)`: nothing queued).
+    fn try_recv_batch(&self, rx: &mut RxBatch) -> io::Result<usize>;
+
+    /// Waits for frames, then receives a batch.
+    fn recv_batch(&self, rx: &mut RxBatch) -> impl Future<Output = io::Result<usize>> + Send;
+
+    /// Sends the queued frames the port takes now (`Err(WouldBlock)`: none).
+    fn try_send_batch(&self, tx: &mut TxBatch) -> io::Result<usize>;
+
+    /// Sends every queued frame, waiting for room.
+    fn send_batch(&self, tx: &mut TxBatch) -> impl Future<Output = io::Result<()>> + Send;
+
+    /// Sends the frames `which` of a receive batch without copying them.
+    fn send_rx(&self, rx: &RxBatch, which: &[usize]) -> io::Result<usize>;
+}
+
+macro_rules! delegate_port_io {
+    ($ty:ty) => {
+        impl PortIo for $ty {
+            fn ifname(&self) -> &str {
+                <$ty>::ifname(self)
+            }
+            async fn readable(&self) -> io::Result<()> {
+                <$ty>::readable(self).await
+            }
+            async fn writable(&self) -> io::Result<()> {
+                <$ty>::writable(self).await
+            }
+            fn try_recv_batch(&self, rx: &mut RxBatch) -> io::Result<usize> {
+                <$ty>::try_recv_batch(self, rx)
+            }
+            async fn recv_batch(&self, rx: &mut RxBatch) -> io::Result<usize> {
+                <$ty>::recv_batch(self, rx).await
+            }
+            fn try_send_batch(&self, tx: &mut TxBatch) -> io::Result<usize> {
+                <$ty>::try_send_batch(self, tx)
+            }
+            async fn send_batch(&self, tx: &mut TxBatch) -> io::Result<()> {
+                <$ty>::send_batch(self, tx).await
+            }
+            fn send_rx(&self, rx: &RxBatch, which: &[usize]) -> io::Result<usize> {
+                <$ty>::send_rx(self, rx, which)
+            }
+        }
+    };
+}
+
+delegate_port_io!(AfPacket);
+delegate_port_io!(Tap);
+
+/// Either kind of port, for collections of heterogeneous ports.
+#[derive(Debug)]
+pub enum Port {
+    /// An AF_PACKET socket on a veth (or any Ethernet interface).
+    AfPacket(AfPacket),
+    /// A TAP device.
+    Tap(Tap),
+}
+
+impl From<AfPacket> for Port {
+    fn from(p: AfPacket) -> Port {
+        Port::AfPacket(p)
+    }
+}
+
+impl From<Tap> for Port {
+    fn from(t: Tap) -> Port {
+        Port::Tap(t)
+    }
+}
+
+macro_rules! dispatch {
+    ($self:ident, $p:ident => $e:expr) => {
+        match $self {
+            Port::AfPacket($p) => $e,
+            Port::Tap($p) => $e,
+        }
+    };
+}
+
+impl PortIo for Port {
+    fn ifname(&self) -> &str {
+        dispatch!(self, p => p.ifname())
+    }
+    async fn readable(&self) -> io::Result<()> {
+        dispatch!(self, p => p.readable().await)
+    }
+    async fn writable(&self) -> io::Result<()> {
+        dispatch!(self, p => p.writable().await)
+    }
+    fn try_recv_batch(&self, rx: &mut RxBatch) -> io::Result<usize> {
+        dispatch!(self, p => p.try_recv_batch(rx))
+    }
+    async fn recv_batch(&self, rx: &mut RxBatch) -> io::Result<usize> {
+        dispatch!(self, p => p.recv_batch(rx).await)
+    }
+    fn try_send_batch(&self, tx: &mut TxBatch) -> io::Result<usize> {
+        dispatch!(self, p => p.try_send_batch(tx))
+    }
+    async fn send_batch(&self, tx: &mut TxBatch) -> io::Result<()> {
+        dispatch!(self, p => p.send_batch(tx).await)
+    }
+    fn send_rx(&self, rx: &RxBatch, which: &[usize]) -> io::Result<usize> {
+        dispatch!(self, p => p.send_rx(rx, which))
+    }
+}

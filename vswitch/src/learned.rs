@@ -1,0 +1,107 @@
+//! What the datapath learns while forwarding: MACs behind bridge ports and
+//! ARP answers routers received. Entries age out; every change returns the
+//! tag whose flows it invalidates.
+
+use std::collections::HashMap;
+use std::net::Ipv4Addr;
+
+use uuid::Uuid;
+
+use crate::engine::{Learned, Learning, Tag};
+use crate::snapshot::Mac;
+
+/// How long a learned entry lives without being seen again.
+pub const MAC_AGE_MS: u64 = 300_000;
+/// How long an ARP answer is trusted.
+pub const ARP_AGE_MS: u64 = 600_000;
+
+/// The learned tables.
+#[derive(Debug, Default)]
+pub struct LearnedTables {
+    macs: HashMap<(Uuid, Mac), (Uuid, u64)>,
+    arp: HashMap<(Uuid, Ipv4Addr), (Mac, u64)>,
+}
+
+impl LearnedTables {
+    /// Records a learning; returns the tag to invalidate when it changed
+    /// what the engine would decide.
+    pub fn learn(&mut self, learning: &Learning, now_ms: u64) -> Option<Tag> {
+        match *learning {
+            Learning::Mac { bridge, mac, port } => {
+                let previous = self.macs.insert((bridge, mac), (port, now_ms));
+                (previous.map(|p| p.0) != Some(port)).then_some(Tag::Mac(bridge, mac))
+            }
+            Learning::Arp { router, ip, mac } => {
+                let previous = self.arp.insert((router, ip), (mac, now_ms));
+                (previous.map(|p| p.0) != Some(mac)).then_some(Tag::Arp(router, ip))
+            }
+        }
+    }
+
+    /// Forgets entries older than their age limits; returns their tags.
+    pub fn expire(&mut self, now_ms: u64) -> Vec<Tag> {
+        let mut tags = Vec::new();
+        self.macs.retain(|(bridge, mac), (_, seen)| {
+            let keep = now_ms.saturating_sub(*seen) < MAC_AGE_MS;
+            if !keep {
+                tags.push(Tag::Mac(*bridge, *mac));
+            }
+            keep
+        });
+        self.arp.retain(|(router, ip), (_, seen)| {
+            let keep = now_ms.saturating_sub(*seen) < ARP_AGE_MS;
+            if !keep {
+                tags.push(Tag::Arp(*router, *ip));
+            }
+            keep
+        });
+        tags
+    }
+
+    /// How many MAC and ARP entries are held.
+    pub fn sizes(&self) -> (usize, usize) {
+        (self.macs.len(), self.arp.len())
+    }
+}
+
+impl Learned for LearnedTables {
+    fn mac_port(&self, bridge: Uuid, mac: Mac) -> Option<Uuid> {
+        self.macs.get(&(bridge, mac)).map(|e| e.0)
+    }
+
+    fn arp(&self, router: Uuid, ip: Ipv4Addr) -> Option<Mac> {
+        self.arp.get(&(router, ip)).map(|e| e.0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn learning_reports_changes_and_ages_out() {
+        let mut tables = LearnedTables::default();
+        let (bridge, port) = (Uuid::from_u128(1), Uuid::from_u128(2));
+        let mac = [2, 0, 0, 0, 0, 1];
+        let learn = Learning::Mac { bridge, mac, port };
+        assert_eq!(tables.learn(&learn, 0), Some(Tag::Mac(bridge, mac)));
+        assert_eq!(
+            tables.learn(&learn, 10),
+            None,
+            "seeing it again changes nothing"
+        );
+        assert_eq!(tables.mac_port(bridge, mac), Some(port));
+        let moved = Learning::Mac {
+            bridge,
+            mac,
+            port: Uuid::from_u128(3),
+        };
+        assert_eq!(
+            tables.learn(&moved, 20),
+            Some(Tag::Mac(bridge, mac)),
+            "a move invalidates"
+        );
+        assert_eq!(tables.expire(20 + MAC_AGE_MS), vec![Tag::Mac(bridge, mac)]);
+        assert_eq!(tables.mac_port(bridge, mac), None);
+    }
+}

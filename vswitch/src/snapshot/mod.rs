@@ -1,0 +1,272 @@
+//! The immutable topology snapshot the simulation engine reads.
+//!
+//! An agent builds a [`Topology`] from the NSDB's records at one revision,
+//! swaps it in atomically, and never mutates it: every packet simulated
+//! against it sees one consistent state. Lookups the engine needs on every
+//! packet (a bridge's static MAC table, its ARP-suppression table, a
+//! router's own addresses and routes) are precomputed here, once per
+//! topology change, instead of per packet.
+
+mod routes;
+
+pub use routes::{RouteEntry, RouteTable};
+
+use std::collections::HashMap;
+use std::net::{IpAddr, Ipv4Addr};
+
+use ipnet::{IpNet, Ipv4Net};
+use nsdb::{DeviceType, Record, Revision, RouteKind};
+use uuid::Uuid;
+
+/// A 48-bit MAC address as bytes.
+pub type Mac = [u8; 6];
+
+/// The device a port belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Device {
+    /// A bridge.
+    Bridge(Uuid),
+    /// A router.
+    Router(Uuid),
+}
+
+/// What the engine knows about a port.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PortInfo {
+    /// The port's id.
+    pub id: Uuid,
+    /// Its device.
+    pub device: Device,
+    /// Its MAC (for bridge ports: the MAC of the workload behind it).
+    pub mac: Mac,
+    /// Router ports: the address and its network.
+    pub address: Option<Ipv4Net>,
+    /// The linked peer port (interior ports).
+    pub peer: Option<Uuid>,
+    /// The host an exterior port is bound on.
+    pub host: Option<Uuid>,
+    /// The interface it is bound to there.
+    pub interface: Option<String>,
+    /// MAC/IP pairs the port may send from.
+    pub allowed: Vec<(Mac, IpNet)>,
+    /// The deployment-wide key (the VNI of tunnelled frames).
+    pub tunnel_key: u32,
+    /// Chains: inbound and outbound.
+    pub chains: (Option<Uuid>, Option<Uuid>),
+}
+
+/// What the engine knows about a bridge.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct BridgeInfo {
+    /// Whether it forwards.
+    pub admin_up: bool,
+    /// Its ports, sorted by id (the flood order).
+    pub ports: Vec<Uuid>,
+    /// MACs known from the NSDB, no learning needed: each port's own MAC,
+    /// its allowed MACs, and the MAC of a router port linked to it.
+    pub static_macs: HashMap<Mac, Uuid>,
+    /// ARP suppression: addresses the NSDB knows, answered by the bridge.
+    pub arp: HashMap<Ipv4Addr, Mac>,
+    /// Chains: inbound and outbound.
+    pub chains: (Option<Uuid>, Option<Uuid>),
+}
+
+/// What the engine knows about a router.
+#[derive(Debug, Clone, Default)]
+pub struct RouterInfo {
+    /// Whether it forwards.
+    pub admin_up: bool,
+    /// Its ports, sorted by id.
+    pub ports: Vec<Uuid>,
+    /// Its own addresses and the port holding each.
+    pub addresses: HashMap<Ipv4Addr, Uuid>,
+    /// Its forwarding table, connected networks included.
+    pub routes: RouteTable,
+    /// Chains: inbound and outbound.
+    pub chains: (Option<Uuid>, Option<Uuid>),
+}
+
+/// One consistent view of the virtual topology.
+#[derive(Debug, Clone, Default)]
+pub struct Topology {
+    /// The NSDB revision it was built from.
+    pub revision: Revision,
+    /// Ports by id.
+    pub ports: HashMap<Uuid, PortInfo>,
+    /// Bridges by id.
+    pub bridges: HashMap<Uuid, BridgeInfo>,
+    /// Routers by id.
+    pub routers: HashMap<Uuid, RouterInfo>,
+    /// Hosts by id: tunnel address and liveness.
+    pub hosts: HashMap<Uuid, (IpAddr, bool)>,
+}
+
+fn v4(net: IpNet) -> Option<Ipv4Net> {
+    match net {
+        IpNet::V4(n) => Some(n),
+        IpNet::V6(_) => None,
+    }
+}
+
+impl Topology {
+    /// Builds the snapshot of `records` (all records at `revision`).
+    pub fn build(revision: Revision, records: &[Record]) -> Topology {
+        let mut topo = Topology {
+            revision,
+            ..Topology::default()
+        };
+        for record in records {
+            match record {
+                Record::Bridge(b) => {
+                    topo.bridges.insert(
+                        b.id,
+                        BridgeInfo {
+                            admin_up: b.admin_state_up,
+                            chains: (b.inbound_chain_id, b.outbound_chain_id),
+                            ..BridgeInfo::default()
+                        },
+                    );
+                }
+                Record::Router(r) => {
+                    topo.routers.insert(
+                        r.id,
+                        RouterInfo {
+                            admin_up: r.admin_state_up,
+                            chains: (r.inbound_chain_id, r.outbound_chain_id),
+                            ..RouterInfo::default()
+                        },
+                    );
+                }
+                Record::Host(h) => {
+                    topo.hosts.insert(h.id, (h.tunnel_ip, h.alive));
+                }
+                Record::Port(p) => {
+                    let device = match p.device_type {
+                        DeviceType::Bridge => Device::Bridge(p.device_id),
+                        DeviceType::Router => Device::Router(p.device_id),
+                    };
+                    topo.ports.insert(
+                        p.id,
+                        PortInfo {
+                            id: p.id,
+                            device,
+                            mac: p.mac.0,
+                            address: p.address.and_then(v4),
+                            peer: p.peer_id,
+                            host: p.host_id,
+                            interface: p.interface_name.clone(),
+                            allowed: p
+                                .allowed_addresses
+                                .iter()
+                                .map(|a| (a.mac.0, a.ip))
+                                .collect(),
+                            tunnel_key: p.tunnel_key,
+                            chains: (p.inbound_chain_id, p.outbound_chain_id),
+                        },
+                    );
+                }
+                _ => {}
+            }
+        }
+        topo.index_ports();
+        topo.index_routes(records);
+        topo
+    }
+
+    fn index_ports(&mut self) {
+        let mut ports: Vec<&PortInfo> = self.ports.values().collect();
+        ports.sort_by_key(|p| p.id);
+        for port in ports {
+            match port.device {
+                Device::Bridge(bridge) => {
+                    let Some(info) = self.bridges.get_mut(&bridge) else {
+                        continue;
+                    };
+                    info.ports.push(port.id);
+                    // The workload behind an exterior port owns the port's MAC;
+                    // behind an interior port sits the peer router port.
+                    let peer = port.peer.and_then(|p| self.ports.get(&p));
+                    match peer {
+                        Some(router_port) => {
+                            info.static_macs.insert(router_port.mac, port.id);
+                            if let Some(addr) = router_port.address {
+                                info.arp.insert(addr.addr(), router_port.mac);
+                            }
+                        }
+                        None => {
+                            info.static_macs.insert(port.mac, port.id);
+                        }
+                    }
+                    for (mac, ip) in &port.allowed {
+                        info.static_macs.insert(*mac, port.id);
+                        if let Some(net) = v4(*ip).filter(|n| n.prefix_len() == 32) {
+                            info.arp.insert(net.addr(), *mac);
+                        }
+                    }
+                }
+                Device::Router(router) => {
+                    let Some(info) = self.routers.get_mut(&router) else {
+                        continue;
+                    };
+                    info.ports.push(port.id);
+                    if let Some(addr) = port.address {
+                        info.addresses.insert(addr.addr(), port.id);
+                    }
+                }
+            }
+        }
+    }
+
+    fn index_routes(&mut self, records: &[Record]) {
+        let mut tables: HashMap<Uuid, Vec<RouteEntry>> = HashMap::new();
+        for port in self.ports.values() {
+            if let (Device::Router(router), Some(addr)) = (port.device, port.address) {
+                tables.entry(router).or_default().push(RouteEntry {
+                    id: None,
+                    dst: addr.trunc(),
+                    src: Ipv4Net::default(),
+                    port: Some(port.id),
+                    gateway: None,
+                    weight: 0,
+                    kind: RouteKind::Normal,
+                });
+            }
+        }
+        for record in records {
+            let Record::Route(r) = record else { continue };
+            let (Some(dst), Some(src)) = (v4(r.dst), v4(r.src).or(Some(Ipv4Net::default()))) else {
+                continue;
+            };
+            let gateway = match r.next_hop_gateway {
+                Some(IpAddr::V4(gw)) => Some(gw),
+                _ => None,
+            };
+            tables.entry(r.router_id).or_default().push(RouteEntry {
+                id: Some(r.id),
+                dst,
+                src,
+                port: r.next_hop_port_id,
+                gateway,
+                weight: r.weight,
+                kind: r.kind,
+            });
+        }
+        for (router, entries) in tables {
+            if let Some(info) = self.routers.get_mut(&router) {
+                info.routes = RouteTable::new(entries);
+            }
+        }
+    }
+
+    /// The port bound to `interface` on `host`, if any.
+    pub fn port_bound_to(&self, host: Uuid, interface: &str) -> Option<&PortInfo> {
+        self.ports
+            .values()
+            .find(|p| p.host == Some(host) && p.interface.as_deref() == Some(interface))
+    }
+
+    /// Every port bound on `host`.
+    pub fn ports_on_host(&self, host: Uuid) -> impl Iterator<Item = &PortInfo> {
+        self.ports.values().filter(move |p| p.host == Some(host))
+    }
+}

@@ -1,0 +1,518 @@
+//! One-shot frame decoding for the switching pipeline and the flow cache.
+//!
+//! [`parse_frame`] walks Ethernet → (ARP | IPv4 → TCP/UDP/ICMP) and returns
+//! a small `Copy` [`ParsedFrame`] holding the fields a switch decides on.
+//! It is total: any malformed, truncated or oversize input yields a
+//! [`WireError`]. It is strict about headers it decodes (a frame whose
+//! IPv4 or L4 header is malformed is an error, so an L2-only path that
+//! wants to forward such frames anyway should fall back to
+//! [`EthernetFrame`]) but does not drop on checksums: the IPv4 header
+//! checksum result is reported in [`Ipv4Summary::checksum_valid`] and L4
+//! checksums are not examined.
+
+use core::net::Ipv4Addr;
+
+use super::{
+    ArpPacket, ArpRepr, EtherType, EthernetAddress, EthernetFrame, Icmpv4Message, Icmpv4Packet,
+    IpProtocol, Ipv4Packet, TcpFlags, TcpPacket, UdpPacket, VxlanPacket, VxlanRepr, WireError,
+    UDP_HEADER_LEN, VXLAN_PORT,
+};
+
+/// Largest frame accepted: a maximal IPv4 datagram plus Ethernet header and one VLAN tag.
+pub const MAX_FRAME_LEN: usize = 65535 + 14 + 4;
+
+/// What [`parse_frame`] extracts from one frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ParsedFrame {
+    /// Destination MAC address.
+    pub dst_mac: EthernetAddress,
+    /// Source MAC address.
+    pub src_mac: EthernetAddress,
+    /// 802.1Q VLAN identifier, if the frame is tagged.
+    pub vlan: Option<u16>,
+    /// EtherType of the payload (inside the tag, if any).
+    pub ethertype: EtherType,
+    /// Offset of the L3 header from the start of the frame (14 or 18).
+    pub l3_offset: u16,
+    /// The decoded network layer.
+    pub l3: L3Summary,
+}
+
+/// Alias kept for callers that think of the result as a summary.
+pub type FrameSummary = ParsedFrame;
+
+/// The network layer of a [`ParsedFrame`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum L3Summary {
+    /// An Ethernet/IPv4 ARP request or reply.
+    Arp(ArpRepr),
+    /// An IPv4 datagram.
+    Ipv4(Ipv4Summary),
+    /// Any other EtherType (IPv6, LLDP, a second VLAN tag, ...), not decoded.
+    Other,
+}
+
+/// The IPv4 fields of a [`ParsedFrame`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Ipv4Summary {
+    /// Source address.
+    pub src_addr: Ipv4Addr,
+    /// Destination address.
+    pub dst_addr: Ipv4Addr,
+    /// Payload protocol.
+    pub protocol: IpProtocol,
+    /// Time to live.
+    pub ttl: u8,
+    /// Differentiated services code point.
+    pub dscp: u8,
+    /// Don't-fragment flag.
+    pub dont_frag: bool,
+    /// More-fragments flag.
+    pub more_frags: bool,
+    /// Fragment offset in bytes.
+    pub frag_offset: u16,
+    /// Total datagram length.
+    pub total_len: u16,
+    /// Whether the header checksum verified (routers must drop when false).
+    pub checksum_valid: bool,
+    /// Offset of the L4 header from the start of the frame.
+    pub l4_offset: u16,
+    /// The decoded transport layer.
+    pub l4: L4Summary,
+}
+
+/// The transport layer of an [`Ipv4Summary`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum L4Summary {
+    /// A TCP segment.
+    Tcp {
+        /// Source port.
+        src_port: u16,
+        /// Destination port.
+        dst_port: u16,
+        /// Control flags.
+        flags: TcpFlags,
+    },
+    /// A UDP datagram.
+    Udp {
+        /// Source port.
+        src_port: u16,
+        /// Destination port.
+        dst_port: u16,
+    },
+    /// An ICMP message.
+    Icmp {
+        /// Message type.
+        msg_type: Icmpv4Message,
+        /// Message code.
+        code: u8,
+        /// Echo identifier, for echo requests and replies.
+        ident: Option<u16>,
+    },
+    /// A non-first fragment: no transport header to read.
+    Fragment,
+    /// Another protocol, not decoded.
+    Other,
+}
+
+impl ParsedFrame {
+    /// The ARP part, if this is ARP.
+    pub fn arp(&self) -> Option<&ArpRepr> {
+        match &self.l3 {
+            L3Summary::Arp(arp) => Some(arp),
+            _ => None,
+        }
+    }
+
+    /// The IPv4 part, if this is IPv4.
+    pub fn ipv4(&self) -> Option<&Ipv4Summary> {
+        match &self.l3 {
+            L3Summary::Ipv4(ip) => Some(ip),
+            _ => None,
+        }
+    }
+
+    /// `(src_port, dst_port)` for TCP and UDP.
+    pub fn ports(&self) -> Option<(u16, u16)> {
+        match self.ipv4()?.l4 {
+            L4Summary::Tcp {
+                src_port, dst_port, ..
+            }
+            | L4Summary::Udp { src_port, dst_port } => Some((src_port, dst_port)),
+            _ => None,
+        }
+    }
+}
+
+/// Offsets inside a frame never exceed [`MAX_FRAME_LEN`]; saturate just in case.
+fn offset16(offset: usize) -> u16 {
+    u16::try_from(offset).unwrap_or(u16::MAX)
+}
+
+/// Decode a complete Ethernet frame (without FCS) into a [`ParsedFrame`].
+pub fn parse_frame(data: &[u8]) -> Result<ParsedFrame, WireError> {
+    if data.len() > MAX_FRAME_LEN {
+        return Err(WireError::Oversize);
+    }
+    let eth = EthernetFrame::new_checked(data)?;
+    let l3_offset = eth.payload_offset();
+    let payload = eth.payload();
+    let l3 = match eth.ethertype() {
+        EtherType::Arp => L3Summary::Arp(ArpRepr::parse(&ArpPacket::new_checked(payload)?)?),
+        EtherType::Ipv4 => L3Summary::Ipv4(parse_ipv4(payload, l3_offset)?),
+        _ => L3Summary::Other,
+    };
+    Ok(ParsedFrame {
+        dst_mac: eth.dst_addr(),
+        src_mac: eth.src_addr(),
+        vlan: eth.vlan(),
+        ethertype: eth.ethertype(),
+        l3_offset: offset16(l3_offset),
+        l3,
+    })
+}
+
+fn parse_ipv4(data: &[u8], l3_offset: usize) -> Result<Ipv4Summary, WireError> {
+    let ip = Ipv4Packet::new_checked(data)?;
+    let payload = ip.payload();
+    let l4 = if ip.frag_offset() != 0 {
+        L4Summary::Fragment
+    } else {
+        match ip.protocol() {
+            IpProtocol::Tcp => {
+                let tcp = TcpPacket::new_checked(payload)?;
+                L4Summary::Tcp {
+                    src_port: tcp.src_port(),
+                    dst_port: tcp.dst_port(),
+                    flags: tcp.flags(),
+                }
+            }
+            IpProtocol::Udp => {
+                // The length field of a first fragment covers the whole
+                // datagram, so only an unfragmented one is length-checked.
+                if payload.len() < UDP_HEADER_LEN {
+                    return Err(WireError::Truncated);
+                }
+                let udp = UdpPacket::new_unchecked(payload);
+                if !ip.more_frags() {
+                    udp.check_len()?;
+                }
+                L4Summary::Udp {
+                    src_port: udp.src_port(),
+                    dst_port: udp.dst_port(),
+                }
+            }
+            IpProtocol::Icmp => {
+                let icmp = Icmpv4Packet::new_checked(payload)?;
+                let msg_type = icmp.msg_type();
+                let is_echo = matches!(
+                    msg_type,
+                    Icmpv4Message::EchoRequest | Icmpv4Message::EchoReply
+                );
+                L4Summary::Icmp {
+                    msg_type,
+                    code: icmp.code(),
+                    ident: is_echo.then(|| icmp.echo_ident()),
+                }
+            }
+            IpProtocol::Unknown(_) => L4Summary::Other,
+        }
+    };
+    Ok(Ipv4Summary {
+        src_addr: ip.src_addr(),
+        dst_addr: ip.dst_addr(),
+        protocol: ip.protocol(),
+        ttl: ip.ttl(),
+        dscp: ip.dscp(),
+        dont_frag: ip.dont_frag(),
+        more_frags: ip.more_frags(),
+        frag_offset: ip.frag_offset(),
+        total_len: ip.total_len(),
+        checksum_valid: ip.verify_checksum(),
+        l4_offset: offset16(l3_offset + ip.header_len()),
+        l4,
+    })
+}
+
+/// Terminate a VXLAN tunnel: return the VNI and the inner Ethernet frame.
+///
+/// The outer frame must be Ethernet (optionally tagged) / IPv4 with a valid
+/// header checksum, unfragmented / UDP to port 4789 (a non-zero UDP
+/// checksum must verify) / VXLAN with the I flag. Anything else is an
+/// error: [`WireError::UnexpectedMessage`] for another protocol or port,
+/// [`WireError::Fragmented`], [`WireError::BadChecksum`], or the relevant
+/// parse error.
+pub fn decap_vxlan(frame: &[u8]) -> Result<(VxlanRepr, &[u8]), WireError> {
+    if frame.len() > MAX_FRAME_LEN {
+        return Err(WireError::Oversize);
+    }
+    let eth = EthernetFrame::new_checked(frame)?;
+    if eth.ethertype() != EtherType::Ipv4 {
+        return Err(WireError::UnexpectedMessage);
+    }
+    let ip = Ipv4Packet::new_checked(eth.payload())?;
+    if !ip.verify_checksum() {
+        return Err(WireError::BadChecksum);
+    }
+    if ip.is_fragment() {
+        return Err(WireError::Fragmented);
+    }
+    if ip.protocol() != IpProtocol::Udp {
+        return Err(WireError::UnexpectedMessage);
+    }
+    let udp = UdpPacket::new_checked(ip.payload())?;
+    if udp.dst_port() != VXLAN_PORT {
+        return Err(WireError::UnexpectedMessage);
+    }
+    if !udp.verify_checksum(ip.src_addr(), ip.dst_addr()) {
+        return Err(WireError::BadChecksum);
+    }
+    let vxlan = VxlanPacket::new_checked(udp.payload())?;
+    Ok((VxlanRepr::parse(&vxlan)?, vxlan.payload()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::{samples, ArpOperation, Vni};
+    use super::*;
+
+    fn edited(sample: &[u8], edit: impl FnOnce(&mut Vec<u8>)) -> Vec<u8> {
+        let mut v = sample.to_vec();
+        edit(&mut v);
+        v
+    }
+
+    /// Recompute the IPv4 header checksum of a frame whose L3 header starts at `at`.
+    fn fix_ip(v: &mut [u8], at: usize) {
+        Ipv4Packet::new_unchecked(&mut v[at..]).fill_checksum();
+    }
+
+    #[test]
+    fn arp_request() {
+        let f = parse_frame(&samples::ARP_REQUEST).unwrap();
+        assert!(f.dst_mac.is_broadcast());
+        assert_eq!(f.src_mac.to_string(), "52:54:00:12:34:56");
+        assert_eq!(
+            (f.vlan, f.ethertype, f.l3_offset),
+            (None, EtherType::Arp, 14)
+        );
+        let arp = f.arp().unwrap();
+        assert_eq!(arp.operation, ArpOperation::Request);
+        assert_eq!(arp.target_ip, Ipv4Addr::new(10, 0, 0, 2));
+        assert_eq!((f.ipv4(), f.ports()), (None, None));
+    }
+
+    #[test]
+    fn icmp_echo() {
+        let f = parse_frame(&samples::ICMP_ECHO).unwrap();
+        let ip = f.ipv4().unwrap();
+        assert_eq!(ip.src_addr, Ipv4Addr::new(10, 0, 0, 1));
+        assert_eq!(ip.dst_addr, Ipv4Addr::new(10, 0, 0, 2));
+        assert_eq!(
+            (ip.protocol, ip.ttl, ip.total_len),
+            (IpProtocol::Icmp, 64, 60)
+        );
+        assert!(ip.dont_frag && !ip.more_frags && ip.checksum_valid);
+        assert_eq!(ip.l4_offset, 34);
+        assert_eq!(
+            ip.l4,
+            L4Summary::Icmp {
+                msg_type: Icmpv4Message::EchoRequest,
+                code: 0,
+                ident: Some(0x1234)
+            }
+        );
+        assert_eq!(f.ports(), None);
+        assert_eq!(f.arp(), None);
+    }
+
+    #[test]
+    fn tcp_syn() {
+        let f = parse_frame(&samples::TCP_SYN).unwrap();
+        let ip = f.ipv4().unwrap();
+        assert_eq!(ip.dst_addr, Ipv4Addr::new(93, 184, 216, 34));
+        assert_eq!(
+            ip.l4,
+            L4Summary::Tcp {
+                src_port: 54321,
+                dst_port: 80,
+                flags: TcpFlags::SYN
+            }
+        );
+        assert_eq!(f.ports(), Some((54321, 80)));
+    }
+
+    #[test]
+    fn udp_dns_on_vlan() {
+        let f = parse_frame(&samples::UDP_DNS_VLAN).unwrap();
+        assert_eq!(
+            (f.vlan, f.ethertype, f.l3_offset),
+            (Some(100), EtherType::Ipv4, 18)
+        );
+        let ip = f.ipv4().unwrap();
+        assert!(!ip.dont_frag && ip.checksum_valid);
+        assert_eq!(ip.l4_offset, 38);
+        assert_eq!(f.ports(), Some((53000, 53)));
+    }
+
+    #[test]
+    fn vxlan_decap_then_parse_inner() {
+        let outer = parse_frame(&samples::VXLAN_ICMP).unwrap();
+        assert_eq!(outer.ports(), Some((49152, VXLAN_PORT)));
+        let (repr, inner) = decap_vxlan(&samples::VXLAN_ICMP).unwrap();
+        assert_eq!(repr.vni, Vni::new(5001).unwrap());
+        assert_eq!(inner, &samples::ICMP_ECHO[..]);
+        assert_eq!(parse_frame(inner), parse_frame(&samples::ICMP_ECHO));
+    }
+
+    #[test]
+    fn decap_errors() {
+        let v = &samples::VXLAN_ICMP[..];
+        assert_eq!(
+            decap_vxlan(&samples::ARP_REQUEST),
+            Err(WireError::UnexpectedMessage)
+        );
+        assert_eq!(
+            decap_vxlan(&samples::TCP_SYN),
+            Err(WireError::UnexpectedMessage)
+        );
+        assert_eq!(
+            decap_vxlan(&samples::UDP_DNS_VLAN),
+            Err(WireError::UnexpectedMessage)
+        );
+        assert_eq!(decap_vxlan(&v[..40]), Err(WireError::Truncated));
+        let bad_ip_sum = edited(v, |b| b[24] ^= 1);
+        assert_eq!(decap_vxlan(&bad_ip_sum), Err(WireError::BadChecksum));
+        let frag = edited(v, |b| {
+            b[20] = 0x20;
+            fix_ip(b, 14);
+        });
+        assert_eq!(decap_vxlan(&frag), Err(WireError::Fragmented));
+        let bad_udp_sum = edited(v, |b| b[40] = 0x12);
+        assert_eq!(decap_vxlan(&bad_udp_sum), Err(WireError::BadChecksum));
+        let no_flag = edited(v, |b| b[42] = 0);
+        assert_eq!(decap_vxlan(&no_flag), Err(WireError::MissingVxlanFlag));
+        let short_udp = edited(v, |b| b[38..40].copy_from_slice(&12u16.to_be_bytes()));
+        assert_eq!(decap_vxlan(&short_udp), Err(WireError::Truncated));
+        let big = vec![0u8; MAX_FRAME_LEN + 1];
+        assert_eq!(decap_vxlan(&big), Err(WireError::Oversize));
+    }
+
+    #[test]
+    fn oversize_and_limits() {
+        let mut big = vec![0u8; MAX_FRAME_LEN + 1];
+        big[12..14].copy_from_slice(&[0x88, 0xcc]);
+        assert_eq!(parse_frame(&big), Err(WireError::Oversize));
+        let f = parse_frame(&big[..MAX_FRAME_LEN]).unwrap();
+        assert_eq!(
+            (f.ethertype, f.l3),
+            (EtherType::Unknown(0x88cc), L3Summary::Other)
+        );
+    }
+
+    #[test]
+    fn layer_errors_propagate() {
+        let cases: [(Vec<u8>, WireError); 9] = [
+            (samples::ICMP_ECHO[..13].to_vec(), WireError::Truncated),
+            (
+                edited(&samples::ARP_REQUEST, |b| b[15] = 6),
+                WireError::UnsupportedHardware,
+            ),
+            (
+                edited(&samples::ARP_REQUEST, |b| b[21] = 9),
+                WireError::BadOperation,
+            ),
+            (samples::ARP_REQUEST[..41].to_vec(), WireError::Truncated),
+            (
+                edited(&samples::ICMP_ECHO, |b| b[14] = 0x65),
+                WireError::BadVersion,
+            ),
+            (
+                edited(&samples::ICMP_ECHO, |b| b[14] = 0x43),
+                WireError::BadHeaderLength,
+            ),
+            (
+                edited(&samples::TCP_SYN, |b| b[46] = 0x30),
+                WireError::BadHeaderLength,
+            ),
+            (samples::TCP_SYN[..60].to_vec(), WireError::Truncated),
+            (
+                edited(&samples::UDP_DNS_VLAN, |b| b[43] = 4),
+                WireError::BadLength,
+            ),
+        ];
+        for (i, (frame, expected)) in cases.iter().enumerate() {
+            assert_eq!(parse_frame(frame), Err(*expected), "case {i}");
+        }
+        // ICMP shorter than its 8-byte header.
+        let icmp = edited(&samples::ICMP_ECHO, |b| {
+            b[16..18].copy_from_slice(&24u16.to_be_bytes());
+            fix_ip(b, 14);
+        });
+        assert_eq!(parse_frame(&icmp), Err(WireError::Truncated));
+    }
+
+    #[test]
+    fn fragments_and_checksums() {
+        // Non-first fragment: no L4 decoding even though the "header" is garbage.
+        let frag = edited(&samples::TCP_SYN, |b| {
+            b[20] = 0x00;
+            b[21] = 0xb9; // offset 185 * 8 = 1480
+            b[46] = 0x00; // would be a bad data offset
+            fix_ip(b, 14);
+        });
+        let ip = *parse_frame(&frag).unwrap().ipv4().unwrap();
+        assert_eq!(
+            (ip.l4, ip.frag_offset, ip.checksum_valid),
+            (L4Summary::Fragment, 1480, true)
+        );
+        // First fragment of a large UDP datagram: UDP length exceeds this fragment.
+        let first = edited(&samples::UDP_DNS_VLAN, |b| {
+            b[24] = 0x20; // MF
+            b[42..44].copy_from_slice(&1400u16.to_be_bytes());
+            fix_ip(b, 18);
+        });
+        let f = parse_frame(&first).unwrap();
+        assert!(f.ipv4().unwrap().more_frags);
+        assert_eq!(f.ports(), Some((53000, 53)));
+        let tiny = edited(&samples::UDP_DNS_VLAN, |b| {
+            b[24] = 0x20;
+            b[20..22].copy_from_slice(&24u16.to_be_bytes());
+            fix_ip(b, 18);
+        });
+        assert_eq!(parse_frame(&tiny), Err(WireError::Truncated));
+        // A bad header checksum is reported, not fatal.
+        let bad = edited(&samples::ICMP_ECHO, |b| b[25] ^= 0xff);
+        assert!(!parse_frame(&bad).unwrap().ipv4().unwrap().checksum_valid);
+    }
+
+    #[test]
+    fn other_protocols() {
+        let gre = edited(&samples::ICMP_ECHO, |b| {
+            b[23] = 47;
+            fix_ip(b, 14);
+        });
+        let ip = *parse_frame(&gre).unwrap().ipv4().unwrap();
+        assert_eq!(
+            (ip.protocol, ip.l4),
+            (IpProtocol::Unknown(47), L4Summary::Other)
+        );
+        let ipv6 = edited(&samples::ICMP_ECHO, |b| {
+            b[12..14].copy_from_slice(&[0x86, 0xdd])
+        });
+        let f = parse_frame(&ipv6).unwrap();
+        assert_eq!((f.ethertype, f.l3), (EtherType::Ipv6, L3Summary::Other));
+        let unreachable = edited(&samples::ICMP_ECHO, |b| b[34] = 3);
+        let ip = *parse_frame(&unreachable).unwrap().ipv4().unwrap();
+        assert_eq!(
+            ip.l4,
+            L4Summary::Icmp {
+                msg_type: Icmpv4Message::DstUnreachable,
+                code: 0,
+                ident: None
+            }
+        );
+        let summary: FrameSummary = parse_frame(&samples::TCP_SYN).unwrap();
+        assert_eq!(summary.ethertype, EtherType::Ipv4);
+    }
+}
