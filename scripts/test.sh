@@ -10,7 +10,8 @@ ensure_packages \
   etcd:etcd-server \
   etcdctl:etcd-client \
   ip:iproute2 \
-  iperf3:iperf3
+  iperf3:iperf3 \
+  ping:iputils-ping
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets -- -D warnings
 cargo test --workspace "$@"

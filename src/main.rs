@@ -23,11 +23,142 @@ enum Command {
     /// Run a stateless API server over an etcd NSDB (run several behind a
     /// load balancer).
     Api(ApiServerArgs),
+    /// Run the agent of one host: follow the NSDB and forward the traffic of
+    /// the ports bound to this host.
+    Agent(AgentArgs),
     /// Call the API directly: `plexus raw GET /v1/tenants`,
     /// `plexus raw POST /v1/tenants '{"name":"acme"}'`.
     Raw(RawArgs),
     /// Show tenants' routers, bridges, ports and routes.
     Topology(TopologyArgs),
+    /// Simulate a packet entering at a port and show every step it takes.
+    Trace(TraceArgs),
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum TraceProtocol {
+    Icmp,
+    Tcp,
+    Udp,
+}
+
+#[derive(Parser)]
+struct TraceArgs {
+    /// The ingress port (id).
+    #[arg(long)]
+    port: uuid::Uuid,
+    /// Destination IPv4 address.
+    #[arg(long)]
+    dst_ip: std::net::Ipv4Addr,
+    /// Source IPv4 address (default: the port's allowed address).
+    #[arg(long)]
+    src_ip: Option<std::net::Ipv4Addr>,
+    /// Source MAC (default: the port's MAC).
+    #[arg(long)]
+    src_mac: Option<nsdb::MacAddr>,
+    /// Destination MAC (default: the owner of --dst-ip on the bridge, else its gateway).
+    #[arg(long)]
+    dst_mac: Option<nsdb::MacAddr>,
+    /// Transport protocol.
+    #[arg(long, value_enum, default_value = "icmp")]
+    proto: TraceProtocol,
+    /// Source port (TCP/UDP).
+    #[arg(long, default_value_t = 49152)]
+    sport: u16,
+    /// Destination port (TCP/UDP).
+    #[arg(long, default_value_t = 80)]
+    dport: u16,
+    /// Time to live.
+    #[arg(long, default_value_t = 64)]
+    ttl: u8,
+    /// Output format.
+    #[arg(long, value_enum, default_value = "tree")]
+    format: OutputFormat,
+    #[command(flatten)]
+    api: ApiClientArgs,
+}
+
+async fn trace(args: TraceArgs) -> anyhow::Result<()> {
+    use vswitch::snapshot::{Device, Topology};
+    let records = fetch_records(&args.api.client()?).await?;
+    let topo = Topology::build(0, &records);
+    let port = topo
+        .ports
+        .get(&args.port)
+        .with_context(|| format!("no port {} (or not visible to this token)", args.port))?;
+    let src_ip = match args.src_ip {
+        Some(ip) => ip,
+        None => port
+            .allowed
+            .iter()
+            .find_map(|(_, net)| match net.addr() {
+                std::net::IpAddr::V4(ip) => Some(ip),
+                _ => None,
+            })
+            .or(port.address.map(|a| a.addr()))
+            .context("the port has no IPv4 address; give --src-ip")?,
+    };
+    let dst_mac = match (args.dst_mac, port.device) {
+        (Some(mac), _) => mac.0,
+        (None, Device::Bridge(bridge)) => {
+            let info = topo
+                .bridges
+                .get(&bridge)
+                .context("the port's bridge is missing")?;
+            let gateway = info
+                .ports
+                .iter()
+                .filter_map(|p| topo.ports.get(p)?.peer)
+                .filter_map(|peer| topo.ports.get(&peer))
+                .find(|peer| matches!(peer.device, Device::Router(_)))
+                .map(|peer| peer.mac);
+            info.arp
+                .get(&args.dst_ip)
+                .copied()
+                .or(gateway)
+                .unwrap_or([0xff; 6])
+        }
+        (None, Device::Router(_)) => {
+            anyhow::bail!("give --dst-mac for a packet entering at a router port")
+        }
+    };
+    let probe = vswitch::probe::Probe {
+        src_mac: args.src_mac.map_or(port.mac, |m| m.0),
+        dst_mac,
+        src_ip,
+        dst_ip: args.dst_ip,
+        protocol: match args.proto {
+            TraceProtocol::Icmp => vswitch::probe::ProbeProtocol::Icmp,
+            TraceProtocol::Tcp => vswitch::probe::ProbeProtocol::Tcp,
+            TraceProtocol::Udp => vswitch::probe::ProbeProtocol::Udp,
+        },
+        src_port: args.sport,
+        dst_port: args.dport,
+        ttl: args.ttl,
+    };
+    let frame = probe
+        .frame()
+        .map_err(|e| anyhow::anyhow!("cannot build the probe: {e}"))?;
+    let sim = vswitch::engine::simulate(&topo, &vswitch::engine::NothingLearned, args.port, &frame);
+    let names = topology::Names::of(&records);
+    match args.format {
+        OutputFormat::Tree => {
+            println!(
+                "trace: {} {} > {} ttl {} from port {}",
+                format!("{:?}", args.proto).to_lowercase(),
+                src_ip,
+                args.dst_ip,
+                args.ttl,
+                names.name(args.port)
+            );
+            print!("{}", topology::render_trace(&sim, &names));
+        }
+        OutputFormat::Json => println!(
+            "{}",
+            serde_json::to_string_pretty(&topology::trace_json(&sim, &names))?
+        ),
+    }
+    Ok(())
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -217,6 +348,46 @@ struct ServeArgs {
     nsdb: NsdbArgs,
     #[command(flatten)]
     admin: AdminTokenArgs,
+    #[command(flatten)]
+    host: HostArgs,
+}
+
+/// Who this host is.
+#[derive(Parser)]
+struct HostArgs {
+    /// This host's name in the NSDB (default: the system host name).
+    #[arg(long, env = "PLEXUS_HOST_NAME")]
+    host_name: Option<String>,
+    /// The address other hosts send tunnelled traffic to.
+    #[arg(long, env = "PLEXUS_TUNNEL_IP", default_value = "127.0.0.1")]
+    tunnel_ip: std::net::IpAddr,
+}
+
+impl HostArgs {
+    fn config(&self) -> anyhow::Result<vswitch::agent::AgentConfig> {
+        let host_name = match &self.host_name {
+            Some(name) => name.clone(),
+            None => std::fs::read_to_string("/proc/sys/kernel/hostname")
+                .context("reading the host name; give --host-name")?
+                .trim()
+                .to_string(),
+        };
+        Ok(vswitch::agent::AgentConfig {
+            host_name,
+            tunnel_ip: self.tunnel_ip,
+        })
+    }
+}
+
+#[derive(Parser)]
+struct AgentArgs {
+    /// Directory of the embedded store (when --nsdb is not given).
+    #[arg(long, default_value = "./plexus-data", env = "PLEXUS_DATA")]
+    data: PathBuf,
+    #[command(flatten)]
+    nsdb: NsdbArgs,
+    #[command(flatten)]
+    host: HostArgs,
 }
 
 #[derive(Parser)]
@@ -300,7 +471,35 @@ impl AdminTokenArgs {
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let config = args.nsdb.store_config(&args.data)?;
     let admin_token = args.admin.resolve(Some(&args.data))?;
-    run_api(config, admin_token, args.listen).await
+    let nsdb = Nsdb::open(&config)
+        .await
+        .with_context(|| format!("opening the NSDB ({config:?})"))?;
+    let agent = vswitch::agent::Agent::start(nsdb.clone(), args.host.config()?)
+        .await
+        .context("starting the agent")?;
+    let datapath = agent.datapath().clone();
+    let metrics: api::server::ExtraMetrics = std::sync::Arc::new(move || datapath.metrics_text());
+    let app = api::app_with_metrics(nsdb, api::auth::token_hash(&admin_token), Some(metrics));
+    let result = run_http(app, args.listen).await;
+    drop(agent);
+    result
+}
+
+async fn agent(args: AgentArgs) -> anyhow::Result<()> {
+    let config = args.nsdb.store_config(&args.data)?;
+    let nsdb = Nsdb::open(&config)
+        .await
+        .with_context(|| format!("opening the NSDB ({config:?})"))?;
+    let agent = vswitch::agent::Agent::start(nsdb, args.host.config()?)
+        .await
+        .context("starting the agent")?;
+    println!(
+        "plexus: agent for host {} ({}) running",
+        agent.host().name,
+        agent.host().id
+    );
+    shutdown_signal().await;
+    Ok(())
 }
 
 async fn api_server(args: ApiServerArgs) -> anyhow::Result<()> {
@@ -321,7 +520,10 @@ async fn run_api(
     let nsdb = Nsdb::open(&config)
         .await
         .with_context(|| format!("opening the NSDB ({config:?})"))?;
-    let app = api::app(nsdb, api::auth::token_hash(&admin_token));
+    run_http(api::app(nsdb, api::auth::token_hash(&admin_token)), listen).await
+}
+
+async fn run_http(app: axum::Router, listen: SocketAddr) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .with_context(|| format!("listening on {listen}"))?;
@@ -366,7 +568,9 @@ async fn run() -> anyhow::Result<()> {
     match Cli::parse().command {
         Command::Serve(args) => serve(args).await,
         Command::Api(args) => api_server(args).await,
+        Command::Agent(args) => agent(args).await,
         Command::Raw(args) => raw(args).await,
         Command::Topology(args) => show_topology(args).await,
+        Command::Trace(args) => trace(args).await,
     }
 }

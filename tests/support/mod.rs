@@ -1,7 +1,10 @@
 //! Shared test fixtures: NSDB instances on both backends.
 #![allow(dead_code)]
 
+pub mod api;
 pub mod etcd;
+pub mod netns;
+pub mod plexus;
 
 use nsdb::{EmbeddedBackend, EtcdBackend, EtcdConfig, Nsdb};
 use std::sync::Arc;

@@ -4,5 +4,7 @@
 #![warn(missing_docs)]
 
 pub mod dump;
+pub mod trace;
 
 pub use dump::{Dump, Names};
+pub use trace::{render_trace, trace_json};

@@ -1,0 +1,314 @@
+//! End-to-end: real packets between network-namespace pods through the
+//! agent of a real `plexus serve`, topology provisioned through the API.
+//! Needs root (namespaces, veths, AF_PACKET); CI runs as root.
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+use support::netns::Pod;
+use support::plexus::Plexus;
+use uuid::Uuid;
+
+/// A tenant network: one router, bridges on 10.0.N.0/24 behind it.
+struct Net {
+    plexus: Plexus,
+    client: api::Client,
+    host: Uuid,
+    tenant: Uuid,
+    router: Uuid,
+}
+
+impl Net {
+    async fn new() -> Net {
+        let plexus = Plexus::start().await;
+        let client = plexus.client();
+        let host = plexus.host().await;
+        let tenant = client
+            .create_tenant(&format!("t-{}", Uuid::new_v4()))
+            .await
+            .unwrap()
+            .id;
+        let router = client.create_router(tenant, "r").await.unwrap().id;
+        Net {
+            plexus,
+            client,
+            host,
+            tenant,
+            router,
+        }
+    }
+
+    /// A bridge for 10.0.`n`.0/24 linked to the router (gateway 10.0.`n`.1);
+    /// returns (bridge, router port).
+    async fn subnet(&self, n: u8) -> (Uuid, Uuid) {
+        let bridge = self
+            .client
+            .create_bridge(self.tenant, &format!("net{n}"))
+            .await
+            .unwrap()
+            .id;
+        let rport = self
+            .client
+            .create_router_port(self.router, &format!("10.0.{n}.1/24"))
+            .await
+            .unwrap();
+        let bport = self
+            .client
+            .create_bridge_port(bridge, json!({}))
+            .await
+            .unwrap();
+        self.client.link(rport.id, bport.id).await.unwrap();
+        (bridge, rport.id)
+    }
+
+    /// A pod at 10.0.`n`.`host` on `bridge`, bound to this host.
+    async fn pod(&self, bridge: Uuid, n: u8, host: u8) -> (Pod, Uuid) {
+        let ip = format!("10.0.{n}.{host}");
+        let pod = Pod::new(&format!("{ip}/24"), Some(&format!("10.0.{n}.1")));
+        let port = self
+            .client
+            .create_bridge_port(bridge, json!({"mac": pod.mac, "allowed_addresses": [{"mac": pod.mac, "ip": format!("{ip}/32")}]}))
+            .await
+            .unwrap();
+        self.client
+            .bind(port.id, self.host, &pod.host_if)
+            .await
+            .unwrap();
+        (pod, port.id)
+    }
+}
+
+/// Pings until one answer comes back (the agent picks bindings up within a second).
+fn wait_reachable(pod: &Pod, dst: &str) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline {
+        if pod.ping(dst, 1, &[]).0 == 1 {
+            return;
+        }
+    }
+    panic!("{dst} never became reachable from {}", pod.netns);
+}
+
+/// Sends `bytes` pseudo-random bytes from `from` to `to:port` over TCP and
+/// checks the receiver got exactly them (SHA-256 on both ends).
+fn tcp_transfer_checked(from: &Pod, to: &Pod, to_ip: &str, bytes: usize) {
+    let server = "import socket,hashlib,sys\ns=socket.socket();s.setsockopt(socket.SOL_SOCKET,socket.SO_REUSEADDR,1)\n\
+         s.bind(('0.0.0.0',5001));s.listen(1);print('ready',flush=True)\nc,_=s.accept();h=hashlib.sha256();n=0\n\
+         while True:\n  d=c.recv(1<<16)\n  if not d: break\n  h.update(d);n+=len(d)\nprint(n,h.hexdigest(),flush=True)";
+    let mut receiver = std::process::Command::new("ip")
+        .args(["netns", "exec", &to.netns, "python3", "-c", server])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdout = std::io::BufReader::new(receiver.stdout.take().unwrap());
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut stdout, &mut line).unwrap();
+    assert_eq!(line.trim(), "ready");
+    let client = format!(
+        "import socket,hashlib,random\nr=random.Random(42);data=r.randbytes({bytes})\n\
+         s=socket.create_connection(('{to_ip}',5001),timeout=30);s.sendall(data);s.close()\n\
+         print(len(data),hashlib.sha256(data).hexdigest())"
+    );
+    let sent = from.exec(&["python3", "-c", &client]);
+    line.clear();
+    std::io::BufRead::read_line(&mut stdout, &mut line).unwrap();
+    let _ = receiver.wait();
+    assert_eq!(
+        line.trim(),
+        String::from_utf8_lossy(&sent.stdout).trim(),
+        "the bytes received differ from those sent"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pods_on_one_bridge_ping_and_transfer_through_the_flow_cache() {
+    let net = Net::new().await;
+    let (bridge, _) = net.subnet(1).await;
+    let (a, _) = net.pod(bridge, 1, 10).await;
+    let (b, _) = net.pod(bridge, 1, 11).await;
+    wait_reachable(&a, "10.0.1.11");
+    let (received, text) = a.ping("10.0.1.11", 5, &[]);
+    assert_eq!(received, 5, "{text}");
+    assert!(
+        text.contains("ttl=64"),
+        "L2 forwarding keeps the TTL: {text}"
+    );
+
+    let hits_before = net.plexus.metric("plexus_flow_cache_hits_total").await;
+    tcp_transfer_checked(&a, &b, "10.0.1.11", 20 << 20);
+    let hits = net.plexus.metric("plexus_flow_cache_hits_total").await - hits_before;
+    let misses = net.plexus.metric("plexus_flow_cache_misses_total").await;
+    assert!(
+        hits > 100,
+        "a long transfer is served by the cache: {hits} hits, {misses} misses"
+    );
+    assert!(
+        misses < hits / 10,
+        "few packets run the engine: {hits} hits, {misses} misses"
+    );
+    assert!(net.plexus.metric("plexus_port_packets_total").await > 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn routing_ttl_and_icmp_errors_across_a_router() {
+    let net = Net::new().await;
+    let (bridge1, rport1) = net.subnet(1).await;
+    let (bridge2, _) = net.subnet(2).await;
+    let (a, _) = net.pod(bridge1, 1, 10).await;
+    let (b, _) = net.pod(bridge2, 2, 10).await;
+
+    // The gateway answers, and the pod's ARP table holds the router port's MAC.
+    wait_reachable(&a, "10.0.1.1");
+    let rport: nsdb::Port = net
+        .client
+        .get(&format!("/v1/ports/{rport1}"))
+        .await
+        .unwrap();
+    let neigh = String::from_utf8(a.exec(&["ip", "neigh", "show", "10.0.1.1"]).stdout).unwrap();
+    assert!(
+        neigh.contains(&rport.mac.to_string()),
+        "ARP entry {neigh} lacks {}",
+        rport.mac
+    );
+
+    // Across the router: each direction loses one TTL.
+    wait_reachable(&a, "10.0.2.10");
+    let (received, text) = a.ping("10.0.2.10", 3, &[]);
+    assert_eq!(received, 3, "{text}");
+    assert!(
+        text.contains("ttl=63"),
+        "one router hop decrements the TTL once: {text}"
+    );
+    tcp_transfer_checked(&b, &a, "10.0.1.10", 4 << 20);
+
+    // TTL 1 expires at the router, which says so from its port address.
+    let (_, text) = a.ping("10.0.2.10", 1, &["-t", "1"]);
+    assert!(
+        text.contains("From 10.0.1.1") && text.contains("Time to live exceeded"),
+        "{text}"
+    );
+
+    // No route: net unreachable.
+    let (_, text) = a.ping("192.168.77.1", 1, &[]);
+    assert!(
+        text.contains("From 10.0.1.1") && text.contains("Destination Net Unreachable"),
+        "{text}"
+    );
+
+    // Reject: administratively prohibited; blackhole: silence.
+    net.client
+        .create_route(
+            net.router,
+            json!({"dst": "172.16.0.0/16", "type": "reject"}),
+        )
+        .await
+        .unwrap();
+    net.client
+        .create_route(
+            net.router,
+            json!({"dst": "172.17.0.0/16", "type": "blackhole"}),
+        )
+        .await
+        .unwrap();
+    let (_, text) = a.ping("172.16.0.1", 1, &[]);
+    assert!(
+        text.contains("From 10.0.1.1") && text.contains("Packet filtered"),
+        "{text}"
+    );
+    let (received, text) = a.ping("172.17.0.1", 2, &[]);
+    assert_eq!(received, 0, "{text}");
+    assert!(
+        !text.contains("From 10.0.1.1"),
+        "a blackhole answers nothing: {text}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bindings_and_routes_take_effect_at_run_time() {
+    let net = Net::new().await;
+    let (bridge1, rport1) = net.subnet(1).await;
+    let (bridge2, _) = net.subnet(2).await;
+    let (a, _) = net.pod(bridge1, 1, 10).await;
+    let (b, b_port) = net.pod(bridge2, 2, 10).await;
+    wait_reachable(&a, "10.0.2.10");
+
+    // Unbinding stops the traffic; rebinding restores it.
+    net.client
+        .delete(&format!("/v1/ports/{b_port}/binding"), None)
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    assert_eq!(
+        a.ping("10.0.2.10", 3, &[]).0,
+        0,
+        "an unbound port carries nothing"
+    );
+    net.client.bind(b_port, net.host, &b.host_if).await.unwrap();
+    wait_reachable(&a, "10.0.2.10");
+
+    // A more specific route added later captures already-cached flows, and
+    // deleting it restores them.
+    let (received, _) = a.ping("10.0.2.10", 3, &[]);
+    assert_eq!(received, 3);
+    let blackhole = net
+        .client
+        .create_route(
+            net.router,
+            json!({"dst": "10.0.2.10/32", "type": "blackhole"}),
+        )
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        a.ping("10.0.2.10", 3, &[]).0,
+        0,
+        "the new route applies to the cached flow"
+    );
+    net.client
+        .delete(&format!("/v1/routes/{}", blackhole.id), None)
+        .await
+        .unwrap();
+    wait_reachable(&a, "10.0.2.10");
+    let _ = rport1;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn garbage_frames_are_dropped_and_counted() {
+    let net = Net::new().await;
+    let (bridge, _) = net.subnet(1).await;
+    let (a, _) = net.pod(bridge, 1, 10).await;
+    let (_b, _) = net.pod(bridge, 1, 11).await;
+    wait_reachable(&a, "10.0.1.11");
+    let before = net
+        .plexus
+        .metric("plexus_datapath_drops_total{reason=\"malformed\"}")
+        .await;
+    // Truncated headers, a bad IPv4 version, a lying length: all from a raw socket.
+    let garbage = "import socket\ns=socket.socket(socket.AF_PACKET,socket.SOCK_RAW)\ns.bind(('eth0',0))\n\
+        eth=b'\\x02'*6+b'\\x02\\x00\\x00\\x00\\x00\\x01'\n\
+        frames=[eth+b'\\x08\\x00'+b'\\x45\\x00\\xff\\xff'+b'\\x00'*16, eth+b'\\x08\\x00'+b'\\x65'+b'\\x00'*40,\n\
+                eth+b'\\x08\\x06'+b'\\x00\\x01\\x08', eth+b'\\x08\\x00'+b'\\x4f'+b'\\x00'*30]\n\
+        for i in range(50):\n  s.send(frames[i%len(frames)])\n";
+    a.exec(&["python3", "-c", garbage]);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mut dropped = 0;
+    while Instant::now() < deadline {
+        dropped = net
+            .plexus
+            .metric("plexus_datapath_drops_total{reason=\"malformed\"}")
+            .await
+            - before;
+        if dropped >= 50 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        dropped >= 50,
+        "every garbage frame is a counted drop: {dropped}"
+    );
+    let (received, text) = a.ping("10.0.1.11", 3, &[]);
+    assert_eq!(received, 3, "the agent keeps forwarding: {text}");
+}
