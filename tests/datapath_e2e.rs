@@ -63,6 +63,21 @@ impl Net {
         (bridge, rport.id)
     }
 
+    /// The router port of subnet `n` (address 10.0.`n`.1).
+    async fn gateway_port(&self, n: u8) -> Uuid {
+        let ports: Vec<nsdb::Port> = self
+            .client
+            .list(&format!("/v1/routers/{}/ports", self.router))
+            .await
+            .unwrap();
+        let address = format!("10.0.{n}.1/24");
+        ports
+            .iter()
+            .find(|p| p.address.map(|a| a.to_string()) == Some(address.clone()))
+            .unwrap()
+            .id
+    }
+
     /// A pod at 10.0.`n`.`host` on `bridge`, bound to this host.
     async fn pod(&self, bridge: Uuid, n: u8, host: u8) -> (Pod, Uuid) {
         let ip = format!("10.0.{n}.{host}");
@@ -311,4 +326,39 @@ async fn garbage_frames_are_dropped_and_counted() {
     );
     let (received, text) = a.ping("10.0.1.11", 3, &[]);
     assert_eq!(received, 3, "the agent keeps forwarding: {text}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_router_resolves_an_unknown_gateway_by_arp() {
+    let net = Net::new().await;
+    let (bridge1, _) = net.subnet(1).await;
+    let (bridge2, _) = net.subnet(2).await;
+    let (a, _) = net.pod(bridge1, 1, 10).await;
+    // A gateway the NSDB does not know the MAC of: its port has no allowed
+    // addresses, so the router has to ask for 10.0.2.254 itself.
+    let gw = Pod::new("10.0.2.254/24", Some("10.0.2.1"));
+    gw.exec(&["ip", "addr", "add", "172.20.0.1/32", "dev", "lo"]);
+    let port = net
+        .client
+        .create_bridge_port(bridge2, json!({"mac": gw.mac}))
+        .await
+        .unwrap();
+    net.client
+        .bind(port.id, net.host, &gw.host_if)
+        .await
+        .unwrap();
+    net.client
+        .create_route(net.router, json!({"dst": "172.20.0.0/16", "next_hop_port": net.gateway_port(2).await, "next_hop_gateway": "10.0.2.254"}))
+        .await
+        .unwrap();
+    wait_reachable(&a, "172.20.0.1");
+    let (received, text) = a.ping("172.20.0.1", 3, &[]);
+    assert_eq!(received, 3, "{text}");
+    assert!(
+        net.plexus
+            .metric("plexus_learned_entries{table=\"arp\"}")
+            .await
+            >= 1,
+        "the router learned the gateway's MAC"
+    );
 }

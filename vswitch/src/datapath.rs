@@ -68,7 +68,7 @@ pub struct Datapath {
     topology: Arc<SharedTopology>,
     state: Mutex<State>,
     ports: RwLock<HashMap<Uuid, Arc<PortHandle>>>,
-    drops: Mutex<HashMap<String, u64>>,
+    drops: Mutex<HashMap<&'static str, u64>>,
     started: Instant,
 }
 
@@ -146,12 +146,8 @@ impl Datapath {
     }
 
     fn count_drop(&self, reason: &DropReason) {
-        let name = match reason {
-            DropReason::Malformed(_) => "malformed".to_string(),
-            other => format!("{other:?}").to_lowercase(),
-        };
         let mut drops = self.drops.lock().unwrap_or_else(|p| p.into_inner());
-        *drops.entry(name).or_default() += 1;
+        *drops.entry(reason.name()).or_default() += 1;
     }
 
     /// The handle of a bound port.

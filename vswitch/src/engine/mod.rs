@@ -135,6 +135,29 @@ pub enum DropReason {
     NoPorts,
 }
 
+impl DropReason {
+    /// A short stable name, for counters.
+    pub fn name(&self) -> &'static str {
+        match self {
+            DropReason::Malformed(_) => "malformed",
+            DropReason::UnknownPort => "unknown_port",
+            DropReason::AdminDown => "admin_down",
+            DropReason::TooManyDevices => "too_many_devices",
+            DropReason::Hairpin => "hairpin",
+            DropReason::DanglingLink => "dangling_link",
+            DropReason::Unbound => "unbound",
+            DropReason::NotForRouter => "not_for_router",
+            DropReason::Unsupported(_) => "unsupported",
+            DropReason::Blackhole => "blackhole",
+            DropReason::NoRoute => "no_route",
+            DropReason::Rejected => "rejected",
+            DropReason::TtlExpired => "ttl_expired",
+            DropReason::ArpPending => "arp_pending",
+            DropReason::NoPorts => "no_ports",
+        }
+    }
+}
+
 /// What a decision depended on: a change to any of these invalidates it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Tag {
