@@ -362,3 +362,32 @@ async fn the_router_resolves_an_unknown_gateway_by_arp() {
         "the router learned the gateway's MAC"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_port_bound_to_a_missing_interface_gets_a_tap() {
+    let net = Net::new().await;
+    let (bridge, _) = net.subnet(1).await;
+    let (a, _) = net.pod(bridge, 1, 10).await;
+    let tap = support::netns::unique("pxt");
+    let mac = "02:00:00:00:77:01";
+    let port = net
+        .client
+        .create_bridge_port(bridge, json!({"mac": mac}))
+        .await
+        .unwrap();
+    net.client.bind(port.id, net.host, &tap).await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !std::path::Path::new("/sys/class/net").join(&tap).exists() {
+        assert!(
+            Instant::now() < deadline,
+            "the agent did not create TAP {tap}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // The agent keeps the TAP's file descriptor; the device can live in the pod.
+    let tap_pod = Pod::adopting(&tap, mac, "10.0.1.20/24");
+    wait_reachable(&a, "10.0.1.20");
+    let (received, text) = tap_pod.ping("10.0.1.10", 3, &[]);
+    assert_eq!(received, 3, "{text}");
+    tcp_transfer_checked(&a, &tap_pod, "10.0.1.20", 4 << 20);
+}

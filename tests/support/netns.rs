@@ -66,6 +66,25 @@ impl Pod {
         pod
     }
 
+    /// A pod whose `eth0` is the existing interface `interface` (e.g. a TAP
+    /// the agent created), moved into a new namespace and given `mac`.
+    pub fn adopting(interface: &str, mac: &str, addr: &str) -> Pod {
+        let netns = unique("pxp");
+        run(&["ip", "netns", "add", &netns]);
+        let pod = Pod {
+            netns,
+            host_if: interface.to_string(),
+            mac: mac.to_string(),
+        };
+        run(&["ip", "link", "set", interface, "netns", &pod.netns]);
+        pod.exec(&["ip", "link", "set", interface, "name", "eth0"]);
+        pod.exec(&["ip", "link", "set", "eth0", "address", mac]);
+        pod.exec(&["ip", "link", "set", "lo", "up"]);
+        pod.exec(&["ip", "link", "set", "eth0", "up"]);
+        pod.exec(&["ip", "addr", "add", addr, "dev", "eth0"]);
+        pod
+    }
+
     /// Runs a command inside the pod, failing the test if it fails.
     pub fn exec(&self, args: &[&str]) -> Output {
         let mut full = vec!["ip", "netns", "exec", &self.netns];

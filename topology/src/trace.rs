@@ -134,3 +134,87 @@ pub fn trace_json(sim: &Simulation, names: &Names) -> Value {
         "held_for": sim.held_for.map(|(router, ip)| json!({"router": router, "ip": ip})),
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use nsdb::{Bridge, DeviceType, Host, MacAddr, Port, Record, Tenant};
+    use vswitch::engine::{simulate, NothingLearned};
+    use vswitch::probe::{Probe, ProbeProtocol};
+    use vswitch::snapshot::Topology;
+
+    fn id(n: u128) -> Uuid {
+        Uuid::from_u128(n << 96)
+    }
+
+    fn pod(n: u128, mac: u8) -> Port {
+        Port {
+            id: id(n),
+            revision: 1,
+            device_id: id(2),
+            device_type: DeviceType::Bridge,
+            mac: MacAddr([2, 0, 0, 0, 0, mac]),
+            address: None,
+            peer_id: None,
+            host_id: Some(id(3)),
+            interface_name: Some(format!("veth{mac}")),
+            inbound_chain_id: None,
+            outbound_chain_id: None,
+            allowed_addresses: Vec::new(),
+            tunnel_key: n as u32,
+        }
+    }
+
+    #[test]
+    fn renders_an_l2_trace_exactly() {
+        let records = vec![
+            Record::Tenant(Tenant {
+                id: id(1),
+                revision: 1,
+                name: "acme".into(),
+            }),
+            Record::Bridge(Bridge {
+                id: id(2),
+                revision: 1,
+                tenant_id: id(1),
+                name: "web".into(),
+                admin_state_up: true,
+                inbound_chain_id: None,
+                outbound_chain_id: None,
+            }),
+            Record::Host(Host {
+                id: id(3),
+                revision: 1,
+                name: "node1".into(),
+                tunnel_ip: "192.0.2.1".parse().unwrap(),
+                alive: true,
+            }),
+            Record::Port(pod(4, 1)),
+            Record::Port(pod(5, 2)),
+        ];
+        let topo = Topology::build(1, &records);
+        let probe = Probe {
+            src_mac: [2, 0, 0, 0, 0, 1],
+            dst_mac: [2, 0, 0, 0, 0, 2],
+            src_ip: "10.0.0.1".parse().unwrap(),
+            dst_ip: "10.0.0.2".parse().unwrap(),
+            protocol: ProbeProtocol::Udp,
+            src_port: 5000,
+            dst_port: 53,
+            ttl: 64,
+        };
+        let sim = simulate(&topo, &NothingLearned, id(4), &probe.frame().unwrap());
+        let expected = "\
+bridge web
+    ingress: bridge web in port 00000004
+    l2_lookup: 02:00:00:00:00:02 → port 00000005 (known to the NSDB)
+    output: out port 00000005 on host node1
+verdict: deliver
+    deliver to port 00000005 (unchanged)
+";
+        assert_eq!(render_trace(&sim, &Names::of(&records)), expected);
+        let json = trace_json(&sim, &Names::of(&records));
+        assert_eq!(json["verdict"], "deliver");
+        assert_eq!(json["steps"][1]["stage"], "l2_lookup");
+    }
+}
