@@ -391,3 +391,39 @@ async fn a_port_bound_to_a_missing_interface_gets_a_tap() {
     assert_eq!(received, 3, "{text}");
     tcp_transfer_checked(&a, &tap_pod, "10.0.1.20", 4 << 20);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spoofed_source_addresses_are_dropped_and_counted() {
+    let net = Net::new().await;
+    let (bridge, _) = net.subnet(1).await;
+    let (a, _) = net.pod(bridge, 1, 10).await;
+    let (_b, _) = net.pod(bridge, 1, 11).await;
+    wait_reachable(&a, "10.0.1.11");
+    let spoofed = "plexus_datapath_drops_total{reason=\"spoofed\"}";
+    let before = net.plexus.metric(spoofed).await;
+
+    // An address the port is not allowed to use.
+    a.exec(&["ip", "addr", "add", "10.0.1.99/24", "dev", "eth0"]);
+    let (received, text) = a.ping("10.0.1.11", 3, &["-I", "10.0.1.99"]);
+    assert_eq!(
+        received, 0,
+        "a spoofed source IP must not get through: {text}"
+    );
+    // A MAC the port is not allowed to use.
+    a.exec(&["ip", "link", "set", "eth0", "address", "02:66:66:66:66:66"]);
+    a.exec(&["ip", "neigh", "flush", "all"]);
+    let (received, text) = a.ping("10.0.1.11", 3, &[]);
+    assert_eq!(
+        received, 0,
+        "a spoofed source MAC must not get through: {text}"
+    );
+    assert!(
+        net.plexus.metric(spoofed).await > before,
+        "spoofed frames are counted"
+    );
+
+    // Back to its own addresses, the pod talks again.
+    a.exec(&["ip", "link", "set", "eth0", "address", &a.mac]);
+    a.exec(&["ip", "neigh", "flush", "all"]);
+    wait_reachable(&a, "10.0.1.11");
+}

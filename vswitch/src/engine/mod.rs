@@ -133,6 +133,9 @@ pub enum DropReason {
     ArpPending,
     /// A flood found no other port.
     NoPorts,
+    /// The source MAC or IP (or an ARP claim) is not among the ingress
+    /// port's allowed addresses.
+    Spoofed,
 }
 
 impl DropReason {
@@ -154,6 +157,7 @@ impl DropReason {
             DropReason::TtlExpired => "ttl_expired",
             DropReason::ArpPending => "arp_pending",
             DropReason::NoPorts => "no_ports",
+            DropReason::Spoofed => "spoofed",
         }
     }
 }
@@ -345,6 +349,13 @@ pub fn simulate<L: Learned + ?Sized>(
             "ingress",
             format!("{kind} {device_id} in port {}", port.id),
         );
+        if arrival.generated.is_none() && port.peer.is_none() {
+            if let Some(violation) = spoofing(port, &packet) {
+                sim.step(Some(device), Some(port.id), "port_security", violation);
+                sim.drop(Some(device), DropReason::Spoofed);
+                continue;
+            }
+        }
         let mut walk = Walk {
             topo,
             learned,
@@ -372,6 +383,50 @@ pub fn simulate<L: Learned + ?Sized>(
         }
     }
     sim
+}
+
+/// Anti-spoofing at an exterior port with allowed addresses: the source MAC
+/// must be allowed, and an IPv4 source or an ARP sender address must be
+/// allowed together with that MAC. `None` when the frame is fine.
+fn spoofing(port: &crate::snapshot::PortInfo, packet: &PacketInfo) -> Option<String> {
+    if port.allowed.is_empty() {
+        return None;
+    }
+    let mac = packet.eth_src;
+    if !port.allowed.iter().any(|(allowed, _)| *allowed == mac) {
+        return Some(format!(
+            "source MAC {} is not allowed on this port",
+            bridge::fmt_mac(&mac)
+        ));
+    }
+    let claimed = match &packet.l3 {
+        L3::Ipv4(ip) => Some(ip.src),
+        // An ARP probe (sender 0.0.0.0) claims nothing.
+        L3::Arp(arp) if !arp.sender_ip.is_unspecified() => {
+            if arp.sender_mac != mac {
+                return Some(format!(
+                    "ARP sender MAC {} differs from the frame's",
+                    bridge::fmt_mac(&arp.sender_mac)
+                ));
+            }
+            Some(arp.sender_ip)
+        }
+        _ => None,
+    };
+    match claimed {
+        Some(ip)
+            if !port
+                .allowed
+                .iter()
+                .any(|(m, net)| *m == mac && net.contains(&std::net::IpAddr::V4(ip))) =>
+        {
+            Some(format!(
+                "source address {ip} is not allowed with MAC {}",
+                bridge::fmt_mac(&mac)
+            ))
+        }
+        _ => None,
+    }
 }
 
 fn merge(before: Rewrite, now: Rewrite) -> Rewrite {

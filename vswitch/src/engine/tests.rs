@@ -121,6 +121,18 @@ fn topology() -> Topology {
     Topology::build(1, &records(Vec::new()))
 }
 
+/// The same topology with no allowed addresses: no port security, so any
+/// source MAC may enter (and be learned).
+fn open_topology() -> Topology {
+    let mut recs = records(Vec::new());
+    for record in recs.iter_mut() {
+        if let Record::Port(p) = record {
+            p.allowed_addresses.clear();
+        }
+    }
+    Topology::build(1, &recs)
+}
+
 #[derive(Default)]
 struct Memory {
     macs: HashMap<(Uuid, [u8; 6]), Uuid>,
@@ -211,7 +223,7 @@ fn bridge_forwards_to_a_known_mac_and_learns_the_source() {
 
 #[test]
 fn bridge_floods_unknown_and_broadcast_and_uses_learned_macs() {
-    let topo = topology();
+    let topo = open_topology();
     let stranger = [0x02, 9, 9, 9, 9, 9];
     let frame = ping(
         stranger,
@@ -408,7 +420,16 @@ fn unknown_next_hop_is_resolved_by_arp_and_the_packet_held() {
         Some("10.0.2.254"),
         RouteKind::Normal,
     );
-    let topo = Topology::build(1, &records(vec![gw]));
+    // The gateway sits behind POD_B1, which here has no port security.
+    let mut recs = records(vec![gw]);
+    for record in recs.iter_mut() {
+        if let Record::Port(p) = record {
+            if p.id == POD_B1 {
+                p.allowed_addresses.clear();
+            }
+        }
+    }
+    let topo = Topology::build(1, &recs);
     let frame = ping(mac(0x01), mac(0xa1), "10.0.1.10", "8.8.8.8", 64);
     let sim = simulate(&topo, &NothingLearned, POD_A1, &frame);
     assert_eq!(sim.held_for, Some((ROUTER, "10.0.2.254".parse().unwrap())));
@@ -656,4 +677,50 @@ fn mutated_frames_never_panic_the_engine() {
         delivered > 1000,
         "the mutations still exercise forwarding, not just parsing: {delivered}"
     );
+}
+
+#[test]
+fn ports_with_allowed_addresses_drop_spoofed_frames() {
+    let topo = topology();
+    // The pod's own MAC and address pass.
+    let fine = simulate(
+        &topo,
+        &NothingLearned,
+        POD_A1,
+        &ping(mac(0x01), mac(0x02), "10.0.1.10", "10.0.1.11", 64),
+    );
+    assert_eq!(out_ports(&fine), vec![POD_A2]);
+    let cases = [
+        ping(
+            [0x02, 6, 6, 6, 6, 6],
+            mac(0x02),
+            "10.0.1.10",
+            "10.0.1.11",
+            64,
+        ), // another MAC
+        ping(mac(0x01), mac(0x02), "10.0.1.99", "10.0.1.11", 64), // another IP
+        arp_request(mac(0x01), "10.0.1.11", "10.0.1.1"),          // ARP claiming B's address
+    ];
+    for frame in cases {
+        let sim = simulate(&topo, &NothingLearned, POD_A1, &frame);
+        assert_eq!(sim.drops, vec![DropReason::Spoofed], "{:#?}", sim.trace);
+        assert!(sim.outputs.is_empty() && sim.generated.is_empty() && sim.learned.is_empty());
+        assert!(
+            sim.trace.iter().any(|s| s.stage == "port_security"),
+            "the trace says why"
+        );
+    }
+    // An ARP probe (sender 0.0.0.0) claims nothing and passes.
+    let probe = simulate(
+        &topo,
+        &NothingLearned,
+        POD_A1,
+        &arp_request(mac(0x01), "0.0.0.0", "10.0.1.77"),
+    );
+    assert!(
+        !probe.drops.contains(&DropReason::Spoofed),
+        "{:?}",
+        probe.drops
+    );
+    assert_eq!(out_ports(&probe), vec![POD_A2], "the probe is flooded");
 }
