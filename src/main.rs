@@ -381,6 +381,9 @@ impl HostArgs {
 
 #[derive(Parser)]
 struct AgentArgs {
+    /// Address of the agent's /healthz and /metrics (datapath counters).
+    #[arg(long, default_value = "127.0.0.1:8471", env = "PLEXUS_AGENT_LISTEN")]
+    listen: SocketAddr,
     /// Directory of the embedded store (when --nsdb is not given).
     #[arg(long, default_value = "./plexus-data", env = "PLEXUS_DATA")]
     data: PathBuf,
@@ -498,8 +501,17 @@ async fn agent(args: AgentArgs) -> anyhow::Result<()> {
         agent.host().name,
         agent.host().id
     );
-    shutdown_signal().await;
-    Ok(())
+    let datapath = agent.datapath().clone();
+    let app = axum::Router::new()
+        .route("/healthz", axum::routing::get(|| async { "ok\n" }))
+        .route(
+            "/metrics",
+            axum::routing::get(move || {
+                let datapath = datapath.clone();
+                async move { datapath.metrics_text() }
+            }),
+        );
+    run_http(app, args.listen).await
 }
 
 async fn api_server(args: ApiServerArgs) -> anyhow::Result<()> {

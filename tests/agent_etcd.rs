@@ -45,11 +45,36 @@ fn reachable(pod: &Pod, dst: &str, within: Duration) -> bool {
 async fn agent_and_api_over_etcd_survive_an_etcd_outage() {
     let mut etcd = support::etcd::EtcdServer::start();
     let url = format!("etcd://{}/plexus-agent-test/", etcd.endpoint);
-    let addr = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().to_string();
+    let addr = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .to_string();
     let token = "agent-etcd-admin";
     let host_name = support::netns::unique("node");
-    let _api = plexus(&["api", "--nsdb", &url, "--listen", &addr, "--admin-token", token]);
-    let _agent = plexus(&["agent", "--nsdb", &url, "--host-name", &host_name]);
+    let _api = plexus(&[
+        "api",
+        "--nsdb",
+        &url,
+        "--listen",
+        &addr,
+        "--admin-token",
+        token,
+    ]);
+    let agent_addr = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .to_string();
+    let _agent = plexus(&[
+        "agent",
+        "--nsdb",
+        &url,
+        "--host-name",
+        &host_name,
+        "--listen",
+        &agent_addr,
+    ]);
     let client = api::Client::new(&format!("http://{addr}"), token).unwrap();
 
     let deadline = Instant::now() + Duration::from_secs(20);
@@ -59,7 +84,10 @@ async fn agent_and_api_over_etcd_survive_an_etcd_outage() {
                 break host;
             }
         }
-        assert!(Instant::now() < deadline, "the agent never registered a live host");
+        assert!(
+            Instant::now() < deadline,
+            "the agent never registered a live host"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
 
@@ -68,15 +96,36 @@ async fn agent_and_api_over_etcd_survive_an_etcd_outage() {
     let a = Pod::new("10.0.9.1/24", None);
     let b = Pod::new("10.0.9.2/24", None);
     for pod in [&a, &b] {
-        let port = client.create_bridge_port(bridge.id, json!({"mac": pod.mac})).await.unwrap();
+        let port = client
+            .create_bridge_port(bridge.id, json!({"mac": pod.mac}))
+            .await
+            .unwrap();
         client.bind(port.id, host.id, &pod.host_if).await.unwrap();
     }
-    assert!(reachable(&a, "10.0.9.2", Duration::from_secs(10)), "pods never reached each other");
+    assert!(
+        reachable(&a, "10.0.9.2", Duration::from_secs(10)),
+        "pods never reached each other"
+    );
+
+    // The agent's own endpoint shows its datapath counters.
+    let metrics = reqwest::get(format!("http://{agent_addr}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("plexus_flow_cache_misses_total") && metrics.contains(&a.host_if),
+        "{metrics}"
+    );
 
     // The NSDB goes away: forwarding goes on with the last topology.
     etcd.stop();
     let (received, text) = a.ping("10.0.9.2", 5, &[]);
-    assert_eq!(received, 5, "the agent must keep forwarding while etcd is down: {text}");
+    assert_eq!(
+        received, 5,
+        "the agent must keep forwarding while etcd is down: {text}"
+    );
     let (received, text) = b.ping("10.0.9.1", 3, &[]);
     assert_eq!(received, 3, "{text}");
 }
