@@ -11,7 +11,9 @@ ensure_packages \
   etcdctl:etcd-client \
   ip:iproute2 \
   iperf3:iperf3 \
-  ping:iputils-ping
+  ping:iputils-ping \
+  openssl:openssl \
+  python3:python3
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets -- -D warnings
 cargo test --workspace "$@"

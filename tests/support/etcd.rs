@@ -24,6 +24,8 @@ pub struct EtcdServer {
     pub endpoint: String,
     peer_port: u16,
     data_dir: PathBuf,
+    /// Directory of `ca.pem`, `server.pem`, `server-key.pem` when serving TLS.
+    tls: Option<PathBuf>,
 }
 
 /// Two distinct free loopback ports (both held while probing, so the
@@ -51,16 +53,30 @@ impl EtcdServer {
     /// Starts a new etcd with a fresh data dir; panics (failing the test) if
     /// the binary is missing or the server does not come up.
     pub fn start() -> EtcdServer {
+        EtcdServer::start_inner(None)
+    }
+
+    /// Starts an etcd that serves TLS with client-certificate authentication,
+    /// using `ca.pem`, `server.pem` and `server-key.pem` from `cert_dir`.
+    pub fn start_tls(cert_dir: &std::path::Path) -> EtcdServer {
+        EtcdServer::start_inner(Some(cert_dir.to_path_buf()))
+    }
+
+    fn start_inner(tls: Option<PathBuf>) -> EtcdServer {
         let mut last_error = String::new();
         for _ in 0..3 {
             let data_dir = scratch_dir().join(format!("plexus-etcd-{}", uuid::Uuid::new_v4()));
             let (client_port, peer_port) = free_ports();
             let mut server = EtcdServer {
-                child: spawn(&data_dir, client_port, peer_port),
-                client_url: format!("http://127.0.0.1:{client_port}"),
+                child: spawn(&data_dir, client_port, peer_port, tls.as_deref()),
+                client_url: format!(
+                    "{}://127.0.0.1:{client_port}",
+                    if tls.is_some() { "https" } else { "http" }
+                ),
                 endpoint: format!("127.0.0.1:{client_port}"),
                 peer_port,
                 data_dir,
+                tls: tls.clone(),
             };
             match server.wait_ready() {
                 Ok(()) => return server,
@@ -81,7 +97,12 @@ impl EtcdServer {
             .next()
             .and_then(|p| p.parse().ok())
             .unwrap_or(0);
-        self.child = spawn(&self.data_dir, client_port, self.peer_port);
+        self.child = spawn(
+            &self.data_dir,
+            client_port,
+            self.peer_port,
+            self.tls.as_deref(),
+        );
         if let Err(error) = self.wait_ready() {
             panic!("etcd did not come back after a restart: {error}");
         }
@@ -118,12 +139,28 @@ impl EtcdServer {
     }
 }
 
-fn spawn(data_dir: &std::path::Path, client_port: u16, peer_port: u16) -> Child {
+fn spawn(
+    data_dir: &std::path::Path,
+    client_port: u16,
+    peer_port: u16,
+    tls: Option<&std::path::Path>,
+) -> Child {
     std::fs::create_dir_all(data_dir).expect("cannot create etcd data dir");
     let log = std::fs::File::create(data_dir.join("etcd.log")).expect("cannot create etcd log");
-    let client = format!("http://127.0.0.1:{client_port}");
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    let client = format!("{scheme}://127.0.0.1:{client_port}");
     let peer = format!("http://127.0.0.1:{peer_port}");
     let mut command = Command::new("etcd");
+    if let Some(dir) = tls {
+        command
+            .arg("--cert-file")
+            .arg(dir.join("server.pem"))
+            .arg("--key-file")
+            .arg(dir.join("server-key.pem"))
+            .arg("--trusted-ca-file")
+            .arg(dir.join("ca.pem"))
+            .arg("--client-cert-auth");
+    }
     command
         .args(["--name", "t", "--data-dir"])
         .arg(data_dir.join("data"))
