@@ -261,23 +261,24 @@ impl Datapath {
                 continue;
             }
             let first = scratch.outputs[0].rewrite;
+            // Outputs rewritten differently from the first get copies of the
+            // frame as received, before it is rewritten in place (rare: the
+            // engine never produces them today).
+            for output in scratch.outputs.iter().filter(|o| o.rewrite != first) {
+                let mut copy = rx.frame(i).to_vec();
+                if apply_rewrite(&mut copy, &output.rewrite) {
+                    scratch.generated.push(Generated {
+                        egress: output.egress,
+                        frame: copy,
+                    });
+                }
+            }
             if !apply_rewrite(rx.frame_mut(i), &first) {
                 port.counters.drops.fetch_add(1, Ordering::Relaxed);
                 continue;
             }
-            for output in &scratch.outputs {
-                if output.rewrite == first {
-                    scratch.sends.entry(output.egress.port).or_default().push(i);
-                } else {
-                    // Differently rewritten copies are rare (never in the engine today).
-                    let mut copy = rx.frame(i).to_vec();
-                    if apply_rewrite(&mut copy, &output.rewrite) {
-                        scratch.generated.push(Generated {
-                            egress: output.egress,
-                            frame: copy,
-                        });
-                    }
-                }
+            for output in scratch.outputs.iter().filter(|o| o.rewrite == first) {
+                scratch.sends.entry(output.egress.port).or_default().push(i);
             }
         }
         for (egress, indexes) in scratch.sends.iter().filter(|(_, v)| !v.is_empty()) {
@@ -443,5 +444,68 @@ impl Datapath {
             );
         }
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::L3;
+    use crate::probe::{Probe, ProbeProtocol};
+
+    fn frame(ttl: u8) -> Vec<u8> {
+        Probe {
+            src_mac: [2, 0, 0, 0, 0, 1],
+            dst_mac: [2, 0, 0, 0, 0, 2],
+            src_ip: "10.0.0.1".parse().unwrap(),
+            dst_ip: "10.0.1.1".parse().unwrap(),
+            protocol: ProbeProtocol::Tcp,
+            src_port: 1000,
+            dst_port: 80,
+            ttl,
+        }
+        .frame()
+        .unwrap()
+    }
+
+    #[test]
+    fn rewrites_macs_and_ttl_keeping_the_checksum_valid() {
+        let mut bytes = frame(64);
+        let rewrite = Rewrite {
+            eth_src: Some([2, 0, 0, 0, 0, 9]),
+            eth_dst: Some([2, 0, 0, 0, 0, 8]),
+            ttl_decrement: 2,
+        };
+        assert!(apply_rewrite(&mut bytes, &rewrite));
+        let info = PacketInfo::parse(&bytes).unwrap();
+        assert_eq!(
+            (info.eth_src, info.eth_dst),
+            ([2, 0, 0, 0, 0, 9], [2, 0, 0, 0, 0, 8])
+        );
+        let L3::Ipv4(ip) = info.l3 else {
+            panic!("not IPv4")
+        };
+        assert_eq!(ip.ttl, 62);
+        assert!(
+            ip.checksum_valid,
+            "the incremental update keeps the header checksum right"
+        );
+    }
+
+    #[test]
+    fn refuses_to_take_the_ttl_below_zero_and_short_frames() {
+        let mut bytes = frame(1);
+        assert!(!apply_rewrite(
+            &mut bytes,
+            &Rewrite {
+                ttl_decrement: 2,
+                ..Rewrite::default()
+            }
+        ));
+        assert!(!apply_rewrite(&mut [0u8; 10], &Rewrite::default()));
+        assert!(
+            apply_rewrite(&mut frame(5), &Rewrite::default()),
+            "the identity rewrite always applies"
+        );
     }
 }
