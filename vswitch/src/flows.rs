@@ -43,15 +43,37 @@ pub struct FlowStats {
     pub expirations: u64,
 }
 
+/// The most flows cached at once: past it, new flows still forward (through
+/// the engine) but are not cached, so a flood of distinct flows cannot grow
+/// memory without bound.
+pub const MAX_FLOWS: usize = 200_000;
+
 /// The cache, with an index from tag to the flows that carry it.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct FlowCache {
     flows: HashMap<FlowKey, Flow>,
     by_tag: HashMap<Tag, HashSet<FlowKey>>,
     stats: FlowStats,
+    capacity: usize,
+}
+
+impl Default for FlowCache {
+    fn default() -> Self {
+        FlowCache::with_capacity(MAX_FLOWS)
+    }
 }
 
 impl FlowCache {
+    /// A cache holding at most `capacity` flows.
+    pub fn with_capacity(capacity: usize) -> FlowCache {
+        FlowCache {
+            flows: HashMap::new(),
+            by_tag: HashMap::new(),
+            stats: FlowStats::default(),
+            capacity,
+        }
+    }
+
     /// The outputs cached for `key`, counting a hit or a miss.
     pub fn lookup(&mut self, key: &FlowKey, now_ms: u64) -> Option<&[Output]> {
         match self.flows.get_mut(key) {
@@ -68,8 +90,11 @@ impl FlowCache {
         }
     }
 
-    /// Caches a decision.
+    /// Caches a decision (unless the cache is full).
     pub fn insert(&mut self, key: FlowKey, outputs: Vec<Output>, tags: Vec<Tag>, now_ms: u64) {
+        if self.flows.len() >= self.capacity && !self.flows.contains_key(&key) {
+            return;
+        }
         for tag in &tags {
             self.by_tag.entry(*tag).or_default().insert(key);
         }
@@ -205,6 +230,25 @@ mod tests {
         assert_eq!(cache.len(), 1);
         let stats = cache.stats();
         assert_eq!((stats.hits, stats.misses, stats.invalidations), (2, 2, 2));
+    }
+
+    #[test]
+    fn a_full_cache_stops_caching_but_keeps_what_it_has() {
+        let mut cache = FlowCache::with_capacity(2);
+        for n in 1..=3 {
+            cache.insert(key(n), out(n as u128), vec![], 0);
+        }
+        assert_eq!(cache.len(), 2);
+        assert!(
+            cache.lookup(&key(3), 0).is_none(),
+            "the third flow was not cached"
+        );
+        cache.insert(key(1), out(9), vec![], 0);
+        assert_eq!(
+            cache.lookup(&key(1), 0).unwrap(),
+            &out(9)[..],
+            "updating a cached flow still works"
+        );
     }
 
     #[test]

@@ -15,6 +15,11 @@ pub const MAC_AGE_MS: u64 = 300_000;
 /// How long an ARP answer is trusted.
 pub const ARP_AGE_MS: u64 = 600_000;
 
+/// The most entries each table holds: past it, new addresses are not learned
+/// (they are flooded or resolved again), so random source MACs cannot grow
+/// memory without bound.
+pub const MAX_ENTRIES: usize = 65_536;
+
 /// The learned tables.
 #[derive(Debug, Default)]
 pub struct LearnedTables {
@@ -28,10 +33,16 @@ impl LearnedTables {
     pub fn learn(&mut self, learning: &Learning, now_ms: u64) -> Option<Tag> {
         match *learning {
             Learning::Mac { bridge, mac, port } => {
+                if self.macs.len() >= MAX_ENTRIES && !self.macs.contains_key(&(bridge, mac)) {
+                    return None;
+                }
                 let previous = self.macs.insert((bridge, mac), (port, now_ms));
                 (previous.map(|p| p.0) != Some(port)).then_some(Tag::Mac(bridge, mac))
             }
             Learning::Arp { router, ip, mac } => {
+                if self.arp.len() >= MAX_ENTRIES && !self.arp.contains_key(&(router, ip)) {
+                    return None;
+                }
                 let previous = self.arp.insert((router, ip), (mac, now_ms));
                 (previous.map(|p| p.0) != Some(mac)).then_some(Tag::Arp(router, ip))
             }
@@ -103,5 +114,23 @@ mod tests {
         );
         assert_eq!(tables.expire(20 + MAC_AGE_MS), vec![Tag::Mac(bridge, mac)]);
         assert_eq!(tables.mac_port(bridge, mac), None);
+    }
+
+    #[test]
+    fn tables_stop_growing_at_their_cap() {
+        let mut tables = LearnedTables::default();
+        let bridge = Uuid::from_u128(1);
+        for n in 0..(MAX_ENTRIES as u32 + 10) {
+            let b = n.to_be_bytes();
+            tables.learn(
+                &Learning::Mac {
+                    bridge,
+                    mac: [2, 0, b[0], b[1], b[2], b[3]],
+                    port: Uuid::from_u128(2),
+                },
+                0,
+            );
+        }
+        assert_eq!(tables.sizes().0, MAX_ENTRIES);
     }
 }
