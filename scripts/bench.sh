@@ -7,7 +7,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/deps.sh
-ensure_packages protoc:protobuf-compiler iperf3:iperf3 ping:iputils-ping ip:iproute2 curl:curl python3:python3
+ensure_packages protoc:protobuf-compiler /usr/include/google/protobuf/descriptor.proto:libprotobuf-dev iperf3:iperf3 ping:iputils-ping ip:iproute2 curl:curl python3:python3
 SECS=${1:-10}
 cargo build --release --bin plexus >/dev/null
 P=$PWD/target/release/plexus

@@ -1,10 +1,14 @@
 # Installs missing Debian packages by name. Sourced by the other scripts.
-# Usage: ensure_packages CMD:PACKAGE ...  (PACKAGE is installed when CMD is missing)
+# Usage: ensure_packages CMD:PACKAGE ...  (PACKAGE is installed when CMD is
+# missing; a CMD starting with / is a file that must exist instead)
 ensure_packages() {
   local missing=() pair cmd pkg
   for pair in "$@"; do
     cmd=${pair%%:*}; pkg=${pair#*:}
-    command -v "$cmd" >/dev/null 2>&1 || missing+=("$pkg")
+    case "$cmd" in
+      /*) [ -e "$cmd" ] || missing+=("$pkg") ;;
+      *) command -v "$cmd" >/dev/null 2>&1 || missing+=("$pkg") ;;
+    esac
   done
   [ ${#missing[@]} -eq 0 ] && return 0
   local sudo=""

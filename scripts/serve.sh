@@ -7,7 +7,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/deps.sh
 # protoc builds the etcd client that the same binary carries.
-ensure_packages protoc:protobuf-compiler curl:curl ip:iproute2 ping:iputils-ping python3:python3
+ensure_packages protoc:protobuf-compiler /usr/include/google/protobuf/descriptor.proto:libprotobuf-dev curl:curl ip:iproute2 ping:iputils-ping python3:python3
 cargo build --release --bin plexus
 if [ "${1:-}" != "--demo" ]; then
   exec target/release/plexus serve "$@"

@@ -7,6 +7,7 @@ cd "$(dirname "$0")/.."
 . scripts/deps.sh
 ensure_packages \
   protoc:protobuf-compiler \
+  /usr/include/google/protobuf/descriptor.proto:libprotobuf-dev \
   etcd:etcd-server \
   etcdctl:etcd-client \
   ip:iproute2 \
