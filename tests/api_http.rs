@@ -522,15 +522,7 @@ async fn rules_crud(s: &TestServer) {
     }
     assert_members(
         &appended[0],
-        &[
-            "id",
-            "revision",
-            "chain_id",
-            "position",
-            "action",
-            "jump_chain_id",
-            "conditions",
-        ],
+        &["id", "revision", "chain_id", "position", "action"],
     );
     assert_eq!(appended[0]["chain_id"], c.as_str());
     let (a, b, d) = (
@@ -554,7 +546,7 @@ async fn rules_crud(s: &TestServer) {
             "action": "jump",
             "jump_chain_id": target,
             "position": 2,
-            "conditions": {"dst": "10.0.0.0/8", "proto": 6},
+            "dst_cidr": "10.0.0.0/8", "protocol": "tcp",
         }),
     )
     .await;
@@ -615,7 +607,7 @@ async fn rules_crud(s: &TestServer) {
     // PATCH: only the given fields; position and chain are fixed.
     let path = format!("/v1/rules/{a}");
     let current = get_ok(s, &path).await;
-    let change = json!({ "action": "drop", "conditions": {"src": "192.0.2.0/24"} });
+    let change = json!({ "action": "drop", "src_cidr": "192.0.2.0/24" });
     let patched = patch_ok(s, &path, change.clone()).await;
     assert_patched(&current, &patched, &change);
     let typed: Rule = s.admin.get(&path).await.unwrap();
@@ -2051,7 +2043,7 @@ async fn malformed_json(s: &TestServer) {
         (
             Method::POST,
             format!("/v1/chains/{}/rules", w.chain),
-            r#"{"action": "accept", "conditions": {"x": }}"#,
+            r#"{"action": "accept", "src_cidr": }"#,
         ),
         (
             Method::POST,
@@ -2367,8 +2359,8 @@ async fn wrong_types(s: &TestServer) {
         (
             Method::POST,
             format!("/v1/chains/{}/rules", w.chain),
-            json!({"action": "accept", "conditions": [1]}),
-            "conditions",
+            json!({"action": "accept", "protocol": "tcp", "dst_ports": [1]}),
+            "dst_ports",
         ),
         (
             Method::POST,
@@ -3641,7 +3633,7 @@ async fn garbage(s: &TestServer) {
     let nested_arrays = "[".repeat(10_000);
     let nested_objects = "{\"a\":".repeat(10_000);
     let deep_ok = format!(
-        "{{\"action\":\"accept\",\"conditions\":{{\"x\":{}1{}}}}}",
+        "{{\"action\":\"accept\",\"description\":{}1{}}}",
         "[".repeat(120),
         "]".repeat(120)
     );
@@ -4507,10 +4499,7 @@ async fn restart_keeps_everything(args: Vec<String>, admin_token: &str) {
         .unwrap();
     let c = admin.create_chain(t.id, "in").await.unwrap();
     admin
-        .create_rule(
-            c.id,
-            json!({"action": "accept", "conditions": {"dst": "10.0.1.0/24"}}),
-        )
+        .create_rule(c.id, json!({"action": "accept", "dst_cidr": "10.0.1.0/24"}))
         .await
         .unwrap();
     admin

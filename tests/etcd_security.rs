@@ -62,6 +62,7 @@ async fn user_and_password_authenticate_and_a_wrong_password_is_refused() {
             id: Uuid::new_v4(),
             revision: 0,
             name: "authed".into(),
+            network: None,
         })
         .await
         .unwrap();
@@ -78,6 +79,7 @@ async fn user_and_password_authenticate_and_a_wrong_password_is_refused() {
                 id: Uuid::new_v4(),
                 revision: 0,
                 name: "anon".into(),
+                network: None,
             })
             .await
             .unwrap_err();
@@ -182,6 +184,7 @@ async fn mutual_tls_connects_and_untrusted_clients_are_refused() {
             id: Uuid::new_v4(),
             revision: 0,
             name: "over-tls".into(),
+            network: None,
         })
         .await
         .unwrap();

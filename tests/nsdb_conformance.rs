@@ -18,6 +18,7 @@ fn tenant(name: &str) -> Tenant {
         id: Uuid::new_v4(),
         revision: 0,
         name: name.into(),
+        network: None,
     }
 }
 
@@ -96,13 +97,8 @@ fn chain(tenant: Uuid, name: &str) -> Chain {
 
 fn rule(chain: Uuid, position: u32, action: RuleAction, jump: Option<Uuid>) -> Rule {
     Rule {
-        id: Uuid::new_v4(),
-        revision: 0,
-        chain_id: chain,
-        position,
-        action,
         jump_chain_id: jump,
-        conditions: Default::default(),
+        ..Rule::new(chain, position, action)
     }
 }
 

@@ -114,6 +114,7 @@ fn serve_on_embedded_store_restarts_on_its_data() {
             id: uuid::Uuid::new_v4(),
             revision: 0,
             name: "kept".into(),
+            network: None,
         })
         .await
         .unwrap();

@@ -9,6 +9,9 @@ use crate::model::{Kind, Record};
 
 /// One change to a record or to a host's liveness.
 #[derive(Debug, Clone, PartialEq, Eq)]
+// Events are short-lived and moved, not stored: boxing the record would
+// only add an allocation per event.
+#[allow(clippy::large_enum_variant)]
 pub enum ObjectEvent {
     /// A record was created or replaced (its revision is the commit's).
     Put(Record),

@@ -360,6 +360,7 @@ mod tests {
             id: id(1),
             revision: 1,
             name: "acme".into(),
+            network: None,
         };
         let router = Router {
             id: id(2),
@@ -408,6 +409,7 @@ mod tests {
             id: id(9),
             revision: 1,
             name: "zeta".into(),
+            network: None,
         };
         vec![
             Record::Tenant(tenant),

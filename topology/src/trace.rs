@@ -172,6 +172,7 @@ mod tests {
                 id: id(1),
                 revision: 1,
                 name: "acme".into(),
+                network: None,
             }),
             Record::Bridge(Bridge {
                 id: id(2),

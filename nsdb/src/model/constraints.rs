@@ -5,7 +5,7 @@ use ipnet::IpNet;
 use std::net::IpAddr;
 use uuid::Uuid;
 
-use super::{DeviceType, Kind, Record, RouteKind, RuleAction};
+use super::{DeviceType, Kind, Record, RouteKind};
 
 /// An outgoing reference from a record to another record.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -100,7 +100,33 @@ impl Record {
             refs.extend(optional("outbound_chain_id", Kind::Chain, outbound));
         };
         match self {
-            Record::Tenant(_) | Record::Host(_) => {}
+            Record::Host(_) => {}
+            Record::Tenant(t) => {
+                if let Some(network) = &t.network {
+                    refs.push(reference(
+                        "network.router_id",
+                        Kind::Router,
+                        network.router_id,
+                    ));
+                    refs.push(reference(
+                        "network.bridge_id",
+                        Kind::Bridge,
+                        network.bridge_id,
+                    ));
+                }
+            }
+            Record::Provider(p) => {
+                refs.push(reference("tenant_id", Kind::Tenant, p.tenant_id));
+                refs.push(reference("router_id", Kind::Router, p.router_id));
+                refs.extend(optional("uplink_port_id", Kind::Port, p.uplink_port_id));
+            }
+            Record::FloatingIp(f) => {
+                refs.push(reference("tenant_id", Kind::Tenant, f.tenant_id));
+                refs.push(reference("router_id", Kind::Router, f.router_id));
+                refs.push(reference("dnat_rule_id", Kind::Rule, f.dnat_rule_id));
+                refs.push(reference("snat_rule_id", Kind::Rule, f.snat_rule_id));
+                refs.push(reference("route_id", Kind::Route, f.route_id));
+            }
             Record::ApiToken(t) => refs.push(reference("tenant_id", Kind::Tenant, t.tenant_id)),
             Record::Router(r) => {
                 refs.push(reference("tenant_id", Kind::Tenant, r.tenant_id));
@@ -128,6 +154,36 @@ impl Record {
             Record::Rule(r) => {
                 refs.push(reference("chain_id", Kind::Chain, r.chain_id));
                 refs.extend(optional("jump_chain_id", Kind::Chain, r.jump_chain_id));
+                refs.extend(
+                    r.in_port_ids
+                        .iter()
+                        .map(|id| reference("in_port_ids", Kind::Port, *id)),
+                );
+                refs.extend(
+                    r.out_port_ids
+                        .iter()
+                        .map(|id| reference("out_port_ids", Kind::Port, *id)),
+                );
+                refs.extend(optional(
+                    "in_port_group_id",
+                    Kind::PortGroup,
+                    r.in_port_group_id,
+                ));
+                refs.extend(optional(
+                    "out_port_group_id",
+                    Kind::PortGroup,
+                    r.out_port_group_id,
+                ));
+                refs.extend(optional(
+                    "src_ip_group_id",
+                    Kind::IpAddressGroup,
+                    r.src_ip_group_id,
+                ));
+                refs.extend(optional(
+                    "dst_ip_group_id",
+                    Kind::IpAddressGroup,
+                    r.dst_ip_group_id,
+                ));
             }
             Record::PortGroup(g) => {
                 refs.push(reference("tenant_id", Kind::Tenant, g.tenant_id));
@@ -192,6 +248,23 @@ impl Record {
                 key: format!("uniq/rule_position/{}/{}", r.chain_id, r.position),
                 value: r.position.to_string(),
             }],
+            Record::Provider(_) => vec![UniqueKey {
+                constraint: "one provider per deployment",
+                key: "uniq/provider".into(),
+                value: "provider".into(),
+            }],
+            Record::FloatingIp(f) => vec![
+                UniqueKey {
+                    constraint: "floating address",
+                    key: format!("uniq/floating_address/{}", f.floating_address),
+                    value: f.floating_address.to_string(),
+                },
+                UniqueKey {
+                    constraint: "fixed address on router",
+                    key: format!("uniq/floating_fixed/{}/{}", f.router_id, f.fixed_address),
+                    value: f.fixed_address.to_string(),
+                },
+            ],
             Record::Route(_) | Record::ApiToken(_) => Vec::new(),
         }
     }
@@ -226,15 +299,17 @@ impl Record {
             }
             Record::Port(p) => validate_port(p),
             Record::Route(r) => validate_route(r),
-            Record::Rule(r) => match (r.action, r.jump_chain_id) {
-                (RuleAction::Jump, None) => Err(("jump_chain_id", "is required for jump".into())),
-                (RuleAction::Jump, Some(target)) if target == r.chain_id => {
-                    Err(("jump_chain_id", "a chain cannot jump to itself".into()))
+            Record::Rule(r) => super::rule::validate_rule(r),
+            Record::Provider(p) => validate_provider(p),
+            Record::FloatingIp(f) => {
+                if f.floating_address.is_unspecified() || f.floating_address.is_broadcast() {
+                    return Err((
+                        "floating_address",
+                        format!("{} is not a unicast address", f.floating_address),
+                    ));
                 }
-                (RuleAction::Jump, Some(_)) => Ok(()),
-                (_, Some(_)) => Err(("jump_chain_id", "is only allowed for jump".into())),
-                (_, None) => Ok(()),
-            },
+                Ok(())
+            }
             Record::IpPool(p) => {
                 check_name(&p.name)?;
                 check_network("cidr", &p.cidr)?;
@@ -348,4 +423,33 @@ fn validate_route(r: &super::Route) -> Result<(), Violation> {
         )),
         _ => Ok(()),
     }
+}
+
+fn validate_provider(p: &super::Provider) -> Result<(), Violation> {
+    for (field, net) in [
+        ("link_cidr", IpNet::V4(p.link_cidr)),
+        ("pod_cidr", IpNet::V4(p.pod_cidr)),
+        ("external_cidr", IpNet::V4(p.external_cidr)),
+    ] {
+        check_network(field, &net)?;
+    }
+    if p.link_cidr.prefix_len() > 30 {
+        return Err((
+            "link_cidr",
+            format!("{} has no room for a /30", p.link_cidr),
+        ));
+    }
+    if p.pod_prefix_len < p.pod_cidr.prefix_len() || p.pod_prefix_len > 30 {
+        return Err((
+            "pod_prefix_len",
+            format!(
+                "/{} subnets do not fit in {} (or leave no addresses)",
+                p.pod_prefix_len, p.pod_cidr
+            ),
+        ));
+    }
+    if !(576..=65535).contains(&p.pod_mtu) {
+        return Err(("pod_mtu", format!("{} is not within 576-65535", p.pod_mtu)));
+    }
+    Ok(())
 }

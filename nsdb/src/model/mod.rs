@@ -3,9 +3,11 @@
 
 mod constraints;
 mod records;
+mod rule;
 
 pub use constraints::{key_segment, Reference, UniqueKey, Violation};
 pub use records::*;
+pub use rule::*;
 
 use serde::{Deserialize, Serialize};
 use std::fmt;
@@ -44,11 +46,15 @@ pub enum Kind {
     IpLease,
     /// [`ApiToken`].
     ApiToken,
+    /// [`Provider`].
+    Provider,
+    /// [`FloatingIp`].
+    FloatingIp,
 }
 
 impl Kind {
     /// Every kind stored as a stand-alone record.
-    pub const RECORDS: [Kind; 12] = [
+    pub const RECORDS: [Kind; 14] = [
         Kind::Tenant,
         Kind::Router,
         Kind::Bridge,
@@ -61,6 +67,8 @@ impl Kind {
         Kind::Host,
         Kind::IpPool,
         Kind::ApiToken,
+        Kind::Provider,
+        Kind::FloatingIp,
     ];
 
     /// The kind's name in keys, errors and APIs.
@@ -79,6 +87,8 @@ impl Kind {
             Kind::IpPool => "ip_pool",
             Kind::IpLease => "ip_lease",
             Kind::ApiToken => "api_token",
+            Kind::Provider => "provider",
+            Kind::FloatingIp => "floating_ip",
         }
     }
 }
@@ -129,6 +139,10 @@ pub enum Record {
     IpPool(IpPool),
     /// A tenant API token.
     ApiToken(ApiToken),
+    /// The provider settings.
+    Provider(Provider),
+    /// A floating IP.
+    FloatingIp(FloatingIp),
 }
 
 /// A record type stored by the NSDB.
@@ -220,6 +234,8 @@ resources!(
     Host,
     IpPool,
     ApiToken,
+    Provider,
+    FloatingIp,
 );
 
 impl Record {
@@ -233,6 +249,8 @@ impl Record {
             Record::IpAddressGroup(r) => Some(r.tenant_id),
             Record::IpPool(r) => r.tenant_id,
             Record::ApiToken(r) => Some(r.tenant_id),
+            Record::Provider(r) => Some(r.tenant_id),
+            Record::FloatingIp(r) => Some(r.tenant_id),
             Record::Tenant(_)
             | Record::Port(_)
             | Record::Route(_)

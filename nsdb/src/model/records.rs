@@ -3,11 +3,10 @@
 //! Every record carries a UUID `id` and the `revision` it was last written at
 //! (filled in from the store on every read; ignored on write).
 
-use ipnet::IpNet;
+use ipnet::{IpNet, Ipv4Net};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
-use std::collections::BTreeMap;
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv4Addr};
 use uuid::Uuid;
 
 use crate::kv::Revision;
@@ -32,6 +31,20 @@ pub struct Tenant {
     pub revision: Revision,
     /// Name, unique across tenants.
     pub name: String,
+    /// The tenant's default network, once initialised
+    /// (`POST /v1/tenants/{id}/network`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network: Option<TenantNetwork>,
+}
+
+/// The devices of a tenant's default network.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TenantNetwork {
+    /// The tenant router, linked to the provider router.
+    pub router_id: Uuid,
+    /// The default bridge, holding the pods.
+    pub bridge_id: Uuid,
 }
 
 /// A virtual L3 router.
@@ -203,54 +216,6 @@ pub struct Chain {
     pub name: String,
 }
 
-/// What a rule does when all its conditions match.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum RuleAction {
-    /// Let the packet through; stop evaluating.
-    Accept,
-    /// Drop the packet silently.
-    Drop,
-    /// Drop and answer (TCP RST or ICMP unreachable).
-    Reject,
-    /// Evaluate `jump_chain_id`, then continue here unless it decided.
-    Jump,
-    /// Return to the calling chain.
-    Return,
-    /// Go on with the next rule.
-    Continue,
-    /// Source NAT.
-    Snat,
-    /// Destination NAT.
-    Dnat,
-    /// Source NAT to the egress port's address.
-    Masquerade,
-}
-
-/// One rule of a chain. Conditions are an open map so that the rule-chain
-/// vocabulary can grow without a schema migration.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct Rule {
-    /// Unique id.
-    pub id: Uuid,
-    /// Revision of the last write.
-    #[serde(default)]
-    pub revision: Revision,
-    /// The chain the rule belongs to.
-    pub chain_id: Uuid,
-    /// Evaluation order within the chain (ascending).
-    pub position: u32,
-    /// What happens on a match.
-    pub action: RuleAction,
-    /// The chain to evaluate for `jump`.
-    #[serde(default)]
-    pub jump_chain_id: Option<Uuid>,
-    /// Match conditions by name (AND-ed).
-    #[serde(default)]
-    pub conditions: BTreeMap<String, serde_json::Value>,
-}
-
 /// A named set of ports that rules can match on.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
@@ -360,4 +325,64 @@ pub struct ApiToken {
     /// Free-form label (who or what holds the token).
     #[serde(default)]
     pub description: String,
+}
+
+/// The deployment's provider settings (one record per deployment): the
+/// admin-owned provider router that links every tenant router to the
+/// outside, and the address plans tenant networks are carved from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Provider {
+    /// Unique id.
+    pub id: Uuid,
+    /// Revision of the last write.
+    #[serde(default)]
+    pub revision: Revision,
+    /// The admin-owned tenant holding the provider devices.
+    pub tenant_id: Uuid,
+    /// The provider router.
+    pub router_id: Uuid,
+    /// The provider router's uplink port (bound to a host interface).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uplink_port_id: Option<Uuid>,
+    /// The next hop beyond the uplink (the host side of the uplink).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uplink_gateway: Option<Ipv4Addr>,
+    /// Per-tenant link subnets (a /30 each) come from here.
+    pub link_cidr: Ipv4Net,
+    /// Default tenant pod subnets come from here.
+    pub pod_cidr: Ipv4Net,
+    /// The prefix length of a default tenant pod subnet.
+    pub pod_prefix_len: u8,
+    /// Floating IPs come from here.
+    pub external_cidr: Ipv4Net,
+    /// The MTU pods get (fits the underlay when tunnelled).
+    pub pod_mtu: u16,
+}
+
+/// A floating IP: static 1:1 NAT on a tenant router between an external
+/// address and a pod's address. The rules and the provider route that
+/// implement it are created and removed with it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct FloatingIp {
+    /// Unique id.
+    pub id: Uuid,
+    /// Revision of the last write.
+    #[serde(default)]
+    pub revision: Revision,
+    /// Owning tenant.
+    pub tenant_id: Uuid,
+    /// The tenant router doing the translation.
+    pub router_id: Uuid,
+    /// The external address, unique in the deployment.
+    pub floating_address: Ipv4Addr,
+    /// The pod address it maps to.
+    pub fixed_address: Ipv4Addr,
+    /// The inbound DNAT rule it installed.
+    pub dnat_rule_id: Uuid,
+    /// The outbound SNAT rule it installed.
+    pub snat_rule_id: Uuid,
+    /// The provider route it installed.
+    pub route_id: Uuid,
 }

@@ -16,6 +16,8 @@ use crate::kv::Revision;
 use crate::model::{DeviceType, Kind, Port, Record};
 use crate::txn::Tx;
 
+mod chains;
+
 /// One write in a batch.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Mutation {
@@ -381,12 +383,16 @@ async fn check_relations(tx: &mut Tx, t: &Touched, new: &Record) -> Result<(), N
             r.kind == Kind::Chain
                 || (r.kind == Kind::Port && kind == Kind::PortGroup)
                 || (r.kind == Kind::Bridge && kind == Kind::IpPool)
+                || (kind == Kind::Rule
+                    && matches!(r.kind, Kind::Port | Kind::PortGroup | Kind::IpAddressGroup))
+                || (kind == Kind::Tenant && matches!(r.kind, Kind::Router | Kind::Bridge))
+                || (kind == Kind::FloatingIp && matches!(r.kind, Kind::Router | Kind::Rule))
         })
         .collect();
-    let tenant = if scoped.is_empty() {
-        None
-    } else {
-        owning_tenant(tx, new).await?
+    let tenant = match new {
+        _ if scoped.is_empty() => None,
+        Record::Tenant(tenant) => Some(tenant.id),
+        _ => owning_tenant(tx, new).await?,
     };
     for r in scoped {
         if let Some(target) = read(tx, r.kind, r.id).await? {
@@ -403,6 +409,7 @@ async fn check_relations(tx: &mut Tx, t: &Touched, new: &Record) -> Result<(), N
     }
     match new {
         Record::Port(port) => check_port(tx, t, port).await,
+        Record::Rule(rule) => chains::check_jump_loop(tx, rule).await,
         Record::Route(route) => {
             if let Some(Record::Route(old)) = &t.old {
                 if (old.next_hop_port_id, old.next_hop_gateway)
