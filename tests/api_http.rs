@@ -4373,6 +4373,7 @@ async fn start_serve(args: &[String]) -> Serve {
     let child = std::process::Command::new(env!("CARGO_BIN_EXE_plexus"))
         .arg("serve")
         .args(["--listen", &format!("127.0.0.1:{port}")])
+        .arg("--no-uplink")
         .args(args)
         .env_remove("PLEXUS_NSDB")
         .env_remove("PLEXUS_ADMIN_TOKEN")

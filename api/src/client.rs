@@ -269,4 +269,45 @@ impl Client {
         self.post("/v1/ip_pools", &json!({ "name": name, "cidr": cidr }))
             .await
     }
+
+    /// Initialises a tenant's default network (admin; idempotent): the
+    /// network, and whether this call created it.
+    pub async fn init_tenant_network(
+        &self,
+        tenant: Uuid,
+        pod_cidr: Option<&str>,
+    ) -> Result<crate::TenantNetwork, ApiError> {
+        let body = match pod_cidr {
+            Some(cidr) => json!({ "pod_cidr": cidr }),
+            None => json!({}),
+        };
+        self.post(&format!("/v1/tenants/{tenant}/network"), &body)
+            .await
+    }
+
+    /// A tenant's default network; `None` when it was never initialised.
+    pub async fn tenant_network(
+        &self,
+        tenant: Uuid,
+    ) -> Result<Option<crate::TenantNetwork>, ApiError> {
+        match self.get(&format!("/v1/tenants/{tenant}/network")).await {
+            Ok(network) => Ok(Some(network)),
+            Err(error) if error.status() == Some(404) => Ok(None),
+            Err(error) => Err(error),
+        }
+    }
+
+    /// Creates a floating IP for a pod address of a tenant (admin).
+    pub async fn create_floating_ip(
+        &self,
+        tenant: Uuid,
+        fixed_address: &str,
+        floating_address: Option<&str>,
+    ) -> Result<nsdb::FloatingIp, ApiError> {
+        let mut body = json!({ "tenant_id": tenant, "fixed_address": fixed_address });
+        if let Some(address) = floating_address {
+            body["floating_address"] = json!(address);
+        }
+        self.post("/v1/floating_ips", &body).await
+    }
 }

@@ -19,46 +19,68 @@ impl<S: Send + Sync> FromRequest<S> for JsonObject {
     type Rejection = Problem;
 
     async fn from_request(req: Request, state: &S) -> Result<JsonObject, Problem> {
-        let json = req
-            .headers()
-            .get(header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .map(|v| {
-                v.split(';')
-                    .next()
-                    .unwrap_or("")
-                    .trim()
-                    .to_ascii_lowercase()
-            })
-            .is_some_and(|v| v == "application/json" || v.ends_with("+json"));
-        if !json {
-            return Err(Problem::new(
-                axum::http::StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                "unsupported-media-type",
-                "Unsupported media type",
-                "send the body as 'Content-Type: application/json'",
-            ));
+        read_object(req, state, false).await.map(JsonObject)
+    }
+}
+
+/// A JSON object body that may also be left out (read as `{}`).
+pub struct OptionalJsonObject(pub Map<String, Value>);
+
+impl<S: Send + Sync> FromRequest<S> for OptionalJsonObject {
+    type Rejection = Problem;
+
+    async fn from_request(req: Request, state: &S) -> Result<OptionalJsonObject, Problem> {
+        read_object(req, state, true).await.map(OptionalJsonObject)
+    }
+}
+
+async fn read_object<S: Send + Sync>(
+    req: Request,
+    state: &S,
+    allow_empty: bool,
+) -> Result<Map<String, Value>, Problem> {
+    let json = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(|v| {
+            v.split(';')
+                .next()
+                .unwrap_or("")
+                .trim()
+                .to_ascii_lowercase()
+        })
+        .is_some_and(|v| v == "application/json" || v.ends_with("+json"));
+    let bytes = Bytes::from_request(req, state).await.map_err(|rejection| {
+        let status = rejection.status();
+        if status == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
+            Problem::new(
+                status,
+                "payload-too-large",
+                "Request body too large",
+                format!("request bodies are limited to {MAX_BODY_BYTES} bytes"),
+            )
+        } else {
+            Problem::bad_request(format!("cannot read the request body: {rejection}"))
         }
-        let bytes = Bytes::from_request(req, state).await.map_err(|rejection| {
-            let status = rejection.status();
-            if status == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
-                Problem::new(
-                    status,
-                    "payload-too-large",
-                    "Request body too large",
-                    format!("request bodies are limited to {MAX_BODY_BYTES} bytes"),
-                )
-            } else {
-                Problem::bad_request(format!("cannot read the request body: {rejection}"))
-            }
-        })?;
-        match serde_json::from_slice::<Value>(&bytes) {
-            Ok(Value::Object(map)) => Ok(JsonObject(map)),
-            Ok(_) => Err(Problem::bad_request(
-                "the request body must be a JSON object",
-            )),
-            Err(e) => Err(Problem::bad_request(format!("malformed JSON: {e}"))),
-        }
+    })?;
+    if allow_empty && bytes.is_empty() {
+        return Ok(Map::new());
+    }
+    if !json {
+        return Err(Problem::new(
+            axum::http::StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported-media-type",
+            "Unsupported media type",
+            "send the body as 'Content-Type: application/json'",
+        ));
+    }
+    match serde_json::from_slice::<Value>(&bytes) {
+        Ok(Value::Object(map)) => Ok(map),
+        Ok(_) => Err(Problem::bad_request(
+            "the request body must be a JSON object",
+        )),
+        Err(e) => Err(Problem::bad_request(format!("malformed JSON: {e}"))),
     }
 }
 

@@ -12,12 +12,15 @@ pub mod auth;
 pub mod client;
 pub mod extract;
 pub mod openapi;
+pub mod positions;
 pub mod problem;
+pub mod provision;
 pub mod resource;
 pub mod routes;
 pub mod server;
 
 pub use client::{ApiError, Client};
 pub use problem::Problem;
+pub use provision::TenantNetwork;
 pub use resource::Page;
 pub use server::{api_routes, app, app_with_metrics};

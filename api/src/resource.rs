@@ -39,7 +39,28 @@ macro_rules! api_resource {
 
 const TENANT_FIXED: (&str, &str) = ("tenant_id", "an object cannot move to another tenant");
 
-api_resource!(nsdb::Tenant, "tenants");
+api_resource!(
+    nsdb::Tenant,
+    "tenants",
+    fixed = [("network", "use POST or DELETE /v1/tenants/{id}/network")]
+);
+api_resource!(nsdb::Provider, "provider", admin_only = true);
+api_resource!(
+    nsdb::FloatingIp,
+    "floating_ips",
+    admin_only = true,
+    fixed = [
+        (
+            "floating_address",
+            "delete the floating IP and create another"
+        ),
+        ("fixed_address", "delete the floating IP and create another"),
+        ("router_id", "delete the floating IP and create another"),
+        ("dnat_rule_id", "the floating IP owns its rules"),
+        ("snat_rule_id", "the floating IP owns its rules"),
+        ("route_id", "the floating IP owns its route"),
+    ]
+);
 api_resource!(
     nsdb::Router,
     "routers",
@@ -80,7 +101,7 @@ api_resource!(
     "rules",
     fixed = [
         ("chain_id", "a rule cannot move to another chain"),
-        ("position", "delete and insert the rule to move it")
+        ("position", "use PUT /v1/rules/{id}/position to move it")
     ]
 );
 api_resource!(

@@ -164,6 +164,7 @@ pub fn api_routes() -> ApiRouter {
     let api = routes::ports::routes(api);
     let api = routes::chains::routes(api);
     let api = routes::groups::routes(api);
+    let api = routes::network::routes(api);
     routes::infra::routes(api)
 }
 

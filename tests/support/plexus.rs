@@ -16,8 +16,13 @@ pub struct Plexus {
 }
 
 impl Plexus {
-    /// Starts `plexus serve` and waits until it answers.
+    /// Starts `plexus serve` (without an uplink) and waits until it answers.
     pub async fn start() -> Plexus {
+        Plexus::start_with(&["--no-uplink"]).await
+    }
+
+    /// Starts `plexus serve` with extra arguments and waits until it answers.
+    pub async fn start_with(extra: &[&str]) -> Plexus {
         let data = tempfile::tempdir().unwrap();
         let addr = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
@@ -38,6 +43,7 @@ impl Plexus {
                 "--host-name",
                 &format!("e2e-{}", Uuid::new_v4()),
             ])
+            .args(extra)
             .env_remove("PLEXUS_NSDB")
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())

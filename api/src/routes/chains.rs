@@ -3,17 +3,21 @@
 use std::collections::HashMap;
 
 use axum::extract::State;
+use axum::http::Method;
 use axum::http::StatusCode;
 use axum::response::Response;
-use axum::routing::{get, post};
+use axum::routing::{get, post, put};
 use axum::Json;
-use nsdb::{Chain, Mutation, NsdbError, Record, Rule};
+use nsdb::{Chain, NsdbError, Record, Rule};
+use schemars::JsonSchema;
+use serde::Deserialize;
 use serde_json::Value;
 
 use super::crud_docs;
 use crate::auth::Caller;
 use crate::extract::{from_json, JsonObject, Path, Query};
-use crate::openapi::ApiRouter;
+use crate::openapi::{ApiRouter, RouteDoc};
+use crate::positions;
 use crate::problem::Problem;
 use crate::resource::{
     create_top, fetch_visible, list_all, object_response, parse_id, set_from_path, with_new_id,
@@ -52,25 +56,9 @@ async fn insert_rule(
     for _ in 0..INSERT_ATTEMPTS {
         let existing = state.nsdb.list_by_parent::<Rule>(chain.id).await?;
         if !explicit {
-            let last = existing.iter().map(|r| r.position).max();
-            rule.position = match last {
-                Some(last) => last.checked_add(1).ok_or_else(full)?,
-                None => 1,
-            };
+            rule.position = positions::next_position(&existing).map_err(|_| full())?;
         }
-        let mut batch = Vec::new();
-        for r in existing
-            .iter()
-            .filter(|r| explicit && r.position >= rule.position)
-        {
-            let mut shifted = r.clone();
-            shifted.position = r.position.checked_add(1).ok_or_else(full)?;
-            batch.push(Mutation::Update {
-                record: Record::Rule(shifted),
-                expected_revision: Some(r.revision),
-            });
-        }
-        batch.push(Mutation::Create(Record::Rule(rule.clone())));
+        let batch = positions::insert(&existing, rule.clone()).map_err(|_| full())?;
         match state.nsdb.apply(batch).await {
             Ok(applied) => {
                 let created = applied
@@ -84,11 +72,60 @@ async fn insert_rule(
                     .ok_or_else(|| Problem::bad_request("the rule was not stored"))?;
                 return Ok(object_response(StatusCode::CREATED, &created));
             }
-            // Another writer moved or added rules meanwhile: look again.
-            Err(NsdbError::RevisionConflict { .. }) => continue,
-            Err(NsdbError::Duplicate { constraint, .. }) if constraint == "position in chain" => {
-                continue
+            Err(error) if moved_meanwhile(&error) => continue,
+            Err(other) => return Err(other.into()),
+        }
+    }
+    Err(NsdbError::Contention {
+        attempts: INSERT_ATTEMPTS as u32,
+    }
+    .into())
+}
+
+/// Another writer inserted or moved rules between our read and our commit.
+fn moved_meanwhile(error: &NsdbError) -> bool {
+    match error {
+        NsdbError::RevisionConflict { .. } => true,
+        NsdbError::Duplicate { constraint, .. } => constraint == "position in chain",
+        _ => false,
+    }
+}
+
+/// The body of `PUT /v1/rules/{id}/position`.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct MoveRule {
+    /// The rule's new position; rules in the way shift down by one.
+    pub position: u32,
+}
+
+/// `PUT /v1/rules/{id}/position`: moves a rule within its chain.
+async fn move_rule(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    JsonObject(body): JsonObject,
+) -> Result<Response, Problem> {
+    let request: MoveRule = from_json(Value::Object(body))?;
+    let id = parse_id("rule", &id)?;
+    for _ in 0..INSERT_ATTEMPTS {
+        let rule: Rule = fetch_visible(&state.nsdb, caller, id).await?;
+        let existing = state.nsdb.list_by_parent::<Rule>(rule.chain_id).await?;
+        let batch = positions::move_to(&existing, &rule, request.position).map_err(|_| {
+            Problem::new(
+                StatusCode::CONFLICT,
+                "no-room",
+                "No room in the chain",
+                "the rules after that position reach the highest position",
+            )
+            .with_field("position")
+        })?;
+        match state.nsdb.apply(batch).await {
+            Ok(_) => {
+                let moved: Rule = fetch_visible(&state.nsdb, caller, id).await?;
+                return Ok(object_response(StatusCode::OK, &moved));
             }
+            Err(error) if moved_meanwhile(&error) => continue,
             Err(other) => return Err(other.into()),
         }
     }
@@ -128,4 +165,15 @@ pub fn routes(api: ApiRouter) -> ApiRouter {
     );
     let api = c.register::<Chain>(api, get(list_all::<Chain>), post(create_top::<Chain>));
     r.register::<Rule>(api, get(list_rules), post(insert_rule))
+        .add(
+            RouteDoc::new(
+                Method::PUT,
+                "/v1/rules/{id}/position",
+                "rules",
+                "Move a rule to another position in its chain",
+            )
+            .request::<MoveRule>()
+            .response::<Rule>(200),
+            put(move_rule),
+        )
 }

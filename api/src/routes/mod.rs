@@ -4,6 +4,7 @@ pub mod chains;
 pub mod devices;
 pub mod groups;
 pub mod infra;
+pub mod network;
 pub mod ports;
 pub mod tenants;
 

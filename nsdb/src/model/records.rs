@@ -34,13 +34,13 @@ pub struct Tenant {
     /// The tenant's default network, once initialised
     /// (`POST /v1/tenants/{id}/network`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub network: Option<TenantNetwork>,
+    pub network: Option<TenantNetworkRef>,
 }
 
 /// The devices of a tenant's default network.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
-pub struct TenantNetwork {
+pub struct TenantNetworkRef {
     /// The tenant router, linked to the provider router.
     pub router_id: Uuid,
     /// The default bridge, holding the pods.

@@ -1,0 +1,96 @@
+//! `plexus tenant …`: tenants and their default networks through the API.
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+
+use crate::tools::ApiClientArgs;
+
+/// `plexus tenant` subcommands.
+#[derive(Subcommand)]
+pub enum TenantCommand {
+    /// Create the tenant if needed and initialise its default network
+    /// (router linked to the provider, masquerade, default bridge and pod
+    /// subnet). Idempotent.
+    Init(InitArgs),
+    /// Show a tenant's default network.
+    Show(ShowArgs),
+}
+
+/// `plexus tenant init`.
+#[derive(Parser)]
+pub struct InitArgs {
+    /// The tenant's name.
+    name: String,
+    /// The pod subnet (default: the next free one of the provider's pod range).
+    #[arg(long)]
+    pod_cidr: Option<String>,
+    #[command(flatten)]
+    api: ApiClientArgs,
+}
+
+/// `plexus tenant show`.
+#[derive(Parser)]
+pub struct ShowArgs {
+    /// The tenant's name or id.
+    name: String,
+    #[command(flatten)]
+    api: ApiClientArgs,
+}
+
+async fn find(client: &api::Client, name: &str) -> anyhow::Result<Option<nsdb::Tenant>> {
+    let tenants: Vec<nsdb::Tenant> = client.list("/v1/tenants").await?;
+    Ok(tenants
+        .into_iter()
+        .find(|t| t.name == name || t.id.to_string() == name))
+}
+
+fn print(network: &api::TenantNetwork, name: &str) {
+    println!("tenant {name} ({})", network.tenant_id);
+    println!("    router {} ({})", network.router.name, network.router.id);
+    println!(
+        "    bridge {} ({}) pods {} gateway {} mtu {}",
+        network.bridge.name, network.bridge.id, network.pod_cidr, network.gateway, network.mtu
+    );
+    if let Some(link) = network.link_port.address {
+        println!("    provider link {link} (port {})", network.link_port.id);
+    }
+}
+
+/// Runs a `plexus tenant` subcommand.
+pub async fn run(command: TenantCommand) -> anyhow::Result<()> {
+    match command {
+        TenantCommand::Init(args) => {
+            let client = args.api.client()?;
+            let tenant =
+                match find(&client, &args.name).await? {
+                    Some(tenant) => tenant,
+                    None => match client.create_tenant(&args.name).await {
+                        Ok(tenant) => tenant,
+                        // Someone created it meanwhile.
+                        Err(error) if error.status() == Some(409) => find(&client, &args.name)
+                            .await?
+                            .context("the tenant was created and removed meanwhile")?,
+                        Err(error) => return Err(error.into()),
+                    },
+                };
+            let network = client
+                .init_tenant_network(tenant.id, args.pod_cidr.as_deref())
+                .await?;
+            print(&network, &tenant.name);
+        }
+        TenantCommand::Show(args) => {
+            let client = args.api.client()?;
+            let tenant = find(&client, &args.name)
+                .await?
+                .with_context(|| format!("no tenant named or with id '{}'", args.name))?;
+            let network = client.tenant_network(tenant.id).await?.with_context(|| {
+                format!(
+                    "tenant {} has no network; run plexus tenant init",
+                    tenant.name
+                )
+            })?;
+            print(&network, &tenant.name);
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,264 @@
+//! The operator tools that talk to the API: `plexus raw`, `plexus topology`
+//! and `plexus trace`.
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::Parser;
+
+use crate::{read_token, ADMIN_TOKEN_FILE};
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum TraceProtocol {
+    Icmp,
+    Tcp,
+    Udp,
+}
+
+#[derive(Parser)]
+pub struct TraceArgs {
+    /// The ingress port (id).
+    #[arg(long)]
+    port: uuid::Uuid,
+    /// Destination IPv4 address.
+    #[arg(long)]
+    dst_ip: std::net::Ipv4Addr,
+    /// Source IPv4 address (default: the port's allowed address).
+    #[arg(long)]
+    src_ip: Option<std::net::Ipv4Addr>,
+    /// Source MAC (default: the port's MAC).
+    #[arg(long)]
+    src_mac: Option<nsdb::MacAddr>,
+    /// Destination MAC (default: the owner of --dst-ip on the bridge, else its gateway).
+    #[arg(long)]
+    dst_mac: Option<nsdb::MacAddr>,
+    /// Transport protocol.
+    #[arg(long, value_enum, default_value = "icmp")]
+    proto: TraceProtocol,
+    /// Source port (TCP/UDP).
+    #[arg(long, default_value_t = 49152)]
+    sport: u16,
+    /// Destination port (TCP/UDP).
+    #[arg(long, default_value_t = 80)]
+    dport: u16,
+    /// Time to live.
+    #[arg(long, default_value_t = 64)]
+    ttl: u8,
+    /// Output format.
+    #[arg(long, value_enum, default_value = "tree")]
+    format: OutputFormat,
+    #[command(flatten)]
+    api: ApiClientArgs,
+}
+
+pub async fn trace(args: TraceArgs) -> anyhow::Result<()> {
+    use vswitch::snapshot::{Device, Topology};
+    let records = fetch_records(&args.api.client()?).await?;
+    let topo = Topology::build(0, &records);
+    let port = topo
+        .ports
+        .get(&args.port)
+        .with_context(|| format!("no port {} (or not visible to this token)", args.port))?;
+    let src_ip = match args.src_ip {
+        Some(ip) => ip,
+        None => port
+            .allowed
+            .iter()
+            .find_map(|(_, net)| match net.addr() {
+                std::net::IpAddr::V4(ip) => Some(ip),
+                _ => None,
+            })
+            .or(port.address.map(|a| a.addr()))
+            .context("the port has no IPv4 address; give --src-ip")?,
+    };
+    let dst_mac = match (args.dst_mac, port.device) {
+        (Some(mac), _) => mac.0,
+        (None, Device::Bridge(bridge)) => {
+            let info = topo
+                .bridges
+                .get(&bridge)
+                .context("the port's bridge is missing")?;
+            let gateway = info
+                .ports
+                .iter()
+                .filter_map(|p| topo.ports.get(p)?.peer)
+                .filter_map(|peer| topo.ports.get(&peer))
+                .find(|peer| matches!(peer.device, Device::Router(_)))
+                .map(|peer| peer.mac);
+            info.arp
+                .get(&args.dst_ip)
+                .copied()
+                .or(gateway)
+                .unwrap_or([0xff; 6])
+        }
+        (None, Device::Router(_)) => {
+            anyhow::bail!("give --dst-mac for a packet entering at a router port")
+        }
+    };
+    let probe = vswitch::probe::Probe {
+        src_mac: args.src_mac.map_or(port.mac, |m| m.0),
+        dst_mac,
+        src_ip,
+        dst_ip: args.dst_ip,
+        protocol: match args.proto {
+            TraceProtocol::Icmp => vswitch::probe::ProbeProtocol::Icmp,
+            TraceProtocol::Tcp => vswitch::probe::ProbeProtocol::Tcp,
+            TraceProtocol::Udp => vswitch::probe::ProbeProtocol::Udp,
+        },
+        src_port: args.sport,
+        dst_port: args.dport,
+        ttl: args.ttl,
+    };
+    let frame = probe
+        .frame()
+        .map_err(|e| anyhow::anyhow!("cannot build the probe: {e}"))?;
+    let sim = vswitch::engine::simulate(&topo, &vswitch::engine::NothingLearned, args.port, &frame);
+    let names = topology::Names::of(&records);
+    match args.format {
+        OutputFormat::Tree => {
+            println!(
+                "trace: {} {} > {} ttl {} from port {}",
+                format!("{:?}", args.proto).to_lowercase(),
+                src_ip,
+                args.dst_ip,
+                args.ttl,
+                names.name(args.port)
+            );
+            print!("{}", topology::render_trace(&sim, &names));
+        }
+        OutputFormat::Json => println!(
+            "{}",
+            serde_json::to_string_pretty(&topology::trace_json(&sim, &names))?
+        ),
+    }
+    Ok(())
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+pub enum OutputFormat {
+    /// Indented text for people.
+    Tree,
+    /// JSON for programs.
+    Json,
+}
+
+#[derive(Parser)]
+pub struct TopologyArgs {
+    /// Only this tenant (name or id).
+    #[arg(long)]
+    tenant: Option<String>,
+    /// Output format.
+    #[arg(long, value_enum, default_value = "tree")]
+    format: OutputFormat,
+    #[command(flatten)]
+    api: ApiClientArgs,
+}
+
+/// Every record the caller may see, read through the API.
+pub async fn fetch_records(client: &api::Client) -> anyhow::Result<Vec<nsdb::Record>> {
+    use nsdb::Resource;
+    let mut records: Vec<nsdb::Record> = Vec::new();
+    let routers: Vec<nsdb::Router> = client.list("/v1/routers").await?;
+    for router in &routers {
+        let routes: Vec<nsdb::Route> = client
+            .list(&format!("/v1/routers/{}/routes", router.id))
+            .await?;
+        records.extend(routes.into_iter().map(Resource::into_record));
+    }
+    records.extend(routers.into_iter().map(Resource::into_record));
+    let tenants: Vec<nsdb::Tenant> = client.list("/v1/tenants").await?;
+    records.extend(tenants.into_iter().map(Resource::into_record));
+    let bridges: Vec<nsdb::Bridge> = client.list("/v1/bridges").await?;
+    records.extend(bridges.into_iter().map(Resource::into_record));
+    let ports: Vec<nsdb::Port> = client.list("/v1/ports").await?;
+    records.extend(ports.into_iter().map(Resource::into_record));
+    // Hosts are provider infrastructure: a tenant token cannot list them.
+    match client.list::<nsdb::Host>("/v1/hosts").await {
+        Ok(hosts) => records.extend(hosts.into_iter().map(Resource::into_record)),
+        Err(error) if error.status() == Some(403) => {}
+        Err(error) => return Err(error.into()),
+    }
+    Ok(records)
+}
+
+pub async fn show_topology(args: TopologyArgs) -> anyhow::Result<()> {
+    let records = fetch_records(&args.api.client()?).await?;
+    let dump = topology::Dump::build(&records, args.tenant.as_deref());
+    if let Some(wanted) = &args.tenant {
+        anyhow::ensure!(
+            !dump.tenants.is_empty(),
+            "no tenant named or with id '{wanted}'"
+        );
+    }
+    match args.format {
+        OutputFormat::Tree => print!("{}", dump.render_tree()),
+        OutputFormat::Json => println!("{}", serde_json::to_string_pretty(&dump)?),
+    }
+    Ok(())
+}
+
+/// How a command that talks to the API finds and authenticates to it.
+#[derive(Parser)]
+pub struct ApiClientArgs {
+    /// The API's base URL.
+    #[arg(
+        long = "api",
+        default_value = "http://127.0.0.1:8470",
+        env = "PLEXUS_API"
+    )]
+    url: String,
+    /// The token (default: the admin token in ./plexus-data/admin.token).
+    #[arg(long, env = "PLEXUS_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+}
+
+impl ApiClientArgs {
+    pub fn client(&self) -> anyhow::Result<api::Client> {
+        let token = match &self.token {
+            Some(token) => token.clone(),
+            None => read_token(&PathBuf::from("./plexus-data").join(ADMIN_TOKEN_FILE)).context(
+                "no --token or PLEXUS_TOKEN given, and no token in the default data dir",
+            )?,
+        };
+        Ok(api::Client::new(&self.url, &token)?)
+    }
+}
+
+#[derive(Parser)]
+pub struct RawArgs {
+    /// HTTP method: GET, POST, PUT, PATCH or DELETE.
+    method: String,
+    /// Path, e.g. /v1/routers?tenant_id=…
+    path: String,
+    /// JSON body.
+    body: Option<String>,
+    /// Only if the object is still at this revision (If-Match).
+    #[arg(long)]
+    if_match: Option<i64>,
+    #[command(flatten)]
+    api: ApiClientArgs,
+}
+
+pub async fn raw(args: RawArgs) -> anyhow::Result<()> {
+    let method: reqwest::Method = args
+        .method
+        .to_ascii_uppercase()
+        .parse()
+        .context("not an HTTP method")?;
+    let body = match &args.body {
+        Some(text) => Some(
+            serde_json::from_str::<serde_json::Value>(text)
+                .context("the body is not valid JSON")?,
+        ),
+        None => None,
+    };
+    let answer: serde_json::Value = args
+        .api
+        .client()?
+        .call(method, &args.path, body.as_ref(), args.if_match)
+        .await?;
+    if !answer.is_null() {
+        println!("{}", serde_json::to_string_pretty(&answer)?);
+    }
+    Ok(())
+}
