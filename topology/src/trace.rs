@@ -54,6 +54,18 @@ fn describe_rewrite(rewrite: &Rewrite) -> String {
     if rewrite.ttl_decrement > 0 {
         parts.push(format!("ttl-{}", rewrite.ttl_decrement));
     }
+    if let Some(src) = rewrite.ip_src {
+        parts.push(format!("ip.src={src}"));
+    }
+    if let Some(dst) = rewrite.ip_dst {
+        parts.push(format!("ip.dst={dst}"));
+    }
+    if let Some(port) = rewrite.src_port {
+        parts.push(format!("l4.src={port}"));
+    }
+    if let Some(port) = rewrite.dst_port {
+        parts.push(format!("l4.dst={port}"));
+    }
     if parts.is_empty() {
         "unchanged".into()
     } else {

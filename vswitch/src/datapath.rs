@@ -14,12 +14,13 @@ use std::time::Instant;
 
 use uuid::Uuid;
 
-use crate::engine::{self, DropReason, Generated, Output, PacketInfo, Rewrite, Simulation, Tag};
+use crate::engine::{
+    self, apply_rewrite, DropReason, Generated, Output, PacketInfo, Simulation, Tag,
+};
 use crate::feed::SharedTopology;
 use crate::flows::{FlowCache, FlowKey, FlowStats};
 use crate::io::{Port, PortIo, RxBatch, VnetHeader};
 use crate::learned::LearnedTables;
-use crate::wire::Ipv4Packet;
 
 /// Frames held per unresolved next hop, and how long they wait.
 const HELD_PER_NEXT_HOP: usize = 16;
@@ -78,43 +79,6 @@ pub struct Scratch {
     outputs: Vec<Output>,
     sends: HashMap<Uuid, Vec<usize>>,
     generated: Vec<Generated>,
-}
-
-/// Where the IPv4 header starts (after one optional VLAN tag).
-fn l3_offset(frame: &[u8]) -> usize {
-    if frame.get(12..14) == Some(&[0x81, 0x00][..]) {
-        18
-    } else {
-        14
-    }
-}
-
-/// Applies a rewrite in place; false if the frame cannot take it.
-pub fn apply_rewrite(frame: &mut [u8], rewrite: &Rewrite) -> bool {
-    if frame.len() < 14 {
-        return false;
-    }
-    if let Some(dst) = rewrite.eth_dst {
-        frame[0..6].copy_from_slice(&dst);
-    }
-    if let Some(src) = rewrite.eth_src {
-        frame[6..12].copy_from_slice(&src);
-    }
-    if rewrite.ttl_decrement > 0 {
-        let offset = l3_offset(frame);
-        let Some(ip) = frame.get_mut(offset..) else {
-            return false;
-        };
-        let Ok(mut packet) = Ipv4Packet::new_checked(ip) else {
-            return false;
-        };
-        for _ in 0..rewrite.ttl_decrement {
-            if packet.decrement_ttl().is_none() {
-                return false;
-            }
-        }
-    }
-    true
 }
 
 impl Datapath {
@@ -200,6 +164,14 @@ impl Datapath {
         state.flows.expire(now, FLOW_IDLE_MS);
         let aged = state.learned.expire(now);
         state.flows.invalidate(&aged);
+        let State { flows, learned, .. } = &mut *state;
+        let gone = learned.expire_conns(now, |entry| {
+            crate::learned::conn_tags(entry)
+                .iter()
+                .filter_map(|tag| flows.last_used(tag))
+                .max()
+        });
+        state.flows.invalidate(&gone);
         state.held.retain(|_, frames| {
             frames.retain(|f| now.saturating_sub(f.since_ms) < HELD_FOR_MS);
             !frames.is_empty()
@@ -264,16 +236,17 @@ impl Datapath {
             // Outputs rewritten differently from the first get copies of the
             // frame as received, before it is rewritten in place (rare: the
             // engine never produces them today).
+            let partial = rx.vnet(i).needs_csum();
             for output in scratch.outputs.iter().filter(|o| o.rewrite != first) {
                 let mut copy = rx.frame(i).to_vec();
-                if apply_rewrite(&mut copy, &output.rewrite) {
+                if apply_rewrite(&mut copy, &output.rewrite, partial) {
                     scratch.generated.push(Generated {
                         egress: output.egress,
                         frame: copy,
                     });
                 }
             }
-            if !apply_rewrite(rx.frame_mut(i), &first) {
+            if !apply_rewrite(rx.frame_mut(i), &first, partial) {
                 port.counters.drops.fetch_add(1, Ordering::Relaxed);
                 continue;
             }
@@ -316,14 +289,7 @@ impl Datapath {
             self.count_drop(drop);
         }
         let mut released = Vec::new();
-        for learning in &sim.learned {
-            if let Some(tag) = state.learned.learn(learning, now) {
-                state.flows.invalidate(&[tag]);
-                if let Tag::Arp(router, ip) = tag {
-                    released.extend(state.held.remove(&(router, ip)).unwrap_or_default());
-                }
-            }
-        }
+        self.record_learnings(state, &sim, now, &mut released);
         if let Some(next_hop) = sim.held_for {
             let queue = state.held.entry(next_hop).or_default();
             if queue.len() < HELD_PER_NEXT_HOP {
@@ -351,21 +317,49 @@ impl Datapath {
                 .into_iter()
                 .filter(|g| g.egress.host == Some(self.host)),
         );
-        // Frames that waited for this ARP answer go now, as new arrivals.
+        // Frames that waited for this ARP answer go now, as new arrivals
+        // (what they teach is recorded; frames they release wait for the
+        // next packet).
         let topology = self.topology.load();
         for held in released {
             let sim = engine::simulate(&topology, &state.learned, held.in_port, &held.frame);
+            self.record_learnings(state, &sim, now, &mut Vec::new());
             for output in sim
                 .outputs
                 .iter()
                 .filter(|o| o.egress.host == Some(self.host))
             {
                 let mut copy = held.frame.clone();
-                if apply_rewrite(&mut copy, &output.rewrite) {
+                if apply_rewrite(&mut copy, &output.rewrite, false) {
                     scratch.generated.push(Generated {
                         egress: output.egress,
                         frame: copy,
                     });
+                }
+            }
+            scratch.generated.extend(
+                sim.generated
+                    .into_iter()
+                    .filter(|g| g.egress.host == Some(self.host)),
+            );
+        }
+    }
+
+    /// Records what a simulation learned, invalidating the flows it changes;
+    /// frames held for a next hop it resolved go to `released`.
+    fn record_learnings(
+        &self,
+        state: &mut State,
+        sim: &Simulation,
+        now: u64,
+        released: &mut Vec<HeldFrame>,
+    ) {
+        for learning in &sim.learned {
+            let tags = state.learned.learn(learning, now);
+            state.flows.invalidate(&tags);
+            for tag in tags {
+                if let Tag::Arp(router, ip) = tag {
+                    released.extend(state.held.remove(&(router, ip)).unwrap_or_default());
                 }
             }
         }
@@ -395,9 +389,14 @@ impl Datapath {
         use std::fmt::Write;
         let mut out = String::new();
         let stats = self.flow_stats();
-        let (flows, (macs, arps)) = {
+        let (flows, (macs, arps), conns, refused) = {
             let state = self.state();
-            (state.flows.len(), state.learned.sizes())
+            (
+                state.flows.len(),
+                state.learned.sizes(),
+                state.learned.conns().len(),
+                state.learned.conns_refused(),
+            )
         };
         let _ = writeln!(
             out,
@@ -423,6 +422,14 @@ impl Datapath {
             "# TYPE plexus_learned_entries gauge\nplexus_learned_entries{{table=\"mac\"}} {macs}"
         );
         let _ = writeln!(out, "plexus_learned_entries{{table=\"arp\"}} {arps}");
+        let _ = writeln!(
+            out,
+            "# TYPE plexus_conntrack_entries gauge\nplexus_conntrack_entries {conns}"
+        );
+        let _ = writeln!(
+            out,
+            "# TYPE plexus_conntrack_refused_total counter\nplexus_conntrack_refused_total {refused}"
+        );
         let _ = writeln!(out, "# TYPE plexus_port_packets_total counter");
         let ports = self.ports.read().unwrap_or_else(|p| p.into_inner());
         for (id, port) in ports.iter() {
@@ -444,68 +451,5 @@ impl Datapath {
             );
         }
         out
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::engine::L3;
-    use crate::probe::{Probe, ProbeProtocol};
-
-    fn frame(ttl: u8) -> Vec<u8> {
-        Probe {
-            src_mac: [2, 0, 0, 0, 0, 1],
-            dst_mac: [2, 0, 0, 0, 0, 2],
-            src_ip: "10.0.0.1".parse().unwrap(),
-            dst_ip: "10.0.1.1".parse().unwrap(),
-            protocol: ProbeProtocol::Tcp,
-            src_port: 1000,
-            dst_port: 80,
-            ttl,
-        }
-        .frame()
-        .unwrap()
-    }
-
-    #[test]
-    fn rewrites_macs_and_ttl_keeping_the_checksum_valid() {
-        let mut bytes = frame(64);
-        let rewrite = Rewrite {
-            eth_src: Some([2, 0, 0, 0, 0, 9]),
-            eth_dst: Some([2, 0, 0, 0, 0, 8]),
-            ttl_decrement: 2,
-        };
-        assert!(apply_rewrite(&mut bytes, &rewrite));
-        let info = PacketInfo::parse(&bytes).unwrap();
-        assert_eq!(
-            (info.eth_src, info.eth_dst),
-            ([2, 0, 0, 0, 0, 9], [2, 0, 0, 0, 0, 8])
-        );
-        let L3::Ipv4(ip) = info.l3 else {
-            panic!("not IPv4")
-        };
-        assert_eq!(ip.ttl, 62);
-        assert!(
-            ip.checksum_valid,
-            "the incremental update keeps the header checksum right"
-        );
-    }
-
-    #[test]
-    fn refuses_to_take_the_ttl_below_zero_and_short_frames() {
-        let mut bytes = frame(1);
-        assert!(!apply_rewrite(
-            &mut bytes,
-            &Rewrite {
-                ttl_decrement: 2,
-                ..Rewrite::default()
-            }
-        ));
-        assert!(!apply_rewrite(&mut [0u8; 10], &Rewrite::default()));
-        assert!(
-            apply_rewrite(&mut frame(5), &Rewrite::default()),
-            "the identity rewrite always applies"
-        );
     }
 }

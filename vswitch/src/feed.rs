@@ -49,6 +49,10 @@ pub fn tags_of(record: &Record) -> Vec<Tag> {
         Record::Router(r) => vec![Tag::Device(r.id)],
         // A new or changed route can capture traffic of any flow through the router.
         Record::Route(r) => vec![Tag::Route(r.id), Tag::Device(r.router_id)],
+        Record::Rule(r) => vec![Tag::Chain(r.chain_id)],
+        Record::Chain(c) => vec![Tag::Chain(c.id)],
+        Record::PortGroup(g) => vec![Tag::Group(g.id)],
+        Record::IpAddressGroup(g) => vec![Tag::Group(g.id)],
         _ => Vec::new(),
     }
 }
@@ -79,7 +83,7 @@ pub async fn run_feed(
             .map(|r| ((r.kind(), r.id()), r))
             .collect();
         let mut revision = snapshot.revision;
-        publish(&shared, revision, &records);
+        let _ = publish(&shared, revision, &records);
         // Everything may have changed since the last snapshot we had.
         let _ = invalidations.send(records.values().flat_map(tags_of).collect());
         let _ = applied.send(revision);
@@ -102,7 +106,7 @@ pub async fn run_feed(
                         apply_event(&mut records, event, &mut tags);
                     }
                     revision = rev;
-                    publish(&shared, revision, &records);
+                    tags.extend(publish(&shared, revision, &records));
                     let _ = invalidations.send(tags);
                     let _ = applied.send(revision);
                 }
@@ -148,11 +152,21 @@ fn apply_event(
     }
 }
 
+/// Builds and swaps in the topology; returns the devices whose connection
+/// tracking turned on or off (their flows must be decided again).
 fn publish(
     shared: &SharedTopology,
     revision: nsdb::Revision,
     records: &HashMap<(Kind, Uuid), Record>,
-) {
+) -> Vec<Tag> {
     let list: Vec<Record> = records.values().cloned().collect();
-    shared.store(Topology::build(revision, &list));
+    let topology = Topology::build(revision, &list);
+    let before = shared.load();
+    let changed = before
+        .stateful
+        .symmetric_difference(&topology.stateful)
+        .map(|device| Tag::Device(*device))
+        .collect();
+    shared.store(topology);
+    changed
 }

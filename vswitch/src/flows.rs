@@ -145,6 +145,16 @@ impl FlowCache {
         removed
     }
 
+    /// When a flow carrying `tag` last served a packet.
+    pub fn last_used(&self, tag: &Tag) -> Option<u64> {
+        self.by_tag
+            .get(tag)?
+            .iter()
+            .filter_map(|key| self.flows.get(key))
+            .map(|flow| flow.last_used_ms)
+            .max()
+    }
+
     /// Removes flows unused for `idle_ms`; returns how many.
     pub fn expire(&mut self, now_ms: u64, idle_ms: u64) -> usize {
         let idle: Vec<FlowKey> = self

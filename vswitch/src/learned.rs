@@ -1,12 +1,13 @@
-//! What the datapath learns while forwarding: MACs behind bridge ports and
-//! ARP answers routers received. Entries age out; every change returns the
-//! tag whose flows it invalidates.
+//! What the datapath learns while forwarding: MACs behind bridge ports, ARP
+//! answers routers received, and the connections devices track. Entries
+//! age out; every change returns the tags whose flows it invalidates.
 
 use std::collections::HashMap;
 use std::net::Ipv4Addr;
 
 use uuid::Uuid;
 
+use crate::conntrack::{self, ConnEntry, ConnKey, ConnTable, Direction};
 use crate::engine::{Learned, Learning, Tag};
 use crate::snapshot::Mac;
 
@@ -25,12 +26,44 @@ pub const MAX_ENTRIES: usize = 65_536;
 pub struct LearnedTables {
     macs: HashMap<(Uuid, Mac), (Uuid, u64)>,
     arp: HashMap<(Uuid, Ipv4Addr), (Mac, u64)>,
+    conns: ConnTable,
+    conns_refused: u64,
+}
+
+/// The tags of flows that looked a connection up.
+pub fn conn_tags(entry: &ConnEntry) -> [Tag; 2] {
+    conntrack::keys_of(entry).map(|key| Tag::Conn(entry.zone, key))
 }
 
 impl LearnedTables {
-    /// Records a learning; returns the tag to invalidate when it changed
-    /// what the engine would decide.
-    pub fn learn(&mut self, learning: &Learning, now_ms: u64) -> Option<Tag> {
+    /// Records a learning; returns the tags to invalidate (what it changed
+    /// of what the engine would decide).
+    pub fn learn(&mut self, learning: &Learning, now_ms: u64) -> Vec<Tag> {
+        match *learning {
+            Learning::Conn(entry) => match self.conns.insert(entry, now_ms) {
+                Ok(replaced) => replaced
+                    .iter()
+                    .chain([entry].iter())
+                    .flat_map(conn_tags)
+                    .collect(),
+                Err(conntrack::TableFull) => {
+                    self.conns_refused += 1;
+                    Vec::new()
+                }
+            },
+            Learning::ConnSeen {
+                zone,
+                key,
+                tcp_flags,
+            } => {
+                self.conns.seen(zone, &key, tcp_flags, now_ms);
+                Vec::new()
+            }
+            _ => self.learn_address(learning, now_ms).into_iter().collect(),
+        }
+    }
+
+    fn learn_address(&mut self, learning: &Learning, now_ms: u64) -> Option<Tag> {
         match *learning {
             Learning::Mac { bridge, mac, port } => {
                 if self.macs.len() >= MAX_ENTRIES && !self.macs.contains_key(&(bridge, mac)) {
@@ -46,7 +79,32 @@ impl LearnedTables {
                 let previous = self.arp.insert((router, ip), (mac, now_ms));
                 (previous.map(|p| p.0) != Some(mac)).then_some(Tag::Arp(router, ip))
             }
+            Learning::Conn(_) | Learning::ConnSeen { .. } => None,
         }
+    }
+
+    /// Ages connections out; `last_used` tells when a cached flow carrying
+    /// a connection last forwarded a packet. Returns the tags to invalidate.
+    pub fn expire_conns(
+        &mut self,
+        now_ms: u64,
+        last_used: impl Fn(&ConnEntry) -> Option<u64>,
+    ) -> Vec<Tag> {
+        self.conns
+            .expire(now_ms, last_used)
+            .iter()
+            .flat_map(conn_tags)
+            .collect()
+    }
+
+    /// The connection table.
+    pub fn conns(&self) -> &ConnTable {
+        &self.conns
+    }
+
+    /// New connections not tracked because the table was full.
+    pub fn conns_refused(&self) -> u64 {
+        self.conns_refused
     }
 
     /// Forgets entries older than their age limits; returns their tags.
@@ -83,6 +141,10 @@ impl Learned for LearnedTables {
     fn arp(&self, router: Uuid, ip: Ipv4Addr) -> Option<Mac> {
         self.arp.get(&(router, ip)).map(|e| e.0)
     }
+
+    fn conn(&self, zone: Uuid, key: &ConnKey) -> Option<(Direction, ConnEntry)> {
+        self.conns.lookup(zone, key)
+    }
 }
 
 #[cfg(test)]
@@ -95,10 +157,9 @@ mod tests {
         let (bridge, port) = (Uuid::from_u128(1), Uuid::from_u128(2));
         let mac = [2, 0, 0, 0, 0, 1];
         let learn = Learning::Mac { bridge, mac, port };
-        assert_eq!(tables.learn(&learn, 0), Some(Tag::Mac(bridge, mac)));
-        assert_eq!(
-            tables.learn(&learn, 10),
-            None,
+        assert_eq!(tables.learn(&learn, 0), vec![Tag::Mac(bridge, mac)]);
+        assert!(
+            tables.learn(&learn, 10).is_empty(),
             "seeing it again changes nothing"
         );
         assert_eq!(tables.mac_port(bridge, mac), Some(port));
@@ -109,7 +170,7 @@ mod tests {
         };
         assert_eq!(
             tables.learn(&moved, 20),
-            Some(Tag::Mac(bridge, mac)),
+            vec![Tag::Mac(bridge, mac)],
             "a move invalidates"
         );
         assert_eq!(tables.expire(20 + MAC_AGE_MS), vec![Tag::Mac(bridge, mac)]);

@@ -3,6 +3,7 @@
 //! `wire` holds the zero-copy, allocation-free packet formats.
 
 pub mod agent;
+pub mod conntrack;
 pub mod datapath;
 pub mod engine;
 pub mod feed;

@@ -131,3 +131,68 @@ pub fn icmp_error(
         wire::emit_error(kind.wire(), offending, src_ip, buf).ok()
     })
 }
+
+/// The answer of a `reject` rule to the packet `packet` (received as
+/// `frame`): a TCP RST for TCP (RFC 9293 §3.10.7.1: the reset takes its
+/// sequence number from the segment's acknowledgment, or acknowledges the
+/// segment), an ICMP port unreachable from `icmp_source` otherwise. `None`
+/// for packets that get no answer (an RST, an ICMP error, a broadcast).
+pub fn reject(packet: &super::PacketInfo, frame: &[u8], icmp_source: Ipv4Addr) -> Option<Vec<u8>> {
+    let ip = packet.ipv4()?;
+    if ip.proto != 6 {
+        return framed(packet.eth_src, packet.eth_dst, EtherType::Ipv4, |buf| {
+            wire::emit_error(
+                IcmpErrorKind::PortUnreachable,
+                ip_payload(frame)?,
+                icmp_source,
+                buf,
+            )
+            .ok()
+        });
+    }
+    let datagram = wire::Ipv4Packet::new_checked(ip_payload(frame)?).ok()?;
+    let segment = wire::TcpPacket::new_checked(datagram.payload()).ok()?;
+    let flags = segment.flags();
+    if flags.contains(wire::TcpFlags::RST) || ip.dst.is_broadcast() || ip.dst.is_multicast() {
+        return None;
+    }
+    let (seq, ack, reply_flags) = if flags.contains(wire::TcpFlags::ACK) {
+        (segment.ack_number(), 0, wire::TcpFlags::RST)
+    } else {
+        let mut length = segment.payload().len() as u32;
+        if flags.contains(wire::TcpFlags::SYN) {
+            length += 1;
+        }
+        if flags.contains(wire::TcpFlags::FIN) {
+            length += 1;
+        }
+        (
+            0,
+            segment.seq_number().wrapping_add(length),
+            wire::TcpFlags::from_bits(wire::TcpFlags::RST.bits() | wire::TcpFlags::ACK.bits()),
+        )
+    };
+    framed(packet.eth_src, packet.eth_dst, EtherType::Ipv4, |buf| {
+        let repr = wire::Ipv4Repr {
+            src_addr: ip.dst,
+            dst_addr: ip.src,
+            protocol: wire::IpProtocol::Tcp,
+            ttl: wire::DEFAULT_TTL,
+            ident: 0,
+            dont_frag: true,
+            payload_len: wire::TCP_HEADER_LEN,
+        };
+        let total = repr.emit(buf).ok()?;
+        let mut tcp = wire::TcpPacket::new_unchecked(buf.get_mut(wire::IPV4_HEADER_LEN..total)?);
+        tcp.set_src_port(segment.dst_port());
+        tcp.set_dst_port(segment.src_port());
+        tcp.set_seq_number(seq);
+        tcp.set_ack_number(ack);
+        tcp.set_header_len(wire::TCP_HEADER_LEN);
+        tcp.set_flags(reply_flags);
+        tcp.set_window_len(0);
+        tcp.set_urgent_at(0);
+        tcp.fill_checksum(ip.dst, ip.src);
+        Some(total)
+    })
+}

@@ -17,18 +17,24 @@
 //! (replies), which are walked the same way from the port they leave by.
 
 mod bridge;
+mod chain;
 mod frames;
+mod nat;
 mod packet;
+mod rewrite;
 mod router;
 #[cfg(test)]
 mod tests;
+mod walk;
 
-pub use packet::{ArpInfo, ArpOp, IcmpKind, Ipv4Info, PacketInfo, L3};
+pub use packet::{ArpInfo, ArpOp, Fragment, IcmpKind, Ipv4Info, PacketInfo, L3};
+pub use rewrite::apply_rewrite;
 
 use std::net::Ipv4Addr;
 
 use uuid::Uuid;
 
+use crate::conntrack::{ConnEntry, ConnKey, Direction};
 use crate::snapshot::{Device, Mac, Topology};
 
 /// How many device hops one simulation may take before it is cut as a loop.
@@ -40,6 +46,12 @@ pub trait Learned {
     fn mac_port(&self, bridge: Uuid, mac: Mac) -> Option<Uuid>;
     /// The MAC that `ip` resolved to for `router`.
     fn arp(&self, router: Uuid, ip: Ipv4Addr) -> Option<Mac>;
+    /// The connection `key` belongs to in `zone` (a device), and which way
+    /// the packet travels.
+    fn conn(&self, zone: Uuid, key: &ConnKey) -> Option<(Direction, ConnEntry)> {
+        let _ = (zone, key);
+        None
+    }
 }
 
 /// Learned state with nothing in it.
@@ -73,12 +85,43 @@ pub struct Rewrite {
     pub eth_dst: Option<Mac>,
     /// How many routers decremented the TTL.
     pub ttl_decrement: u8,
+    /// New IPv4 source (NAT).
+    pub ip_src: Option<Ipv4Addr>,
+    /// New IPv4 destination (NAT).
+    pub ip_dst: Option<Ipv4Addr>,
+    /// New TCP/UDP source port, or ICMP echo identifier (NAT).
+    pub src_port: Option<u16>,
+    /// New TCP/UDP destination port, or ICMP echo identifier (NAT).
+    pub dst_port: Option<u16>,
 }
 
 impl Rewrite {
     /// True when the frame goes out unchanged.
     pub fn is_identity(&self) -> bool {
         *self == Rewrite::default()
+    }
+
+    /// The address and port translation part.
+    pub fn nat(&self) -> crate::wire::NatRewrite {
+        crate::wire::NatRewrite {
+            src: self.ip_src,
+            dst: self.ip_dst,
+            src_port: self.src_port,
+            dst_port: self.dst_port,
+        }
+    }
+
+    /// `self` followed by `then`.
+    pub fn then(self, then: Rewrite) -> Rewrite {
+        Rewrite {
+            eth_src: then.eth_src.or(self.eth_src),
+            eth_dst: then.eth_dst.or(self.eth_dst),
+            ttl_decrement: self.ttl_decrement.saturating_add(then.ttl_decrement),
+            ip_src: then.ip_src.or(self.ip_src),
+            ip_dst: then.ip_dst.or(self.ip_dst),
+            src_port: then.src_port.or(self.src_port),
+            dst_port: then.dst_port.or(self.dst_port),
+        }
     }
 }
 
@@ -136,6 +179,12 @@ pub enum DropReason {
     /// The source MAC or IP (or an ARP claim) is not among the ingress
     /// port's allowed addresses.
     Spoofed,
+    /// A rule dropped it.
+    RuleDrop,
+    /// A rule rejected it (TCP RST or ICMP unreachable was sent).
+    RuleReject,
+    /// NAT found no free address and port for a new connection.
+    NatExhausted,
 }
 
 impl DropReason {
@@ -158,6 +207,9 @@ impl DropReason {
             DropReason::ArpPending => "arp_pending",
             DropReason::NoPorts => "no_ports",
             DropReason::Spoofed => "spoofed",
+            DropReason::RuleDrop => "rule_drop",
+            DropReason::RuleReject => "rule_reject",
+            DropReason::NatExhausted => "nat_exhausted",
         }
     }
 }
@@ -175,6 +227,12 @@ pub enum Tag {
     Mac(Uuid, Mac),
     /// What a router knows about an IP's MAC (ARP changes it).
     Arp(Uuid, Ipv4Addr),
+    /// A chain's rules.
+    Chain(Uuid),
+    /// A port group's or IP address group's members.
+    Group(Uuid),
+    /// What a zone knows about a connection key (tracking changes it).
+    Conn(Uuid, ConnKey),
 }
 
 /// Something learned during the walk, for the datapath to record.
@@ -197,6 +255,17 @@ pub enum Learning {
         ip: Ipv4Addr,
         /// Its MAC.
         mac: Mac,
+    },
+    /// A new connection to track.
+    Conn(ConnEntry),
+    /// A packet changed a tracked connection's state (first reply, FIN, RST).
+    ConnSeen {
+        /// The zone.
+        zone: Uuid,
+        /// The packet's key at the zone.
+        key: ConnKey,
+        /// Its TCP SYN/FIN/RST bits.
+        tcp_flags: u8,
     },
 }
 
@@ -277,15 +346,6 @@ impl Simulation {
     }
 }
 
-/// A frame arriving at a port, with the rewrites accumulated so far.
-#[derive(Debug, Clone)]
-struct Arrival {
-    port: Uuid,
-    rewrite: Rewrite,
-    /// `Some` for a frame a device generated (walked like any other).
-    generated: Option<Vec<u8>>,
-}
-
 /// What a device decided for one arrival.
 pub(crate) enum Decision {
     /// Send out of these ports of the device, with these rewrites.
@@ -311,178 +371,5 @@ pub fn simulate<L: Learned + ?Sized>(
     ingress: Uuid,
     frame: &[u8],
 ) -> Simulation {
-    let mut sim = Simulation::default();
-    let mut pending = vec![Arrival {
-        port: ingress,
-        rewrite: Rewrite::default(),
-        generated: None,
-    }];
-    let mut hops = 0;
-    while let Some(arrival) = pending.pop() {
-        hops += 1;
-        if hops > MAX_DEVICES_TRAVERSED {
-            sim.drop(None, DropReason::TooManyDevices);
-            break;
-        }
-        let bytes = arrival.generated.as_deref().unwrap_or(frame);
-        let packet = match PacketInfo::parse(bytes) {
-            Ok(packet) => packet.with_rewrite(&arrival.rewrite),
-            Err(error) => {
-                sim.drop(None, DropReason::Malformed(error));
-                continue;
-            }
-        };
-        let Some(port) = topo.ports.get(&arrival.port) else {
-            sim.drop(None, DropReason::UnknownPort);
-            continue;
-        };
-        sim.tag(Tag::Port(port.id));
-        let device = port.device;
-        let (device_id, kind) = match device {
-            Device::Bridge(id) => (id, "bridge"),
-            Device::Router(id) => (id, "router"),
-        };
-        sim.tag(Tag::Device(device_id));
-        sim.step(
-            Some(device),
-            Some(port.id),
-            "ingress",
-            format!("{kind} {device_id} in port {}", port.id),
-        );
-        if arrival.generated.is_none() && port.peer.is_none() {
-            if let Some(violation) = spoofing(port, &packet) {
-                sim.step(Some(device), Some(port.id), "port_security", violation);
-                sim.drop(Some(device), DropReason::Spoofed);
-                continue;
-            }
-        }
-        let mut walk = Walk {
-            topo,
-            learned,
-            sim: &mut sim,
-        };
-        let decision = match device {
-            Device::Bridge(id) => bridge::process(&mut walk, id, port, &packet),
-            Device::Router(id) => router::process(&mut walk, id, port, &packet, bytes),
-        };
-        let leave =
-            |port: Uuid, rewrite: Rewrite, generated: Option<Vec<u8>>, sim: &mut Simulation| {
-                egress(topo, sim, device, port, rewrite, generated)
-            };
-        match decision {
-            Decision::Drop(reason) => sim.drop(Some(device), reason),
-            Decision::Forward(ports) => {
-                for (out, rewrite) in ports {
-                    let rewrite = merge(arrival.rewrite, rewrite);
-                    pending.extend(leave(out, rewrite, arrival.generated.clone(), &mut sim));
-                }
-            }
-            Decision::Emit(out, new_frame) => {
-                pending.extend(leave(out, Rewrite::default(), Some(new_frame), &mut sim));
-            }
-        }
-    }
-    sim
-}
-
-/// Anti-spoofing at an exterior port with allowed addresses: the source MAC
-/// must be allowed, and an IPv4 source or an ARP sender address must be
-/// allowed together with that MAC. `None` when the frame is fine.
-fn spoofing(port: &crate::snapshot::PortInfo, packet: &PacketInfo) -> Option<String> {
-    if port.allowed.is_empty() {
-        return None;
-    }
-    let mac = packet.eth_src;
-    if !port.allowed.iter().any(|(allowed, _)| *allowed == mac) {
-        return Some(format!(
-            "source MAC {} is not allowed on this port",
-            bridge::fmt_mac(&mac)
-        ));
-    }
-    let claimed = match &packet.l3 {
-        L3::Ipv4(ip) => Some(ip.src),
-        // An ARP probe (sender 0.0.0.0) claims nothing.
-        L3::Arp(arp) if !arp.sender_ip.is_unspecified() => {
-            if arp.sender_mac != mac {
-                return Some(format!(
-                    "ARP sender MAC {} differs from the frame's",
-                    bridge::fmt_mac(&arp.sender_mac)
-                ));
-            }
-            Some(arp.sender_ip)
-        }
-        _ => None,
-    };
-    match claimed {
-        Some(ip)
-            if !port
-                .allowed
-                .iter()
-                .any(|(m, net)| *m == mac && net.contains(&std::net::IpAddr::V4(ip))) =>
-        {
-            Some(format!(
-                "source address {ip} is not allowed with MAC {}",
-                bridge::fmt_mac(&mac)
-            ))
-        }
-        _ => None,
-    }
-}
-
-fn merge(before: Rewrite, now: Rewrite) -> Rewrite {
-    Rewrite {
-        eth_src: now.eth_src.or(before.eth_src),
-        eth_dst: now.eth_dst.or(before.eth_dst),
-        ttl_decrement: before.ttl_decrement.saturating_add(now.ttl_decrement),
-    }
-}
-
-/// A frame leaves `device` by `port`: to the peer's device (an arrival to
-/// walk next) or out of the virtual network (an output).
-fn egress(
-    topo: &Topology,
-    sim: &mut Simulation,
-    device: Device,
-    port: Uuid,
-    rewrite: Rewrite,
-    generated: Option<Vec<u8>>,
-) -> Option<Arrival> {
-    let info = topo.ports.get(&port)?;
-    sim.tag(Tag::Port(port));
-    if let Some(peer) = info.peer {
-        if !topo.ports.contains_key(&peer) {
-            sim.drop(Some(device), DropReason::DanglingLink);
-            return None;
-        }
-        sim.step(
-            Some(device),
-            Some(port),
-            "egress",
-            format!("out port {port} to linked port {peer}"),
-        );
-        return Some(Arrival {
-            port: peer,
-            rewrite,
-            generated,
-        });
-    }
-    let Some(host) = info.host else {
-        sim.drop(Some(device), DropReason::Unbound);
-        return None;
-    };
-    let egress = Egress {
-        host: Some(host),
-        port,
-    };
-    sim.step(
-        Some(device),
-        Some(port),
-        "output",
-        format!("out port {port} on host {host}"),
-    );
-    match generated {
-        Some(frame) => sim.generated.push(Generated { egress, frame }),
-        None => sim.outputs.push(Output { egress, rewrite }),
-    }
-    None
+    walk::run(topo, learned, ingress, frame)
 }

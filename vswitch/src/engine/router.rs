@@ -8,19 +8,20 @@ use uuid::Uuid;
 
 use super::bridge::fmt_mac;
 use super::packet::{ArpOp, IcmpKind, PacketInfo, L3};
+use super::rewrite::EntryFrame;
 use super::{frames, Decision, DropReason, Learned, Learning, Rewrite, Tag, Walk};
 use crate::snapshot::{Device, PortInfo};
 
 const BROADCAST: [u8; 6] = [0xff; 6];
 
-/// Decides what `router` does with `packet` (whose bytes are `frame`)
+/// Decides what `router` does with `packet` (which arrived as `frame`)
 /// arriving on `port`.
 pub(crate) fn process<L: Learned + ?Sized>(
     walk: &mut Walk<'_, L>,
     router: Uuid,
     port: &PortInfo,
     packet: &PacketInfo,
-    frame: &[u8],
+    frame: &EntryFrame,
 ) -> Decision {
     let device = Some(Device::Router(router));
     let Some(info) = walk.topo.routers.get(&router) else {
@@ -89,7 +90,7 @@ pub(crate) fn process<L: Learned + ?Sized>(
                     "icmp_echo",
                     format!("{} answers echo from {}", ip.dst, ip.src),
                 );
-                match frames::icmp_echo_reply(frame, port.mac, packet.eth_src) {
+                match frames::icmp_echo_reply(&frame.current(), port.mac, packet.eth_src) {
                     Some(reply) => Decision::Emit(port.id, reply),
                     None => Decision::Drop(DropReason::Unsupported(
                         "echo request that cannot be answered",
@@ -200,6 +201,7 @@ pub(crate) fn process<L: Learned + ?Sized>(
         eth_src: Some(out.mac),
         eth_dst: Some(next_mac),
         ttl_decrement: 1,
+        ..Rewrite::default()
     };
     walk.sim.step(
         device,
@@ -248,7 +250,7 @@ fn icmp_error<L: Learned + ?Sized>(
     router: Uuid,
     port: &PortInfo,
     packet: &PacketInfo,
-    frame: &[u8],
+    frame: &EntryFrame,
     kind: frames::IcmpError,
     reason: DropReason,
 ) -> Decision {
@@ -262,7 +264,13 @@ fn icmp_error<L: Learned + ?Sized>(
             return Decision::Drop(reason);
         }
     }
-    match frames::icmp_error(kind, frame, addr.addr(), port.mac, packet.eth_src) {
+    match frames::icmp_error(
+        kind,
+        &frame.current(),
+        addr.addr(),
+        port.mac,
+        packet.eth_src,
+    ) {
         Some(error) => {
             walk.sim.step(
                 Some(Device::Router(router)),

@@ -8,6 +8,9 @@ use nsdb::{Bridge, DeviceType, MacAddr, Port, Record, Route, RouteKind, Router};
 use uuid::Uuid;
 
 use super::*;
+
+#[path = "tests_policy.rs"]
+mod policy;
 use crate::snapshot::Topology;
 use crate::wire::{
     self, EtherType, EthernetAddress, Icmpv4Message, Icmpv4Packet, IpProtocol, Ipv4Repr,
@@ -336,7 +339,8 @@ fn router_forwards_between_bridges_rewriting_macs_and_ttl() {
         Rewrite {
             eth_src: Some(mac(0xb1)),
             eth_dst: Some(mac(0x03)),
-            ttl_decrement: 1
+            ttl_decrement: 1,
+            ..Rewrite::default()
         }
     );
     for tag in [
@@ -621,7 +625,8 @@ fn router_to_router_links_forward_in_both_directions() {
         Rewrite {
             eth_src: Some(mac(0xd3)),
             eth_dst: Some([0x02, 9, 9, 9, 9, 9]),
-            ttl_decrement: 2
+            ttl_decrement: 2,
+            ..Rewrite::default()
         }
     );
 

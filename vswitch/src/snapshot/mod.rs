@@ -7,11 +7,13 @@
 //! router's own addresses and routes) are precomputed here, once per
 //! topology change, instead of per packet.
 
+mod policy;
 mod routes;
 
+pub use policy::{ChainInfo, IpGroups, ProviderInfo};
 pub use routes::{RouteEntry, RouteTable};
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::net::{IpAddr, Ipv4Addr};
 
 use ipnet::{IpNet, Ipv4Net};
@@ -99,6 +101,16 @@ pub struct Topology {
     pub routers: HashMap<Uuid, RouterInfo>,
     /// Hosts by id: tunnel address and liveness.
     pub hosts: HashMap<Uuid, (IpAddr, bool)>,
+    /// Chains by id, with their rules in order.
+    pub chains: HashMap<Uuid, ChainInfo>,
+    /// Port group members, by group.
+    pub port_groups: HashMap<Uuid, HashSet<Uuid>>,
+    /// IP address group members, by group.
+    pub ip_groups: IpGroups,
+    /// Devices that track connections (their chains match on state or NAT).
+    pub stateful: HashSet<Uuid>,
+    /// The deployment's provider settings.
+    pub provider: Option<ProviderInfo>,
 }
 
 fn v4(net: IpNet) -> Option<Ipv4Net> {
@@ -140,6 +152,15 @@ impl Topology {
                 Record::Host(h) => {
                     topo.hosts.insert(h.id, (h.tunnel_ip, h.alive));
                 }
+                Record::Provider(p) => {
+                    topo.provider = Some(ProviderInfo {
+                        router: p.router_id,
+                        uplink_port: p.uplink_port_id,
+                        uplink_gateway: p.uplink_gateway,
+                        pod_cidr: p.pod_cidr,
+                        external_cidr: p.external_cidr,
+                    });
+                }
                 Record::Port(p) => {
                     let device = match p.device_type {
                         DeviceType::Bridge => Device::Bridge(p.device_id),
@@ -170,6 +191,7 @@ impl Topology {
         }
         topo.index_ports();
         topo.index_routes(records);
+        topo.index_policy(records);
         topo
     }
 

@@ -80,6 +80,7 @@ mod ethernet;
 mod frame;
 mod icmpv4;
 mod ipv4;
+mod nat;
 mod tcp;
 mod udp;
 mod vxlan;
@@ -106,6 +107,7 @@ pub use ipv4::{
     IpProtocol, Ipv4Packet, Ipv4Repr, DEFAULT_TTL, HEADER_LEN as IPV4_HEADER_LEN,
     MAX_HEADER_LEN as IPV4_MAX_HEADER_LEN,
 };
+pub use nat::{nat_icmp_error, nat_ipv4, NatRewrite};
 pub use tcp::{TcpFlags, TcpPacket, HEADER_LEN as TCP_HEADER_LEN};
 pub use udp::{UdpPacket, UdpRepr, HEADER_LEN as UDP_HEADER_LEN};
 pub use vxlan::{Vni, VxlanPacket, VxlanRepr, HEADER_LEN as VXLAN_HEADER_LEN, VXLAN_PORT};
