@@ -172,6 +172,18 @@ pub async fn fetch_records(client: &api::Client) -> anyhow::Result<Vec<nsdb::Rec
     records.extend(bridges.into_iter().map(Resource::into_record));
     let ports: Vec<nsdb::Port> = client.list("/v1/ports").await?;
     records.extend(ports.into_iter().map(Resource::into_record));
+    let chains: Vec<nsdb::Chain> = client.list("/v1/chains").await?;
+    for chain in &chains {
+        let rules: Vec<nsdb::Rule> = client
+            .list(&format!("/v1/chains/{}/rules", chain.id))
+            .await?;
+        records.extend(rules.into_iter().map(Resource::into_record));
+    }
+    records.extend(chains.into_iter().map(Resource::into_record));
+    let groups: Vec<nsdb::PortGroup> = client.list("/v1/port_groups").await?;
+    records.extend(groups.into_iter().map(Resource::into_record));
+    let groups: Vec<nsdb::IpAddressGroup> = client.list("/v1/ip_address_groups").await?;
+    records.extend(groups.into_iter().map(Resource::into_record));
     // Hosts are provider infrastructure: a tenant token cannot list them.
     match client.list::<nsdb::Host>("/v1/hosts").await {
         Ok(hosts) => records.extend(hosts.into_iter().map(Resource::into_record)),

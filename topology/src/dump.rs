@@ -26,6 +26,8 @@ impl Names {
                 Record::Host(h) => ("host", h.name.clone()),
                 Record::Chain(c) => ("chain", c.name.clone()),
                 Record::Port(p) => ("port", short(p.id)),
+                Record::PortGroup(g) => ("port group", g.name.clone()),
+                Record::IpAddressGroup(g) => ("address group", g.name.clone()),
                 _ => continue,
             };
             names.insert(record.id(), (kind.to_string(), name));
