@@ -51,9 +51,42 @@ pub fn insert(existing: &[Rule], rule: Rule) -> Result<Vec<Mutation>, NoRoom> {
     Ok(batch)
 }
 
-/// The batch that moves `rule` (one of `existing`) to `position`.
+/// Updates that move the run of rules ending at `position` up by one
+/// (toward the chain's start), into a gap or the slot `mover` leaves, so
+/// that a rule moving down lands after the rules it passes.
+fn close_behind(existing: &[Rule], position: u32, mover: &Rule) -> Vec<Mutation> {
+    let mut batch = Vec::new();
+    let mut at = position;
+    while at > mover.position {
+        let Some(occupant) = existing
+            .iter()
+            .find(|r| r.position == at && r.id != mover.id)
+        else {
+            break;
+        };
+        let mut shifted = occupant.clone();
+        shifted.position = at - 1;
+        batch.push(Mutation::Update {
+            record: Record::Rule(shifted),
+            expected_revision: Some(occupant.revision),
+        });
+        at -= 1;
+    }
+    batch
+}
+
+/// The batch that moves `rule` (one of `existing`) to `position`: the rule
+/// ends up at `position`, before the rules that were there when moving up
+/// and after the rules it passes when moving down.
 pub fn move_to(existing: &[Rule], rule: &Rule, position: u32) -> Result<Vec<Mutation>, NoRoom> {
-    let mut batch = open_slot(existing, position, Some(rule.id))?;
+    let mut batch = if position > rule.position {
+        close_behind(existing, position, rule)
+    } else {
+        Vec::new()
+    };
+    if batch.is_empty() {
+        batch = open_slot(existing, position, Some(rule.id))?;
+    }
     let mut moved = rule.clone();
     moved.position = position;
     batch.push(Mutation::Update {
@@ -115,5 +148,26 @@ mod tests {
             panic!("the move itself comes last")
         };
         assert_eq!((moved.id, moved.position), (existing[2].id, 1));
+    }
+
+    #[test]
+    fn moving_down_lands_after_the_rules_passed() {
+        let existing = rules(&[1, 2, 3, 5]);
+        let batch = move_to(&existing, &existing[0], 3).unwrap();
+        let positions: Vec<(Uuid, u32)> = batch
+            .iter()
+            .filter_map(|m| match m {
+                Mutation::Update {
+                    record: Record::Rule(r),
+                    ..
+                } => Some((r.id, r.position)),
+                _ => None,
+            })
+            .collect();
+        // 3 → 2, 2 → 1, then the mover takes 3; the rule at 5 stays.
+        assert_eq!(positions.len(), 3);
+        assert_eq!(positions[2], (existing[0].id, 3));
+        assert!(positions.contains(&(existing[1].id, 1)));
+        assert!(positions.contains(&(existing[2].id, 2)));
     }
 }

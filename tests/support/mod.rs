@@ -5,6 +5,7 @@ pub mod api;
 pub mod etcd;
 pub mod netns;
 pub mod plexus;
+pub mod world;
 
 use nsdb::{EmbeddedBackend, EtcdBackend, EtcdConfig, Nsdb};
 use std::sync::Arc;

@@ -15,6 +15,8 @@ use uuid::Uuid;
 use crate::datapath::{Datapath, PortCounters, PortHandle};
 use crate::feed::{run_feed, SharedTopology};
 use crate::io::{AfPacket, Port, Tap};
+use crate::snapshot::Topology;
+use crate::uplink::UplinkHost;
 
 /// How long a dead agent still looks alive.
 const LIVENESS_TTL: Duration = Duration::from_secs(10);
@@ -141,12 +143,37 @@ impl Agent {
 }
 
 /// Opens the interface of a bound port: the existing interface (a veth's
-/// host end) with AF_PACKET, or a new TAP device of that name.
-fn open_interface(name: &str) -> Result<Port, crate::io::PortError> {
+/// host end) with AF_PACKET, or a new TAP device of that name (then the
+/// second value is true).
+fn open_interface(name: &str) -> Result<(Port, bool), crate::io::PortError> {
     if Path::new("/sys/class/net").join(name).exists() {
-        Ok(AfPacket::open(name)?.into())
+        Ok((AfPacket::open(name)?.into(), false))
     } else {
-        Ok(Tap::open(name)?.into())
+        Ok((Tap::open(name)?.into(), true))
+    }
+}
+
+/// Keeps the host side of every uplink TAP this agent created as the
+/// topology says (address, routes to pods and floating IPs).
+fn sync_uplinks(topo: &Topology, uplinks: &mut HashMap<Uuid, (UplinkHost, Option<String>)>) {
+    for (id, (host_side, last_error)) in uplinks.iter_mut() {
+        let Some(plan) = crate::uplink::plan(topo, *id) else {
+            continue;
+        };
+        match host_side.apply(&plan) {
+            Ok(()) => {
+                if last_error.take().is_some() {
+                    tracing::info!(port = %id, "uplink host side configured");
+                }
+            }
+            Err(error) => {
+                let error = error.to_string();
+                if last_error.as_deref() != Some(error.as_str()) {
+                    tracing::warn!(port = %id, %error, "cannot configure the uplink's host side; retrying");
+                    *last_error = Some(error);
+                }
+            }
+        }
     }
 }
 
@@ -157,6 +184,7 @@ async fn reconcile_ports(
     mut applied: watch::Receiver<nsdb::Revision>,
 ) {
     let mut serving: HashMap<Uuid, (String, JoinHandle<()>)> = HashMap::new();
+    let mut uplinks: HashMap<Uuid, (UplinkHost, Option<String>)> = HashMap::new();
     loop {
         let topo = topology.load();
         let desired: HashMap<Uuid, String> = topo
@@ -168,6 +196,7 @@ async fn reconcile_ports(
             if !keep {
                 task.abort();
                 datapath.detach(*id);
+                uplinks.remove(id);
                 tracing::info!(port = %id, %ifname, "port detached");
             }
             keep
@@ -177,7 +206,10 @@ async fn reconcile_ports(
                 continue;
             }
             match open_interface(&ifname) {
-                Ok(io) => {
+                Ok((io, created_tap)) => {
+                    if created_tap {
+                        uplinks.insert(id, (UplinkHost::new(&ifname), Some(String::new())));
+                    }
                     let handle = Arc::new(PortHandle {
                         id,
                         io,
@@ -198,6 +230,7 @@ async fn reconcile_ports(
                 }
             }
         }
+        sync_uplinks(&topo, &mut uplinks);
         // Re-check on every NSDB change, and every second for interfaces
         // that appeared or failed.
         tokio::select! {

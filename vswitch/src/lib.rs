@@ -12,4 +12,5 @@ pub mod io;
 pub mod learned;
 pub mod probe;
 pub mod snapshot;
+pub mod uplink;
 pub mod wire;

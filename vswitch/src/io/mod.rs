@@ -28,6 +28,7 @@
 mod afpacket;
 mod batch;
 mod error;
+pub mod netlink;
 mod sys;
 mod tap;
 mod vnet;
