@@ -30,8 +30,9 @@ pub struct Deployment {
     pub client: api::Client,
     /// This deployment's host.
     pub host: Uuid,
-    /// The world namespace; its `host_if` is the uplink interface.
-    pub world: Pod,
+    /// The world namespace; its `host_if` is the uplink interface (none
+    /// when the uplink is a TAP in this namespace).
+    world: Option<Pod>,
 }
 
 /// A tenant with an initialised network.
@@ -80,7 +81,14 @@ impl Deployment {
             "100.64.0.2/24",
         ];
         args.extend_from_slice(extra);
-        let plexus = Plexus::start_with(&args).await;
+        let mut deployment = Deployment::around(Plexus::start_with(&args).await).await;
+        deployment.world = Some(world);
+        deployment
+    }
+
+    /// A deployment around a started `plexus serve` (whose uplink is
+    /// whatever its arguments said), once its provider router exists.
+    pub async fn around(plexus: Plexus) -> Deployment {
         let client = plexus.client();
         let host = plexus.host().await;
         let deadline = Instant::now() + Duration::from_secs(10);
@@ -99,8 +107,15 @@ impl Deployment {
             plexus,
             client,
             host,
-            world,
+            world: None,
         }
+    }
+
+    /// The world namespace behind the uplink.
+    pub fn world(&self) -> &Pod {
+        self.world
+            .as_ref()
+            .expect("this deployment has a world namespace")
     }
 
     /// A new tenant with its network initialised (default or given pod subnet).
@@ -147,11 +162,12 @@ impl Deployment {
             "set",
             &far.host_if,
             "netns",
-            &self.world.netns,
+            &self.world().netns,
         ]);
-        self.world
+        self.world()
             .exec(&["ip", "addr", "add", "198.51.100.1/24", "dev", &far.host_if]);
-        self.world.exec(&["ip", "link", "set", &far.host_if, "up"]);
+        self.world()
+            .exec(&["ip", "link", "set", &far.host_if, "up"]);
         far
     }
 }

@@ -262,6 +262,22 @@ impl<L: Learned + ?Sized> Run<'_, L> {
         }
     }
 
+    /// The tracked connection `key` belongs to in `zone`: one committed
+    /// earlier in this walk (an ICMP error a device generated about the
+    /// packet being walked), or one learned before.
+    fn conn(&self, zone: Uuid, key: &ConnKey) -> Option<(Direction, ConnEntry)> {
+        let committed = self.sim.learned.iter().find_map(|learning| match learning {
+            Learning::Conn(entry) if entry.zone == zone && entry.orig == *key => {
+                Some((Direction::Original, *entry))
+            }
+            Learning::Conn(entry) if entry.zone == zone && entry.reply == *key => {
+                Some((Direction::Reply, *entry))
+            }
+            _ => None,
+        });
+        committed.or_else(|| self.learned.conn(zone, key))
+    }
+
     /// Connection tracking on entry: the state, and the destination half of
     /// a tracked connection's translation.
     fn track_in(&mut self, device: Device, here: &mut Here) {
@@ -275,7 +291,7 @@ impl<L: Learned + ?Sized> Run<'_, L> {
         if let Some(quoted) = ip.icmp_quoted {
             let probe = quoted.reversed();
             self.sim.tag(Tag::Conn(zone, probe));
-            let Some((direction, conn)) = self.learned.conn(zone, &probe) else {
+            let Some((direction, conn)) = self.conn(zone, &probe) else {
                 here.tracked = Tracked::New;
                 self.sim.step(
                     Some(device),
@@ -301,7 +317,7 @@ impl<L: Learned + ?Sized> Run<'_, L> {
             return;
         };
         self.sim.tag(Tag::Conn(zone, key));
-        match self.learned.conn(zone, &key) {
+        match self.conn(zone, &key) {
             None => {
                 here.tracked = Tracked::New;
                 here.new_key = Some(key);
