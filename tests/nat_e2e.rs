@@ -48,17 +48,42 @@ async fn masquerade_hides_pods_behind_the_uplink_without_port_collisions() {
     let t1 = d.tenant(None).await;
     let t2 = d.tenant(None).await;
     let mut pods = Vec::new();
+    let mut ports = Vec::new();
     for (t, n) in [(&t1, 10), (&t1, 11), (&t2, 10)] {
-        let (pod, _) = d.pod(t, n).await;
+        let (pod, port) = d.pod(t, n).await;
         wait_ping(&pod, WORLD);
         pods.push(pod);
+        ports.push(port);
     }
+    let first_port = ports[0];
     let answer = tcp_probe(&pods[0], WORLD, 8080, 3.0, None);
     assert_eq!(
         peer_of(&answer).0,
         UPLINK.parse::<IpAddr>().unwrap(),
         "{answer}"
     );
+    // The trace shows both translations at the router that makes them.
+    let trace = std::process::Command::new(env!("CARGO_BIN_EXE_plexus"))
+        .args(["trace", "--api", &d.plexus.url, "--token", &d.plexus.token])
+        .args(["--port", &first_port.to_string(), "--dst-ip", WORLD])
+        .args(["--proto", "tcp", "--dport", "8080"])
+        .output()
+        .unwrap();
+    let trace = String::from_utf8_lossy(&trace.stdout);
+    println!("{trace}");
+    // (The trace has no learned ARP entries, so it stops where the provider
+    // router would resolve the world's MAC.)
+    for expected in [
+        "default-out rule 1",
+        "masquerade tcp 10.128.0.10:49152 → 100.64.0.1:8080 → tcp 169.254.0.2:49152",
+        "router provider",
+        "resolves 100.64.0.1",
+    ] {
+        assert!(
+            trace.contains(expected),
+            "missing '{expected}' in:\n{trace}"
+        );
+    }
 
     // Every pod opens 40 connections at once, the first of each from the
     // same source port 40000: all must get distinct translated ports.
