@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Benchmark: pod-to-pod TCP throughput (iperf3), ping RTT and 64-byte UDP
 # packet rate through Plexus and through a Linux bridge, between the same
-# kind of namespaces, in one run; prints each Plexus/bridge ratio.
+# kind of namespaces, in one run; prints each Plexus/bridge ratio, without
+# and with a stateful rule chain (conntrack) on both pods' ports.
 #   scripts/bench.sh [seconds per iperf3 run, default 10]
 # Needs root. Everything it creates is removed on exit.
 set -euo pipefail
@@ -54,7 +55,7 @@ pod_ns "${tag}ka" 10.77.0.1; pod_ns "${tag}kb" 10.77.0.2
 read -r k_tcp k_rtt k_udp < <(measure "${tag}ka" "${tag}kb")
 
 # --- Plexus: the same two namespaces on a Plexus bridge
-$P serve --data "$work/data" --listen 127.0.0.1:18499 --host-name "bench-$tag" >"$work/serve.log" 2>&1 &
+$P serve --data "$work/data" --listen 127.0.0.1:18499 --host-name "bench-$tag" --no-uplink >"$work/serve.log" 2>&1 &
 serve=$!
 for _ in $(seq 100); do curl -fs http://127.0.0.1:18499/healthz >/dev/null 2>&1 && break; sleep 0.1; done
 export PLEXUS_API=http://127.0.0.1:18499 PLEXUS_TOKEN
@@ -63,22 +64,34 @@ id() { python3 -c 'import sys,json; print(json.load(sys.stdin)["id"])'; }
 host=$($P raw GET /v1/hosts | python3 -c 'import sys,json; print(json.load(sys.stdin)["items"][0]["id"])')
 tenant=$($P raw POST /v1/tenants '{"name":"bench"}' | id)
 bridge=$($P raw POST /v1/bridges "{\"tenant_id\":\"$tenant\",\"name\":\"b\"}" | id)
+ports=()
 for p in a b; do
   ns="${tag}p$p"; ip netns add "$ns"
   ip link add "${tag}h$p" type veth peer name eth0 netns "$ns"; ip link set "${tag}h$p" up
   mac=$(ip netns exec "$ns" cat /sys/class/net/eth0/address)
   port=$($P raw POST "/v1/bridges/$bridge/ports" "{\"mac\":\"$mac\"}" | id)
   $P raw PUT "/v1/ports/$port/binding" "{\"host_id\":\"$host\",\"interface_name\":\"${tag}h$p\"}" >/dev/null
+  ports+=("$port")
 done
 pod_ns "${tag}pa" 10.77.0.1; pod_ns "${tag}pb" 10.77.0.2
 sleep 1
 read -r p_tcp p_rtt p_udp < <(measure "${tag}pa" "${tag}pb")
 
-python3 - "$k_tcp" "$k_rtt" "$k_udp" "$p_tcp" "$p_rtt" "$p_udp" <<'PY'
+# --- Plexus with a stateful chain on both ports (every packet tracked)
+chain=$($P raw POST /v1/chains "{\"tenant_id\":\"$tenant\",\"name\":\"stateful\"}" | id)
+$P raw POST "/v1/chains/$chain/rules" '{"position":1,"action":"accept","conn_state":["established","related"]}' >/dev/null
+$P raw POST "/v1/chains/$chain/rules" '{"position":2,"action":"accept","conn_state":["new"]}' >/dev/null
+for port in "${ports[@]}"; do
+  $P raw PATCH "/v1/ports/$port" "{\"outbound_chain_id\":\"$chain\"}" >/dev/null
+done
+sleep 1
+read -r c_tcp c_rtt c_udp < <(measure "${tag}pa" "${tag}pb")
+
+python3 - "$k_tcp" "$k_rtt" "$k_udp" "$p_tcp" "$p_rtt" "$p_udp" "$c_tcp" "$c_rtt" "$c_udp" <<'PY'
 import sys
-k_tcp, k_rtt, k_udp, p_tcp, p_rtt, p_udp = map(float, sys.argv[1:])
-print(f"{'metric':<22}{'linux bridge':>14}{'plexus':>12}{'plexus/bridge':>16}")
-print(f"{'TCP (Gbit/s)':<22}{k_tcp:>14.2f}{p_tcp:>12.2f}{p_tcp/k_tcp:>16.2f}")
-print(f"{'ping RTT (ms)':<22}{k_rtt:>14.3f}{p_rtt:>12.3f}{p_rtt/k_rtt:>16.2f}")
-print(f"{'UDP 64B (kpps)':<22}{k_udp:>14.1f}{p_udp:>12.1f}{p_udp/k_udp:>16.2f}")
+k_tcp, k_rtt, k_udp, p_tcp, p_rtt, p_udp, c_tcp, c_rtt, c_udp = map(float, sys.argv[1:])
+print(f"{'metric':<18}{'linux bridge':>13}{'plexus':>9}{'ratio':>8}{'plexus+conntrack':>18}{'ratio':>8}")
+print(f"{'TCP (Gbit/s)':<18}{k_tcp:>13.2f}{p_tcp:>9.2f}{p_tcp/k_tcp:>8.2f}{c_tcp:>18.2f}{c_tcp/k_tcp:>8.2f}")
+print(f"{'ping RTT (ms)':<18}{k_rtt:>13.3f}{p_rtt:>9.3f}{p_rtt/k_rtt:>8.2f}{c_rtt:>18.3f}{c_rtt/k_rtt:>8.2f}")
+print(f"{'UDP 64B (kpps)':<18}{k_udp:>13.1f}{p_udp:>9.1f}{p_udp/k_udp:>8.2f}{c_udp:>18.1f}{c_udp/k_udp:>8.2f}")
 PY

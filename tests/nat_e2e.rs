@@ -358,3 +358,48 @@ async fn the_host_reaches_pods_through_the_uplink_tap() {
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plexus_tenant_init_is_idempotent_and_show_reports_the_network() {
+    let d = Deployment::start().await;
+    let name = unique("cli");
+    let cli = |args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_plexus"))
+            .args(args)
+            .args(["--api", &d.plexus.url, "--token", &d.plexus.token])
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (ok, first, err) = cli(&["tenant", "init", &name, "--pod-cidr", "10.9.0.0/24"]);
+    assert!(ok, "{err}");
+    for expected in [
+        "router default",
+        "pods 10.9.0.0/24 gateway 10.9.0.1",
+        "provider link 169.254.0.2/30",
+    ] {
+        assert!(
+            first.contains(expected),
+            "missing '{expected}' in:\n{first}"
+        );
+    }
+    let (ok, again, _) = cli(&["tenant", "init", &name, "--pod-cidr", "10.9.0.0/24"]);
+    assert!(ok);
+    assert_eq!(again, first, "a second init answers the same network");
+    let (ok, shown, _) = cli(&["tenant", "show", &name]);
+    assert!(ok);
+    assert_eq!(shown, first);
+    let (ok, _, err) = cli(&["tenant", "show", "no-such-tenant"]);
+    assert!(!ok && err.contains("no tenant named"), "{err}");
+    // A pod on the new network reaches the world.
+    let tenants: Vec<nsdb::Tenant> = d.client.list("/v1/tenants").await.unwrap();
+    let id = tenants.iter().find(|t| t.name == name).unwrap().id;
+    let net = d.client.tenant_network(id).await.unwrap().unwrap();
+    let t = support::world::Tenant { id, net };
+    let (pod, _) = d.pod(&t, 10).await;
+    wait_ping(&pod, WORLD);
+}
