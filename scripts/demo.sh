@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # The Plexus demo: with `plexus serve` running (PLEXUS_API, PLEXUS_TOKEN set),
 # create a tenant with a router and two bridges, put three namespace "pods"
-# on them, and show that they ping each other across the router.
+# on them, and show that they ping each other across the router; then
+# initialise a second tenant's network in one step (`plexus tenant init`),
+# and show its pod reaching the host through the provider uplink (masqueraded)
+# and the host reaching the pod directly.
 # Everything it creates (namespaces, veths) is removed on exit.
 set -euo pipefail
 P=${PLEXUS_BIN:-target/release/plexus}
@@ -57,3 +60,21 @@ for target in 10.0.1.11 10.0.1.1 10.0.2.10; do
 done
 echo
 $P trace --port "$port_a" --dst-ip 10.0.2.10
+
+# A tenant network in one step: router linked to the provider router,
+# masquerade, default bridge and pod subnet.
+echo
+init_out=$($P tenant init "demo-$tag-net")
+echo "$init_out"
+net=$(echo "$init_out" | sed -n '1s/.*(\(.*\))$/\1/p')
+read -r nbridge ngw ncidr < <($P raw GET "/v1/tenants/$net/network" | python3 -c 'import sys,json; n=json.load(sys.stdin); print(n["bridge"]["id"], n["gateway"], n["pod_cidr"])')
+naddr=$(python3 -c "import ipaddress,sys; n=ipaddress.ip_network('$ncidr'); print(f'{n[10]}/{n.prefixlen}')")
+pod d "$nbridge" "$naddr" "$ngw"
+uplink_gw=$($P raw GET /v1/provider | python3 -c 'import sys,json; print(json.load(sys.stdin).get("uplink_gateway") or "")')
+sleep 1
+if [ -n "$uplink_gw" ]; then
+  echo "== pod d (${naddr%/*}, tenant demo-$tag-net) pings the host at $uplink_gw through the provider uplink"
+  ip netns exec "${pods[3]}" ping -n -c 3 -i 0.2 -W 1 "$uplink_gw" | tail -n 2
+  echo "== the host pings pod d directly"
+  ping -n -c 3 -i 0.2 -W 1 "${naddr%/*}" | tail -n 2
+fi
