@@ -4,10 +4,12 @@
 mod constraints;
 mod records;
 mod rule;
+mod rule_values;
 
 pub use constraints::{key_segment, Reference, UniqueKey, Violation};
 pub use records::*;
 pub use rule::*;
+pub use rule_values::*;
 
 use serde::{Deserialize, Serialize};
 use std::fmt;
