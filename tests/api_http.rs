@@ -61,7 +61,8 @@ async fn tenants_crud(s: &TestServer) {
     );
 }
 
-/// Routers and bridges have the same shape.
+/// Routers and bridges have the same shape (bridges also have a flood
+/// tunnel key).
 async fn device_crud(s: &TestServer, collection: &str) {
     let t = tenant(s, "acme").await;
     let t2 = tenant(s, "globex").await;
@@ -73,18 +74,24 @@ async fn device_crud(s: &TestServer, collection: &str) {
         json!({ "tenant_id": t, "name": "edge" }),
     )
     .await;
-    assert_members(
-        &plain,
-        &[
-            "id",
-            "revision",
-            "tenant_id",
-            "name",
-            "admin_state_up",
-            "inbound_chain_id",
-            "outbound_chain_id",
-        ],
-    );
+    let mut members = vec![
+        "id",
+        "revision",
+        "tenant_id",
+        "name",
+        "admin_state_up",
+        "inbound_chain_id",
+        "outbound_chain_id",
+    ];
+    if collection == "bridges" {
+        members.push("tunnel_key");
+        let key = plain["tunnel_key"].as_u64().unwrap_or(0);
+        assert!(
+            (1..=u64::from(nsdb::MAX_TUNNEL_KEY)).contains(&key),
+            "a bridge gets a tunnel key: {plain}"
+        );
+    }
+    assert_members(&plain, &members);
     assert_eq!(
         plain["admin_state_up"], true,
         "admin_state_up defaults to up"
@@ -215,6 +222,7 @@ const PORT_MEMBERS: &[&str] = &[
     "outbound_chain_id",
     "allowed_addresses",
     "tunnel_key",
+    "vtep",
 ];
 
 async fn ports_crud(s: &TestServer) {

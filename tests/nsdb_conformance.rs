@@ -43,6 +43,7 @@ fn bridge(tenant: Uuid, name: &str) -> Bridge {
         admin_state_up: true,
         inbound_chain_id: None,
         outbound_chain_id: None,
+        tunnel_key: 0,
     }
 }
 
@@ -61,6 +62,7 @@ fn bridge_port(bridge: Uuid) -> Port {
         outbound_chain_id: None,
         allowed_addresses: Vec::new(),
         tunnel_key: 0,
+        vtep: None,
     }
 }
 

@@ -69,7 +69,13 @@ api_resource!(
 api_resource!(
     nsdb::Bridge,
     "bridges",
-    fixed = [("tenant_id", "an object cannot move to another tenant")]
+    fixed = [
+        ("tenant_id", "an object cannot move to another tenant"),
+        (
+            "tunnel_key",
+            "the tunnel key is fixed for the bridge's lifetime"
+        ),
+    ]
 );
 api_resource!(
     nsdb::Port,

@@ -354,6 +354,7 @@ mod tests {
             outbound_chain_id: None,
             allowed_addresses: Vec::new(),
             tunnel_key: n as u32,
+            vtep: None,
         }
     }
 
@@ -381,6 +382,7 @@ mod tests {
             admin_state_up: false,
             inbound_chain_id: None,
             outbound_chain_id: None,
+            tunnel_key: 0,
         };
         let host = Host {
             id: id(4),

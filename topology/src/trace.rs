@@ -174,6 +174,7 @@ mod tests {
             outbound_chain_id: None,
             allowed_addresses: Vec::new(),
             tunnel_key: n as u32,
+            vtep: None,
         }
     }
 
@@ -194,6 +195,7 @@ mod tests {
                 admin_state_up: true,
                 inbound_chain_id: None,
                 outbound_chain_id: None,
+                tunnel_key: 0,
             }),
             Record::Host(Host {
                 id: id(3),

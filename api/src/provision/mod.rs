@@ -58,6 +58,7 @@ fn new_port(device_id: Uuid, device_type: DeviceType, address: Option<Ipv4Net>) 
         outbound_chain_id: None,
         allowed_addresses: Vec::new(),
         tunnel_key: 0,
+        vtep: None,
     }
 }
 

@@ -150,6 +150,7 @@ async fn plan(
         admin_state_up: true,
         inbound_chain_id: None,
         outbound_chain_id: None,
+        tunnel_key: 0,
     };
     let (link, provider_port) = linked(
         new_port(

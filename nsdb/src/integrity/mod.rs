@@ -205,7 +205,7 @@ async fn prepare(tx: &mut Tx, t: &mut Touched) -> Result<(), NsdbError> {
             if p.tunnel_key == 0 {
                 p.tunnel_key = match old {
                     Some(Record::Port(o)) => o.tunnel_key,
-                    _ => allocate_tunnel_key(tx, id).await?,
+                    _ => allocate_tunnel_key(tx, kind, id).await?,
                 };
             }
             if let Some(Record::Port(o)) = old {
@@ -213,6 +213,12 @@ async fn prepare(tx: &mut Tx, t: &mut Touched) -> Result<(), NsdbError> {
                     return Err(invalid(kind, id, "device_id", "is immutable"));
                 }
             }
+        }
+        (Record::Bridge(b), old) if b.tunnel_key == 0 => {
+            b.tunnel_key = match old {
+                Some(Record::Bridge(o)) => o.tunnel_key,
+                _ => allocate_tunnel_key(tx, kind, id).await?,
+            };
         }
         (Record::Host(h), _) => h.alive = false,
         (Record::IpPool(p), old) => {
@@ -251,9 +257,9 @@ async fn prepare(tx: &mut Tx, t: &mut Touched) -> Result<(), NsdbError> {
 
 /// Picks an unused tunnel key at random: no shared counter for concurrent
 /// port creations to fight over; the unique index settles collisions.
-async fn allocate_tunnel_key(tx: &mut Tx, port: Uuid) -> Result<u32, NsdbError> {
+async fn allocate_tunnel_key(tx: &mut Tx, kind: Kind, id: Uuid) -> Result<u32, NsdbError> {
     for _ in 0..32 {
-        let candidate = rand::random_range(1..=0x00ff_ffffu32);
+        let candidate = rand::random_range(1..=crate::model::MAX_TUNNEL_KEY);
         if tx
             .get(&format!("uniq/tunnel_key/{candidate}"))
             .await?
@@ -262,12 +268,7 @@ async fn allocate_tunnel_key(tx: &mut Tx, port: Uuid) -> Result<u32, NsdbError> 
             return Ok(candidate);
         }
     }
-    Err(invalid(
-        Kind::Port,
-        port,
-        "tunnel_key",
-        "no free tunnel key found",
-    ))
+    Err(invalid(kind, id, "tunnel_key", "no free tunnel key found"))
 }
 
 async fn write_unique_keys(tx: &mut Tx, touched: &[Touched]) -> Result<(), NsdbError> {

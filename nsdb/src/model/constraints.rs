@@ -209,7 +209,10 @@ impl Record {
         match self {
             Record::Tenant(t) => vec![name_key("tenant", "all", &t.name)],
             Record::Router(r) => vec![name_key("router", &r.tenant_id.to_string(), &r.name)],
-            Record::Bridge(b) => vec![name_key("bridge", &b.tenant_id.to_string(), &b.name)],
+            Record::Bridge(b) => vec![
+                name_key("bridge", &b.tenant_id.to_string(), &b.name),
+                tunnel_key_of(b.tunnel_key),
+            ],
             Record::Chain(c) => vec![name_key("chain", &c.tenant_id.to_string(), &c.name)],
             Record::PortGroup(g) => vec![name_key("port_group", &g.tenant_id.to_string(), &g.name)],
             Record::IpAddressGroup(g) => {
@@ -228,11 +231,7 @@ impl Record {
                         key: format!("uniq/mac/{}/{}", p.device_id, p.mac),
                         value: p.mac.to_string(),
                     },
-                    UniqueKey {
-                        constraint: "tunnel key",
-                        key: format!("uniq/tunnel_key/{}", p.tunnel_key),
-                        value: p.tunnel_key.to_string(),
-                    },
+                    tunnel_key_of(p.tunnel_key),
                 ];
                 if let (Some(host), Some(ifname)) = (p.host_id, &p.interface_name) {
                     keys.push(UniqueKey {
@@ -274,7 +273,10 @@ impl Record {
         match self {
             Record::Tenant(t) => check_name(&t.name),
             Record::Router(r) => check_name(&r.name),
-            Record::Bridge(b) => check_name(&b.name),
+            Record::Bridge(b) => {
+                check_name(&b.name)?;
+                check_tunnel_key(b.tunnel_key)
+            }
             Record::Chain(c) => check_name(&c.name),
             Record::PortGroup(g) => check_name(&g.name),
             Record::IpAddressGroup(g) => check_name(&g.name),
@@ -386,13 +388,46 @@ fn validate_port(p: &super::Port) -> Result<(), Violation> {
         }
         (None, None) => {}
     }
-    if p.tunnel_key == 0 || p.tunnel_key > 0x00ff_ffff {
+    if let Some(vtep) = &p.vtep {
+        if p.device_type != DeviceType::Bridge {
+            return Err(("vtep", "only bridge ports reach a VTEP".into()));
+        }
+        if vtep.vni == 0 || vtep.vni > 0x00ff_ffff {
+            return Err(("vtep", format!("vni {} is outside 1..=16777215", vtep.vni)));
+        }
+        if vtep.remote_ip.is_unspecified() || vtep.remote_ip.is_multicast() {
+            return Err((
+                "vtep",
+                format!("{} is not a unicast endpoint address", vtep.remote_ip),
+            ));
+        }
+        if vtep.remote_port == 0 {
+            return Err(("vtep", "remote_port 0 is not a port".into()));
+        }
+    }
+    check_tunnel_key(p.tunnel_key)
+}
+
+/// The largest tunnel key a port or bridge may hold: the keys above it are
+/// reserved for Plexus's own control traffic on the tunnel.
+pub const MAX_TUNNEL_KEY: u32 = 0x00ff_feff;
+
+fn check_tunnel_key(key: u32) -> Result<(), Violation> {
+    if key == 0 || key > MAX_TUNNEL_KEY {
         return Err((
             "tunnel_key",
-            format!("{} is outside 1..=16777215", p.tunnel_key),
+            format!("{key} is outside 1..={MAX_TUNNEL_KEY}"),
         ));
     }
     Ok(())
+}
+
+fn tunnel_key_of(key: u32) -> UniqueKey {
+    UniqueKey {
+        constraint: "tunnel key",
+        key: format!("uniq/tunnel_key/{key}"),
+        value: key.to_string(),
+    }
 }
 
 fn validate_route(r: &super::Route) -> Result<(), Violation> {

@@ -6,7 +6,7 @@ mod records;
 mod rule;
 mod rule_values;
 
-pub use constraints::{key_segment, Reference, UniqueKey, Violation};
+pub use constraints::{key_segment, Reference, UniqueKey, Violation, MAX_TUNNEL_KEY};
 pub use records::*;
 pub use rule::*;
 pub use rule_values::*;

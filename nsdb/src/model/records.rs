@@ -93,6 +93,10 @@ pub struct Bridge {
     /// Chain applied to packets leaving the bridge.
     #[serde(default)]
     pub outbound_chain_id: Option<Uuid>,
+    /// Deployment-wide unique key (the VNI of frames flooded to every port
+    /// of the bridge on one host); 0 on create means "allocate one".
+    #[serde(default)]
+    pub tunnel_key: u32,
 }
 
 /// The kind of device a port belongs to.
@@ -156,6 +160,28 @@ pub struct Port {
     /// 0 on create means "allocate one".
     #[serde(default)]
     pub tunnel_key: u32,
+    /// Bridge ports only: the port extends the bridge to an external VXLAN
+    /// tunnel endpoint (served by the agent of the host it is bound on).
+    #[serde(default)]
+    pub vtep: Option<VtepEndpoint>,
+}
+
+/// An external VXLAN tunnel endpoint a bridge port reaches (a standard
+/// VXLAN device, e.g. Linux's `vxlan`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct VtepEndpoint {
+    /// The VNI the endpoint uses for this segment.
+    pub vni: u32,
+    /// The endpoint's address.
+    pub remote_ip: IpAddr,
+    /// The endpoint's UDP port (default 4789).
+    #[serde(default = "default_vxlan_port")]
+    pub remote_port: u16,
+}
+
+fn default_vxlan_port() -> u16 {
+    4789
 }
 
 /// What a route does with matching packets.
