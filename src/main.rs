@@ -118,6 +118,12 @@ struct HostArgs {
     /// The address other hosts send tunnelled traffic to.
     #[arg(long, env = "PLEXUS_TUNNEL_IP", default_value = "127.0.0.1")]
     tunnel_ip: std::net::IpAddr,
+    /// The UDP port of agent-to-agent VXLAN (the same on every host).
+    #[arg(long, env = "PLEXUS_TUNNEL_PORT", default_value_t = vswitch::tunnel::DEFAULT_PORT)]
+    tunnel_port: u16,
+    /// The underlay's MTU; frames crossing hosts carry at most this minus 50 bytes of IP.
+    #[arg(long, env = "PLEXUS_UNDERLAY_MTU", default_value_t = vswitch::tunnel::DEFAULT_UNDERLAY_MTU)]
+    underlay_mtu: usize,
 }
 
 impl HostArgs {
@@ -132,6 +138,10 @@ impl HostArgs {
         Ok(vswitch::agent::AgentConfig {
             host_name,
             tunnel_ip: self.tunnel_ip,
+            tunnel: vswitch::tunnel::TunnelConfig {
+                port: self.tunnel_port,
+                underlay_mtu: self.underlay_mtu,
+            },
         })
     }
 }

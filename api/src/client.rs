@@ -238,6 +238,12 @@ impl Client {
         .await
     }
 
+    /// Removes a port's binding (`DELETE /v1/ports/{id}/binding`).
+    pub async fn unbind(&self, port: Uuid) -> Result<(), ApiError> {
+        self.delete(&format!("/v1/ports/{port}/binding"), None)
+            .await
+    }
+
     /// Adds a route to a router.
     pub async fn create_route(&self, router: Uuid, route: Value) -> Result<Route, ApiError> {
         self.post(&format!("/v1/routers/{router}/routes"), &route)

@@ -14,9 +14,11 @@ use uuid::Uuid;
 
 use crate::datapath::{Datapath, PortCounters, PortHandle};
 use crate::feed::{run_feed, SharedTopology};
-use crate::io::{AfPacket, Port, Tap};
+use crate::io::{AfPacket, Port, Tap, VtepPort};
 use crate::snapshot::Topology;
+use crate::tunnel::{serve_tunnel, Tunnel, TunnelConfig};
 use crate::uplink::UplinkHost;
+use crate::wire::Vni;
 
 /// How long a dead agent still looks alive.
 const LIVENESS_TTL: Duration = Duration::from_secs(10);
@@ -28,6 +30,8 @@ pub struct AgentConfig {
     pub host_name: String,
     /// The address other hosts tunnel to.
     pub tunnel_ip: IpAddr,
+    /// The tunnel's UDP port and underlay MTU.
+    pub tunnel: TunnelConfig,
 }
 
 /// A running agent; dropping it stops everything it started.
@@ -90,6 +94,23 @@ impl Agent {
             invalidate_tx,
             applied_tx,
         ))];
+        match Tunnel::bind(config.tunnel_ip, config.tunnel) {
+            Ok(tunnel) => {
+                let tunnel = Arc::new(tunnel);
+                datapath.set_tunnel(tunnel.clone());
+                let dp = datapath.clone();
+                tasks.push(tokio::spawn(async move {
+                    if let Err(error) = serve_tunnel(dp, tunnel).await {
+                        tracing::error!(%error, "the tunnel socket failed; other hosts are unreachable");
+                    }
+                }));
+                tracing::info!(ip = %config.tunnel_ip, port = config.tunnel.port, "tunnel listening");
+            }
+            Err(error) => tracing::warn!(
+                %error,
+                "cannot open the tunnel; ports on other hosts are unreachable from this one"
+            ),
+        }
         let dp = datapath.clone();
         tasks.push(tokio::spawn(async move {
             while let Some(tags) = invalidate_rx.recv().await {
@@ -142,10 +163,33 @@ impl Agent {
     }
 }
 
-/// Opens the interface of a bound port: the existing interface (a veth's
+/// Opens the interface of a bound port: a VTEP port reaches its endpoint
+/// through the tunnel socket; otherwise the existing interface (a veth's
 /// host end) with AF_PACKET, or a new TAP device of that name (then the
 /// second value is true).
-fn open_interface(name: &str) -> Result<(Port, bool), crate::io::PortError> {
+fn open_interface(
+    datapath: &Datapath,
+    topo: &Topology,
+    port: Uuid,
+    name: &str,
+) -> Result<(Port, bool), crate::io::PortError> {
+    if let Some(endpoint) = topo.tunnel.vteps.get(&port) {
+        let unavailable = |why: &str| {
+            crate::io::PortError::from_os(
+                name,
+                "reaching the VTEP",
+                std::io::Error::other(why.to_string()),
+            )
+        };
+        let tunnel = datapath
+            .tunnel()
+            .ok_or_else(|| unavailable("this agent has no tunnel socket"))?;
+        let vni = Vni::new(endpoint.vni).ok_or_else(|| unavailable("VNI out of range"))?;
+        let remote = std::net::SocketAddr::new(endpoint.remote_ip, endpoint.remote_port);
+        let max_ip_len = tunnel.config().max_ip_len();
+        let vtep = VtepPort::new(name, tunnel.socket().clone(), remote, vni, max_ip_len);
+        return Ok((Port::Vtep(vtep), false));
+    }
     if Path::new("/sys/class/net").join(name).exists() {
         Ok((AfPacket::open(name)?.into(), false))
     } else {
@@ -205,7 +249,7 @@ async fn reconcile_ports(
             if serving.contains_key(&id) {
                 continue;
             }
-            match open_interface(&ifname) {
+            match open_interface(&datapath, &topo, id, &ifname) {
                 Ok((io, created_tap)) => {
                     if created_tap {
                         uplinks.insert(id, (UplinkHost::new(&ifname), Some(String::new())));

@@ -49,9 +49,9 @@ impl ConnKey {
         }
     }
 
-    const LEN: usize = 13;
+    pub(crate) const LEN: usize = 13;
 
-    fn write(&self, out: &mut [u8]) {
+    pub(crate) fn write(&self, out: &mut [u8]) {
         out[0] = self.proto;
         out[1..5].copy_from_slice(&self.src.octets());
         out[5..9].copy_from_slice(&self.dst.octets());
@@ -59,7 +59,7 @@ impl ConnKey {
         out[11..13].copy_from_slice(&self.dport.to_be_bytes());
     }
 
-    fn read(bytes: &[u8]) -> ConnKey {
+    pub(crate) fn read(bytes: &[u8]) -> ConnKey {
         let addr =
             |at: usize| Ipv4Addr::new(bytes[at], bytes[at + 1], bytes[at + 2], bytes[at + 3]);
         ConnKey {

@@ -12,5 +12,6 @@ pub mod io;
 pub mod learned;
 pub mod probe;
 pub mod snapshot;
+pub mod tunnel;
 pub mod uplink;
 pub mod wire;

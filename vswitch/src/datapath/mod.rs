@@ -9,18 +9,23 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use std::time::Instant;
 
 use uuid::Uuid;
 
 use crate::engine::{
-    self, apply_rewrite, DropReason, Generated, Output, PacketInfo, Simulation, Tag,
+    self, apply_rewrite, DropReason, Egress, Generated, Learning, Output, PacketInfo, Simulation,
+    Tag,
 };
 use crate::feed::SharedTopology;
 use crate::flows::{FlowCache, FlowKey, FlowStats};
-use crate::io::{Port, PortIo, RxBatch, VnetHeader};
+use crate::io::{Datagrams, Port, PortIo, RxBatch, VnetHeader};
 use crate::learned::LearnedTables;
+use crate::snapshot::Topology;
+use crate::tunnel::Tunnel;
+
+mod remote;
 
 /// Frames held per unresolved next hop, and how long they wait.
 const HELD_PER_NEXT_HOP: usize = 16;
@@ -71,6 +76,7 @@ pub struct Datapath {
     ports: RwLock<HashMap<Uuid, Arc<PortHandle>>>,
     drops: Mutex<HashMap<&'static str, u64>>,
     started: Instant,
+    tunnel: OnceLock<Arc<Tunnel>>,
 }
 
 /// Per-task scratch space, reused across batches so the hot path does not allocate.
@@ -79,6 +85,8 @@ pub struct Scratch {
     outputs: Vec<Output>,
     sends: HashMap<Uuid, Vec<usize>>,
     generated: Vec<Generated>,
+    remote: Vec<Egress>,
+    datagrams: Datagrams,
 }
 
 impl Datapath {
@@ -91,6 +99,40 @@ impl Datapath {
             ports: RwLock::default(),
             drops: Mutex::default(),
             started: Instant::now(),
+            tunnel: OnceLock::new(),
+        }
+    }
+
+    /// Sends frames for other hosts' ports through `tunnel` from now on
+    /// (without one they are dropped and counted).
+    pub fn set_tunnel(&self, tunnel: Arc<Tunnel>) {
+        let _ = self.tunnel.set(tunnel);
+    }
+
+    /// The tunnel, once set.
+    pub fn tunnel(&self) -> Option<&Arc<Tunnel>> {
+        self.tunnel.get()
+    }
+
+    /// The topology in force.
+    pub fn topology(&self) -> Arc<Topology> {
+        self.topology.load()
+    }
+
+    /// Counts a drop under `reason` (see `plexus_datapath_drops_total`).
+    pub fn count(&self, reason: &'static str) {
+        let mut drops = self.drops.lock().unwrap_or_else(|p| p.into_inner());
+        *drops.entry(reason).or_default() += 1;
+    }
+
+    /// Records what another host's simulations learned (shipped over the
+    /// tunnel), invalidating the flows it changes.
+    pub fn import(&self, learnings: &[Learning]) {
+        let now = self.now_ms();
+        let mut state = self.state();
+        for learning in learnings {
+            let tags = state.learned.learn(learning, now);
+            state.flows.invalidate(&tags);
         }
     }
 
@@ -110,8 +152,7 @@ impl Datapath {
     }
 
     fn count_drop(&self, reason: &DropReason) {
-        let mut drops = self.drops.lock().unwrap_or_else(|p| p.into_inner());
-        *drops.entry(reason.name()).or_default() += 1;
+        self.count(reason.name());
     }
 
     /// The handle of a bound port.
@@ -201,6 +242,7 @@ impl Datapath {
         for sends in scratch.sends.values_mut() {
             sends.clear();
         }
+        scratch.datagrams.clear();
         port.counters
             .rx
             .fetch_add(rx.len() as u64, Ordering::Relaxed);
@@ -232,6 +274,9 @@ impl Datapath {
                 port.counters.drops.fetch_add(1, Ordering::Relaxed);
                 continue;
             }
+            if self.refuse_oversize(port.id, &info, rx.vnet(i), rx.frame(i), scratch) {
+                continue;
+            }
             let first = scratch.outputs[0].rewrite;
             // Outputs rewritten differently from the first get copies of the
             // frame as received, before it is rewritten in place (rare: the
@@ -250,8 +295,23 @@ impl Datapath {
                 port.counters.drops.fetch_add(1, Ordering::Relaxed);
                 continue;
             }
+            scratch.remote.clear();
             for output in scratch.outputs.iter().filter(|o| o.rewrite == first) {
-                scratch.sends.entry(output.egress.port).or_default().push(i);
+                if output.egress.host == Some(self.host) {
+                    scratch.sends.entry(output.egress.port).or_default().push(i);
+                } else {
+                    scratch.remote.push(output.egress);
+                }
+            }
+            if !scratch.remote.is_empty() {
+                let vnet = rx.vnet(i);
+                self.queue_remote(
+                    &topology,
+                    &mut scratch.remote,
+                    &vnet,
+                    rx.frame(i),
+                    &mut scratch.datagrams,
+                );
             }
         }
         for (egress, indexes) in scratch.sends.iter().filter(|(_, v)| !v.is_empty()) {
@@ -271,8 +331,21 @@ impl Datapath {
             }
         }
         for generated in scratch.generated.drain(..) {
-            self.send_generated(&generated);
+            if generated.egress.host == Some(self.host) {
+                self.send_generated(&generated);
+            } else {
+                scratch.remote.clear();
+                scratch.remote.push(generated.egress);
+                self.queue_remote(
+                    &topology,
+                    &mut scratch.remote,
+                    &VnetHeader::NONE,
+                    &generated.frame,
+                    &mut scratch.datagrams,
+                );
+            }
         }
+        self.flush_remote(&scratch.datagrams);
     }
 
     /// Records what a simulation learned and decided; fills the outputs.
@@ -300,35 +373,33 @@ impl Datapath {
                 });
             }
         }
-        let local: Vec<Output> = sim
+        let topology = self.topology.load();
+        self.queue_state(&topology, &sim, &mut scratch.datagrams);
+        let bound: Vec<Output> = sim
             .outputs
             .iter()
-            .filter(|o| o.egress.host == Some(self.host))
+            .filter(|o| o.egress.host.is_some())
             .copied()
             .collect();
         if sim.is_cacheable() {
             state
                 .flows
-                .insert(*key, local.clone(), sim.tags.clone(), now);
+                .insert(*key, bound.clone(), sim.tags.clone(), now);
         }
-        scratch.outputs.extend(local);
+        scratch.outputs.extend(bound);
         scratch.generated.extend(
             sim.generated
                 .into_iter()
-                .filter(|g| g.egress.host == Some(self.host)),
+                .filter(|g| g.egress.host.is_some()),
         );
         // Frames that waited for this ARP answer go now, as new arrivals
         // (what they teach is recorded; frames they release wait for the
         // next packet).
-        let topology = self.topology.load();
         for held in released {
             let sim = engine::simulate(&topology, &state.learned, held.in_port, &held.frame);
             self.record_learnings(state, &sim, now, &mut Vec::new());
-            for output in sim
-                .outputs
-                .iter()
-                .filter(|o| o.egress.host == Some(self.host))
-            {
+            self.queue_state(&topology, &sim, &mut scratch.datagrams);
+            for output in sim.outputs.iter().filter(|o| o.egress.host.is_some()) {
                 let mut copy = held.frame.clone();
                 if apply_rewrite(&mut copy, &output.rewrite, false) {
                     scratch.generated.push(Generated {
@@ -340,7 +411,7 @@ impl Datapath {
             scratch.generated.extend(
                 sim.generated
                     .into_iter()
-                    .filter(|g| g.egress.host == Some(self.host)),
+                    .filter(|g| g.egress.host.is_some()),
             );
         }
     }
@@ -372,6 +443,7 @@ impl Datapath {
         let sent = match &out.io {
             Port::AfPacket(socket) => socket.try_send(&VnetHeader::NONE, &generated.frame),
             Port::Tap(tap) => tap.try_send(&VnetHeader::NONE, &generated.frame),
+            Port::Vtep(vtep) => vtep.try_send(&VnetHeader::NONE, &generated.frame),
         };
         match sent {
             Ok(()) => {

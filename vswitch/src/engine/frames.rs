@@ -19,6 +19,11 @@ pub enum IcmpError {
     NetUnreachable,
     /// Communication administratively prohibited.
     AdminProhibited,
+    /// Fragmentation needed and DF set; the path carries `mtu` bytes.
+    FragmentationNeeded {
+        /// The largest IP packet the path carries.
+        mtu: u16,
+    },
 }
 
 impl IcmpError {
@@ -27,6 +32,9 @@ impl IcmpError {
             IcmpError::TimeExceeded => IcmpErrorKind::TtlExceeded,
             IcmpError::NetUnreachable => IcmpErrorKind::NetUnreachable,
             IcmpError::AdminProhibited => IcmpErrorKind::AdminProhibited,
+            IcmpError::FragmentationNeeded { mtu } => {
+                IcmpErrorKind::FragmentationNeeded { next_hop_mtu: mtu }
+            }
         }
     }
 }

@@ -18,7 +18,7 @@
 
 mod bridge;
 mod chain;
-mod frames;
+pub(crate) mod frames;
 mod nat;
 mod packet;
 mod rewrite;

@@ -47,6 +47,7 @@ fn port(id: Uuid, device: Uuid, device_type: DeviceType, mac_n: u8, address: Opt
         outbound_chain_id: None,
         allowed_addresses: Vec::new(),
         tunnel_key: mac_n as u32,
+        vtep: None,
     }
 }
 
@@ -95,6 +96,7 @@ fn records(extra_routes: Vec<Route>) -> Vec<Record> {
         admin_state_up: true,
         inbound_chain_id: None,
         outbound_chain_id: None,
+        tunnel_key: 0,
     };
     let mut rp_a = port(RP_A, ROUTER, DeviceType::Router, 0xa1, Some("10.0.1.1/24"));
     let mut rp_b = port(RP_B, ROUTER, DeviceType::Router, 0xb1, Some("10.0.2.1/24"));

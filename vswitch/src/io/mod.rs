@@ -27,20 +27,26 @@
 
 mod afpacket;
 mod batch;
+mod encap;
 mod error;
 pub mod netlink;
 mod sys;
 mod tap;
+mod udp;
 mod vnet;
+mod vtep;
 
 use std::future::Future;
 use std::io;
 
 pub use afpacket::{AfPacket, AfPacketOptions, KernelStats};
 pub use batch::{RxBatch, TxBatch, MAX_FRAME_LEN, SLOT_LEN};
+pub use encap::{vxlan_header, Datagrams, EncapError};
 pub use error::PortError;
 pub use tap::{Tap, TAP_OFFLOADS, TAP_VNET_HDR_SZ};
+pub use udp::{TunnelSocket, VXLAN_AT};
 pub use vnet::{VnetHeader, VNET_HDR_LEN};
+pub use vtep::VtepPort;
 
 /// What the datapath needs from a port, whatever its kind.
 pub trait PortIo {
@@ -102,6 +108,7 @@ macro_rules! delegate_port_io {
 
 delegate_port_io!(AfPacket);
 delegate_port_io!(Tap);
+delegate_port_io!(VtepPort);
 
 /// Either kind of port, for collections of heterogeneous ports.
 #[derive(Debug)]
@@ -110,6 +117,8 @@ pub enum Port {
     AfPacket(AfPacket),
     /// A TAP device.
     Tap(Tap),
+    /// An external VXLAN endpoint, through the tunnel socket.
+    Vtep(VtepPort),
 }
 
 impl From<AfPacket> for Port {
@@ -129,6 +138,7 @@ macro_rules! dispatch {
         match $self {
             Port::AfPacket($p) => $e,
             Port::Tap($p) => $e,
+            Port::Vtep($p) => $e,
         }
     };
 }

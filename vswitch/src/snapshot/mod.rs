@@ -9,9 +9,11 @@
 
 mod policy;
 mod routes;
+mod tunnel;
 
 pub use policy::{ChainInfo, IpGroups, ProviderInfo};
 pub use routes::{RouteEntry, RouteTable};
+pub use tunnel::{KeyTarget, TunnelIndex};
 
 use std::collections::{HashMap, HashSet};
 use std::net::{IpAddr, Ipv4Addr};
@@ -111,6 +113,8 @@ pub struct Topology {
     pub stateful: HashSet<Uuid>,
     /// The deployment's provider settings.
     pub provider: Option<ProviderInfo>,
+    /// The tunnel's lookups.
+    pub tunnel: TunnelIndex,
 }
 
 fn v4(net: IpNet) -> Option<Ipv4Net> {
@@ -192,6 +196,7 @@ impl Topology {
         topo.index_ports();
         topo.index_routes(records);
         topo.index_policy(records);
+        topo.index_tunnel(records);
         topo
     }
 

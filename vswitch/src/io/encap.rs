@@ -1,0 +1,477 @@
+//! VXLAN encapsulation of frames that carry offload metadata.
+//!
+//! A frame read from a veth or TAP may be a GSO super-frame (up to 64 KiB of
+//! TCP payload with one set of headers) or carry a partial checksum; both
+//! are fine between local ports, whose kernels finish the job, but a tunnel
+//! carries wire-sized, complete frames. [`Datagrams::push_frame`] therefore
+//! does in software what a NIC would: it completes partial checksums and
+//! segments TCP super-frames at an MSS that fits the tunnel, then prefixes
+//! each segment with the VXLAN header. Buffers are reused across batches.
+
+use std::net::{Ipv4Addr, SocketAddr};
+
+use super::vnet::VnetHeader;
+use crate::wire::checksum;
+use crate::wire::{IpProtocol, Vni, VXLAN_HEADER_LEN};
+
+const ETH_LEN: usize = 14;
+const ETHERTYPE_IPV4: u16 = 0x0800;
+const TCP_FIN: u8 = 0x01;
+const TCP_PSH: u8 = 0x08;
+const TCP_CWR: u8 = 0x80;
+
+/// Why a frame could not be encapsulated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EncapError {
+    /// The IPv4 packet is larger than the tunnel carries and forbids
+    /// fragmentation: the sender needs an ICMP fragmentation-needed with
+    /// this MTU.
+    TooBig {
+        /// The largest IP packet the tunnel carries.
+        mtu: u16,
+    },
+    /// A GSO type this module cannot segment (IPv6, UDP).
+    UnsupportedGso(u8),
+    /// The offload metadata does not match the frame's headers.
+    Malformed,
+}
+
+impl EncapError {
+    /// A short stable name, for counters.
+    pub fn name(&self) -> &'static str {
+        match self {
+            EncapError::TooBig { .. } => "tunnel_too_big",
+            EncapError::UnsupportedGso(_) => "tunnel_unsupported_gso",
+            EncapError::Malformed => "tunnel_malformed_offload",
+        }
+    }
+}
+
+/// The VXLAN header for `vni` (I flag set, reserved bits zero).
+pub fn vxlan_header(vni: Vni) -> [u8; VXLAN_HEADER_LEN] {
+    let v = vni.get().to_be_bytes();
+    [0x08, 0, 0, 0, v[1], v[2], v[3], 0]
+}
+
+/// UDP datagrams queued for the tunnel socket, with their destinations.
+#[derive(Debug, Default)]
+pub struct Datagrams {
+    bufs: Vec<Vec<u8>>,
+    dests: Vec<SocketAddr>,
+    len: usize,
+}
+
+impl Datagrams {
+    /// Forgets the queued datagrams (their buffers are kept for reuse).
+    pub fn clear(&mut self) {
+        self.len = 0;
+        self.dests.clear();
+    }
+
+    /// Number of queued datagrams.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// True if nothing is queued.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// The queued datagrams in order.
+    pub fn iter(&self) -> impl Iterator<Item = (SocketAddr, &[u8])> + '_ {
+        self.dests
+            .iter()
+            .zip(&self.bufs[..self.len])
+            .map(|(d, b)| (*d, b.as_slice()))
+    }
+
+    fn next(&mut self, dest: SocketAddr) -> &mut Vec<u8> {
+        if self.bufs.len() == self.len {
+            self.bufs.push(Vec::with_capacity(2048));
+        }
+        self.dests.push(dest);
+        let buf = &mut self.bufs[self.len];
+        self.len += 1;
+        buf.clear();
+        buf
+    }
+
+    fn unpush(&mut self) {
+        self.len -= 1;
+        self.dests.pop();
+    }
+
+    /// Queues `payload` (an Ethernet frame needing no offload work) to `dest` on `vni`.
+    pub fn push_raw(&mut self, dest: SocketAddr, vni: Vni, payload: &[u8]) {
+        let buf = self.next(dest);
+        buf.extend_from_slice(&vxlan_header(vni));
+        buf.extend_from_slice(payload);
+    }
+
+    /// Queues `frame` (with its offload header `vnet`) to `dest` on `vni`:
+    /// checksums completed, TCP super-frames segmented so that no IP packet
+    /// exceeds `max_ip_len` bytes. Returns how many datagrams were queued.
+    pub fn push_frame(
+        &mut self,
+        dest: SocketAddr,
+        vni: Vni,
+        vnet: &VnetHeader,
+        frame: &[u8],
+        max_ip_len: usize,
+    ) -> Result<usize, EncapError> {
+        if vnet.is_gso() {
+            return match vnet.gso_kind() {
+                VnetHeader::GSO_TCPV4 => {
+                    self.push_tcp4_segments(dest, vni, vnet, frame, max_ip_len)
+                }
+                other => Err(EncapError::UnsupportedGso(other)),
+            };
+        }
+        if let Some(ip) = ipv4_of(frame) {
+            let total = usize::from(u16::from_be_bytes([ip[2], ip[3]]));
+            let dont_fragment = ip[6] & 0x40 != 0;
+            if total > max_ip_len && dont_fragment {
+                return Err(EncapError::TooBig {
+                    mtu: u16::try_from(max_ip_len).unwrap_or(u16::MAX),
+                });
+            }
+        }
+        let header = vxlan_header(vni);
+        let buf = self.next(dest);
+        buf.extend_from_slice(&header);
+        buf.extend_from_slice(frame);
+        if vnet.needs_csum() {
+            let start = VXLAN_HEADER_LEN + usize::from(vnet.csum_start);
+            let at = start + usize::from(vnet.csum_offset);
+            if at + 2 > buf.len() {
+                self.unpush();
+                return Err(EncapError::Malformed);
+            }
+            // The field holds the pseudo-header sum; summing the whole
+            // region over it and complementing gives the full checksum.
+            let sum = !checksum::sum(&buf[start..]);
+            buf[at..at + 2].copy_from_slice(&sum.to_be_bytes());
+        }
+        Ok(1)
+    }
+
+    fn push_tcp4_segments(
+        &mut self,
+        dest: SocketAddr,
+        vni: Vni,
+        vnet: &VnetHeader,
+        frame: &[u8],
+        max_ip_len: usize,
+    ) -> Result<usize, EncapError> {
+        let ip = ipv4_of(frame).ok_or(EncapError::Malformed)?;
+        let ip_hl = usize::from(ip[0] & 0x0f) * 4;
+        if ip_hl < 20 || ip[9] != 6 || ip.len() < ip_hl + 20 {
+            return Err(EncapError::Malformed);
+        }
+        let tcp = &ip[ip_hl..];
+        let tcp_hl = usize::from(tcp[12] >> 4) * 4;
+        if tcp_hl < 20 || tcp.len() < tcp_hl {
+            return Err(EncapError::Malformed);
+        }
+        let headers = ETH_LEN + ip_hl + tcp_hl;
+        let payload = &frame[headers..];
+        if payload.is_empty() {
+            let single = VnetHeader {
+                gso_type: VnetHeader::GSO_NONE,
+                ..*vnet
+            };
+            return self.push_frame(dest, vni, &single, frame, usize::MAX);
+        }
+        let fits = max_ip_len.saturating_sub(ip_hl + tcp_hl);
+        let mss = usize::from(vnet.gso_size).min(fits);
+        if mss == 0 {
+            return Err(EncapError::Malformed);
+        }
+        let src = Ipv4Addr::new(ip[12], ip[13], ip[14], ip[15]);
+        let dst = Ipv4Addr::new(ip[16], ip[17], ip[18], ip[19]);
+        let ident = u16::from_be_bytes([ip[4], ip[5]]);
+        let seq = u32::from_be_bytes([tcp[4], tcp[5], tcp[6], tcp[7]]);
+        let flags = tcp[13];
+        let chunks = payload.len().div_ceil(mss);
+        let header = vxlan_header(vni);
+        for (k, chunk) in payload.chunks(mss).enumerate() {
+            let offset = k * mss;
+            let last = k + 1 == chunks;
+            let buf = self.next(dest);
+            buf.extend_from_slice(&header);
+            buf.extend_from_slice(&frame[..headers]);
+            buf.extend_from_slice(chunk);
+            let l3 = VXLAN_HEADER_LEN + ETH_LEN;
+            let l4 = l3 + ip_hl;
+            let ip_total = (ip_hl + tcp_hl + chunk.len()) as u16;
+            buf[l3 + 2..l3 + 4].copy_from_slice(&ip_total.to_be_bytes());
+            buf[l3 + 4..l3 + 6].copy_from_slice(&ident.wrapping_add(k as u16).to_be_bytes());
+            buf[l3 + 10..l3 + 12].copy_from_slice(&[0, 0]);
+            let ip_sum = checksum::checksum(&buf[l3..l4]);
+            buf[l3 + 10..l3 + 12].copy_from_slice(&ip_sum.to_be_bytes());
+            let seq_k = seq.wrapping_add(offset as u32);
+            buf[l4 + 4..l4 + 8].copy_from_slice(&seq_k.to_be_bytes());
+            let mut f = flags;
+            if !last {
+                f &= !(TCP_FIN | TCP_PSH);
+            }
+            if k > 0 {
+                f &= !TCP_CWR;
+            }
+            buf[l4 + 13] = f;
+            buf[l4 + 16..l4 + 18].copy_from_slice(&[0, 0]);
+            let l4_len = (tcp_hl + chunk.len()) as u32;
+            let pseudo = checksum::pseudo_header(src, dst, IpProtocol::Tcp, l4_len);
+            let sum = !checksum::combine(pseudo, checksum::sum(&buf[l4..]));
+            buf[l4 + 16..l4 + 18].copy_from_slice(&sum.to_be_bytes());
+        }
+        Ok(chunks)
+    }
+}
+
+/// Completes the TCP/UDP checksum of an IPv4 frame that arrived with the
+/// checksum still partial (the field holding only the pseudo-header sum),
+/// as frames from a kernel VXLAN device on the same machine do when the
+/// kernel left checksumming to an offload that never ran. A frame whose
+/// checksum is already right, or that is not a whole TCP/UDP packet, is
+/// left alone. Returns true if it changed the frame.
+pub fn complete_partial_checksum(frame: &mut [u8]) -> bool {
+    let Some(ip) = ipv4_of(frame) else {
+        return false;
+    };
+    let ip_hl = usize::from(ip[0] & 0x0f) * 4;
+    let total = usize::from(u16::from_be_bytes([ip[2], ip[3]]));
+    let fragment = u16::from_be_bytes([ip[6], ip[7]]) & 0x3fff != 0;
+    let (proto, at) = match ip[9] {
+        6 => (IpProtocol::Tcp, 16),
+        17 => (IpProtocol::Udp, 6),
+        _ => return false,
+    };
+    if fragment || total > ip.len() || total < ip_hl + at + 2 {
+        return false;
+    }
+    let src = Ipv4Addr::new(ip[12], ip[13], ip[14], ip[15]);
+    let dst = Ipv4Addr::new(ip[16], ip[17], ip[18], ip[19]);
+    let l4_len = total - ip_hl;
+    let pseudo = checksum::pseudo_header(src, dst, proto, l4_len as u32);
+    let start = ETH_LEN + ip_hl;
+    let field = start + at;
+    let l4 = &frame[start..start + l4_len];
+    let current = u16::from_be_bytes([frame[field], frame[field + 1]]);
+    let valid = checksum::combine(pseudo, checksum::sum(l4)) == 0xffff;
+    if valid || current != pseudo {
+        return false;
+    }
+    frame[field..field + 2].copy_from_slice(&[0, 0]);
+    let mut sum = !checksum::combine(pseudo, checksum::sum(&frame[start..start + l4_len]));
+    if proto == IpProtocol::Udp && sum == 0 {
+        sum = 0xffff;
+    }
+    frame[field..field + 2].copy_from_slice(&sum.to_be_bytes());
+    true
+}
+
+/// The offload header for a frame received from a kernel VXLAN device on
+/// the same machine: such a device hands its underlay a TCP super-frame
+/// (tunnel GSO that no NIC ever segments), which arrives here whole with a
+/// partial checksum; it goes on as GSO, to be segmented (at an MSS that
+/// fits `max_ip_len`) by whoever sends it next. Other frames get their
+/// partial checksums completed and no offload.
+pub fn offload_of_received(frame: &mut [u8], max_ip_len: usize) -> VnetHeader {
+    if let Some(ip) = ipv4_of(frame) {
+        let ip_hl = usize::from(ip[0] & 0x0f) * 4;
+        let total = usize::from(u16::from_be_bytes([ip[2], ip[3]]));
+        let fragment = u16::from_be_bytes([ip[6], ip[7]]) & 0x3fff != 0;
+        if ip[9] == 6 && !fragment && total > max_ip_len && ip.len() >= ip_hl + 20 {
+            let tcp_hl = usize::from(ip[ip_hl + 12] >> 4) * 4;
+            let mss = max_ip_len.saturating_sub(ip_hl + tcp_hl);
+            if tcp_hl >= 20 && mss > 0 {
+                return VnetHeader {
+                    flags: VnetHeader::F_NEEDS_CSUM,
+                    gso_type: VnetHeader::GSO_TCPV4,
+                    hdr_len: (ETH_LEN + ip_hl + tcp_hl) as u16,
+                    gso_size: mss as u16,
+                    csum_start: (ETH_LEN + ip_hl) as u16,
+                    csum_offset: 16,
+                };
+            }
+        }
+    }
+    complete_partial_checksum(frame);
+    VnetHeader::NONE
+}
+
+/// The IPv4 header and payload of an untagged IPv4 frame with a sane header.
+fn ipv4_of(frame: &[u8]) -> Option<&[u8]> {
+    if frame.len() < ETH_LEN + 20 || u16::from_be_bytes([frame[12], frame[13]]) != ETHERTYPE_IPV4 {
+        return None;
+    }
+    let ip = &frame[ETH_LEN..];
+    (ip[0] >> 4 == 4 && usize::from(ip[0] & 0x0f) * 4 >= 20).then_some(ip)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wire::{TcpPacket, VxlanPacket};
+
+    fn dest() -> SocketAddr {
+        "192.0.2.1:4789".parse().unwrap()
+    }
+
+    /// An Ethernet + IPv4 + TCP frame with `payload`, DF set, checksums
+    /// as a TSO sender leaves them (IP complete, TCP partial).
+    fn tcp_frame(payload: &[u8], flags: u8) -> Vec<u8> {
+        let src = Ipv4Addr::new(10, 0, 0, 1);
+        let dst = Ipv4Addr::new(10, 0, 0, 2);
+        let mut f = vec![0u8; ETH_LEN + 20 + 20];
+        f[12..14].copy_from_slice(&ETHERTYPE_IPV4.to_be_bytes());
+        let ip = &mut f[ETH_LEN..];
+        ip[0] = 0x45;
+        let total = (40 + payload.len()) as u16;
+        ip[2..4].copy_from_slice(&total.to_be_bytes());
+        ip[4..6].copy_from_slice(&100u16.to_be_bytes());
+        ip[6] = 0x40;
+        ip[8] = 64;
+        ip[9] = 6;
+        ip[12..16].copy_from_slice(&src.octets());
+        ip[16..20].copy_from_slice(&dst.octets());
+        let sum = checksum::checksum(&ip[..20]);
+        ip[10..12].copy_from_slice(&sum.to_be_bytes());
+        let tcp = &mut ip[20..];
+        tcp[0..2].copy_from_slice(&1234u16.to_be_bytes());
+        tcp[2..4].copy_from_slice(&80u16.to_be_bytes());
+        tcp[4..8].copy_from_slice(&1000u32.to_be_bytes());
+        tcp[12] = 5 << 4;
+        tcp[13] = flags;
+        let pseudo =
+            checksum::pseudo_header(src, dst, IpProtocol::Tcp, (20 + payload.len()) as u32);
+        tcp[16..18].copy_from_slice(&pseudo.to_be_bytes());
+        f.extend_from_slice(payload);
+        f
+    }
+
+    fn partial() -> VnetHeader {
+        VnetHeader {
+            flags: VnetHeader::F_NEEDS_CSUM,
+            csum_start: (ETH_LEN + 20) as u16,
+            csum_offset: 16,
+            ..VnetHeader::NONE
+        }
+    }
+
+    fn inner(datagram: &[u8]) -> &[u8] {
+        VxlanPacket::new_checked(datagram).unwrap().payload()
+    }
+
+    #[test]
+    fn completes_a_partial_checksum() {
+        let frame = tcp_frame(b"hello", TCP_PSH);
+        let mut d = Datagrams::default();
+        let vni = Vni::new(42).unwrap();
+        assert_eq!(d.push_frame(dest(), vni, &partial(), &frame, 1450), Ok(1));
+        let (to, bytes) = d.iter().next().unwrap();
+        assert_eq!(to, dest());
+        assert_eq!(&bytes[..8], &[0x08, 0, 0, 0, 0, 0, 42, 0]);
+        let tcp = TcpPacket::new_checked(&inner(bytes)[ETH_LEN + 20..]).unwrap();
+        assert!(tcp.verify_checksum(Ipv4Addr::new(10, 0, 0, 1), Ipv4Addr::new(10, 0, 0, 2)));
+    }
+
+    #[test]
+    fn segments_a_tcp_super_frame_to_fit() {
+        let payload: Vec<u8> = (0..5000u32).map(|i| i as u8).collect();
+        let frame = tcp_frame(&payload, TCP_PSH | TCP_FIN | 0x10);
+        let vnet = VnetHeader {
+            gso_type: VnetHeader::GSO_TCPV4,
+            gso_size: 1448,
+            hdr_len: 54,
+            ..partial()
+        };
+        let mut d = Datagrams::default();
+        // 1450-byte tunnel MTU: at most 1410 payload bytes per segment.
+        let n = d
+            .push_frame(dest(), Vni::new(7).unwrap(), &vnet, &frame, 1450)
+            .unwrap();
+        assert_eq!(n, 4);
+        let mut rebuilt = Vec::new();
+        for (k, (_, bytes)) in d.iter().enumerate() {
+            let f = inner(bytes);
+            let ip = &f[ETH_LEN..];
+            assert!(ip.len() <= 1450);
+            assert_eq!(
+                checksum::checksum(&ip[..20]),
+                0,
+                "IP checksum of segment {k}"
+            );
+            assert_eq!(usize::from(u16::from_be_bytes([ip[2], ip[3]])), ip.len());
+            let tcp = TcpPacket::new_checked(&ip[20..]).unwrap();
+            assert!(tcp.verify_checksum(Ipv4Addr::new(10, 0, 0, 1), Ipv4Addr::new(10, 0, 0, 2)));
+            assert_eq!(tcp.seq_number(), 1000 + rebuilt.len() as u32);
+            let fin = ip[20 + 13] & TCP_FIN != 0;
+            assert_eq!(fin, k == n - 1, "FIN only on the last segment");
+            rebuilt.extend_from_slice(tcp.payload());
+        }
+        assert_eq!(rebuilt, payload);
+    }
+
+    #[test]
+    fn completes_only_checksums_left_partial() {
+        let partial_frame = tcp_frame(b"data", TCP_PSH);
+        let mut fixed = partial_frame.clone();
+        assert!(complete_partial_checksum(&mut fixed));
+        let tcp = TcpPacket::new_checked(&fixed[ETH_LEN + 20..]).unwrap();
+        assert!(tcp.verify_checksum(Ipv4Addr::new(10, 0, 0, 1), Ipv4Addr::new(10, 0, 0, 2)));
+        // Already complete: untouched. Corrupt (neither full nor partial): untouched.
+        let mut again = fixed.clone();
+        assert!(!complete_partial_checksum(&mut again));
+        assert_eq!(again, fixed);
+        let mut corrupt = fixed.clone();
+        let last = corrupt.len() - 1;
+        corrupt[last] ^= 0xff;
+        assert!(!complete_partial_checksum(&mut corrupt));
+        for cut in 0..partial_frame.len() {
+            let mut short = partial_frame[..cut].to_vec();
+            let _ = complete_partial_checksum(&mut short);
+        }
+    }
+
+    #[test]
+    fn refuses_oversize_dont_fragment_and_bad_offloads() {
+        let frame = tcp_frame(&[0u8; 1460], 0x10);
+        let mut d = Datagrams::default();
+        let vni = Vni::new(1).unwrap();
+        assert_eq!(
+            d.push_frame(dest(), vni, &VnetHeader::NONE, &frame, 1450),
+            Err(EncapError::TooBig { mtu: 1450 })
+        );
+        let bad = VnetHeader {
+            csum_start: 9000,
+            ..partial()
+        };
+        assert_eq!(
+            d.push_frame(dest(), vni, &bad, &frame, 9000),
+            Err(EncapError::Malformed)
+        );
+        let udp = VnetHeader {
+            gso_type: VnetHeader::GSO_UDP_L4,
+            gso_size: 1000,
+            ..VnetHeader::NONE
+        };
+        assert!(matches!(
+            d.push_frame(dest(), vni, &udp, &frame, 1450),
+            Err(EncapError::UnsupportedGso(_))
+        ));
+        assert!(d.is_empty());
+        // Truncated headers never panic.
+        let gso = VnetHeader {
+            gso_type: VnetHeader::GSO_TCPV4,
+            gso_size: 100,
+            ..VnetHeader::NONE
+        };
+        for cut in 0..frame.len().min(80) {
+            let _ = d.push_frame(dest(), vni, &gso, &frame[..cut], 1450);
+            let _ = d.push_frame(dest(), vni, &partial(), &frame[..cut], 1450);
+        }
+    }
+}

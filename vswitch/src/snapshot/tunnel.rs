@@ -1,0 +1,87 @@
+//! What the tunnel needs from the topology: which key (VNI) means which
+//! port or bridge, which addresses are registered hosts, which ports of a
+//! bridge each host serves, and which ports reach external VTEPs.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+
+use nsdb::{Record, VtepEndpoint};
+use uuid::Uuid;
+
+use super::{Device, Topology};
+
+/// What a tunnel key designates.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyTarget {
+    /// Deliver to this exterior port.
+    Port(Uuid),
+    /// Deliver to every exterior port of this bridge on the receiving host
+    /// (a flood, sent once per host).
+    Bridge(Uuid),
+}
+
+/// The tunnel's lookups, precomputed per snapshot.
+#[derive(Debug, Clone, Default)]
+pub struct TunnelIndex {
+    /// Tunnel keys of ports and bridges.
+    pub keys: HashMap<u32, KeyTarget>,
+    /// Each bridge's flood key.
+    pub bridge_keys: HashMap<Uuid, u32>,
+    /// Registered hosts by tunnel address.
+    pub hosts_by_ip: HashMap<IpAddr, Uuid>,
+    /// The exterior ports of a bridge bound on a host, sorted.
+    pub host_ports: HashMap<(Uuid, Uuid), Vec<Uuid>>,
+    /// Ports that reach an external VXLAN endpoint.
+    pub vteps: HashMap<Uuid, VtepEndpoint>,
+}
+
+impl Topology {
+    pub(super) fn index_tunnel(&mut self, records: &[Record]) {
+        let mut index = TunnelIndex::default();
+        for record in records {
+            match record {
+                Record::Bridge(b) if b.tunnel_key != 0 => {
+                    index.keys.insert(b.tunnel_key, KeyTarget::Bridge(b.id));
+                    index.bridge_keys.insert(b.id, b.tunnel_key);
+                }
+                Record::Port(p) => {
+                    index.keys.insert(p.tunnel_key, KeyTarget::Port(p.id));
+                    if let Some(vtep) = p.vtep {
+                        index.vteps.insert(p.id, vtep);
+                    }
+                }
+                _ => {}
+            }
+        }
+        for (id, (ip, _)) in &self.hosts {
+            index.hosts_by_ip.insert(*ip, *id);
+        }
+        for port in self.ports.values() {
+            if let (Device::Bridge(bridge), Some(host), None) = (port.device, port.host, port.peer)
+            {
+                index
+                    .host_ports
+                    .entry((bridge, host))
+                    .or_default()
+                    .push(port.id);
+            }
+        }
+        for ports in index.host_ports.values_mut() {
+            ports.sort();
+        }
+        self.tunnel = index;
+    }
+
+    /// The tunnel address of `host`, if registered.
+    pub fn host_ip(&self, host: Uuid) -> Option<IpAddr> {
+        self.hosts.get(&host).map(|(ip, _)| *ip)
+    }
+
+    /// The bridge `port` belongs to, if it is a bridge port.
+    pub fn bridge_of(&self, port: Uuid) -> Option<Uuid> {
+        match self.ports.get(&port)?.device {
+            Device::Bridge(b) => Some(b),
+            Device::Router(_) => None,
+        }
+    }
+}

@@ -1,0 +1,242 @@
+//! Flow-state messages between agents: what one host's simulations learned
+//! (tracked connections and their NAT bindings, MACs behind ports, ARP
+//! answers) shipped to the hosts that need it.
+//!
+//! A message is an Ethernet frame (so captures still decode) with the
+//! local-experimental EtherType 0x88B5, sent on the reserved tunnel key
+//! [`super::STATE_KEY`]; its payload is the magic `PLX1` followed by
+//! records of a kind byte and a fixed-size body. Decoding is total: a
+//! truncated or unknown record ends the message.
+
+use std::net::Ipv4Addr;
+
+use uuid::Uuid;
+
+use crate::conntrack::{ConnEntry, ConnKey, ENCODED_LEN};
+use crate::engine::Learning;
+
+/// The EtherType of state messages (IEEE 802 local experimental).
+pub const STATE_ETHERTYPE: u16 = 0x88b5;
+const MAGIC: &[u8; 4] = b"PLX1";
+const HEADER: usize = 14 + MAGIC.len();
+/// Largest message, so it always fits an underlay packet.
+const MAX_LEN: usize = 1200;
+
+const CONN: u8 = 1;
+const CONN_SEEN: u8 = 2;
+const MAC: u8 = 3;
+const ARP: u8 = 4;
+
+fn body_len(kind: u8) -> Option<usize> {
+    match kind {
+        CONN => Some(ENCODED_LEN),
+        CONN_SEEN => Some(16 + ConnKey::LEN + 1),
+        MAC => Some(16 + 6 + 16),
+        ARP => Some(16 + 4 + 6),
+        _ => None,
+    }
+}
+
+/// Builds state messages, splitting them to stay under a safe size.
+#[derive(Debug, Default)]
+pub struct StateWriter {
+    messages: Vec<Vec<u8>>,
+}
+
+impl StateWriter {
+    /// Appends `learning`.
+    pub fn push(&mut self, learning: &Learning) {
+        let (kind, mut body) = encode(learning);
+        let need = 1 + body.len();
+        let fresh = self
+            .messages
+            .last()
+            .is_none_or(|m| m.len() + need > MAX_LEN);
+        if fresh {
+            let mut m = Vec::with_capacity(MAX_LEN);
+            m.extend_from_slice(&[0x02, 0, 0, 0, 0, 0, 0x02, 0, 0, 0, 0, 0]);
+            m.extend_from_slice(&STATE_ETHERTYPE.to_be_bytes());
+            m.extend_from_slice(MAGIC);
+            self.messages.push(m);
+        }
+        if let Some(m) = self.messages.last_mut() {
+            m.push(kind);
+            m.append(&mut body);
+        }
+    }
+
+    /// The messages built.
+    pub fn messages(&self) -> &[Vec<u8>] {
+        &self.messages
+    }
+
+    /// True if nothing was pushed.
+    pub fn is_empty(&self) -> bool {
+        self.messages.is_empty()
+    }
+}
+
+fn encode(learning: &Learning) -> (u8, Vec<u8>) {
+    match *learning {
+        Learning::Conn(entry) => (CONN, entry.encode().to_vec()),
+        Learning::ConnSeen {
+            zone,
+            key,
+            tcp_flags,
+        } => {
+            let mut b = vec![0u8; 16 + ConnKey::LEN + 1];
+            b[..16].copy_from_slice(zone.as_bytes());
+            key.write(&mut b[16..16 + ConnKey::LEN]);
+            b[16 + ConnKey::LEN] = tcp_flags;
+            (CONN_SEEN, b)
+        }
+        Learning::Mac { bridge, mac, port } => {
+            let mut b = Vec::with_capacity(38);
+            b.extend_from_slice(bridge.as_bytes());
+            b.extend_from_slice(&mac);
+            b.extend_from_slice(port.as_bytes());
+            (MAC, b)
+        }
+        Learning::Arp { router, ip, mac } => {
+            let mut b = Vec::with_capacity(26);
+            b.extend_from_slice(router.as_bytes());
+            b.extend_from_slice(&ip.octets());
+            b.extend_from_slice(&mac);
+            (ARP, b)
+        }
+    }
+}
+
+fn uuid(b: &[u8]) -> Option<Uuid> {
+    Uuid::from_slice(b).ok()
+}
+
+fn mac(b: &[u8]) -> Option<[u8; 6]> {
+    b.try_into().ok()
+}
+
+fn decode_one(kind: u8, b: &[u8]) -> Option<Learning> {
+    Some(match kind {
+        CONN => Learning::Conn(ConnEntry::decode(b)?),
+        CONN_SEEN => Learning::ConnSeen {
+            zone: uuid(&b[..16])?,
+            key: ConnKey::read(&b[16..16 + ConnKey::LEN]),
+            tcp_flags: b[16 + ConnKey::LEN],
+        },
+        MAC => Learning::Mac {
+            bridge: uuid(&b[..16])?,
+            mac: mac(&b[16..22])?,
+            port: uuid(&b[22..38])?,
+        },
+        ARP => Learning::Arp {
+            router: uuid(&b[..16])?,
+            ip: Ipv4Addr::new(b[16], b[17], b[18], b[19]),
+            mac: mac(&b[20..26])?,
+        },
+        _ => return None,
+    })
+}
+
+/// The learnings in a state message; `None` if it is not one.
+pub fn decode(frame: &[u8]) -> Option<Vec<Learning>> {
+    if frame.len() < HEADER
+        || frame[12..14] != STATE_ETHERTYPE.to_be_bytes()
+        || &frame[14..HEADER] != MAGIC
+    {
+        return None;
+    }
+    let mut out = Vec::new();
+    let mut rest = &frame[HEADER..];
+    while let Some((&kind, tail)) = rest.split_first() {
+        let Some(len) = body_len(kind).filter(|l| *l <= tail.len()) else {
+            break;
+        };
+        match decode_one(kind, &tail[..len]) {
+            Some(learning) => out.push(learning),
+            None => break,
+        }
+        rest = &tail[len..];
+    }
+    Some(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(n: u8) -> ConnKey {
+        ConnKey {
+            proto: 6,
+            src: Ipv4Addr::new(10, 0, 0, n),
+            dst: Ipv4Addr::new(10, 0, 1, n),
+            sport: 1000 + u16::from(n),
+            dport: 80,
+        }
+    }
+
+    #[test]
+    fn round_trips_every_kind_and_splits_long_messages() {
+        let zone = Uuid::new_v4();
+        let mut all = vec![
+            Learning::Conn(ConnEntry {
+                zone,
+                orig: key(1),
+                reply: key(2).reversed(),
+                flags: 1,
+            }),
+            Learning::ConnSeen {
+                zone,
+                key: key(3),
+                tcp_flags: 0x11,
+            },
+            Learning::Mac {
+                bridge: Uuid::new_v4(),
+                mac: [2, 0, 0, 0, 0, 9],
+                port: Uuid::new_v4(),
+            },
+            Learning::Arp {
+                router: Uuid::new_v4(),
+                ip: Ipv4Addr::new(192, 0, 2, 1),
+                mac: [2, 0, 0, 0, 0, 7],
+            },
+        ];
+        for n in 0..100 {
+            all.push(Learning::ConnSeen {
+                zone,
+                key: key(n),
+                tcp_flags: 0,
+            });
+        }
+        let mut w = StateWriter::default();
+        for l in &all {
+            w.push(l);
+        }
+        assert!(w.messages().len() > 1);
+        assert!(w.messages().iter().all(|m| m.len() <= MAX_LEN));
+        let decoded: Vec<Learning> = w
+            .messages()
+            .iter()
+            .flat_map(|m| decode(m).unwrap())
+            .collect();
+        assert_eq!(decoded, all);
+    }
+
+    #[test]
+    fn decoding_is_total() {
+        let mut w = StateWriter::default();
+        w.push(&Learning::Arp {
+            router: Uuid::new_v4(),
+            ip: Ipv4Addr::new(1, 2, 3, 4),
+            mac: [2; 6],
+        });
+        let m = &w.messages()[0];
+        for cut in 0..m.len() {
+            let _ = decode(&m[..cut]);
+        }
+        assert_eq!(decode(&m[..m.len() - 1]), Some(vec![]));
+        assert_eq!(decode(b"not a state message at all"), None);
+        let mut bad = m.clone();
+        bad[HEADER] = 99;
+        assert_eq!(decode(&bad), Some(vec![]));
+    }
+}
