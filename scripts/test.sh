@@ -14,6 +14,9 @@ ensure_packages \
   iperf3:iperf3 \
   ping:iputils-ping \
   openssl:openssl \
+  curl:curl \
+  traceroute:traceroute \
+  tshark:tshark \
   python3:python3
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets -- -D warnings

@@ -1,0 +1,175 @@
+//! Multi-host end-to-end: three hosts (namespaces with their own agents) on
+//! one underlay, one etcd, pods spread over the hosts, frames between hosts
+//! in VXLAN tunnels.
+
+mod support;
+
+use std::collections::BTreeSet;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use support::cluster::{reachable, tcp_transfer, Cluster};
+use support::netns::Pod;
+
+/// Captures VXLAN on the underlay bridge while `during` runs; returns the
+/// (vni, outer source, outer destination) of every decoded packet.
+fn capture_vnis(cluster: &Cluster, during: impl FnOnce()) -> Vec<(u32, String, String)> {
+    let child = Command::new("ip")
+        .args(["netns", "exec", &cluster.underlay.0])
+        .args(["tshark", "-n", "-l", "-i", "br0", "-f", "udp port 4789"])
+        .args(["-a", "duration:6", "-T", "fields", "-e", "vxlan.vni"])
+        .args(["-e", "ip.src", "-e", "ip.dst"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("run tshark");
+    // tshark stops by itself after its capture duration.
+    std::thread::sleep(Duration::from_secs(2));
+    during();
+    let output = child.wait_with_output().expect("tshark output");
+    String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .filter_map(|line| {
+            let mut f = line.split('\t');
+            let vni = f.next()?.split(',').next()?.parse().ok()?;
+            // The outer header is the first of each field list.
+            let src = f.next()?.split(',').next()?.to_string();
+            let dst = f.next()?.split(',').next()?.to_string();
+            Some((vni, src, dst))
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_hosts_share_a_bridge_survive_an_agent_crash_and_follow_a_moved_port() {
+    let mut cluster = Cluster::start(3).await;
+    let c = &cluster.client;
+    let tenant = c.create_tenant("spread").await.unwrap();
+    let bridge = c.create_bridge(tenant.id, "b").await.unwrap();
+    let pods: Vec<Pod> = (0..3)
+        .map(|i| cluster.hosts[i].pod(&format!("10.60.0.{}/24", i + 1), None))
+        .collect();
+    let mut ports = Vec::new();
+    for (i, pod) in pods.iter().enumerate() {
+        ports.push(cluster.attach(bridge.id, pod, i).await);
+    }
+
+    // Every pair talks.
+    for (i, from) in pods.iter().enumerate() {
+        for j in (0..3).filter(|j| *j != i) {
+            let dst = format!("10.60.0.{}", j + 1);
+            assert!(
+                reachable(from, &dst, Duration::from_secs(15)),
+                "pod {i} never reached pod {j}\n{}",
+                cluster.logs()
+            );
+        }
+    }
+
+    // On the underlay: VXLAN whose VNIs are the destination ports' keys.
+    let packets = capture_vnis(&cluster, || {
+        let (received, text) = pods[0].ping("10.60.0.2", 5, &[]);
+        assert_eq!(received, 5, "{text}");
+    });
+    let seen: BTreeSet<(u32, String, String)> = packets.into_iter().collect();
+    let to_pod1 = (
+        ports[1].tunnel_key,
+        "192.168.77.1".into(),
+        "192.168.77.2".into(),
+    );
+    let to_pod0 = (
+        ports[0].tunnel_key,
+        "192.168.77.2".into(),
+        "192.168.77.1".into(),
+    );
+    assert!(
+        seen.contains(&to_pod1) && seen.contains(&to_pod0),
+        "expected VNIs {} (1→2) and {} (2→1) on the underlay, saw {seen:?}",
+        ports[1].tunnel_key,
+        ports[0].tunnel_key
+    );
+
+    // A TCP transfer across hosts arrives byte for byte.
+    let (sent, received, len) = tcp_transfer(&pods[0], &pods[2], "10.60.0.3", 8 << 20);
+    assert_eq!(len, 8 << 20, "bytes received");
+    assert_eq!(sent, received, "the transfer was altered");
+
+    // kill -9 one agent: only its pods go dark.
+    cluster.hosts[2].kill_agent();
+    let (received, _) = pods[0].ping("10.60.0.3", 3, &[]);
+    assert_eq!(
+        received, 0,
+        "pod 2's agent is dead, nothing can deliver to it"
+    );
+    let (received, text) = pods[0].ping("10.60.0.2", 5, &[]);
+    assert_eq!(received, 5, "the other hosts keep talking: {text}");
+    cluster.hosts[2].restart_agent();
+    assert!(
+        reachable(&pods[0], "10.60.0.3", Duration::from_secs(10)),
+        "pod 2 did not come back after its agent restarted\n{}",
+        cluster.logs()
+    );
+
+    // The port of pod 1 moves to host 2 (its veth with it): traffic follows.
+    let moved = &pods[1];
+    cluster.client.unbind(ports[1].id).await.unwrap();
+    support::netns::run(&[
+        "ip",
+        "-n",
+        &cluster.hosts[1].netns.0,
+        "link",
+        "set",
+        &moved.host_if,
+        "netns",
+        &cluster.hosts[2].netns.0,
+    ]);
+    cluster.hosts[2]
+        .netns
+        .exec(&["ip", "link", "set", &moved.host_if, "up"]);
+    cluster
+        .client
+        .bind(ports[1].id, cluster.hosts[2].id, &moved.host_if)
+        .await
+        .unwrap();
+    assert!(
+        reachable(&pods[0], "10.60.0.2", Duration::from_secs(5)),
+        "traffic did not follow the moved port\n{}",
+        cluster.logs()
+    );
+    let (received, text) = pods[2].ping("10.60.0.2", 3, &[]);
+    assert_eq!(received, 3, "now on the same host: {text}");
+    cluster.etcd.stop();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn routed_traffic_crosses_hosts() {
+    let cluster = Cluster::start(2).await;
+    let c = &cluster.client;
+    let tenant = c.create_tenant("routed").await.unwrap();
+    let router = c.create_router(tenant.id, "r").await.unwrap();
+    let mut pods = Vec::new();
+    for (i, net) in ["10.61.1", "10.61.2"].iter().enumerate() {
+        let bridge = c.create_bridge(tenant.id, &format!("b{i}")).await.unwrap();
+        let rport = c
+            .create_router_port(router.id, &format!("{net}.1/24"))
+            .await
+            .unwrap();
+        let bport = c
+            .create_bridge_port(bridge.id, serde_json::json!({}))
+            .await
+            .unwrap();
+        c.link(rport.id, bport.id).await.unwrap();
+        let pod = cluster.hosts[i].pod(&format!("{net}.10/24"), Some(&format!("{net}.1")));
+        cluster.attach(bridge.id, &pod, i).await;
+        pods.push(pod);
+    }
+    assert!(
+        reachable(&pods[0], "10.61.2.10", Duration::from_secs(15)),
+        "routed ping across hosts failed\n{}",
+        cluster.logs()
+    );
+    let (received, text) = pods[1].ping("10.61.1.10", 5, &[]);
+    assert_eq!(received, 5, "{text}");
+    let (sent, received, len) = tcp_transfer(&pods[1], &pods[0], "10.61.1.10", 2 << 20);
+    assert_eq!((sent, len), (received, 2 << 20));
+}

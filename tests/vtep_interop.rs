@@ -1,0 +1,217 @@
+//! Interop with standard VXLAN: a bridge extended to a Linux kernel `vxlan`
+//! device (a VTEP port), path-MTU answers for frames the tunnel cannot
+//! carry, and datagrams from unregistered senders refused.
+
+mod support;
+
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+use support::cluster::{reachable, tcp_transfer, Cluster, Netns, POD_MTU};
+use support::netns::{run, unique, Pod};
+
+/// A namespace on the cluster's underlay at `ip` (192.168.77.x).
+fn on_underlay(cluster: &Cluster, ip: &str) -> Netns {
+    let ns = Netns::new("pxk");
+    let outer = unique("pxv");
+    run(&[
+        "ip",
+        "link",
+        "add",
+        &outer,
+        "netns",
+        &cluster.underlay.0,
+        "type",
+        "veth",
+        "peer",
+        "name",
+        "ul0",
+        "netns",
+        &ns.0,
+    ]);
+    cluster
+        .underlay
+        .exec(&["ip", "link", "set", &outer, "master", "br0", "up"]);
+    ns.exec(&["ip", "addr", "add", &format!("{ip}/24"), "dev", "ul0"]);
+    ns.exec(&["ip", "link", "set", "ul0", "up"]);
+    ns
+}
+
+/// The drop counter `reason` of an agent's metrics.
+fn drops(metrics: &str, reason: &str) -> u64 {
+    let label = format!("plexus_datapath_drops_total{{reason=\"{reason}\"}} ");
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(&label)?.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bridge_extends_to_a_kernel_vxlan_device() {
+    let cluster = Cluster::start(1).await;
+    let c = &cluster.client;
+    let tenant = c.create_tenant("vtep").await.unwrap();
+    let bridge = c.create_bridge(tenant.id, "b").await.unwrap();
+    let pod = cluster.hosts[0].pod("10.64.0.1/24", None);
+    cluster.attach(bridge.id, &pod, 0).await;
+
+    // The kernel side: a vxlan device with VNI 42 towards host 0's tunnel
+    // address, the way a flannel-style host or a hardware VTEP would be.
+    let kernel = on_underlay(&cluster, "192.168.77.50");
+    kernel.exec(&[
+        "ip",
+        "link",
+        "add",
+        "vx42",
+        "type",
+        "vxlan",
+        "id",
+        "42",
+        "dstport",
+        "4789",
+        "remote",
+        "192.168.77.1",
+        "local",
+        "192.168.77.50",
+        "dev",
+        "ul0",
+    ]);
+    kernel.exec(&[
+        "ip",
+        "link",
+        "set",
+        "vx42",
+        "mtu",
+        &POD_MTU.to_string(),
+        "up",
+    ]);
+    kernel.exec(&["ip", "addr", "add", "10.64.0.100/24", "dev", "vx42"]);
+    let behind = Pod {
+        netns: kernel.0.clone(),
+        host_if: String::new(),
+        mac: String::new(),
+    };
+
+    let vtep = c
+        .create_bridge_port(
+            bridge.id,
+            json!({"vtep": {"vni": 42, "remote_ip": "192.168.77.50"}}),
+        )
+        .await
+        .unwrap();
+    c.bind(vtep.id, cluster.hosts[0].id, "vtep42")
+        .await
+        .unwrap();
+
+    assert!(
+        reachable(&pod, "10.64.0.100", Duration::from_secs(15)),
+        "the pod never reached the host behind the kernel VTEP\n{}",
+        cluster.logs()
+    );
+    let (received, text) = behind.ping("10.64.0.1", 5, &[]);
+    assert_eq!(received, 5, "the kernel side pings the pod: {text}");
+    let (sent, got, len) = tcp_transfer(&pod, &behind, "10.64.0.100", 4 << 20);
+    assert_eq!((&sent, len), (&got, 4 << 20), "pod → kernel VTEP");
+    let (sent, got, len) = tcp_transfer(&behind, &pod, "10.64.0.1", 4 << 20);
+    assert_eq!((&sent, len), (&got, 4 << 20), "kernel VTEP → pod");
+
+    // tshark decodes both directions as VXLAN with VNI 42.
+    let child = Command::new("ip")
+        .args(["netns", "exec", &cluster.underlay.0])
+        .args(["tshark", "-n", "-l", "-i", "br0", "-f", "udp port 4789"])
+        .args(["-a", "duration:5", "-T", "fields", "-e", "vxlan.vni"])
+        .args(["-e", "ip.src", "-e", "icmp.type"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("run tshark");
+    std::thread::sleep(Duration::from_secs(2));
+    let (received, text) = pod.ping("10.64.0.100", 3, &[]);
+    assert_eq!(received, 3, "{text}");
+    let out = child.wait_with_output().unwrap();
+    let lines = String::from_utf8_lossy(&out.stdout).into_owned();
+    let decoded = |src: &str, icmp: &str| {
+        lines.lines().any(|l| {
+            let f: Vec<&str> = l.split('\t').collect();
+            f.len() == 3 && f[0] == "42" && f[1].starts_with(src) && f[2] == icmp
+        })
+    };
+    assert!(
+        decoded("192.168.77.1", "8") && decoded("192.168.77.50", "0"),
+        "echo requests from Plexus and replies from the kernel, as VXLAN 42:\n{lines}"
+    );
+
+    // A datagram with a real port key from an address that is neither a
+    // registered host nor the VTEP is dropped and counted.
+    let before = drops(&cluster.hosts[0].metrics(), "tunnel_unknown_host");
+    let stranger = on_underlay(&cluster, "192.168.77.66");
+    let key = cluster
+        .client
+        .list::<nsdb::Port>("/v1/ports")
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|p| p.interface_name.as_deref() == Some(pod.host_if.as_str()))
+        .unwrap()
+        .tunnel_key;
+    let forged = format!(
+        "import socket
+vni={key}
+hdr=bytes([8,0,0,0,(vni>>16)&255,(vni>>8)&255,vni&255,0])
+frame=bytes.fromhex('ffffffffffff020000000066'+'0806')+bytes(28)
+s=socket.socket(socket.AF_INET,socket.SOCK_DGRAM)
+for _ in range(5): s.sendto(hdr+frame,('192.168.77.1',4789))\n"
+    );
+    stranger.exec(&["python3", "-c", &forged]);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let now = drops(&cluster.hosts[0].metrics(), "tunnel_unknown_host");
+        if now >= before + 5 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "forged datagrams were not counted ({before} → {now})"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversize_frames_with_df_get_fragmentation_needed() {
+    let cluster = Cluster::start(2).await;
+    let c = &cluster.client;
+    let tenant = c.create_tenant("mtu").await.unwrap();
+    let bridge = c.create_bridge(tenant.id, "b").await.unwrap();
+    let a: Pod = cluster.hosts[0].pod("10.65.0.1/24", None);
+    let b = cluster.hosts[1].pod("10.65.0.2/24", None);
+    // A pod configured for the underlay's full MTU, not the tunnel's.
+    a.exec(&["ip", "link", "set", "eth0", "mtu", "1500"]);
+    b.exec(&["ip", "link", "set", "eth0", "mtu", "1500"]);
+    cluster.attach(bridge.id, &a, 0).await;
+    cluster.attach(bridge.id, &b, 1).await;
+    assert!(
+        reachable(&a, "10.65.0.2", Duration::from_secs(15)),
+        "{}",
+        cluster.logs()
+    );
+    // 1472 bytes of payload make a 1500-byte IP packet: too big for the
+    // tunnel (1450) and not to be fragmented.
+    let (received, text) = a.ping("10.65.0.2", 3, &["-M", "do", "-s", "1472"]);
+    assert_eq!(received, 0, "{text}");
+    assert!(
+        text.contains("mtu = 1450") || text.contains("mtu=1450"),
+        "the sender learns the tunnel's MTU: {text}"
+    );
+    // The kernel took note: the route to b now carries MTU 1450.
+    let route = a.exec(&["ip", "route", "get", "10.65.0.2"]);
+    let route = String::from_utf8_lossy(&route.stdout).into_owned();
+    assert!(route.contains("mtu 1450"), "{route}");
+    // Without DF the packet still arrives (the underlay fragments it).
+    let (received, text) = a.ping("10.65.0.2", 3, &["-M", "dont", "-s", "1472"]);
+    assert_eq!(received, 3, "{text}");
+    // And TCP adapts: a bulk transfer from a full-MTU pod is byte-exact.
+    let (sent, got, len) = tcp_transfer(&a, &b, "10.65.0.2", 2 << 20);
+    assert_eq!((&sent, len), (&got, 2 << 20));
+}
