@@ -839,7 +839,17 @@ async fn hosts_crud(s: &TestServer) {
         json!({ "name": "node-1", "tunnel_ip": "192.0.2.1" }),
     )
     .await;
-    assert_members(&h, &["id", "revision", "name", "tunnel_ip", "alive"]);
+    assert_members(
+        &h,
+        &[
+            "id",
+            "revision",
+            "name",
+            "tunnel_ip",
+            "underlay_mtu",
+            "alive",
+        ],
+    );
     assert_eq!(h["alive"], false, "no agent holds a lease");
     let h2 = host(s, "node-2", "2001:db8::2").await;
     assert_eq!(

@@ -11,14 +11,17 @@ use std::time::Duration;
 use support::cluster::{reachable, tcp_transfer, Cluster};
 use support::netns::Pod;
 
-/// Captures VXLAN on the underlay bridge while `during` runs; returns the
-/// (vni, outer source, outer destination) of every decoded packet.
-fn capture_vnis(cluster: &Cluster, during: impl FnOnce()) -> Vec<(u32, String, String)> {
+/// One decoded VXLAN packet: VNI, outer source, outer destination, and the
+/// inner ICMP type if it carries ICMP.
+type Captured = (u32, String, String, Option<u8>);
+
+/// Captures VXLAN on the underlay bridge while `during` runs.
+fn capture_vnis(cluster: &Cluster, during: impl FnOnce()) -> Vec<Captured> {
     let child = Command::new("ip")
         .args(["netns", "exec", &cluster.underlay.0])
         .args(["tshark", "-n", "-l", "-i", "br0", "-f", "udp port 4789"])
         .args(["-a", "duration:6", "-T", "fields", "-e", "vxlan.vni"])
-        .args(["-e", "ip.src", "-e", "ip.dst"])
+        .args(["-e", "ip.src", "-e", "ip.dst", "-e", "icmp.type"])
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
@@ -35,7 +38,8 @@ fn capture_vnis(cluster: &Cluster, during: impl FnOnce()) -> Vec<(u32, String, S
             // The outer header is the first of each field list.
             let src = f.next()?.split(',').next()?.to_string();
             let dst = f.next()?.split(',').next()?.to_string();
-            Some((vni, src, dst))
+            let icmp = f.next().and_then(|t| t.split(',').next()?.parse().ok());
+            Some((vni, src, dst, icmp))
         })
         .collect()
 }
@@ -71,7 +75,8 @@ async fn three_hosts_share_a_bridge_survive_an_agent_crash_and_follow_a_moved_po
         let (received, text) = pods[0].ping("10.60.0.2", 5, &[]);
         assert_eq!(received, 5, "{text}");
     });
-    let seen: BTreeSet<(u32, String, String)> = packets.into_iter().collect();
+    let seen: BTreeSet<(u32, String, String)> =
+        packets.into_iter().map(|(v, s, d, _)| (v, s, d)).collect();
     let to_pod1 = (
         ports[1].tunnel_key,
         "192.168.77.1".into(),
@@ -89,6 +94,29 @@ async fn three_hosts_share_a_bridge_survive_an_agent_crash_and_follow_a_moved_po
         ports[0].tunnel_key
     );
 
+    // A broadcast reaches each remote host once: host 1 (one port) on that
+    // port's key, host 2 (two ports of the bridge) once on the bridge's key.
+    let extra = cluster.hosts[2].pod("10.60.0.4/24", None);
+    cluster.attach(bridge.id, &extra, 2).await;
+    assert!(reachable(&pods[0], "10.60.0.4", Duration::from_secs(10)));
+    let packets = capture_vnis(&cluster, || {
+        pods[0].try_exec(&["ping", "-b", "-n", "-c", "3", "-i", "0.3", "10.60.0.255"]);
+    });
+    let echo_to = |dst: &str| -> Vec<u32> {
+        packets
+            .iter()
+            .filter(|(_, _, d, icmp)| d == dst && *icmp == Some(8))
+            .map(|(vni, ..)| *vni)
+            .collect()
+    };
+    assert_eq!(
+        echo_to("192.168.77.3"),
+        vec![bridge.tunnel_key; 3],
+        "one copy per broadcast to host 2, on the bridge's key"
+    );
+    assert_eq!(echo_to("192.168.77.2"), vec![ports[1].tunnel_key; 3]);
+    drop(extra);
+
     // A TCP transfer across hosts arrives byte for byte.
     let (sent, received, len) = tcp_transfer(&pods[0], &pods[2], "10.60.0.3", 8 << 20);
     assert_eq!(len, 8 << 20, "bytes received");
@@ -103,6 +131,26 @@ async fn three_hosts_share_a_bridge_survive_an_agent_crash_and_follow_a_moved_po
     );
     let (received, text) = pods[0].ping("10.60.0.2", 5, &[]);
     assert_eq!(received, 5, "the other hosts keep talking: {text}");
+    // Its lease runs out: the host is marked not alive.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let hosts = cluster
+            .client
+            .list::<nsdb::Host>("/v1/hosts")
+            .await
+            .unwrap();
+        if hosts
+            .iter()
+            .any(|h| h.id == cluster.hosts[2].id && !h.alive)
+        {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the dead host still looks alive"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
     cluster.hosts[2].restart_agent();
     assert!(
         reachable(&pods[0], "10.60.0.3", Duration::from_secs(10)),

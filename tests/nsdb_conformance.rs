@@ -110,6 +110,7 @@ fn host(name: &str, ip: &str) -> Host {
         revision: 0,
         name: name.into(),
         tunnel_ip: ip.parse().unwrap(),
+        underlay_mtu: 1500,
         alive: false,
     }
 }

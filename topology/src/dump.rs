@@ -389,6 +389,7 @@ mod tests {
             revision: 1,
             name: "node1".into(),
             tunnel_ip: "192.0.2.1".parse().unwrap(),
+            underlay_mtu: 1500,
             alive: true,
         };
         let mut rp = port(5, router.id, DeviceType::Router, 1, Some("10.0.1.1/24"));

@@ -202,6 +202,7 @@ mod tests {
                 revision: 1,
                 name: "node1".into(),
                 tunnel_ip: "192.0.2.1".parse().unwrap(),
+                underlay_mtu: 1500,
                 alive: true,
             }),
             Record::Port(pod(4, 1)),

@@ -60,10 +60,16 @@ async fn register(nsdb: &Nsdb, config: &AgentConfig) -> Result<Host, NsdbError> 
         .into_iter()
         .find(|h| h.name == config.host_name);
     match existing {
-        Some(host) if host.tunnel_ip == config.tunnel_ip => Ok(host),
+        Some(host)
+            if host.tunnel_ip == config.tunnel_ip
+                && host.underlay_mtu as usize == config.tunnel.underlay_mtu =>
+        {
+            Ok(host)
+        }
         Some(mut host) => {
             let revision = host.revision;
             host.tunnel_ip = config.tunnel_ip;
+            host.underlay_mtu = config.tunnel.underlay_mtu as u32;
             nsdb.update(host, Some(revision)).await
         }
         None => {
@@ -72,6 +78,7 @@ async fn register(nsdb: &Nsdb, config: &AgentConfig) -> Result<Host, NsdbError> 
                 revision: 0,
                 name: config.host_name.clone(),
                 tunnel_ip: config.tunnel_ip,
+                underlay_mtu: config.tunnel.underlay_mtu as u32,
                 alive: false,
             };
             nsdb.create(host).await

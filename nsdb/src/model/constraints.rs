@@ -297,6 +297,12 @@ impl Record {
                         format!("{} is not a unicast address", h.tunnel_ip),
                     ));
                 }
+                if !(1280..=65535).contains(&h.underlay_mtu) {
+                    return Err((
+                        "underlay_mtu",
+                        format!("{} is outside 1280..=65535", h.underlay_mtu),
+                    ));
+                }
                 Ok(())
             }
             Record::Port(p) => validate_port(p),

@@ -291,9 +291,17 @@ pub struct Host {
     pub name: String,
     /// The underlay address tunnels to this host are sent to.
     pub tunnel_ip: IpAddr,
+    /// The MTU of the host's underlay; pods on tunnelled bridges get 50
+    /// bytes less (the VXLAN overhead).
+    #[serde(default = "default_underlay_mtu")]
+    pub underlay_mtu: u32,
     /// Whether the host's agent holds a live lease (derived on read).
     #[serde(default)]
     pub alive: bool,
+}
+
+fn default_underlay_mtu() -> u32 {
+    1500
 }
 
 /// A CIDR pool that IPAM allocates addresses from.

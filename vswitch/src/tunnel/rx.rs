@@ -163,6 +163,7 @@ mod tests {
                 revision: 1,
                 name: id.to_string(),
                 tunnel_ip: ip.parse().unwrap(),
+                underlay_mtu: 1500,
                 alive: true,
             })
         };

@@ -1,0 +1,116 @@
+#!/usr/bin/env bash
+# Benchmark across hosts: pod-to-pod TCP throughput (iperf3), ping RTT and
+# 64-byte UDP rate between two "hosts" (namespaces joined by an underlay
+# veth), through Plexus's VXLAN tunnel and through the kernel's own vxlan
+# device + Linux bridge (flannel-style), in one run; prints the ratios.
+#   scripts/bench-multihost.sh [seconds per iperf3 run, default 10]
+# Needs root. Everything it creates is removed on exit.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+. scripts/deps.sh
+ensure_packages protoc:protobuf-compiler /usr/include/google/protobuf/descriptor.proto:libprotobuf-dev \
+  iperf3:iperf3 ping:iputils-ping ip:iproute2 etcd:etcd-server curl:curl python3:python3
+SECS=${1:-10}
+cargo build --release --bin plexus >/dev/null
+P=$PWD/target/release/plexus
+tag=m$$
+work=$(mktemp -d)
+pids=()
+cleanup() {
+  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; done
+  for ns in ka kb kpa kpb pa pb ppa ppb; do ip netns del "${tag}$ns" 2>/dev/null || true; done
+  rm -rf "$work"
+}
+trap cleanup EXIT
+fail() { tail -n 5 "$work"/*.log >&2; exit 1; }
+
+# hosts A B: two namespaces joined by an underlay veth (192.168.100.1/.2, MTU 1500).
+hosts() {
+  ip netns add "${tag}$1"; ip netns add "${tag}$2"
+  ip link add ul0 netns "${tag}$1" type veth peer name ul0 netns "${tag}$2"
+  ip -n "${tag}$1" addr add 192.168.100.1/24 dev ul0
+  ip -n "${tag}$2" addr add 192.168.100.2/24 dev ul0
+  for h in "$1" "$2"; do ip -n "${tag}$h" link set ul0 up; ip -n "${tag}$h" link set lo up; done
+}
+# pod HOST POD ADDR: a namespace with eth0 (MTU 1450), its peer `veth` in HOST.
+pod() {
+  ip netns add "${tag}$2"
+  ip link add veth netns "${tag}$1" type veth peer name eth0 netns "${tag}$2"
+  ip -n "${tag}$2" link set lo up
+  ip -n "${tag}$2" link set eth0 mtu 1450 up
+  ip -n "${tag}$2" addr add "$3/24" dev eth0
+  ip -n "${tag}$1" link set veth up
+}
+measure() { # A_NS B_NS -> "tcp_gbps rtt_ms udp_kpps"
+  local a=$1 b=$2
+  ip netns exec "$b" iperf3 -s -D -p 5201 --pidfile "$work/iperf-$b.pid"
+  sleep 0.5
+  ip netns exec "$a" ping -n -c 3 -i 0.2 -W 1 10.78.0.2 >/dev/null
+  local tcp rtt udp
+  tcp=$(ip netns exec "$a" iperf3 -c 10.78.0.2 -p 5201 -t "$SECS" -J | python3 -c 'import sys,json; print(json.load(sys.stdin)["end"]["sum_received"]["bits_per_second"]/1e9)')
+  rtt=$(ip netns exec "$a" ping -n -c 50 -i 0.02 -q 10.78.0.2 | awk -F/ '/^rtt/ {print $5}')
+  udp=$(ip netns exec "$a" iperf3 -c 10.78.0.2 -p 5201 -u -l 64 -b 0 -t "$SECS" -J | python3 -c 'import sys,json; e=json.load(sys.stdin)["end"]["sum"]; print(e["packets"]*(1-e["lost_percent"]/100)/e["seconds"]/1e3)')
+  kill "$(cat "$work/iperf-$b.pid")" 2>/dev/null || true
+  echo "$tcp $rtt $udp"
+}
+
+# --- kernel baseline: vxlan device + Linux bridge on each host
+hosts ka kb
+pod ka kpa 10.78.0.1; pod kb kpb 10.78.0.2
+for h in ka kb; do
+  self=192.168.100.1; other=192.168.100.2
+  [ "$h" = kb ] && { self=192.168.100.2; other=192.168.100.1; }
+  ip -n "${tag}$h" link add vx42 type vxlan id 42 dstport 4789 remote "$other" local "$self" dev ul0
+  ip -n "${tag}$h" link add br0 type bridge
+  ip -n "${tag}$h" link set vx42 master br0 up
+  ip -n "${tag}$h" link set veth master br0
+  ip -n "${tag}$h" link set br0 up
+done
+read -r k_tcp k_rtt k_udp < <(measure "${tag}kpa" "${tag}kpb")
+
+# --- Plexus: etcd and the API in host A, one agent per host
+hosts pa pb
+pod pa ppa 10.78.0.1; pod pb ppb 10.78.0.2
+ip netns exec "${tag}pa" etcd --name b --data-dir "$work/etcd" \
+  --listen-client-urls http://192.168.100.1:23790 --advertise-client-urls http://192.168.100.1:23790 \
+  --listen-peer-urls http://127.0.0.1:23800 --initial-advertise-peer-urls http://127.0.0.1:23800 \
+  --initial-cluster b=http://127.0.0.1:23800 --initial-cluster-state new >"$work/etcd.log" 2>&1 &
+pids+=($!)
+for _ in $(seq 100); do
+  ip netns exec "${tag}pa" curl -fs http://192.168.100.1:23790/health >/dev/null 2>&1 && break; sleep 0.1
+done
+nsdb=etcd://192.168.100.1:23790/plexus/
+token=bench-$tag
+ip netns exec "${tag}pa" "$P" api --nsdb "$nsdb" --listen 127.0.0.1:18470 --admin-token "$token" >"$work/api.log" 2>&1 &
+pids+=($!)
+for h in a b; do
+  ip=192.168.100.1; [ "$h" = b ] && ip=192.168.100.2
+  ip netns exec "${tag}p$h" "$P" agent --nsdb "$nsdb" --host-name "host-$h" --tunnel-ip "$ip" >"$work/agent-$h.log" 2>&1 &
+  pids+=($!)
+done
+api() { ip netns exec "${tag}pa" env PLEXUS_API=http://127.0.0.1:18470 PLEXUS_TOKEN="$token" "$P" raw "$@"; }
+id() { python3 -c 'import sys,json; print(json.load(sys.stdin)["id"])'; }
+for _ in $(seq 100); do
+  n=$(api GET /v1/hosts 2>/dev/null | python3 -c 'import sys,json; print(sum(h["alive"] for h in json.load(sys.stdin)["items"]))' 2>/dev/null || echo 0)
+  [ "$n" = 2 ] && break; sleep 0.2
+done
+[ "$n" = 2 ] || fail
+tenant=$(api POST /v1/tenants '{"name":"bench"}' | id)
+bridge=$(api POST /v1/bridges "{\"tenant_id\":\"$tenant\",\"name\":\"b\"}" | id)
+for h in a b; do
+  host=$(api GET /v1/hosts | python3 -c "import sys,json; print([x['id'] for x in json.load(sys.stdin)['items'] if x['name']=='host-$h'][0])")
+  mac=$(ip netns exec "${tag}pp$h" cat /sys/class/net/eth0/address)
+  port=$(api POST "/v1/bridges/$bridge/ports" "{\"mac\":\"$mac\"}" | id)
+  api PUT "/v1/ports/$port/binding" "{\"host_id\":\"$host\",\"interface_name\":\"veth\"}" >/dev/null
+done
+sleep 1
+read -r p_tcp p_rtt p_udp < <(measure "${tag}ppa" "${tag}ppb")
+
+python3 - "$k_tcp" "$k_rtt" "$k_udp" "$p_tcp" "$p_rtt" "$p_udp" <<'PY'
+import sys
+k_tcp, k_rtt, k_udp, p_tcp, p_rtt, p_udp = map(float, sys.argv[1:])
+print(f"{'across two hosts':<18}{'kernel vxlan':>13}{'plexus':>9}{'ratio':>8}")
+print(f"{'TCP (Gbit/s)':<18}{k_tcp:>13.2f}{p_tcp:>9.2f}{p_tcp/k_tcp:>8.2f}")
+print(f"{'ping RTT (ms)':<18}{k_rtt:>13.3f}{p_rtt:>9.3f}{p_rtt/k_rtt:>8.2f}")
+print(f"{'UDP 64B (kpps)':<18}{k_udp:>13.1f}{p_udp:>9.1f}{p_udp/k_udp:>8.2f}")
+PY
