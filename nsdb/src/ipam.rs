@@ -107,51 +107,80 @@ impl Nsdb {
         }
         for attempt in 0..MAX_ATTEMPTS {
             let mut tx = Tx::new(self.backend().clone());
-            let pool = read_pool(&mut tx, pool_id).await?;
-            if let Some(lease) = existing_lease(&mut tx, pool_id, owner).await? {
-                return Ok(lease);
-            }
-            // Which addresses are taken is read outside the transaction: the
-            // commit only depends on the one address chosen being free.
-            let used = self.used_addresses(pool_id).await?;
-            let address = match pick_free(&pool, &used, owner) {
-                Some(address) => address,
-                None => {
-                    // Confirm exhaustion inside the transaction before saying so.
-                    let leased = tx.range(&keys::leases_of(pool_id)).await?.len() as u128;
-                    if leased < host_span(&pool.cidr).1 - u128::from(pool.gateway.is_some()) {
-                        txn::backoff(attempt).await;
-                        continue;
-                    }
-                    return Err(NsdbError::PoolExhausted {
-                        pool: pool_id,
-                        cidr: pool.cidr.to_string(),
-                    });
-                }
-            };
-            let addr_key = keys::lease_by_address(pool_id, address);
-            if tx.get(&addr_key).await?.is_some() {
+            let Some(lease) = self.stage_lease(&mut tx, pool_id, owner).await? else {
                 txn::backoff(attempt).await;
                 continue;
-            }
-            let mut lease = IpLease {
-                pool_id,
-                address,
-                owner: owner.to_string(),
-                revision: 0,
             };
-            tx.put(addr_key, serde_json::to_vec(&lease).unwrap_or_default());
-            tx.put(
-                keys::lease_by_owner(pool_id, owner),
-                address.to_string().into_bytes(),
-            );
-            if let Some(revision) = tx.commit().await? {
-                lease.revision = revision;
+            if lease.revision != 0 {
                 return Ok(lease);
+            }
+            if let Some(revision) = tx.commit().await? {
+                return Ok(IpLease { revision, ..lease });
             }
             txn::backoff(attempt).await;
         }
         Err(txn::contention())
+    }
+
+    /// Stages the lease of `owner` in `pool_id` into `tx`: the owner's
+    /// existing lease (revision set, nothing staged), or a new one (revision
+    /// 0, its keys staged). `None` means a concurrent allocator took the
+    /// address picked: back off and run the transaction again.
+    pub(crate) async fn stage_lease(
+        &self,
+        tx: &mut Tx,
+        pool_id: Uuid,
+        owner: &str,
+    ) -> Result<Option<IpLease>, NsdbError> {
+        let pool = read_pool(tx, pool_id).await?;
+        if let Some(lease) = existing_lease(tx, pool_id, owner).await? {
+            return Ok(Some(lease));
+        }
+        // Which addresses are taken is read outside the transaction: the
+        // commit only depends on the one address chosen being free.
+        let used = self.used_addresses(pool_id).await?;
+        let Some(address) = pick_free(&pool, &used, owner) else {
+            // Confirm exhaustion inside the transaction before saying so.
+            let leased = tx.range(&keys::leases_of(pool_id)).await?.len() as u128;
+            if leased < host_span(&pool.cidr).1 - u128::from(pool.gateway.is_some()) {
+                return Ok(None);
+            }
+            return Err(NsdbError::PoolExhausted {
+                pool: pool_id,
+                cidr: pool.cidr.to_string(),
+            });
+        };
+        let addr_key = keys::lease_by_address(pool_id, address);
+        if tx.get(&addr_key).await?.is_some() {
+            return Ok(None);
+        }
+        let lease = IpLease {
+            pool_id,
+            address,
+            owner: owner.to_string(),
+            revision: 0,
+        };
+        tx.put(addr_key, serde_json::to_vec(&lease).unwrap_or_default());
+        tx.put(
+            keys::lease_by_owner(pool_id, owner),
+            address.to_string().into_bytes(),
+        );
+        Ok(Some(lease))
+    }
+
+    /// Stages the release of `owner`'s lease in `pool_id` into `tx`;
+    /// returns the lease, or `None` when the owner held none.
+    pub(crate) async fn stage_release(
+        tx: &mut Tx,
+        pool_id: Uuid,
+        owner: &str,
+    ) -> Result<Option<IpLease>, NsdbError> {
+        let Some(lease) = existing_lease(tx, pool_id, owner).await? else {
+            return Ok(None);
+        };
+        tx.delete(keys::lease_by_address(pool_id, lease.address));
+        tx.delete(keys::lease_by_owner(pool_id, owner));
+        Ok(Some(lease))
     }
 
     /// Releases the lease `owner` holds in `pool_id`. Returns the released
@@ -163,11 +192,9 @@ impl Nsdb {
     ) -> Result<Option<IpLease>, NsdbError> {
         for attempt in 0..MAX_ATTEMPTS {
             let mut tx = Tx::new(self.backend().clone());
-            let Some(lease) = existing_lease(&mut tx, pool_id, owner).await? else {
+            let Some(lease) = Nsdb::stage_release(&mut tx, pool_id, owner).await? else {
                 return Ok(None);
             };
-            tx.delete(keys::lease_by_address(pool_id, lease.address));
-            tx.delete(keys::lease_by_owner(pool_id, owner));
             if tx.commit().await?.is_some() {
                 return Ok(Some(lease));
             }

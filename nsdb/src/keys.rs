@@ -5,7 +5,8 @@
 //! - `refs/{target_id}/{kind}/{id}`: record `{kind}/{id}` references the target
 //!   (value: the referencing fields), kept in the same commit as the record;
 //! - `uniq/...`: a unique value, held by the id stored as the value;
-//! - `ipam/{pool_id}/addr/{ip}` and `ipam/{pool_id}/owner/{owner}`: leases.
+//! - `ipam/{pool_id}/addr/{ip}` and `ipam/{pool_id}/owner/{owner}`: leases;
+//! - `status/port/{port_id}`: the host serving the port (under the agent's lease).
 
 use uuid::Uuid;
 
@@ -60,6 +61,11 @@ pub fn leases_of(pool: Uuid) -> String {
 /// The owner index of a pool's leases.
 pub fn lease_by_owner(pool: Uuid, owner: &str) -> String {
     format!("ipam/{pool}/owner/{}", key_segment(owner))
+}
+
+/// The marker of the agent serving a port.
+pub fn port_status(port: Uuid) -> String {
+    format!("status/port/{port}")
 }
 
 /// What a key under [`OBJECTS`] names.

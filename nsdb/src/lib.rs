@@ -11,6 +11,7 @@
 
 #![warn(missing_docs)]
 
+mod attachment;
 pub mod embedded;
 pub mod error;
 pub mod etcd;

@@ -1,7 +1,7 @@
 //! The agent: registers its host, follows the NSDB, opens the interfaces of
 //! the ports bound to the host and runs the datapath on them.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
 use std::path::Path;
 use std::sync::Arc;
@@ -95,6 +95,11 @@ impl Agent {
         let datapath = Arc::new(Datapath::new(host.id, topology.clone()));
         let (invalidate_tx, mut invalidate_rx) = mpsc::unbounded_channel();
         let (applied_tx, applied) = watch::channel(0);
+        let status = PortStatus {
+            nsdb: nsdb.clone(),
+            host_id: host.id,
+            lease: liveness.lease(),
+        };
         let mut tasks = vec![tokio::spawn(run_feed(
             nsdb,
             topology.clone(),
@@ -133,6 +138,7 @@ impl Agent {
             }
         }));
         tasks.push(tokio::spawn(reconcile_ports(
+            status,
             datapath.clone(),
             topology.clone(),
             applied.clone(),
@@ -228,14 +234,67 @@ fn sync_uplinks(topo: &Topology, uplinks: &mut HashMap<Uuid, (UplinkHost, Option
     }
 }
 
+/// Where the agent publishes which ports it serves (see
+/// [`Nsdb::publish_port_active`]), so that a CNI ADD knows when traffic flows.
+struct PortStatus {
+    nsdb: Nsdb,
+    host_id: Uuid,
+    lease: nsdb::kv::LeaseId,
+}
+
+impl PortStatus {
+    /// Publishes the served ports not published yet; failures are retried
+    /// on the next round.
+    async fn publish(
+        &self,
+        serving: &HashMap<Uuid, (String, JoinHandle<()>)>,
+        published: &mut HashSet<Uuid>,
+    ) {
+        for id in serving.keys() {
+            if published.contains(id) {
+                continue;
+            }
+            match self
+                .nsdb
+                .publish_port_active(*id, self.host_id, self.lease)
+                .await
+            {
+                Ok(()) => {
+                    published.insert(*id);
+                }
+                Err(error) => {
+                    tracing::warn!(port = %id, %error, "cannot publish the port as active; retrying")
+                }
+            }
+        }
+        let gone: Vec<Uuid> = published
+            .iter()
+            .filter(|id| !serving.contains_key(id))
+            .copied()
+            .collect();
+        for id in gone {
+            match self.nsdb.retract_port_active(id).await {
+                Ok(()) => {
+                    published.remove(&id);
+                }
+                Err(error) => {
+                    tracing::warn!(port = %id, %error, "cannot retract the port's active marker; retrying")
+                }
+            }
+        }
+    }
+}
+
 /// Keeps the served ports equal to the ports bound on this host.
 async fn reconcile_ports(
+    status: PortStatus,
     datapath: Arc<Datapath>,
     topology: Arc<SharedTopology>,
     mut applied: watch::Receiver<nsdb::Revision>,
 ) {
     let mut serving: HashMap<Uuid, (String, JoinHandle<()>)> = HashMap::new();
     let mut uplinks: HashMap<Uuid, (UplinkHost, Option<String>)> = HashMap::new();
+    let mut published = HashSet::new();
     loop {
         let topo = topology.load();
         let desired: HashMap<Uuid, String> = topo
@@ -282,6 +341,7 @@ async fn reconcile_ports(
             }
         }
         sync_uplinks(&topo, &mut uplinks);
+        status.publish(&serving, &mut published).await;
         // Re-check on every NSDB change, and every second for interfaces
         // that appeared or failed.
         tokio::select! {

@@ -1,0 +1,159 @@
+//! Attachments: a bound exterior port together with the address lease it
+//! sends from, created and removed in one commit, so that a client that
+//! dies half-way never leaves a port without its lease or the reverse.
+//!
+//! Agents publish which ports they serve under `status/port/{port_id}`,
+//! attached to their liveness lease: the marker disappears with the agent.
+
+use ipnet::IpNet;
+use uuid::Uuid;
+
+use crate::error::NsdbError;
+use crate::integrity::{self, Mutation};
+use crate::keys;
+use crate::kv::LeaseId;
+use crate::model::{AllowedAddress, IpLease, Kind, Port, Record};
+use crate::store::Nsdb;
+use crate::txn::{self, Tx, MAX_ATTEMPTS};
+
+impl Nsdb {
+    /// Creates `port` with the lease of `owner` in `pool_id`, the leased
+    /// address added to the port's allowed addresses, in one commit.
+    /// Idempotent: when a port with `port.id` exists it is returned with
+    /// the owner's lease (allocated now if it was missing).
+    pub async fn attach_port(
+        &self,
+        port: Port,
+        pool_id: Uuid,
+        owner: &str,
+    ) -> Result<(Port, IpLease), NsdbError> {
+        for attempt in 0..MAX_ATTEMPTS {
+            let mut tx = Tx::new(self.backend().clone());
+            let Some(lease) = self.stage_lease(&mut tx, pool_id, owner).await? else {
+                txn::backoff(attempt).await;
+                continue;
+            };
+            let existing = integrity::read(&mut tx, Kind::Port, port.id).await?;
+            let staged = match existing {
+                Some(Record::Port(_)) if lease.revision != 0 => {
+                    return Ok((self.fetch::<Port>(port.id).await?, lease));
+                }
+                // The port outlived its lease (released by hand): it gets
+                // the new address.
+                Some(Record::Port(mut stored)) => {
+                    stored.allowed_addresses = vec![allowed(&stored, lease.address)];
+                    Mutation::Update {
+                        record: Record::Port(stored),
+                        expected_revision: None,
+                    }
+                }
+                _ => {
+                    let mut port = port.clone();
+                    port.allowed_addresses = vec![allowed(&port, lease.address)];
+                    Mutation::Create(Record::Port(port))
+                }
+            };
+            let records = integrity::stage(&mut tx, &[staged]).await?;
+            if let Some(revision) = tx.commit().await? {
+                let Some(Some(Record::Port(mut stored))) = records.into_iter().next() else {
+                    return Err(txn::contention());
+                };
+                stored.revision = revision;
+                let revision = if lease.revision == 0 {
+                    revision
+                } else {
+                    lease.revision
+                };
+                return Ok((stored, IpLease { revision, ..lease }));
+            }
+            txn::backoff(attempt).await;
+        }
+        Err(txn::contention())
+    }
+
+    /// Deletes port `port_id` and releases `owner`'s lease in `pool_id` in
+    /// one commit. Returns whether anything existed (detaching twice is not
+    /// an error).
+    pub async fn detach_port(
+        &self,
+        port_id: Uuid,
+        pool_id: Uuid,
+        owner: &str,
+    ) -> Result<bool, NsdbError> {
+        for attempt in 0..MAX_ATTEMPTS {
+            let mut tx = Tx::new(self.backend().clone());
+            let released = Nsdb::stage_release(&mut tx, pool_id, owner).await?;
+            let exists = integrity::read(&mut tx, Kind::Port, port_id)
+                .await?
+                .is_some();
+            if exists {
+                let delete = Mutation::Delete {
+                    kind: Kind::Port,
+                    id: port_id,
+                    expected_revision: None,
+                };
+                integrity::stage(&mut tx, &[delete]).await?;
+            }
+            if !exists && released.is_none() {
+                return Ok(false);
+            }
+            if tx.commit().await?.is_some() {
+                return Ok(true);
+            }
+            txn::backoff(attempt).await;
+        }
+        Err(txn::contention())
+    }
+
+    /// Publishes that this host's agent serves `port_id`, for as long as
+    /// `lease` (the agent's liveness lease) lives.
+    pub async fn publish_port_active(
+        &self,
+        port_id: Uuid,
+        host_id: Uuid,
+        lease: LeaseId,
+    ) -> Result<(), NsdbError> {
+        for attempt in 0..MAX_ATTEMPTS {
+            let mut tx = Tx::new(self.backend().clone());
+            tx.put_with_lease(
+                keys::port_status(port_id),
+                host_id.to_string().into_bytes(),
+                lease,
+            );
+            if tx.commit().await?.is_some() {
+                return Ok(());
+            }
+            txn::backoff(attempt).await;
+        }
+        Err(txn::contention())
+    }
+
+    /// Withdraws the marker [`Self::publish_port_active`] wrote.
+    pub async fn retract_port_active(&self, port_id: Uuid) -> Result<(), NsdbError> {
+        for attempt in 0..MAX_ATTEMPTS {
+            let mut tx = Tx::new(self.backend().clone());
+            tx.delete(keys::port_status(port_id));
+            if tx.commit().await?.is_some() {
+                return Ok(());
+            }
+            txn::backoff(attempt).await;
+        }
+        Err(txn::contention())
+    }
+
+    /// The host whose agent currently serves `port_id`, if any.
+    pub async fn port_active_on(&self, port_id: Uuid) -> Result<Option<Uuid>, NsdbError> {
+        let Some(entry) = self.backend().get(&keys::port_status(port_id)).await? else {
+            return Ok(None);
+        };
+        Ok(Uuid::parse_str(&String::from_utf8_lossy(&entry.value)).ok())
+    }
+}
+
+/// The anti-spoofing entry of a port sending from `address`.
+fn allowed(port: &Port, address: std::net::IpAddr) -> AllowedAddress {
+    AllowedAddress {
+        mac: port.mac,
+        ip: IpNet::from(address),
+    }
+}
