@@ -2,13 +2,14 @@
 
 use std::time::Duration;
 
-use nsdb::{Bridge, Chain, Host, IpPool, Port, Revision, Route, Router, Rule, Tenant};
+use nsdb::{Bridge, Chain, Host, IpLease, IpPool, Port, Revision, Route, Router, Rule, Tenant};
 use reqwest::{header, Method, StatusCode};
 use serde::de::DeserializeOwned;
 use serde_json::{json, Value};
 use uuid::Uuid;
 
 use crate::problem::Problem;
+use crate::provision::{Attachment, AttachmentKey, AttachmentRequest};
 use crate::resource::Page;
 use crate::routes::tenants::IssuedToken;
 
@@ -44,6 +45,27 @@ impl ApiError {
             _ => None,
         }
     }
+}
+
+/// Percent-encodes one URL path segment (everything but unreserved characters).
+pub fn path_segment(raw: &str) -> String {
+    raw.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
+                (b as char).to_string()
+            }
+            other => format!("%{other:02X}"),
+        })
+        .collect()
+}
+
+fn attachment_path(key: &AttachmentKey) -> String {
+    format!(
+        "/v1/attachments/{}/{}/{}",
+        path_segment(&key.network),
+        path_segment(&key.container_id),
+        path_segment(&key.ifname)
+    )
 }
 
 /// A client bound to one server and one token.
@@ -315,5 +337,73 @@ impl Client {
             body["floating_address"] = json!(address);
         }
         self.post("/v1/floating_ips", &body).await
+    }
+
+    /// Leases an address of `pool` to `owner` (admin; idempotent per owner).
+    pub async fn allocate_lease(&self, pool: Uuid, owner: &str) -> Result<IpLease, ApiError> {
+        self.post(
+            &format!("/v1/ip_pools/{pool}/leases"),
+            &json!({ "owner": owner }),
+        )
+        .await
+    }
+
+    /// Releases `owner`'s lease in `pool` (admin; fine when it held none).
+    pub async fn release_lease(&self, pool: Uuid, owner: &str) -> Result<(), ApiError> {
+        self.delete(
+            &format!("/v1/ip_pools/{pool}/leases/{}", path_segment(owner)),
+            None,
+        )
+        .await
+    }
+
+    /// Creates the attachment `key`, or answers the existing one (admin).
+    pub async fn put_attachment(
+        &self,
+        key: &AttachmentKey,
+        request: &AttachmentRequest,
+    ) -> Result<Attachment, ApiError> {
+        let body = serde_json::to_value(request).map_err(|e| ApiError::Protocol {
+            url: attachment_path(key),
+            reason: e.to_string(),
+        })?;
+        self.put(&attachment_path(key), &body).await
+    }
+
+    /// The attachment `key`; `None` when there is none (admin).
+    pub async fn attachment(&self, key: &AttachmentKey) -> Result<Option<Attachment>, ApiError> {
+        match self.get(&attachment_path(key)).await {
+            Ok(attachment) => Ok(Some(attachment)),
+            Err(error) if error.status() == Some(404) => Ok(None),
+            Err(error) => Err(error),
+        }
+    }
+
+    /// Removes the attachment `key`; fine when there is none (admin).
+    pub async fn delete_attachment(&self, key: &AttachmentKey) -> Result<(), ApiError> {
+        self.delete(&attachment_path(key), None).await
+    }
+
+    /// The attachments bound on `host` (every one with `None`), optionally
+    /// only those of CNI network `network` (admin).
+    pub async fn attachments(
+        &self,
+        host: Option<Uuid>,
+        network: Option<&str>,
+    ) -> Result<Vec<Attachment>, ApiError> {
+        let mut query = Vec::new();
+        if let Some(host) = host {
+            query.push(format!("host_id={host}"));
+        }
+        if let Some(network) = network {
+            query.push(format!("network={}", path_segment(network)));
+        }
+        let path = if query.is_empty() {
+            "/v1/attachments".to_string()
+        } else {
+            format!("/v1/attachments?{}", query.join("&"))
+        };
+        let page: Page<Attachment> = self.get(&path).await?;
+        Ok(page.items)
     }
 }

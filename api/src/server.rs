@@ -165,6 +165,7 @@ pub fn api_routes() -> ApiRouter {
     let api = routes::chains::routes(api);
     let api = routes::groups::routes(api);
     let api = routes::network::routes(api);
+    let api = routes::attachments::routes(api);
     routes::infra::routes(api)
 }
 

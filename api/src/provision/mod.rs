@@ -5,10 +5,15 @@
 //! either happens completely or not at all, and retries when a concurrent
 //! writer took an address, a subnet or a rule position it planned to use.
 
+mod attachment;
 mod floating;
 mod provider;
 mod tenant;
 
+pub use attachment::{
+    attachment, attachments, delete_attachment, ensure_attachment, Attachment, AttachmentKey,
+    AttachmentRequest,
+};
 pub use floating::{create_floating_ip, delete_floating_ip, FloatingIpRequest};
 pub use provider::{ensure_provider, ProviderPlan, UplinkPlan};
 pub use tenant::{delete_tenant_network, init_tenant_network, tenant_network, TenantNetwork};

@@ -3,14 +3,15 @@
 use std::collections::HashMap;
 
 use axum::extract::State;
-use axum::http::Method;
-use axum::routing::{get, post};
+use axum::http::{Method, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{delete, get, post};
 use axum::Json;
 use nsdb::{Host, IpLease, IpPool};
 
 use super::crud_docs;
 use crate::auth::Caller;
-use crate::extract::{Path, Query};
+use crate::extract::{from_json, JsonObject, Path, Query};
 use crate::openapi::{ApiRouter, RouteDoc};
 use crate::problem::Problem;
 use crate::resource::{create_top, fetch_visible, list_all, parse_id, Page};
@@ -37,6 +38,49 @@ async fn list_leases(
     }))
 }
 
+/// The body of `POST /v1/ip_pools/{id}/leases`.
+#[derive(Debug, serde::Deserialize, serde::Serialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LeaseRequest {
+    /// Who holds the address (e.g. a container id and interface name).
+    pub owner: String,
+}
+
+async fn allocate_lease(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(pool): Path<String>,
+    JsonObject(body): JsonObject,
+) -> Result<Response, Problem> {
+    caller.require_admin()?;
+    let request: LeaseRequest = from_json(body.into())?;
+    let pool: IpPool = fetch_visible(&state.nsdb, caller, parse_id("ip pool", &pool)?).await?;
+    let held = state
+        .nsdb
+        .leases(pool.id)
+        .await?
+        .into_iter()
+        .any(|l| l.owner == request.owner);
+    let lease = state.nsdb.allocate_ip(pool.id, &request.owner).await?;
+    let status = if held {
+        StatusCode::OK
+    } else {
+        StatusCode::CREATED
+    };
+    Ok((status, Json(lease)).into_response())
+}
+
+async fn release_lease(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path((pool, owner)): Path<(String, String)>,
+) -> Result<StatusCode, Problem> {
+    caller.require_admin()?;
+    let pool: IpPool = fetch_visible(&state.nsdb, caller, parse_id("ip pool", &pool)?).await?;
+    state.nsdb.release_ip(pool.id, &owner).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
 /// Adds the host and pool routes.
 pub fn routes(api: ApiRouter) -> ApiRouter {
     let h = crud_docs::<Host>("/v1/hosts", "/v1/hosts/{id}", "hosts", &["limit", "after"]);
@@ -57,5 +101,27 @@ pub fn routes(api: ApiRouter) -> ApiRouter {
             )
             .response::<Page<IpLease>>(200),
             get(list_leases),
+        )
+        .add(
+            RouteDoc::new(
+                Method::POST,
+                "/v1/ip_pools/{id}/leases",
+                "ip_pools",
+                "Lease an address to an owner (admin; idempotent per owner: 201 leased, 200 the owner's existing lease)",
+            )
+            .request::<LeaseRequest>()
+            .response::<IpLease>(201)
+            .response::<IpLease>(200),
+            post(allocate_lease),
+        )
+        .add(
+            RouteDoc::new(
+                Method::DELETE,
+                "/v1/ip_pools/{id}/leases/{owner}",
+                "ip_pools",
+                "Release an owner's lease (admin; 204 also when it held none)",
+            )
+            .empty(204),
+            delete(release_lease),
         )
 }

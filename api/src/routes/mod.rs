@@ -1,5 +1,6 @@
 //! The API's resources, one module per group of collections.
 
+pub mod attachments;
 pub mod chains;
 pub mod devices;
 pub mod groups;
