@@ -1,0 +1,136 @@
+//! ADD and DEL.
+
+use std::time::{Duration, Instant};
+
+use api::provision::{Attachment, AttachmentKey, AttachmentRequest};
+use serde_json::Value;
+use uuid::Uuid;
+
+use crate::error::{code, CniError};
+use crate::plumbing;
+use crate::result::{mac_string, Outcome};
+use crate::spec::Env;
+use crate::Plugin;
+
+/// How often ADD asks whether the agent serves the port yet.
+const ACTIVE_POLL: Duration = Duration::from_millis(5);
+
+/// ADD: see the crate docs. Any failure after the veth exists undoes
+/// everything (as a DEL would) before returning the error.
+pub(crate) async fn add(plugin: &Plugin, env: &Env) -> Result<Value, CniError> {
+    let key = plugin.key(env)?;
+    let netns_path = env.netns.clone().unwrap_or_default();
+    let netns = plumbing::open_netns(&netns_path)?;
+    let host_id = plugin.host_id().await?;
+    let host_if = key.host_interface();
+    plumbing::ensure_veth(&host_if, &key.owner(), &netns, &env.ifname, key.mac().0)?;
+    match attach(plugin, env, &key, host_id, &netns).await {
+        Ok(mut outcome) => {
+            outcome.pod_interface.2 = netns_path.display().to_string();
+            Ok(outcome.to_json(&plugin.conf.cni_version))
+        }
+        Err(error) => {
+            if let Err(undo) = remove(plugin, &key).await {
+                eprintln!(
+                    "plexus-cni: undoing the failed ADD: {}: {}",
+                    undo.msg, undo.details
+                );
+            }
+            Err(error)
+        }
+    }
+}
+
+/// The steps of ADD after the veth exists.
+async fn attach(
+    plugin: &Plugin,
+    env: &Env,
+    key: &AttachmentKey,
+    host_id: Uuid,
+    netns: &std::fs::File,
+) -> Result<Outcome, CniError> {
+    let host_if = key.host_interface();
+    let alias = key.owner();
+    plumbing::configure_host_end(&host_if, &alias, plugin.conf.mtu)?;
+    let request = AttachmentRequest {
+        host_id,
+        interface_name: host_if.clone(),
+        tenant: plugin.conf.tenant_for(env),
+        bridge_id: plugin.conf.bridge,
+        mac: Some(key.mac()),
+    };
+    let attachment = plugin.client.put_attachment(key, &request).await?;
+    let mtu = plugin.conf.mtu.unwrap_or(attachment.mtu);
+    let host_mac = plumbing::configure_host_end(&host_if, &alias, Some(mtu))?;
+    plumbing::configure_pod_end(
+        netns,
+        &env.ifname,
+        mtu,
+        attachment.address,
+        attachment.gateway,
+    )?;
+    let attachment = wait_active(plugin, key, attachment).await?;
+    Ok(Outcome {
+        host_interface: (host_if, mac_string(&host_mac)),
+        pod_interface: (
+            env.ifname.clone(),
+            attachment.port.mac.to_string(),
+            String::new(),
+        ),
+        mtu,
+        address: attachment.address,
+        gateway: attachment.gateway,
+        dns: plugin.conf.dns.clone(),
+    })
+}
+
+/// Waits (bounded by the config's `active_timeout_ms`) until the agent
+/// serves the attachment's port.
+async fn wait_active(
+    plugin: &Plugin,
+    key: &AttachmentKey,
+    mut attachment: Attachment,
+) -> Result<Attachment, CniError> {
+    let deadline = Instant::now() + Duration::from_millis(plugin.conf.active_timeout_ms);
+    while !attachment.active {
+        if Instant::now() >= deadline {
+            return Err(CniError::new(
+                code::NOT_ACTIVE,
+                "the Plexus agent did not start serving the pod's port in time",
+                format!(
+                    "port {} bound to {} on host '{}' still inactive after {} ms",
+                    attachment.port.id,
+                    key.host_interface(),
+                    plugin.host_name,
+                    plugin.conf.active_timeout_ms
+                ),
+            ));
+        }
+        tokio::time::sleep(ACTIVE_POLL).await;
+        attachment = plugin.client.attachment(key).await?.ok_or_else(|| {
+            CniError::new(
+                code::TRY_AGAIN,
+                "the attachment vanished while ADD waited for it",
+                key.owner(),
+            )
+        })?;
+    }
+    Ok(attachment)
+}
+
+/// Removes the attachment, then the veth (in that order, so that the agent
+/// stops serving the port before its interface goes).
+async fn remove(plugin: &Plugin, key: &AttachmentKey) -> Result<(), CniError> {
+    plugin.client.delete_attachment(key).await?;
+    plumbing::delete_veth(&key.host_interface())
+}
+
+/// DEL: removes the attachment and the veth; succeeds when there is
+/// nothing (left) to remove, and without the network namespace.
+pub(crate) async fn del(plugin: &Plugin, env: &Env) -> Result<(), CniError> {
+    // A key that does not validate was never added.
+    let Ok(key) = plugin.key(env) else {
+        return Ok(());
+    };
+    remove(plugin, &key).await
+}

@@ -1,0 +1,153 @@
+//! CHECK: the kernel and the NSDB still hold what ADD set up, and agree
+//! with `prevResult`.
+
+use std::net::IpAddr;
+
+use ipnet::IpNet;
+use serde_json::Value;
+
+use crate::error::{code, CniError};
+use crate::plumbing;
+use crate::result::mac_string;
+use crate::spec::Env;
+use crate::Plugin;
+
+/// CHECK: every difference found is listed in the error's details.
+pub(crate) async fn check(plugin: &Plugin, env: &Env) -> Result<(), CniError> {
+    let key = plugin.key(env)?;
+    let Some(prev) = &plugin.conf.prev_result else {
+        return Err(CniError::new(
+            code::INVALID_CONFIG,
+            "CHECK needs prevResult",
+            "the runtime passes the result of ADD as prevResult",
+        ));
+    };
+    let netns = plumbing::open_netns(&env.netns.clone().unwrap_or_default())?;
+    let host = plugin.host().await?;
+    let Some(attachment) = plugin.client.attachment(&key).await? else {
+        return Err(CniError::new(
+            code::CHECK_FAILED,
+            "the attachment does not exist",
+            format!("no port or lease for {}", key.owner()),
+        ));
+    };
+    let host_if = key.host_interface();
+    let mut wrong = Vec::new();
+    if attachment.port.host_id != Some(host.id) {
+        wrong.push(format!(
+            "the port is bound to host {:?}, not {} ({})",
+            attachment.port.host_id, host.id, host.name
+        ));
+    }
+    if attachment.port.interface_name.as_deref() != Some(host_if.as_str()) {
+        wrong.push(format!(
+            "the port is bound to interface {:?}, not {host_if}",
+            attachment.port.interface_name
+        ));
+    }
+    if !attachment.active {
+        wrong.push("the agent does not serve the port".to_string());
+    }
+    match rtnl::link_by_name(&host_if).map_err(|e| CniError::kernel("list links", e))? {
+        None => wrong.push(format!("the host interface {host_if} is missing")),
+        Some(link) if !link.up => wrong.push(format!("the host interface {host_if} is down")),
+        Some(_) => {}
+    }
+    let view = plumbing::pod_view(&netns, &env.ifname)?;
+    let pod_mac = attachment.port.mac.to_string();
+    match &view.link {
+        None => wrong.push(format!("{} is missing in the container", env.ifname)),
+        Some(link) => {
+            if mac_string(&link.mac) != pod_mac {
+                wrong.push(format!(
+                    "{} has MAC {}, not {pod_mac}",
+                    env.ifname,
+                    mac_string(&link.mac)
+                ));
+            }
+            if !link.up {
+                wrong.push(format!("{} is down", env.ifname));
+            }
+        }
+    }
+    let has_address = view
+        .addresses
+        .iter()
+        .any(|a| IpNet::V4(*a) == attachment.address);
+    if !has_address {
+        wrong.push(format!(
+            "{} lacks address {} (has {:?})",
+            env.ifname, attachment.address, view.addresses
+        ));
+    }
+    if let Some(IpAddr::V4(gateway)) = attachment.gateway {
+        if !view.default_gateways.contains(&gateway) {
+            wrong.push(format!("no default route via {gateway} on {}", env.ifname));
+        }
+    }
+    wrong.extend(against_prev_result(
+        prev,
+        &attachment.address,
+        &pod_mac,
+        &env.ifname,
+    ));
+    if wrong.is_empty() {
+        Ok(())
+    } else {
+        Err(CniError::new(
+            code::CHECK_FAILED,
+            "the attachment is not as ADD left it",
+            wrong.join("; "),
+        ))
+    }
+}
+
+/// What in `prev` (the ADD result) disagrees with the attachment.
+fn against_prev_result(prev: &Value, address: &IpNet, mac: &str, ifname: &str) -> Vec<String> {
+    let mut wrong = Vec::new();
+    let ips: Vec<&str> = prev["ips"]
+        .as_array()
+        .map(|ips| ips.iter().filter_map(|ip| ip["address"].as_str()).collect())
+        .unwrap_or_default();
+    if !ips.contains(&address.to_string().as_str()) {
+        wrong.push(format!("prevResult lists ips {ips:?}, not {address}"));
+    }
+    let pod = prev["interfaces"].as_array().and_then(|list| {
+        list.iter()
+            .find(|i| i["name"] == ifname && i.get("sandbox").is_some())
+    });
+    match pod {
+        None => wrong.push(format!("prevResult has no sandbox interface {ifname}")),
+        Some(i) if i["mac"].as_str() != Some(mac) => wrong.push(format!(
+            "prevResult says {ifname} has MAC {}, not {mac}",
+            i["mac"]
+        )),
+        Some(_) => {}
+    }
+    wrong
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn prev_result_mismatches_are_named() {
+        let prev = json!({
+            "ips": [{"address": "10.0.0.5/24"}],
+            "interfaces": [{"name": "plx1"}, {"name": "eth0", "mac": "02:00:00:00:00:01", "sandbox": "/x"}],
+        });
+        let addr: IpNet = "10.0.0.5/24".parse().unwrap();
+        assert!(against_prev_result(&prev, &addr, "02:00:00:00:00:01", "eth0").is_empty());
+        let other: IpNet = "10.0.0.6/24".parse().unwrap();
+        assert_eq!(
+            against_prev_result(&prev, &other, "02:00:00:00:00:02", "eth0").len(),
+            2
+        );
+        assert_eq!(
+            against_prev_result(&prev, &addr, "02:00:00:00:00:01", "eth1").len(),
+            1
+        );
+    }
+}

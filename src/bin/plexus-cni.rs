@@ -1,0 +1,5 @@
+//! `plexus-cni`, the CNI plugin (see the `cni` crate).
+
+fn main() -> std::process::ExitCode {
+    cni::main()
+}
