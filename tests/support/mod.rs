@@ -3,6 +3,7 @@
 
 pub mod api;
 pub mod cluster;
+pub mod cni;
 pub mod etcd;
 pub mod netns;
 pub mod plexus;
