@@ -17,6 +17,9 @@ ensure_packages \
   curl:curl \
   traceroute:traceroute \
   tshark:tshark \
+  podman:podman \
+  runc:runc \
+  /usr/bin/busybox:busybox-static \
   python3:python3
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets -- -D warnings
