@@ -25,10 +25,7 @@ pub(crate) async fn add(plugin: &Plugin, env: &Env) -> Result<Value, CniError> {
     let host_if = key.host_interface();
     plumbing::ensure_veth(&host_if, &key.owner(), &netns, &env.ifname, key.mac().0)?;
     match attach(plugin, env, &key, host_id, &netns).await {
-        Ok(mut outcome) => {
-            outcome.pod_interface.2 = netns_path.display().to_string();
-            Ok(outcome.to_json(&plugin.conf.cni_version))
-        }
+        Ok(outcome) => Ok(outcome.to_json(&plugin.conf.cni_version)),
         Err(error) => {
             if let Err(undo) = remove(plugin, &key).await {
                 eprintln!(
@@ -49,6 +46,7 @@ async fn attach(
     host_id: Uuid,
     netns: &std::fs::File,
 ) -> Result<Outcome, CniError> {
+    let sandbox = env.netns.clone().unwrap_or_default().display().to_string();
     let host_if = key.host_interface();
     let alias = key.owner();
     plumbing::configure_host_end(&host_if, &alias, plugin.conf.mtu)?;
@@ -72,11 +70,7 @@ async fn attach(
     let attachment = wait_active(plugin, key, attachment).await?;
     Ok(Outcome {
         host_interface: (host_if, mac_string(&host_mac)),
-        pod_interface: (
-            env.ifname.clone(),
-            attachment.port.mac.to_string(),
-            String::new(),
-        ),
+        pod_interface: (env.ifname.clone(), attachment.port.mac.to_string(), sandbox),
         mtu,
         address: attachment.address,
         gateway: attachment.gateway,
