@@ -29,14 +29,12 @@ mod afpacket;
 mod batch;
 mod encap;
 mod error;
+pub mod netlink;
 mod sys;
 mod tap;
 mod udp;
 mod vnet;
 mod vtep;
-
-/// Netlink calls (now the shared `rtnl` crate, which the CNI plugin uses too).
-pub use rtnl as netlink;
 
 use std::future::Future;
 use std::io;

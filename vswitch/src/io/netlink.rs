@@ -1,0 +1,3 @@
+//! Netlink calls: the shared `rtnl` crate (the CNI plugin uses it too).
+
+pub use rtnl::*;
