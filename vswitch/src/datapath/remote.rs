@@ -103,6 +103,9 @@ impl Datapath {
             };
             let dest = tunnel.peer(ip);
             let mut push = |key: u32| {
+                if vnet.is_gso() && datagrams.push_offloaded(dest, key, vnet, frame) {
+                    return;
+                }
                 let Some(vni) = Vni::new(key) else { return };
                 if let Err(error) = datagrams.push_frame(dest, vni, vnet, frame, max_ip_len) {
                     self.count(error.name());

@@ -149,6 +149,19 @@ impl RxBatch {
         self.count += 1;
     }
 
+    /// Drops the first `n` bytes of frame `i` and gives it the offload
+    /// header `vnet`; false (nothing changed) if `i` is out of range or the
+    /// frame is shorter than `n`.
+    pub(crate) fn strip_front(&mut self, i: usize, n: usize, vnet: &VnetHeader) -> bool {
+        if i >= self.count || VNET_HDR_LEN + n > self.lens[i] {
+            return false;
+        }
+        let len = self.lens[i];
+        self.slots[i].copy_within(VNET_HDR_LEN + n..len, VNET_HDR_LEN);
+        self.lens[i] = len - n;
+        self.set_vnet(i, vnet)
+    }
+
     /// Counts a frame the kernel discarded without delivering it to us.
     pub(crate) fn note_dropped(&mut self) {
         self.dropped += 1;

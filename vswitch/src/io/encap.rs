@@ -53,6 +53,40 @@ pub fn vxlan_header(vni: Vni) -> [u8; VXLAN_HEADER_LEN] {
     [0x08, 0, 0, 0, v[1], v[2], v[3], 0]
 }
 
+/// The reserved key of offloaded super-frames between agents (see
+/// [`Datagrams::push_offloaded`]).
+pub const OFFLOAD_KEY: u32 = 0x00ff_fffe;
+/// EtherType of Plexus's own messages inside the tunnel (IEEE local experimental).
+pub const PLEXUS_ETHERTYPE: u16 = 0x88b5;
+const OFFLOAD_MAGIC: &[u8; 4] = b"PLXG";
+/// Bytes in front of an offloaded frame: Ethernet header, magic, key, offload header.
+pub const OFFLOAD_PREAMBLE: usize = ETH_LEN + 4 + 4 + 10;
+/// The largest UDP payload.
+const MAX_DATAGRAM: usize = 65_507;
+
+/// An offloaded super-frame's destination key and offload header, read
+/// from the preamble `bytes` (the inner frame of an [`OFFLOAD_KEY`] datagram).
+pub fn parse_offloaded(bytes: &[u8]) -> Option<(u32, VnetHeader)> {
+    let pre = bytes.get(..OFFLOAD_PREAMBLE)?;
+    if pre[12..14] != PLEXUS_ETHERTYPE.to_be_bytes() || &pre[14..18] != OFFLOAD_MAGIC {
+        return None;
+    }
+    let key = u32::from_be_bytes([pre[18], pre[19], pre[20], pre[21]]);
+    let v = &pre[22..32];
+    let le = |i: usize| u16::from_le_bytes([v[i], v[i + 1]]);
+    Some((
+        key,
+        VnetHeader {
+            flags: v[0],
+            gso_type: v[1],
+            hdr_len: le(2),
+            gso_size: le(4),
+            csum_start: le(6),
+            csum_offset: le(8),
+        },
+    ))
+}
+
 /// UDP datagrams queued for the tunnel socket, with their destinations.
 #[derive(Debug, Default)]
 pub struct Datagrams {
@@ -107,6 +141,46 @@ impl Datagrams {
         let buf = self.next(dest);
         buf.extend_from_slice(&vxlan_header(vni));
         buf.extend_from_slice(payload);
+    }
+
+    /// Queues a GSO super-frame for another agent as it is, with its offload
+    /// header, on [`OFFLOAD_KEY`]: the receiving agent hands it to the
+    /// egress port with that header and the kernel there segments (or
+    /// just delivers) it, so neither agent touches every segment. The outer
+    /// datagram is larger than the underlay MTU and the kernel fragments it.
+    /// Returns false (nothing queued) when the frame does not fit one
+    /// datagram.
+    pub fn push_offloaded(
+        &mut self,
+        dest: SocketAddr,
+        key: u32,
+        vnet: &VnetHeader,
+        frame: &[u8],
+    ) -> bool {
+        if VXLAN_HEADER_LEN + OFFLOAD_PREAMBLE + frame.len() > MAX_DATAGRAM {
+            return false;
+        }
+        let Some(vni) = Vni::new(OFFLOAD_KEY) else {
+            return false;
+        };
+        let buf = self.next(dest);
+        buf.extend_from_slice(&vxlan_header(vni));
+        buf.extend_from_slice(&[0x02, 0, 0, 0, 0, 0, 0x02, 0, 0, 0, 0, 0]);
+        buf.extend_from_slice(&PLEXUS_ETHERTYPE.to_be_bytes());
+        buf.extend_from_slice(OFFLOAD_MAGIC);
+        buf.extend_from_slice(&key.to_be_bytes());
+        buf.push(vnet.flags);
+        buf.push(vnet.gso_type);
+        for field in [
+            vnet.hdr_len,
+            vnet.gso_size,
+            vnet.csum_start,
+            vnet.csum_offset,
+        ] {
+            buf.extend_from_slice(&field.to_le_bytes());
+        }
+        buf.extend_from_slice(frame);
+        true
     }
 
     /// Queues `frame` (with its offload header `vnet`) to `dest` on `vni`:
@@ -413,6 +487,29 @@ mod tests {
             rebuilt.extend_from_slice(tcp.payload());
         }
         assert_eq!(rebuilt, payload);
+    }
+
+    #[test]
+    fn offloaded_frames_carry_their_header() {
+        let frame = tcp_frame(&[7u8; 3000], TCP_PSH);
+        let vnet = VnetHeader {
+            gso_type: VnetHeader::GSO_TCPV4,
+            gso_size: 1398,
+            hdr_len: 54,
+            ..partial()
+        };
+        let mut d = Datagrams::default();
+        assert!(d.push_offloaded(dest(), 4242, &vnet, &frame));
+        let (_, bytes) = d.iter().next().unwrap();
+        let vx = VxlanPacket::new_checked(bytes).unwrap();
+        assert_eq!(vx.vni().get(), OFFLOAD_KEY);
+        assert_eq!(parse_offloaded(vx.payload()), Some((4242, vnet)));
+        assert_eq!(&vx.payload()[OFFLOAD_PREAMBLE..], &frame[..]);
+        assert_eq!(parse_offloaded(&vx.payload()[..OFFLOAD_PREAMBLE - 1]), None);
+        assert_eq!(parse_offloaded(&frame), None);
+        let huge = vec![0u8; MAX_DATAGRAM];
+        assert!(!d.push_offloaded(dest(), 1, &vnet, &huge));
+        assert_eq!(d.len(), 1);
     }
 
     #[test]

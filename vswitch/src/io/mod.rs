@@ -41,7 +41,10 @@ use std::io;
 
 pub use afpacket::{AfPacket, AfPacketOptions, KernelStats};
 pub use batch::{RxBatch, TxBatch, MAX_FRAME_LEN, SLOT_LEN};
-pub use encap::{vxlan_header, Datagrams, EncapError};
+pub use encap::{
+    offload_of_received, parse_offloaded, vxlan_header, Datagrams, EncapError, OFFLOAD_KEY,
+    OFFLOAD_PREAMBLE,
+};
 pub use error::PortError;
 pub use tap::{Tap, TAP_OFFLOADS, TAP_VNET_HDR_SZ};
 pub use udp::{TunnelSocket, VXLAN_AT};

@@ -11,7 +11,9 @@ use uuid::Uuid;
 
 use super::{state, Tunnel, STATE_KEY};
 use crate::datapath::Datapath;
-use crate::io::{Port, PortIo, RxBatch, VnetHeader, VXLAN_AT};
+use crate::io::{
+    parse_offloaded, Port, PortIo, RxBatch, VnetHeader, OFFLOAD_KEY, OFFLOAD_PREAMBLE, VXLAN_AT,
+};
 use crate::snapshot::{KeyTarget, Topology};
 use crate::wire::VxlanPacket;
 
@@ -32,6 +34,9 @@ fn classify(topo: &Topology, host: Uuid, source: SocketAddr, vni: u32) -> Verdic
     if topo.tunnel.hosts_by_ip.contains_key(&source.ip()) {
         if vni == STATE_KEY {
             return Verdict::State;
+        }
+        if vni == OFFLOAD_KEY {
+            return Verdict::Drop("tunnel_nested_offload");
         }
         return match topo.tunnel.keys.get(&vni) {
             Some(KeyTarget::Port(port))
@@ -83,6 +88,17 @@ pub async fn serve_tunnel(datapath: Arc<Datapath>, tunnel: Arc<Tunnel>) -> std::
                 }
             };
             rx.set_vnet(i, &VnetHeader::NONE);
+            let mut vni = vni;
+            if vni == OFFLOAD_KEY && topo.tunnel.hosts_by_ip.contains_key(&source.ip()) {
+                // A super-frame another agent sent whole: unwrap it and
+                // deliver it with its offload header.
+                let Some((key, vnet)) = parse_offloaded(rx.frame(i)) else {
+                    datapath.count("tunnel_malformed_offload");
+                    continue;
+                };
+                rx.strip_front(i, OFFLOAD_PREAMBLE, &vnet);
+                vni = key;
+            }
             match classify(&topo, host, *source, vni) {
                 Verdict::Deliver(ports) => {
                     for port in ports {
