@@ -542,6 +542,43 @@ async fn floating_ips_install_and_remove_their_rules(s: &TestServer) {
         .unwrap();
 }
 
+/// Pods get the provider's MTU, lowered to what the tunnel between the
+/// registered hosts carries.
+async fn pod_mtu_fits_the_smallest_underlay(s: &TestServer) {
+    provider(s).await;
+    let small: nsdb::Host = s
+        .admin
+        .post(
+            "/v1/hosts",
+            &json!({"name": format!("small-{}", Uuid::new_v4()), "tunnel_ip": "192.0.2.9", "underlay_mtu": 1400}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(small.underlay_mtu, 1400);
+    let key = api::provision::AttachmentKey {
+        network: "plexus".into(),
+        container_id: Uuid::new_v4().to_string(),
+        ifname: "eth0".into(),
+    };
+    let request = api::provision::AttachmentRequest {
+        host_id: small.id,
+        interface_name: "pxmtu0".into(),
+        tenant: format!("mtu-{}", Uuid::new_v4()),
+        bridge_id: None,
+        mac: None,
+    };
+    let attachment = s.admin.put_attachment(&key, &request).await.unwrap();
+    assert_eq!(attachment.mtu, 1350, "1400-byte underlay minus VXLAN's 50");
+    let refused: Result<nsdb::Host, _> = s
+        .admin
+        .post(
+            "/v1/hosts",
+            &json!({"name": "tiny", "tunnel_ip": "192.0.2.10", "underlay_mtu": 600}),
+        )
+        .await;
+    assert_eq!(problem_of(refused).field.as_deref(), Some("underlay_mtu"));
+}
+
 macro_rules! cases {
     ($($case:ident),* $(,)?) => {
         mod embedded {
@@ -573,4 +610,5 @@ cases!(
     jump_loops_are_refused_naming_the_cycle,
     rules_move_by_position,
     floating_ips_install_and_remove_their_rules,
+    pod_mtu_fits_the_smallest_underlay,
 );

@@ -162,12 +162,27 @@ pub struct Attachment {
     pub active: bool,
 }
 
+/// Bytes VXLAN adds around a pod's IP packet between hosts.
+const TUNNEL_OVERHEAD: u32 = 50;
+
+/// The pod MTU: the provider's setting, lowered to what the tunnel between
+/// the registered hosts carries (the smallest underlay MTU − 50).
 async fn pod_mtu(nsdb: &Nsdb) -> Result<u16, Problem> {
-    Ok(nsdb
+    let configured = nsdb
         .list::<Provider>()
         .await?
         .first()
-        .map_or(DEFAULT_MTU, |p| p.pod_mtu))
+        .map_or(DEFAULT_MTU, |p| p.pod_mtu);
+    let tunnel = nsdb
+        .list::<Host>()
+        .await?
+        .iter()
+        .map(|h| h.underlay_mtu.saturating_sub(TUNNEL_OVERHEAD))
+        .min();
+    Ok(match tunnel {
+        Some(fits) => configured.min(u16::try_from(fits).unwrap_or(u16::MAX)),
+        None => configured,
+    })
 }
 
 async fn pool_of_bridge(nsdb: &Nsdb, bridge: Uuid) -> Result<Option<IpPool>, Problem> {
