@@ -8,33 +8,13 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::json;
-use support::cluster::{reachable, tcp_transfer, Cluster, Netns, POD_MTU};
-use support::netns::{run, unique, Pod};
+use support::cluster::{join_underlay, reachable, tcp_transfer, Cluster, Netns, POD_MTU};
+use support::netns::Pod;
 
 /// A namespace on the cluster's underlay at `ip` (192.168.77.x).
 fn on_underlay(cluster: &Cluster, ip: &str) -> Netns {
     let ns = Netns::new("pxk");
-    let outer = unique("pxv");
-    run(&[
-        "ip",
-        "link",
-        "add",
-        &outer,
-        "netns",
-        &cluster.underlay.0,
-        "type",
-        "veth",
-        "peer",
-        "name",
-        "ul0",
-        "netns",
-        &ns.0,
-    ]);
-    cluster
-        .underlay
-        .exec(&["ip", "link", "set", &outer, "master", "br0", "up"]);
-    ns.exec(&["ip", "addr", "add", &format!("{ip}/24"), "dev", "ul0"]);
-    ns.exec(&["ip", "link", "set", "ul0", "up"]);
+    join_underlay(&cluster.underlay, &ns, ip);
     ns
 }
 

@@ -68,6 +68,30 @@ impl Drop for Netns {
     }
 }
 
+/// Connects `netns` to the underlay bridge with an `ul0` at `ip`/24.
+pub fn join_underlay(underlay: &Netns, netns: &Netns, ip: &str) {
+    let outer = unique("pxv");
+    run(&[
+        "ip",
+        "link",
+        "add",
+        &outer,
+        "netns",
+        &underlay.0,
+        "type",
+        "veth",
+        "peer",
+        "name",
+        "ul0",
+        "netns",
+        &netns.0,
+    ]);
+    underlay.exec(&["ip", "link", "set", &outer, "master", "br0", "up"]);
+    netns.exec(&["ip", "addr", "add", &format!("{ip}/24"), "dev", "ul0"]);
+    let mtu = UNDERLAY_MTU.to_string();
+    netns.exec(&["ip", "link", "set", "ul0", "mtu", &mtu, "up"]);
+}
+
 /// Opens a TCP listener on 127.0.0.1 inside namespace `netns`.
 fn listen_in(netns: &str) -> TcpListener {
     let path = format!("/var/run/netns/{netns}");
@@ -259,34 +283,8 @@ impl Cluster {
         let mut hosts = Vec::new();
         for i in 1..=n {
             let netns = Netns::new("pxn");
-            let outer = unique("pxv");
-            run(&[
-                "ip",
-                "link",
-                "add",
-                &outer,
-                "netns",
-                &underlay.0,
-                "type",
-                "veth",
-                "peer",
-                "name",
-                "ul0",
-                "netns",
-                &netns.0,
-            ]);
-            underlay.exec(&["ip", "link", "set", &outer, "master", "br0", "up"]);
             let ip = format!("192.168.77.{i}");
-            netns.exec(&["ip", "addr", "add", &format!("{ip}/24"), "dev", "ul0"]);
-            netns.exec(&[
-                "ip",
-                "link",
-                "set",
-                "ul0",
-                "mtu",
-                &UNDERLAY_MTU.to_string(),
-                "up",
-            ]);
+            join_underlay(&underlay, &netns, &ip);
             let relay = Relay::start(&netns.0, etcd.endpoint.clone());
             let mut host = HostNs {
                 name: unique("host"),

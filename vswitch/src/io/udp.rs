@@ -118,13 +118,11 @@ impl TunnelSocket {
     /// Datagrams the socket has no room for are dropped (UDP semantics).
     pub fn send(&self, datagrams: &Datagrams) -> usize {
         let mut sent = 0;
-        let mut addrs = [any_sockaddr(); SEND_CHUNK];
-        let mut iovs = [libc::iovec {
-            iov_base: std::ptr::null_mut(),
-            iov_len: 0,
-        }; SEND_CHUNK];
-        // SAFETY: mmsghdr is plain data; all-zero is a valid (empty) value.
-        let mut msgs: [libc::mmsghdr; SEND_CHUNK] = unsafe { std::mem::zeroed() };
+        let MsgArrays {
+            mut addrs,
+            mut iovs,
+            mut msgs,
+        } = MsgArrays::new();
         let mut it = datagrams.iter().peekable();
         while it.peek().is_some() {
             let mut n = 0;
@@ -174,6 +172,28 @@ impl TunnelSocket {
     }
 }
 
+/// The per-call arrays of one `sendmmsg`/`recvmmsg`: addresses, iovecs and
+/// message headers (linked up by the caller once the buffers are known).
+struct MsgArrays {
+    addrs: [libc::sockaddr_in; SEND_CHUNK],
+    iovs: [libc::iovec; SEND_CHUNK],
+    msgs: [libc::mmsghdr; SEND_CHUNK],
+}
+
+impl MsgArrays {
+    fn new() -> MsgArrays {
+        MsgArrays {
+            addrs: [any_sockaddr(); SEND_CHUNK],
+            iovs: [libc::iovec {
+                iov_base: std::ptr::null_mut(),
+                iov_len: 0,
+            }; SEND_CHUNK],
+            // SAFETY: mmsghdr is plain data; all-zero is a valid (empty) value.
+            msgs: unsafe { std::mem::zeroed() },
+        }
+    }
+}
+
 fn any_sockaddr() -> libc::sockaddr_in {
     to_sockaddr(&SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 0))
 }
@@ -182,13 +202,11 @@ fn recv_raw(fd: i32, rx: &mut RxBatch, sources: &mut Vec<SocketAddr>) -> io::Res
     let capacity = rx.capacity().min(SEND_CHUNK);
     rx.begin_fill();
     sources.clear();
-    let mut addrs = [any_sockaddr(); SEND_CHUNK];
-    let mut iovs = [libc::iovec {
-        iov_base: std::ptr::null_mut(),
-        iov_len: 0,
-    }; SEND_CHUNK];
-    // SAFETY: mmsghdr is plain data; all-zero is a valid (empty) value.
-    let mut msgs: [libc::mmsghdr; SEND_CHUNK] = unsafe { std::mem::zeroed() };
+    let MsgArrays {
+        mut addrs,
+        mut iovs,
+        mut msgs,
+    } = MsgArrays::new();
     let slots = rx.slots_mut();
     for i in 0..capacity {
         let slot = &mut slots[i];
