@@ -355,3 +355,46 @@ async fn gc_releases_what_a_killed_add_left() {
         .is_some());
     wait_ping(&keep, kept["ips"][0]["gateway"].as_str().unwrap());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_add_undoes_what_it_created() {
+    let plexus = Plexus::start().await;
+    let client = plexus.client();
+    // A host whose agent never runs: the port never becomes active.
+    let ghost = client
+        .create_host(&unique("ghost"), "192.0.2.8")
+        .await
+        .unwrap();
+    let net = Network::new(&plexus.url, &plexus.token, &ghost.name);
+    let pod = sandbox(&net, "late");
+    let started = Instant::now();
+    let answer = net.call(
+        "ADD",
+        "late",
+        "eth0",
+        Some(&pod.netns),
+        "",
+        &net.with(json!({"active_timeout_ms": 300})),
+    );
+    assert_eq!(answer.code(), 102, "{}", answer.json);
+    assert!(started.elapsed() < Duration::from_secs(5));
+    // Nothing of it is left: no attachment, port, lease or veth, and the
+    // pod's namespace has no eth0.
+    assert!(client.attachments(None, None).await.unwrap().is_empty());
+    let ports: Vec<nsdb::Port> = client.list("/v1/ports").await.unwrap();
+    assert!(
+        ports.iter().all(|p| p.host_id != Some(ghost.id)),
+        "{ports:?}"
+    );
+    let pools: Vec<nsdb::IpPool> = client.list("/v1/ip_pools").await.unwrap();
+    for pool in pools {
+        let leases: Vec<nsdb::IpLease> = client
+            .list(&format!("/v1/ip_pools/{}/leases", pool.id))
+            .await
+            .unwrap();
+        assert!(leases.is_empty(), "{leases:?}");
+    }
+    assert!(!host_veths().contains(&pod.host_if));
+    let inside = pod.try_exec(&["ip", "link", "show", "eth0"]);
+    assert!(!inside.status.success(), "eth0 is still in the pod");
+}
