@@ -293,18 +293,31 @@ pub async fn ensure_attachment(
     port.host_id = Some(request.host_id);
     port.interface_name = Some(request.interface_name.clone());
     let (port, lease) = nsdb.attach_port(port, pool.id, &key.owner()).await?;
-    let attachment = Attachment {
+    let attachment = assemble(nsdb, key, tenant.id, &pool, port, lease.address).await?;
+    Ok((attachment, true))
+}
+
+/// An attachment's answer from its stored parts.
+async fn assemble(
+    nsdb: &Nsdb,
+    key: &AttachmentKey,
+    tenant_id: Uuid,
+    pool: &IpPool,
+    port: Port,
+    address: IpAddr,
+) -> Result<Attachment, Problem> {
+    let active = port.host_id.is_some() && nsdb.port_active_on(port.id).await? == port.host_id;
+    Ok(Attachment {
         key: key.clone(),
-        tenant_id: tenant.id,
-        bridge_id,
+        tenant_id,
+        bridge_id: port.device_id,
         pool_id: pool.id,
-        address: IpNet::new(lease.address, pool.cidr.prefix_len()).unwrap_or(pool.cidr),
+        address: IpNet::new(address, pool.cidr.prefix_len()).unwrap_or(pool.cidr),
         gateway: pool.gateway,
         mtu: pod_mtu(nsdb).await?,
-        active: nsdb.port_active_on(port.id).await? == port.host_id,
+        active,
         port,
-    };
-    Ok((attachment, true))
+    })
 }
 
 /// The attachment `key`, if it exists.
@@ -328,18 +341,8 @@ pub async fn attachment(nsdb: &Nsdb, key: &AttachmentKey) -> Result<Option<Attac
     else {
         return Ok(None);
     };
-    let active = port.host_id.is_some() && nsdb.port_active_on(port.id).await? == port.host_id;
-    Ok(Some(Attachment {
-        key: key.clone(),
-        tenant_id: bridge.tenant_id,
-        bridge_id: bridge.id,
-        pool_id: pool.id,
-        address: IpNet::new(lease.address, pool.cidr.prefix_len()).unwrap_or(pool.cidr),
-        gateway: pool.gateway,
-        mtu: pod_mtu(nsdb).await?,
-        active,
-        port,
-    }))
+    let attachment = assemble(nsdb, key, bridge.tenant_id, &pool, port, lease.address).await?;
+    Ok(Some(attachment))
 }
 
 /// Removes the attachment `key` (port, binding and lease in one commit).
