@@ -397,4 +397,9 @@ async fn a_failed_add_undoes_what_it_created() {
     assert!(!host_veths().contains(&pod.host_if));
     let inside = pod.try_exec(&["ip", "link", "show", "eth0"]);
     assert!(!inside.status.success(), "eth0 is still in the pod");
+    // STATUS says the same: the API is up, this host's agent is not.
+    let status = [("CNI_COMMAND", "STATUS"), ("CNI_PATH", "/usr/lib/cni")];
+    let answer = invoke(&status, &net.with(json!({})));
+    assert_eq!(answer.code(), 50, "{}", answer.json);
+    assert!(answer.json["msg"].as_str().unwrap().contains("not alive"));
 }
