@@ -127,13 +127,29 @@ impl Datapath {
 
     /// Records what another host's simulations learned (shipped over the
     /// tunnel), invalidating the flows it changes.
+    /// Frames held for an ARP answer learned this way go on now.
     pub fn import(&self, learnings: &[Learning]) {
         let now = self.now_ms();
-        let mut state = self.state();
-        for learning in learnings {
-            let tags = state.learned.learn(learning, now);
-            state.flows.invalidate(&tags);
+        let topology = self.topology.load();
+        let mut scratch = Scratch::default();
+        {
+            let mut state = self.state();
+            let mut released = Vec::new();
+            for learning in learnings {
+                let tags = state.learned.learn(learning, now);
+                state.flows.invalidate(&tags);
+                for tag in tags {
+                    if let Tag::Arp(router, ip) = tag {
+                        released.extend(state.held.remove(&(router, ip)).unwrap_or_default());
+                    }
+                }
+            }
+            if released.is_empty() {
+                return;
+            }
+            self.release_held(&mut state, &topology, released, &mut scratch, now);
         }
+        self.send_all_generated(&topology, &mut scratch);
     }
 
     /// The host this datapath serves.
@@ -330,6 +346,12 @@ impl Datapath {
                 None => self.count_drop(&DropReason::Unbound),
             }
         }
+        self.send_all_generated(&topology, scratch);
+    }
+
+    /// Sends the generated frames (to local ports or through the tunnel)
+    /// and every queued tunnel datagram.
+    fn send_all_generated(&self, topology: &Topology, scratch: &mut Scratch) {
         for generated in scratch.generated.drain(..) {
             if generated.egress.host == Some(self.host) {
                 self.send_generated(&generated);
@@ -337,7 +359,7 @@ impl Datapath {
                 scratch.remote.clear();
                 scratch.remote.push(generated.egress);
                 self.queue_remote(
-                    &topology,
+                    topology,
                     &mut scratch.remote,
                     &VnetHeader::NONE,
                     &generated.frame,
@@ -392,13 +414,23 @@ impl Datapath {
                 .into_iter()
                 .filter(|g| g.egress.host.is_some()),
         );
-        // Frames that waited for this ARP answer go now, as new arrivals
-        // (what they teach is recorded; frames they release wait for the
-        // next packet).
+        self.release_held(state, &topology, released, scratch, now);
+    }
+
+    /// Frames that waited for an ARP answer go now, as new arrivals (what
+    /// they teach is recorded; frames they release wait for the next packet).
+    fn release_held(
+        &self,
+        state: &mut State,
+        topology: &Topology,
+        released: Vec<HeldFrame>,
+        scratch: &mut Scratch,
+        now: u64,
+    ) {
         for held in released {
-            let sim = engine::simulate(&topology, &state.learned, held.in_port, &held.frame);
+            let sim = engine::simulate(topology, &state.learned, held.in_port, &held.frame);
             self.record_learnings(state, &sim, now, &mut Vec::new());
-            self.queue_state(&topology, &sim, &mut scratch.datagrams);
+            self.queue_state(topology, &sim, &mut scratch.datagrams);
             for output in sim.outputs.iter().filter(|o| o.egress.host.is_some()) {
                 let mut copy = held.frame.clone();
                 if apply_rewrite(&mut copy, &output.rewrite, false) {
