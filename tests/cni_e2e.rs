@@ -15,6 +15,16 @@ use support::netns::{run, unique};
 use support::plexus::Plexus;
 use support::world::{wait_ping, Deployment, WORLD};
 
+/// A plugin process, killed by its guard if a test fails while it runs.
+struct Killed(std::process::Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// A network configuration for `plexus`'s API and agent.
 async fn network(plexus: &Plexus) -> Network {
     let hosts: Vec<nsdb::Host> = plexus.client().list("/v1/hosts").await.unwrap();
@@ -281,29 +291,32 @@ async fn gc_releases_what_a_killed_add_left() {
     let ghost_net = Network::new(&plexus.url, &plexus.token, &ghost.name);
     let ghost_conf = ghost_net.with(json!({"active_timeout_ms": 60_000}));
     let doomed = sandbox(&ghost_net, "doomed");
-    let mut child = Command::new(PLUGIN)
-        .env_clear()
-        .envs([
-            ("CNI_COMMAND", "ADD"),
-            ("CNI_CONTAINERID", "doomed"),
-            ("CNI_IFNAME", "eth0"),
-            ("CNI_PATH", "/usr/lib/cni"),
-            ("CNI_NETNS", &format!("/var/run/netns/{}", doomed.netns)),
-        ])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
-    std::io::Write::write_all(&mut child.stdin.take().unwrap(), &ghost_conf).unwrap();
+    let mut child = Killed(
+        Command::new(PLUGIN)
+            .env_clear()
+            .envs([
+                ("CNI_COMMAND", "ADD"),
+                ("CNI_CONTAINERID", "doomed"),
+                ("CNI_IFNAME", "eth0"),
+                ("CNI_PATH", "/usr/lib/cni"),
+                ("CNI_NETNS", &format!("/var/run/netns/{}", doomed.netns)),
+            ])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    std::io::Write::write_all(&mut child.0.stdin.take().unwrap(), &ghost_conf).unwrap();
     let key = ghost_net.key("doomed", "eth0");
     let deadline = Instant::now() + Duration::from_secs(10);
     while client.attachment(&key).await.unwrap().is_none() {
         assert!(Instant::now() < deadline, "the ADD never attached");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    child.kill().unwrap();
-    child.wait().unwrap();
-    // And a veth whose ADD died before it reached the API.
+    child.0.kill().unwrap();
+    child.0.wait().unwrap();
+    // And a veth whose ADD died before it reached the API (its peer in a
+    // sandbox, so that the sandbox's guard removes it if the test fails).
     let early = ghost_net.key("early", "eth0");
     let early_if = early.host_interface();
     run(&[
@@ -315,7 +328,9 @@ async fn gc_releases_what_a_killed_add_left() {
         "veth",
         "peer",
         "name",
-        &unique("pxe"),
+        "eth9",
+        "netns",
+        &doomed.netns,
     ]);
     run(&["ip", "link", "set", &early_if, "alias", &early.owner()]);
     assert!(host_veths().contains(&key.host_interface()));
