@@ -122,6 +122,55 @@ async fn a_bridge_extends_to_a_kernel_vxlan_device() {
         "echo requests from Plexus and replies from the kernel, as VXLAN 42:\n{lines}"
     );
 
+    // The endpoint moves (another kernel VTEP): the port follows it.
+    let second = on_underlay(&cluster, "192.168.77.51");
+    second.exec(&[
+        "ip",
+        "link",
+        "add",
+        "vx42",
+        "type",
+        "vxlan",
+        "id",
+        "42",
+        "dstport",
+        "4789",
+        "remote",
+        "192.168.77.1",
+        "local",
+        "192.168.77.51",
+        "dev",
+        "ul0",
+    ]);
+    second.exec(&[
+        "ip",
+        "link",
+        "set",
+        "vx42",
+        "mtu",
+        &POD_MTU.to_string(),
+        "up",
+    ]);
+    second.exec(&["ip", "addr", "add", "10.64.0.101/24", "dev", "vx42"]);
+    let _: nsdb::Port = c
+        .patch(
+            &format!("/v1/ports/{}", vtep.id),
+            &json!({"vtep": {"vni": 42, "remote_ip": "192.168.77.51"}}),
+            None,
+        )
+        .await
+        .unwrap();
+    assert!(
+        reachable(&pod, "10.64.0.101", Duration::from_secs(10)),
+        "the VTEP port did not follow its new endpoint\n{}",
+        cluster.logs()
+    );
+    let (received, _) = pod.ping("10.64.0.100", 2, &[]);
+    assert_eq!(
+        received, 0,
+        "the old endpoint is no longer part of the bridge"
+    );
+
     // A datagram with a real port key from an address that is neither a
     // registered host nor the VTEP is dropped and counted.
     let before = drops(&cluster.hosts[0].metrics(), "tunnel_unknown_host");

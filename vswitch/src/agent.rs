@@ -295,6 +295,8 @@ async fn reconcile_ports(
     let mut serving: HashMap<Uuid, (String, JoinHandle<()>)> = HashMap::new();
     let mut uplinks: HashMap<Uuid, (UplinkHost, Option<String>)> = HashMap::new();
     let mut published = HashSet::new();
+    // The VTEP endpoint each served VTEP port was opened for.
+    let mut endpoints: HashMap<Uuid, nsdb::VtepEndpoint> = HashMap::new();
     loop {
         let topo = topology.load();
         let desired: HashMap<Uuid, String> = topo
@@ -302,11 +304,14 @@ async fn reconcile_ports(
             .filter_map(|p| Some((p.id, p.interface.clone()?)))
             .collect();
         serving.retain(|id, (ifname, task)| {
-            let keep = desired.get(id) == Some(ifname) && !task.is_finished();
+            let keep = desired.get(id) == Some(ifname)
+                && !task.is_finished()
+                && topo.tunnel.vteps.get(id) == endpoints.get(id);
             if !keep {
                 task.abort();
                 datapath.detach(*id);
                 uplinks.remove(id);
+                endpoints.remove(id);
                 tracing::info!(port = %id, %ifname, "port detached");
             }
             keep
@@ -333,6 +338,9 @@ async fn reconcile_ports(
                         }
                     });
                     tracing::info!(port = %id, %ifname, "port attached");
+                    if let Some(endpoint) = topo.tunnel.vteps.get(&id) {
+                        endpoints.insert(id, *endpoint);
+                    }
                     serving.insert(id, (ifname, task));
                 }
                 Err(error) => {
