@@ -76,8 +76,17 @@ impl TunnelSocket {
             cvt(raw).map_err(|e| PortError::from_os(&name, "creating the tunnel socket", e))?;
         // SAFETY: `raw` is a descriptor we just created and own exclusively.
         let fd = unsafe { OwnedFd::from_raw_fd(raw) };
-        for (opt, value) in [(libc::SO_RCVBUF, 8 << 20), (libc::SO_SNDBUF, 8 << 20)] {
-            let _ = setsockopt_int(fd.as_raw_fd(), libc::SOL_SOCKET, opt, value);
+        // Room for bursts of 64 KiB offloaded datagrams: the *FORCE options
+        // (root) pass the net.core.[rw]mem_max caps, the plain ones are the
+        // fallback.
+        for (forced, plain) in [
+            (libc::SO_RCVBUFFORCE, libc::SO_RCVBUF),
+            (libc::SO_SNDBUFFORCE, libc::SO_SNDBUF),
+        ] {
+            let fd = fd.as_raw_fd();
+            if setsockopt_int(fd, libc::SOL_SOCKET, forced, 16 << 20).is_err() {
+                let _ = setsockopt_int(fd, libc::SOL_SOCKET, plain, 16 << 20);
+            }
         }
         let sa = to_sockaddr(&v4);
         // SAFETY: `sa` is a valid sockaddr_in on our stack and we pass its size.
