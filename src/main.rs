@@ -267,12 +267,23 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
 
 async fn agent(args: AgentArgs) -> anyhow::Result<()> {
     let config = args.nsdb.store_config(&args.data)?;
-    let nsdb = Nsdb::open(&config)
-        .await
-        .with_context(|| format!("opening the NSDB ({config:?})"))?;
-    let agent = vswitch::agent::Agent::start(nsdb, args.host.config()?)
-        .await
-        .context("starting the agent")?;
+    let host = args.host.config()?;
+    let mut delay = std::time::Duration::from_millis(200);
+    let agent = loop {
+        let started = match open_waiting(&config).await {
+            Ok(nsdb) => vswitch::agent::Agent::start(nsdb, host.clone()).await,
+            Err(error) => return Err(error),
+        };
+        match started {
+            Ok(agent) => break agent,
+            Err(nsdb::NsdbError::Store(nsdb::StoreError::Unavailable(reason))) => {
+                tracing::warn!(%reason, "the NSDB went away while registering; retrying");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(std::time::Duration::from_secs(5));
+            }
+            Err(error) => return Err(error).context("starting the agent"),
+        }
+    };
     println!(
         "plexus: agent for host {} ({}) running",
         agent.host().name,
@@ -298,15 +309,41 @@ async fn api_server(args: ApiServerArgs) -> anyhow::Result<()> {
     );
     let config = args.nsdb.store_config(std::path::Path::new("."))?;
     let admin_token = args.admin.resolve(None)?;
-    let nsdb = Nsdb::open(&config)
-        .await
-        .with_context(|| format!("opening the NSDB ({config:?})"))?;
+    let nsdb = open_waiting(&config).await?;
     tokio::spawn(keep_provider(nsdb.clone(), args.provider, args.uplink_host));
     run_http(
         api::app(nsdb, api::auth::token_hash(&admin_token)),
         args.listen,
     )
     .await
+}
+
+/// Opens the NSDB, waiting with backoff while it cannot be reached (an agent
+/// or API server may start before etcd does); other errors end it.
+async fn open_waiting(config: &nsdb::StoreConfig) -> anyhow::Result<Nsdb> {
+    let mut delay = std::time::Duration::from_millis(200);
+    let mut warned = false;
+    loop {
+        match Nsdb::open(config).await {
+            Ok(nsdb) => {
+                if warned {
+                    tracing::info!("the NSDB is reachable");
+                }
+                return Ok(nsdb);
+            }
+            Err(nsdb::NsdbError::Store(nsdb::StoreError::Unavailable(reason))) => {
+                if !warned {
+                    tracing::warn!(%reason, "waiting for the NSDB");
+                    warned = true;
+                }
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(std::time::Duration::from_secs(5));
+            }
+            Err(error) => {
+                return Err(error).with_context(|| format!("opening the NSDB ({config:?})"))
+            }
+        }
+    }
 }
 
 /// Creates the provider router once the NSDB (and the uplink host, when

@@ -129,3 +129,55 @@ async fn agent_and_api_over_etcd_survive_an_etcd_outage() {
     let (received, text) = b.ping("10.0.9.1", 3, &[]);
     assert_eq!(received, 3, "{text}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn agent_and_api_wait_for_etcd_to_come_up() {
+    let mut etcd = support::etcd::EtcdServer::start();
+    etcd.stop();
+    let url = format!("etcd://{}/plexus-late-etcd/", etcd.endpoint);
+    let addr = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .to_string();
+    let token = "late-etcd-admin";
+    let host_name = support::netns::unique("late");
+    let mut api = plexus(&[
+        "api",
+        "--nsdb",
+        &url,
+        "--listen",
+        &addr,
+        "--admin-token",
+        token,
+    ]);
+    let mut agent = plexus(&[
+        "agent",
+        "--nsdb",
+        &url,
+        "--host-name",
+        &host_name,
+        "--listen",
+        "127.0.0.1:0",
+    ]);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(
+        api.0.try_wait().unwrap().is_none() && agent.0.try_wait().unwrap().is_none(),
+        "the API server and the agent must wait for etcd, not exit"
+    );
+    etcd.restart();
+    let client = api::Client::new(&format!("http://{addr}"), token).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Ok(hosts) = client.list::<nsdb::Host>("/v1/hosts").await {
+            if hosts.iter().any(|h| h.name == host_name && h.alive) {
+                break;
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the agent never registered after etcd came up"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
