@@ -260,9 +260,10 @@ impl Dump {
                 };
                 let _ = writeln!(
                     out,
-                    "    bridge {} ({}){state}",
+                    "    bridge {} ({}){state} flood key {}",
                     b.bridge.name,
-                    short(b.bridge.id)
+                    short(b.bridge.id),
+                    b.bridge.tunnel_key
                 );
                 for p in &b.ports {
                     self.render_port(&mut out, p);
@@ -292,6 +293,13 @@ impl Dump {
                 let _ = write!(line, " bound to {binding}");
             }
             (None, None) => line.push_str(" (unbound)"),
+        }
+        if let Some(vtep) = &p.port.vtep {
+            let _ = write!(
+                line,
+                " vtep vni {} remote {}:{}",
+                vtep.vni, vtep.remote_ip, vtep.remote_port
+            );
         }
         let _ = write!(line, " key {}", p.port.tunnel_key);
         let _ = writeln!(out, "{line}");
@@ -382,7 +390,7 @@ mod tests {
             admin_state_up: false,
             inbound_chain_id: None,
             outbound_chain_id: None,
-            tunnel_key: 0,
+            tunnel_key: 4,
         };
         let host = Host {
             id: id(4),
@@ -399,6 +407,11 @@ mod tests {
         let mut pod = port(7, bridge.id, DeviceType::Bridge, 3, None);
         pod.host_id = Some(host.id);
         pod.interface_name = Some("veth-a".into());
+        pod.vtep = Some(nsdb::VtepEndpoint {
+            vni: 42,
+            remote_ip: "192.0.2.50".parse().unwrap(),
+            remote_port: 4789,
+        });
         let route = Route {
             id: id(8),
             revision: 1,
@@ -437,9 +450,9 @@ tenant acme (00000001)
     router edge (00000002)
         port 00000005 mac 02:00:00:00:00:01 address 10.0.1.1/24 ↔ port 00000006 on bridge web key 5
         route 0.0.0.0/0 via port 00000005 gw 10.0.1.254 weight 10
-    bridge web (00000003) [down]
+    bridge web (00000003) [down] flood key 4
         port 00000006 mac 02:00:00:00:00:02 ↔ port 00000005 on router edge key 6
-        port 00000007 mac 02:00:00:00:00:03 bound to node1 veth-a key 7
+        port 00000007 mac 02:00:00:00:00:03 bound to node1 veth-a vtep vni 42 remote 192.0.2.50:4789 key 7
 tenant zeta (00000009)
 ";
         assert_eq!(tree, expected);
