@@ -31,6 +31,78 @@ fn plexus(args: &[&str]) -> Process {
     Process(child)
 }
 
+/// A free loopback address.
+fn free_addr() -> String {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .to_string()
+}
+
+/// A `plexus api` and a `plexus agent` on `etcd` under `prefix`.
+struct Node {
+    api: Process,
+    agent: Process,
+    client: api::Client,
+    host_name: String,
+    agent_addr: String,
+}
+
+fn node(etcd: &support::etcd::EtcdServer, prefix: &str) -> Node {
+    let url = format!("etcd://{}/{prefix}/", etcd.endpoint);
+    let (addr, agent_addr) = (free_addr(), free_addr());
+    let token = format!("{prefix}-admin");
+    let host_name = support::netns::unique("node");
+    let api = plexus(&[
+        "api",
+        "--nsdb",
+        &url,
+        "--listen",
+        &addr,
+        "--admin-token",
+        &token,
+    ]);
+    let agent = plexus(&[
+        "agent",
+        "--nsdb",
+        &url,
+        "--host-name",
+        &host_name,
+        "--listen",
+        &agent_addr,
+    ]);
+    Node {
+        api,
+        agent,
+        client: api::Client::new(&format!("http://{addr}"), &token).unwrap(),
+        host_name,
+        agent_addr,
+    }
+}
+
+impl Node {
+    /// The agent's host once it is registered and alive (within `within`).
+    async fn live_host(&self, within: Duration) -> nsdb::Host {
+        let deadline = Instant::now() + within;
+        loop {
+            if let Ok(hosts) = self.client.list::<nsdb::Host>("/v1/hosts").await {
+                if let Some(host) = hosts
+                    .into_iter()
+                    .find(|h| h.name == self.host_name && h.alive)
+                {
+                    return host;
+                }
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the agent never registered a live host"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
 fn reachable(pod: &Pod, dst: &str, within: Duration) -> bool {
     let deadline = Instant::now() + within;
     while Instant::now() < deadline {
@@ -44,52 +116,9 @@ fn reachable(pod: &Pod, dst: &str, within: Duration) -> bool {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn agent_and_api_over_etcd_survive_an_etcd_outage() {
     let mut etcd = support::etcd::EtcdServer::start();
-    let url = format!("etcd://{}/plexus-agent-test/", etcd.endpoint);
-    let addr = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .to_string();
-    let token = "agent-etcd-admin";
-    let host_name = support::netns::unique("node");
-    let _api = plexus(&[
-        "api",
-        "--nsdb",
-        &url,
-        "--listen",
-        &addr,
-        "--admin-token",
-        token,
-    ]);
-    let agent_addr = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .to_string();
-    let _agent = plexus(&[
-        "agent",
-        "--nsdb",
-        &url,
-        "--host-name",
-        &host_name,
-        "--listen",
-        &agent_addr,
-    ]);
-    let client = api::Client::new(&format!("http://{addr}"), token).unwrap();
-
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let host = loop {
-        if let Ok(hosts) = client.list::<nsdb::Host>("/v1/hosts").await {
-            if let Some(host) = hosts.into_iter().find(|h| h.name == host_name && h.alive) {
-                break host;
-            }
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the agent never registered a live host"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    let node = node(&etcd, "plexus-agent-test");
+    let (client, agent_addr) = (&node.client, &node.agent_addr);
+    let host = node.live_host(Duration::from_secs(20)).await;
 
     let tenant = client.create_tenant("over-etcd").await.unwrap();
     let bridge = client.create_bridge(tenant.id, "b").await.unwrap();
@@ -134,50 +163,12 @@ async fn agent_and_api_over_etcd_survive_an_etcd_outage() {
 async fn agent_and_api_wait_for_etcd_to_come_up() {
     let mut etcd = support::etcd::EtcdServer::start();
     etcd.stop();
-    let url = format!("etcd://{}/plexus-late-etcd/", etcd.endpoint);
-    let addr = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .to_string();
-    let token = "late-etcd-admin";
-    let host_name = support::netns::unique("late");
-    let mut api = plexus(&[
-        "api",
-        "--nsdb",
-        &url,
-        "--listen",
-        &addr,
-        "--admin-token",
-        token,
-    ]);
-    let mut agent = plexus(&[
-        "agent",
-        "--nsdb",
-        &url,
-        "--host-name",
-        &host_name,
-        "--listen",
-        "127.0.0.1:0",
-    ]);
+    let mut node = node(&etcd, "plexus-late-etcd");
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert!(
-        api.0.try_wait().unwrap().is_none() && agent.0.try_wait().unwrap().is_none(),
+        node.api.0.try_wait().unwrap().is_none() && node.agent.0.try_wait().unwrap().is_none(),
         "the API server and the agent must wait for etcd, not exit"
     );
     etcd.restart();
-    let client = api::Client::new(&format!("http://{addr}"), token).unwrap();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        if let Ok(hosts) = client.list::<nsdb::Host>("/v1/hosts").await {
-            if hosts.iter().any(|h| h.name == host_name && h.alive) {
-                break;
-            }
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the agent never registered after etcd came up"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    node.live_host(Duration::from_secs(30)).await;
 }

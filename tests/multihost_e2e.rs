@@ -5,44 +5,10 @@
 mod support;
 
 use std::collections::BTreeSet;
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use support::cluster::{reachable, tcp_transfer, Cluster};
 use support::netns::Pod;
-
-/// One decoded VXLAN packet: VNI, outer source, outer destination, and the
-/// inner ICMP type if it carries ICMP.
-type Captured = (u32, String, String, Option<u8>);
-
-/// Captures VXLAN on the underlay bridge while `during` runs.
-fn capture_vnis(cluster: &Cluster, during: impl FnOnce()) -> Vec<Captured> {
-    let child = Command::new("ip")
-        .args(["netns", "exec", &cluster.underlay.0])
-        .args(["tshark", "-n", "-l", "-i", "br0", "-f", "udp port 4789"])
-        .args(["-a", "duration:6", "-T", "fields", "-e", "vxlan.vni"])
-        .args(["-e", "ip.src", "-e", "ip.dst", "-e", "icmp.type"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("run tshark");
-    // tshark stops by itself after its capture duration.
-    std::thread::sleep(Duration::from_secs(2));
-    during();
-    let output = child.wait_with_output().expect("tshark output");
-    String::from_utf8_lossy(&output.stdout)
-        .lines()
-        .filter_map(|line| {
-            let mut f = line.split('\t');
-            let vni = f.next()?.split(',').next()?.parse().ok()?;
-            // The outer header is the first of each field list.
-            let src = f.next()?.split(',').next()?.to_string();
-            let dst = f.next()?.split(',').next()?.to_string();
-            let icmp = f.next().and_then(|t| t.split(',').next()?.parse().ok());
-            Some((vni, src, dst, icmp))
-        })
-        .collect()
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_hosts_share_a_bridge_survive_an_agent_crash_and_follow_a_moved_port() {
@@ -71,7 +37,7 @@ async fn three_hosts_share_a_bridge_survive_an_agent_crash_and_follow_a_moved_po
     }
 
     // On the underlay: VXLAN whose VNIs are the destination ports' keys.
-    let packets = capture_vnis(&cluster, || {
+    let packets = cluster.capture_vxlan(|| {
         let (received, text) = pods[0].ping("10.60.0.2", 5, &[]);
         assert_eq!(received, 5, "{text}");
     });
@@ -99,7 +65,7 @@ async fn three_hosts_share_a_bridge_survive_an_agent_crash_and_follow_a_moved_po
     let extra = cluster.hosts[2].pod("10.60.0.4/24", None);
     cluster.attach(bridge.id, &extra, 2).await;
     assert!(reachable(&pods[0], "10.60.0.4", Duration::from_secs(10)));
-    let packets = capture_vnis(&cluster, || {
+    let packets = cluster.capture_vxlan(|| {
         pods[0].try_exec(&["ping", "-b", "-n", "-c", "3", "-i", "0.3", "10.60.0.255"]);
     });
     let echo_to = |dst: &str| -> Vec<u32> {

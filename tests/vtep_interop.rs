@@ -4,7 +4,6 @@
 
 mod support;
 
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::json;
@@ -15,6 +14,42 @@ use support::netns::Pod;
 fn on_underlay(cluster: &Cluster, ip: &str) -> Netns {
     let ns = Netns::new("pxk");
     join_underlay(&cluster.underlay, &ns, ip);
+    ns
+}
+
+/// A kernel VTEP at `ip` on the underlay: a `vxlan` device with VNI 42
+/// towards host 0's tunnel address (as a flannel-style host or a hardware
+/// VTEP would be), carrying `addr`.
+fn kernel_vtep(cluster: &Cluster, ip: &str, addr: &str) -> Netns {
+    let ns = on_underlay(cluster, ip);
+    ns.exec(&[
+        "ip",
+        "link",
+        "add",
+        "vx42",
+        "type",
+        "vxlan",
+        "id",
+        "42",
+        "dstport",
+        "4789",
+        "remote",
+        "192.168.77.1",
+        "local",
+        ip,
+        "dev",
+        "ul0",
+    ]);
+    ns.exec(&[
+        "ip",
+        "link",
+        "set",
+        "vx42",
+        "mtu",
+        &POD_MTU.to_string(),
+        "up",
+    ]);
+    ns.exec(&["ip", "addr", "add", addr, "dev", "vx42"]);
     ns
 }
 
@@ -36,37 +71,8 @@ async fn a_bridge_extends_to_a_kernel_vxlan_device() {
     let pod = cluster.hosts[0].pod("10.64.0.1/24", None);
     cluster.attach(bridge.id, &pod, 0).await;
 
-    // The kernel side: a vxlan device with VNI 42 towards host 0's tunnel
-    // address, the way a flannel-style host or a hardware VTEP would be.
-    let kernel = on_underlay(&cluster, "192.168.77.50");
-    kernel.exec(&[
-        "ip",
-        "link",
-        "add",
-        "vx42",
-        "type",
-        "vxlan",
-        "id",
-        "42",
-        "dstport",
-        "4789",
-        "remote",
-        "192.168.77.1",
-        "local",
-        "192.168.77.50",
-        "dev",
-        "ul0",
-    ]);
-    kernel.exec(&[
-        "ip",
-        "link",
-        "set",
-        "vx42",
-        "mtu",
-        &POD_MTU.to_string(),
-        "up",
-    ]);
-    kernel.exec(&["ip", "addr", "add", "10.64.0.100/24", "dev", "vx42"]);
+    // The kernel side.
+    let kernel = kernel_vtep(&cluster, "192.168.77.50", "10.64.0.100/24");
     let behind = Pod {
         netns: kernel.0.clone(),
         host_if: String::new(),
@@ -97,61 +103,22 @@ async fn a_bridge_extends_to_a_kernel_vxlan_device() {
     assert_eq!((&sent, len), (&got, 4 << 20), "kernel VTEP → pod");
 
     // tshark decodes both directions as VXLAN with VNI 42.
-    let child = Command::new("ip")
-        .args(["netns", "exec", &cluster.underlay.0])
-        .args(["tshark", "-n", "-l", "-i", "br0", "-f", "udp port 4789"])
-        .args(["-a", "duration:5", "-T", "fields", "-e", "vxlan.vni"])
-        .args(["-e", "ip.src", "-e", "icmp.type"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("run tshark");
-    std::thread::sleep(Duration::from_secs(2));
-    let (received, text) = pod.ping("10.64.0.100", 3, &[]);
-    assert_eq!(received, 3, "{text}");
-    let out = child.wait_with_output().unwrap();
-    let lines = String::from_utf8_lossy(&out.stdout).into_owned();
-    let decoded = |src: &str, icmp: &str| {
-        lines.lines().any(|l| {
-            let f: Vec<&str> = l.split('\t').collect();
-            f.len() == 3 && f[0] == "42" && f[1].starts_with(src) && f[2] == icmp
-        })
+    let packets = cluster.capture_vxlan(|| {
+        let (received, text) = pod.ping("10.64.0.100", 3, &[]);
+        assert_eq!(received, 3, "{text}");
+    });
+    let decoded = |src: &str, icmp: u8| {
+        packets
+            .iter()
+            .any(|(vni, s, _, t)| *vni == 42 && s == src && *t == Some(icmp))
     };
     assert!(
-        decoded("192.168.77.1", "8") && decoded("192.168.77.50", "0"),
-        "echo requests from Plexus and replies from the kernel, as VXLAN 42:\n{lines}"
+        decoded("192.168.77.1", 8) && decoded("192.168.77.50", 0),
+        "echo requests from Plexus and replies from the kernel, as VXLAN 42: {packets:?}"
     );
 
     // The endpoint moves (another kernel VTEP): the port follows it.
-    let second = on_underlay(&cluster, "192.168.77.51");
-    second.exec(&[
-        "ip",
-        "link",
-        "add",
-        "vx42",
-        "type",
-        "vxlan",
-        "id",
-        "42",
-        "dstport",
-        "4789",
-        "remote",
-        "192.168.77.1",
-        "local",
-        "192.168.77.51",
-        "dev",
-        "ul0",
-    ]);
-    second.exec(&[
-        "ip",
-        "link",
-        "set",
-        "vx42",
-        "mtu",
-        &POD_MTU.to_string(),
-        "up",
-    ]);
-    second.exec(&["ip", "addr", "add", "10.64.0.101/24", "dev", "vx42"]);
+    let _second = kernel_vtep(&cluster, "192.168.77.51", "10.64.0.101/24");
     let _: nsdb::Port = c
         .patch(
             &format!("/v1/ports/{}", vtep.id),

@@ -20,6 +20,10 @@ use uuid::Uuid;
 use super::etcd::EtcdServer;
 use super::netns::{run, unique, Pod};
 
+/// One decoded VXLAN packet: VNI, outer source, outer destination, and the
+/// inner ICMP type if it carries ICMP.
+pub type Captured = (u32, String, String, Option<u8>);
+
 /// The underlay's MTU and the pods' MTU that fits the tunnel.
 pub const UNDERLAY_MTU: u32 = 1500;
 /// Pod MTU on tunnelled bridges (underlay − 50).
@@ -401,6 +405,39 @@ impl Cluster {
             .await
             .unwrap();
         port
+    }
+
+    /// Captures VXLAN on the underlay bridge with tshark while `during`
+    /// runs; tshark is killed by its guard if `during` fails.
+    pub fn capture_vxlan(&self, during: impl FnOnce()) -> Vec<Captured> {
+        let mut tshark = Process(
+            Command::new("ip")
+                .args(["netns", "exec", &self.underlay.0])
+                .args(["tshark", "-n", "-l", "-i", "br0", "-f", "udp port 4789"])
+                .args(["-a", "duration:6", "-T", "fields", "-e", "vxlan.vni"])
+                .args(["-e", "ip.src", "-e", "ip.dst", "-e", "icmp.type"])
+                .stdout(Stdio::piped())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("run tshark"),
+        );
+        let mut stdout = tshark.0.stdout.take().expect("tshark's stdout");
+        std::thread::sleep(Duration::from_secs(2));
+        during();
+        // tshark stops by itself after its capture duration.
+        let mut text = String::new();
+        let _ = std::io::Read::read_to_string(&mut stdout, &mut text);
+        text.lines()
+            .filter_map(|line| {
+                let mut f = line.split('\t');
+                let vni = f.next()?.split(',').next()?.parse().ok()?;
+                // The outer header is the first of each field list.
+                let src = f.next()?.split(',').next()?.to_string();
+                let dst = f.next()?.split(',').next()?.to_string();
+                let icmp = f.next().and_then(|t| t.split(',').next()?.parse().ok());
+                Some((vni, src, dst, icmp))
+            })
+            .collect()
     }
 
     /// Agent logs of every host, for failure messages.

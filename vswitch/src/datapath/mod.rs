@@ -130,25 +130,16 @@ impl Datapath {
     /// Frames held for an ARP answer learned this way go on now.
     pub fn import(&self, learnings: &[Learning]) {
         let now = self.now_ms();
+        let mut state = self.state();
+        let mut released = Vec::new();
+        self.record_learnings(&mut state, learnings, now, &mut released);
+        if released.is_empty() {
+            return;
+        }
         let topology = self.topology.load();
         let mut scratch = Scratch::default();
-        {
-            let mut state = self.state();
-            let mut released = Vec::new();
-            for learning in learnings {
-                let tags = state.learned.learn(learning, now);
-                state.flows.invalidate(&tags);
-                for tag in tags {
-                    if let Tag::Arp(router, ip) = tag {
-                        released.extend(state.held.remove(&(router, ip)).unwrap_or_default());
-                    }
-                }
-            }
-            if released.is_empty() {
-                return;
-            }
-            self.release_held(&mut state, &topology, released, &mut scratch, now);
-        }
+        self.release_held(&mut state, &topology, released, &mut scratch, now);
+        drop(state);
         self.send_all_generated(&topology, &mut scratch);
     }
 
@@ -384,7 +375,7 @@ impl Datapath {
             self.count_drop(drop);
         }
         let mut released = Vec::new();
-        self.record_learnings(state, &sim, now, &mut released);
+        self.record_learnings(state, &sim.learned, now, &mut released);
         if let Some(next_hop) = sim.held_for {
             let queue = state.held.entry(next_hop).or_default();
             if queue.len() < HELD_PER_NEXT_HOP {
@@ -429,7 +420,7 @@ impl Datapath {
     ) {
         for held in released {
             let sim = engine::simulate(topology, &state.learned, held.in_port, &held.frame);
-            self.record_learnings(state, &sim, now, &mut Vec::new());
+            self.record_learnings(state, &sim.learned, now, &mut Vec::new());
             self.queue_state(topology, &sim, &mut scratch.datagrams);
             for output in sim.outputs.iter().filter(|o| o.egress.host.is_some()) {
                 let mut copy = held.frame.clone();
@@ -453,11 +444,11 @@ impl Datapath {
     fn record_learnings(
         &self,
         state: &mut State,
-        sim: &Simulation,
+        learnings: &[Learning],
         now: u64,
         released: &mut Vec<HeldFrame>,
     ) {
-        for learning in &sim.learned {
+        for learning in learnings {
             let tags = state.learned.learn(learning, now);
             state.flows.invalidate(&tags);
             for tag in tags {

@@ -9,20 +9,11 @@ use uuid::Uuid;
 use super::{Datapath, Scratch};
 use crate::engine::frames::{icmp_error, IcmpError};
 use crate::engine::{Egress, Generated, Learning, PacketInfo, Simulation};
-use crate::io::{Datagrams, VnetHeader};
+use crate::io::{ipv4_of, Datagrams, VnetHeader};
 use crate::snapshot::Topology;
 use crate::tunnel::state::StateWriter;
 use crate::tunnel::STATE_KEY;
 use crate::wire::Vni;
-
-/// The IPv4 total length and DF bit of an untagged IPv4 frame.
-fn ipv4_len_df(frame: &[u8]) -> Option<(usize, bool)> {
-    if frame.len() < 34 || frame[12..14] != [0x08, 0x00] || frame[14] >> 4 != 4 {
-        return None;
-    }
-    let total = usize::from(u16::from_be_bytes([frame[16], frame[17]]));
-    Some((total, frame[20] & 0x40 != 0))
-}
 
 impl Datapath {
     /// When `frame` must cross the tunnel but is too big for it and may
@@ -48,11 +39,10 @@ impl Datapath {
             return false;
         }
         let mtu = tunnel.config().max_ip_len();
-        match ipv4_len_df(frame) {
-            Some((total, true)) if total > mtu => {}
+        let dst = match ipv4_of(frame) {
+            Some(ip) if ip.dont_frag() && usize::from(ip.total_len()) > mtu => ip.dst_addr(),
             _ => return false,
-        }
-        let dst = std::net::Ipv4Addr::new(frame[30], frame[31], frame[32], frame[33]);
+        };
         let kind = IcmpError::FragmentationNeeded {
             mtu: u16::try_from(mtu).unwrap_or(u16::MAX),
         };

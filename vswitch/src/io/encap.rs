@@ -8,17 +8,14 @@
 //! segments TCP super-frames at an MSS that fits the tunnel, then prefixes
 //! each segment with the VXLAN header. Buffers are reused across batches.
 
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::SocketAddr;
 
 use super::vnet::VnetHeader;
 use crate::wire::checksum;
-use crate::wire::{IpProtocol, Vni, VXLAN_HEADER_LEN};
+use crate::wire::{IpProtocol, Ipv4Packet, TcpFlags, TcpPacket, Vni, VXLAN_HEADER_LEN};
 
 const ETH_LEN: usize = 14;
 const ETHERTYPE_IPV4: u16 = 0x0800;
-const TCP_FIN: u8 = 0x01;
-const TCP_PSH: u8 = 0x08;
-const TCP_CWR: u8 = 0x80;
 
 /// Why a frame could not be encapsulated.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -63,6 +60,16 @@ const OFFLOAD_MAGIC: &[u8; 4] = b"PLXG";
 pub const OFFLOAD_PREAMBLE: usize = ETH_LEN + 4 + 4 + 10;
 /// The largest UDP payload.
 const MAX_DATAGRAM: usize = 65_507;
+
+/// The Ethernet header of Plexus's own messages in the tunnel (offloaded
+/// super-frames, flow state): locally administered addresses, [`PLEXUS_ETHERTYPE`].
+pub fn plexus_ethernet_header() -> [u8; ETH_LEN] {
+    let mut h = [0u8; ETH_LEN];
+    h[0] = 0x02;
+    h[6] = 0x02;
+    h[12..].copy_from_slice(&PLEXUS_ETHERTYPE.to_be_bytes());
+    h
+}
 
 /// An offloaded super-frame's destination key and offload header, read
 /// from the preamble `bytes` (the inner frame of an [`OFFLOAD_KEY`] datagram).
@@ -165,8 +172,7 @@ impl Datagrams {
         };
         let buf = self.next(dest);
         buf.extend_from_slice(&vxlan_header(vni));
-        buf.extend_from_slice(&[0x02, 0, 0, 0, 0, 0, 0x02, 0, 0, 0, 0, 0]);
-        buf.extend_from_slice(&PLEXUS_ETHERTYPE.to_be_bytes());
+        buf.extend_from_slice(&plexus_ethernet_header());
         buf.extend_from_slice(OFFLOAD_MAGIC);
         buf.extend_from_slice(&key.to_be_bytes());
         buf.push(vnet.flags);
@@ -203,9 +209,7 @@ impl Datagrams {
             };
         }
         if let Some(ip) = ipv4_of(frame) {
-            let total = usize::from(u16::from_be_bytes([ip[2], ip[3]]));
-            let dont_fragment = ip[6] & 0x40 != 0;
-            if total > max_ip_len && dont_fragment {
+            if usize::from(ip.total_len()) > max_ip_len && ip.dont_frag() {
                 return Err(EncapError::TooBig {
                     mtu: u16::try_from(max_ip_len).unwrap_or(u16::MAX),
                 });
@@ -239,17 +243,13 @@ impl Datagrams {
         max_ip_len: usize,
     ) -> Result<usize, EncapError> {
         let ip = ipv4_of(frame).ok_or(EncapError::Malformed)?;
-        let ip_hl = usize::from(ip[0] & 0x0f) * 4;
-        if ip_hl < 20 || ip[9] != 6 || ip.len() < ip_hl + 20 {
+        if ip.protocol() != IpProtocol::Tcp {
             return Err(EncapError::Malformed);
         }
-        let tcp = &ip[ip_hl..];
-        let tcp_hl = usize::from(tcp[12] >> 4) * 4;
-        if tcp_hl < 20 || tcp.len() < tcp_hl {
-            return Err(EncapError::Malformed);
-        }
+        let tcp = TcpPacket::new_checked(ip.payload()).map_err(|_| EncapError::Malformed)?;
+        let (ip_hl, tcp_hl) = (ip.header_len(), tcp.header_len());
         let headers = ETH_LEN + ip_hl + tcp_hl;
-        let payload = &frame[headers..];
+        let payload = &frame[headers..ETH_LEN + usize::from(ip.total_len())];
         if payload.is_empty() {
             let single = VnetHeader {
                 gso_type: VnetHeader::GSO_NONE,
@@ -262,43 +262,31 @@ impl Datagrams {
         if mss == 0 {
             return Err(EncapError::Malformed);
         }
-        let src = Ipv4Addr::new(ip[12], ip[13], ip[14], ip[15]);
-        let dst = Ipv4Addr::new(ip[16], ip[17], ip[18], ip[19]);
-        let ident = u16::from_be_bytes([ip[4], ip[5]]);
-        let seq = u32::from_be_bytes([tcp[4], tcp[5], tcp[6], tcp[7]]);
-        let flags = tcp[13];
+        let (src, dst, ident) = (ip.src_addr(), ip.dst_addr(), ip.ident());
+        let (seq, flags) = (tcp.seq_number(), tcp.flags().bits());
         let chunks = payload.len().div_ceil(mss);
         let header = vxlan_header(vni);
+        let l3 = VXLAN_HEADER_LEN + ETH_LEN;
         for (k, chunk) in payload.chunks(mss).enumerate() {
-            let offset = k * mss;
-            let last = k + 1 == chunks;
             let buf = self.next(dest);
             buf.extend_from_slice(&header);
             buf.extend_from_slice(&frame[..headers]);
             buf.extend_from_slice(chunk);
-            let l3 = VXLAN_HEADER_LEN + ETH_LEN;
-            let l4 = l3 + ip_hl;
-            let ip_total = (ip_hl + tcp_hl + chunk.len()) as u16;
-            buf[l3 + 2..l3 + 4].copy_from_slice(&ip_total.to_be_bytes());
-            buf[l3 + 4..l3 + 6].copy_from_slice(&ident.wrapping_add(k as u16).to_be_bytes());
-            buf[l3 + 10..l3 + 12].copy_from_slice(&[0, 0]);
-            let ip_sum = checksum::checksum(&buf[l3..l4]);
-            buf[l3 + 10..l3 + 12].copy_from_slice(&ip_sum.to_be_bytes());
-            let seq_k = seq.wrapping_add(offset as u32);
-            buf[l4 + 4..l4 + 8].copy_from_slice(&seq_k.to_be_bytes());
+            let mut seg_ip = Ipv4Packet::new_unchecked(&mut buf[l3..]);
+            seg_ip.set_total_len((ip_hl + tcp_hl + chunk.len()) as u16);
+            seg_ip.set_ident(ident.wrapping_add(k as u16));
+            seg_ip.fill_checksum();
+            let mut seg_tcp = TcpPacket::new_unchecked(&mut buf[l3 + ip_hl..]);
+            seg_tcp.set_seq_number(seq.wrapping_add((k * mss) as u32));
             let mut f = flags;
-            if !last {
-                f &= !(TCP_FIN | TCP_PSH);
+            if k + 1 != chunks {
+                f &= !(TcpFlags::FIN.bits() | TcpFlags::PSH.bits());
             }
             if k > 0 {
-                f &= !TCP_CWR;
+                f &= !TcpFlags::CWR.bits();
             }
-            buf[l4 + 13] = f;
-            buf[l4 + 16..l4 + 18].copy_from_slice(&[0, 0]);
-            let l4_len = (tcp_hl + chunk.len()) as u32;
-            let pseudo = checksum::pseudo_header(src, dst, IpProtocol::Tcp, l4_len);
-            let sum = !checksum::combine(pseudo, checksum::sum(&buf[l4..]));
-            buf[l4 + 16..l4 + 18].copy_from_slice(&sum.to_be_bytes());
+            seg_tcp.set_flags(TcpFlags::from_bits(f));
+            seg_tcp.fill_checksum(src, dst);
         }
         Ok(chunks)
     }
@@ -314,21 +302,17 @@ pub fn complete_partial_checksum(frame: &mut [u8]) -> bool {
     let Some(ip) = ipv4_of(frame) else {
         return false;
     };
-    let ip_hl = usize::from(ip[0] & 0x0f) * 4;
-    let total = usize::from(u16::from_be_bytes([ip[2], ip[3]]));
-    let fragment = u16::from_be_bytes([ip[6], ip[7]]) & 0x3fff != 0;
-    let (proto, at) = match ip[9] {
-        6 => (IpProtocol::Tcp, 16),
-        17 => (IpProtocol::Udp, 6),
+    let (proto, at) = match ip.protocol() {
+        IpProtocol::Tcp => (IpProtocol::Tcp, 16),
+        IpProtocol::Udp => (IpProtocol::Udp, 6),
         _ => return false,
     };
-    if fragment || total > ip.len() || total < ip_hl + at + 2 {
+    let ip_hl = ip.header_len();
+    let l4_len = usize::from(ip.total_len()) - ip_hl;
+    if ip.is_fragment() || l4_len < at + 2 {
         return false;
     }
-    let src = Ipv4Addr::new(ip[12], ip[13], ip[14], ip[15]);
-    let dst = Ipv4Addr::new(ip[16], ip[17], ip[18], ip[19]);
-    let l4_len = total - ip_hl;
-    let pseudo = checksum::pseudo_header(src, dst, proto, l4_len as u32);
+    let pseudo = checksum::pseudo_header(ip.src_addr(), ip.dst_addr(), proto, l4_len as u32);
     let start = ETH_LEN + ip_hl;
     let field = start + at;
     let l4 = &frame[start..start + l4_len];
@@ -353,14 +337,17 @@ pub fn complete_partial_checksum(frame: &mut [u8]) -> bool {
 /// fits `max_ip_len`) by whoever sends it next. Other frames get their
 /// partial checksums completed and no offload.
 pub fn offload_of_received(frame: &mut [u8], max_ip_len: usize) -> VnetHeader {
-    if let Some(ip) = ipv4_of(frame) {
-        let ip_hl = usize::from(ip[0] & 0x0f) * 4;
-        let total = usize::from(u16::from_be_bytes([ip[2], ip[3]]));
-        let fragment = u16::from_be_bytes([ip[6], ip[7]]) & 0x3fff != 0;
-        if ip[9] == 6 && !fragment && total > max_ip_len && ip.len() >= ip_hl + 20 {
-            let tcp_hl = usize::from(ip[ip_hl + 12] >> 4) * 4;
+    let tcp = ipv4_of(frame).filter(|ip| {
+        ip.protocol() == IpProtocol::Tcp
+            && !ip.is_fragment()
+            && usize::from(ip.total_len()) > max_ip_len
+    });
+    if let Some(ip) = tcp {
+        let ip_hl = ip.header_len();
+        if let Ok(tcp) = TcpPacket::new_checked(ip.payload()) {
+            let tcp_hl = tcp.header_len();
             let mss = max_ip_len.saturating_sub(ip_hl + tcp_hl);
-            if tcp_hl >= 20 && mss > 0 {
+            if mss > 0 {
                 return VnetHeader {
                     flags: VnetHeader::F_NEEDS_CSUM,
                     gso_type: VnetHeader::GSO_TCPV4,
@@ -376,18 +363,21 @@ pub fn offload_of_received(frame: &mut [u8], max_ip_len: usize) -> VnetHeader {
     VnetHeader::NONE
 }
 
-/// The IPv4 header and payload of an untagged IPv4 frame with a sane header.
-fn ipv4_of(frame: &[u8]) -> Option<&[u8]> {
-    if frame.len() < ETH_LEN + 20 || u16::from_be_bytes([frame[12], frame[13]]) != ETHERTYPE_IPV4 {
+/// The IPv4 packet of an untagged IPv4 frame, if its header checks out.
+pub(crate) fn ipv4_of(frame: &[u8]) -> Option<Ipv4Packet<&[u8]>> {
+    if frame.len() < ETH_LEN || frame[12..14] != ETHERTYPE_IPV4.to_be_bytes() {
         return None;
     }
-    let ip = &frame[ETH_LEN..];
-    (ip[0] >> 4 == 4 && usize::from(ip[0] & 0x0f) * 4 >= 20).then_some(ip)
+    Ipv4Packet::new_checked(&frame[ETH_LEN..]).ok()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::net::Ipv4Addr;
+
+    const TCP_FIN: u8 = 0x01;
+    const TCP_PSH: u8 = 0x08;
     use crate::wire::{TcpPacket, VxlanPacket};
 
     fn dest() -> SocketAddr {

@@ -41,9 +41,10 @@ use std::io;
 
 pub use afpacket::{AfPacket, AfPacketOptions, KernelStats};
 pub use batch::{RxBatch, TxBatch, MAX_FRAME_LEN, SLOT_LEN};
+pub(crate) use encap::ipv4_of;
 pub use encap::{
-    offload_of_received, parse_offloaded, vxlan_header, Datagrams, EncapError, OFFLOAD_KEY,
-    OFFLOAD_PREAMBLE,
+    offload_of_received, parse_offloaded, plexus_ethernet_header, vxlan_header, Datagrams,
+    EncapError, OFFLOAD_KEY, OFFLOAD_PREAMBLE, PLEXUS_ETHERTYPE,
 };
 pub use error::PortError;
 pub use tap::{Tap, TAP_OFFLOADS, TAP_VNET_HDR_SZ};

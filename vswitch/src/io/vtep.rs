@@ -174,11 +174,10 @@ impl VtepPort {
     /// Sends every queued frame of `tx`; returns how many were taken.
     pub fn try_send_batch(&self, tx: &mut TxBatch) -> io::Result<usize> {
         let n = tx.len();
-        let frames: Vec<(VnetHeader, Vec<u8>)> = tx
-            .pending()
-            .filter_map(|w| Some((VnetHeader::parse(w)?, w.get(VNET_HDR_LEN..)?.to_vec())))
-            .collect();
-        self.send_frames(frames.iter().map(|(v, f)| (*v, f.as_slice())));
+        self.send_frames(
+            tx.pending()
+                .filter_map(|w| Some((VnetHeader::parse(w)?, w.get(VNET_HDR_LEN..)?))),
+        );
         tx.consume(n);
         Ok(n)
     }

@@ -17,11 +17,12 @@ use crate::io::{
 use crate::snapshot::{KeyTarget, Topology};
 use crate::wire::VxlanPacket;
 
-/// What to do with one received datagram.
+/// What to do with one received datagram (borrowing from the topology, so
+/// classifying allocates nothing).
 #[derive(Debug, PartialEq, Eq)]
-enum Verdict {
+enum Verdict<'a> {
     /// Send to these local ports.
-    Deliver(Vec<Uuid>),
+    Deliver(&'a [Uuid]),
     /// A frame from an external VTEP, entering through this port.
     FromVtep(Uuid),
     /// Flow state from another agent.
@@ -30,7 +31,7 @@ enum Verdict {
     Drop(&'static str),
 }
 
-fn classify(topo: &Topology, host: Uuid, source: SocketAddr, vni: u32) -> Verdict {
+fn classify(topo: &Topology, host: Uuid, source: SocketAddr, vni: u32) -> Verdict<'_> {
     if topo.tunnel.hosts_by_ip.contains_key(&source.ip()) {
         if vni == STATE_KEY {
             return Verdict::State;
@@ -42,10 +43,10 @@ fn classify(topo: &Topology, host: Uuid, source: SocketAddr, vni: u32) -> Verdic
             Some(KeyTarget::Port(port))
                 if topo.ports.get(port).and_then(|p| p.host) == Some(host) =>
             {
-                Verdict::Deliver(vec![*port])
+                Verdict::Deliver(std::slice::from_ref(port))
             }
             Some(KeyTarget::Bridge(bridge)) => match topo.tunnel.host_ports.get(&(*bridge, host)) {
-                Some(ports) => Verdict::Deliver(ports.clone()),
+                Some(ports) => Verdict::Deliver(ports),
                 None => Verdict::Drop("tunnel_unknown_key"),
             },
             _ => Verdict::Drop("tunnel_unknown_key"),
@@ -102,7 +103,7 @@ pub async fn serve_tunnel(datapath: Arc<Datapath>, tunnel: Arc<Tunnel>) -> std::
             match classify(&topo, host, *source, vni) {
                 Verdict::Deliver(ports) => {
                     for port in ports {
-                        sends.entry(port).or_default().push(i);
+                        sends.entry(*port).or_default().push(i);
                     }
                 }
                 Verdict::FromVtep(port) => match datapath.port(port) {
@@ -206,10 +207,10 @@ mod tests {
         let stranger: SocketAddr = "203.0.113.5:4789".parse().unwrap();
         let vtep: SocketAddr = "198.51.100.9:4789".parse().unwrap();
         let p = Uuid::from_u128;
-        assert_eq!(classify(&topo, me, peer, 11), Verdict::Deliver(vec![p(1)]));
+        assert_eq!(classify(&topo, me, peer, 11), Verdict::Deliver(&[p(1)]));
         assert_eq!(
             classify(&topo, me, peer, 500),
-            Verdict::Deliver(vec![p(1), p(2), p(9)])
+            Verdict::Deliver(&[p(1), p(2), p(9)])
         );
         assert_eq!(classify(&topo, me, peer, STATE_KEY), Verdict::State);
         // A key of a port on another host, or no port at all.

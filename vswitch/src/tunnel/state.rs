@@ -2,8 +2,8 @@
 //! (tracked connections and their NAT bindings, MACs behind ports, ARP
 //! answers) shipped to the hosts that need it.
 //!
-//! A message is an Ethernet frame (so captures still decode) with the
-//! local-experimental EtherType 0x88B5, sent on the reserved tunnel key
+//! A message is an Ethernet frame (so captures still decode) with Plexus's
+//! local-experimental EtherType 0x88B5 ([`crate::io::PLEXUS_ETHERTYPE`]), sent on the reserved tunnel key
 //! [`super::STATE_KEY`]; its payload is the magic `PLX1` followed by
 //! records of a kind byte and a fixed-size body. Decoding is total: a
 //! truncated or unknown record ends the message.
@@ -14,9 +14,8 @@ use uuid::Uuid;
 
 use crate::conntrack::{ConnEntry, ConnKey, ENCODED_LEN};
 use crate::engine::Learning;
+use crate::io::{plexus_ethernet_header, PLEXUS_ETHERTYPE};
 
-/// The EtherType of state messages (IEEE 802 local experimental).
-pub const STATE_ETHERTYPE: u16 = 0x88b5;
 const MAGIC: &[u8; 4] = b"PLX1";
 const HEADER: usize = 14 + MAGIC.len();
 /// Largest message, so it always fits an underlay packet.
@@ -54,8 +53,7 @@ impl StateWriter {
             .is_none_or(|m| m.len() + need > MAX_LEN);
         if fresh {
             let mut m = Vec::with_capacity(MAX_LEN);
-            m.extend_from_slice(&[0x02, 0, 0, 0, 0, 0, 0x02, 0, 0, 0, 0, 0]);
-            m.extend_from_slice(&STATE_ETHERTYPE.to_be_bytes());
+            m.extend_from_slice(&plexus_ethernet_header());
             m.extend_from_slice(MAGIC);
             self.messages.push(m);
         }
@@ -140,7 +138,7 @@ fn decode_one(kind: u8, b: &[u8]) -> Option<Learning> {
 /// The learnings in a state message; `None` if it is not one.
 pub fn decode(frame: &[u8]) -> Option<Vec<Learning>> {
     if frame.len() < HEADER
-        || frame[12..14] != STATE_ETHERTYPE.to_be_bytes()
+        || frame[12..14] != PLEXUS_ETHERTYPE.to_be_bytes()
         || &frame[14..HEADER] != MAGIC
     {
         return None;
