@@ -20,7 +20,8 @@ ensure_packages \
   podman:podman \
   runc:runc \
   /usr/bin/busybox:busybox-static \
-  python3:python3
+  python3:python3 \
+  nc:netcat-openbsd
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets -- -D warnings
 cargo test --workspace "$@"

@@ -198,6 +198,20 @@ impl Drop for Server {
 /// Starts a threaded TCP server in `netns` on each of `ports`: it answers
 /// every line with `<tag> <peer-ip>:<peer-port>` and keeps the connection.
 pub fn tcp_server(netns: &str, ports: &[u16], tag: &str) -> Server {
+    tcp_server_on(netns, "0.0.0.0", ports, tag)
+}
+
+/// [`tcp_server`] listening on IPv6 (`::`, IPv6 only).
+pub fn tcp6_server(netns: &str, ports: &[u16], tag: &str) -> Server {
+    tcp_server_on(netns, "::", ports, tag)
+}
+
+fn tcp_server_on(netns: &str, any: &str, ports: &[u16], tag: &str) -> Server {
+    let family = if any.contains(':') {
+        "socket.AF_INET6"
+    } else {
+        "socket.AF_INET"
+    };
     let ports = ports
         .iter()
         .map(|p| p.to_string())
@@ -208,10 +222,10 @@ pub fn tcp_server(netns: &str, ports: &[u16], tag: &str) -> Server {
 def serve(c,a):
   f=c.makefile('rwb')
   for line in f:
-    f.write(('{tag} %s:%d\\n'%a).encode());f.flush()
+    f.write(('{tag} %s:%d\\n'%a[:2]).encode());f.flush()
 def listen(p):
-  s=socket.socket();s.setsockopt(socket.SOL_SOCKET,socket.SO_REUSEADDR,1)
-  s.bind(('0.0.0.0',p));s.listen(512)
+  s=socket.socket({family});s.setsockopt(socket.SOL_SOCKET,socket.SO_REUSEADDR,1)
+  s.bind(('{any}',p));s.listen(512)
   while True:
     c,a=s.accept();threading.Thread(target=serve,args=(c,a),daemon=True).start()
 for p in [{ports}]:

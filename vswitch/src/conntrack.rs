@@ -18,7 +18,7 @@
 //! ([`ConnEntry::encode`]) so that they can be shipped to other hosts.
 
 use std::collections::HashMap;
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv6Addr};
 
 use uuid::Uuid;
 
@@ -27,10 +27,10 @@ use uuid::Uuid;
 pub struct ConnKey {
     /// IP protocol.
     pub proto: u8,
-    /// Source address.
-    pub src: Ipv4Addr,
+    /// Source address (IPv4 or IPv6; both of one key have one family).
+    pub src: IpAddr,
     /// Destination address.
-    pub dst: Ipv4Addr,
+    pub dst: IpAddr,
     /// Source port (echo identifier; 0 for protocols without ports).
     pub sport: u16,
     /// Destination port (echo identifier; 0 for protocols without ports).
@@ -49,25 +49,34 @@ impl ConnKey {
         }
     }
 
-    pub(crate) const LEN: usize = 13;
+    /// Encoded length: protocol, two addresses as 16 bytes each (IPv4 as
+    /// IPv4-mapped IPv6), two ports.
+    pub(crate) const LEN: usize = 37;
 
     pub(crate) fn write(&self, out: &mut [u8]) {
+        let octets = |addr: IpAddr| match addr {
+            IpAddr::V4(v4) => v4.to_ipv6_mapped().octets(),
+            IpAddr::V6(v6) => v6.octets(),
+        };
         out[0] = self.proto;
-        out[1..5].copy_from_slice(&self.src.octets());
-        out[5..9].copy_from_slice(&self.dst.octets());
-        out[9..11].copy_from_slice(&self.sport.to_be_bytes());
-        out[11..13].copy_from_slice(&self.dport.to_be_bytes());
+        out[1..17].copy_from_slice(&octets(self.src));
+        out[17..33].copy_from_slice(&octets(self.dst));
+        out[33..35].copy_from_slice(&self.sport.to_be_bytes());
+        out[35..37].copy_from_slice(&self.dport.to_be_bytes());
     }
 
     pub(crate) fn read(bytes: &[u8]) -> ConnKey {
-        let addr =
-            |at: usize| Ipv4Addr::new(bytes[at], bytes[at + 1], bytes[at + 2], bytes[at + 3]);
+        let addr = |at: usize| {
+            let mut octets = [0u8; 16];
+            octets.copy_from_slice(&bytes[at..at + 16]);
+            Ipv6Addr::from(octets).to_canonical()
+        };
         ConnKey {
             proto: bytes[0],
             src: addr(1),
-            dst: addr(5),
-            sport: u16::from_be_bytes([bytes[9], bytes[10]]),
-            dport: u16::from_be_bytes([bytes[11], bytes[12]]),
+            dst: addr(17),
+            sport: u16::from_be_bytes([bytes[33], bytes[34]]),
+            dport: u16::from_be_bytes([bytes[35], bytes[36]]),
         }
     }
 }
@@ -78,10 +87,12 @@ impl std::fmt::Display for ConnKey {
         match self.proto {
             6 | 17 | 132 => write!(
                 f,
-                "{proto} {}:{} → {}:{}",
-                self.src, self.sport, self.dst, self.dport
+                "{proto} {} → {}",
+                std::net::SocketAddr::new(self.src, self.sport),
+                std::net::SocketAddr::new(self.dst, self.dport)
             ),
             1 => write!(f, "icmp {} → {} id {}", self.src, self.dst, self.sport),
+            58 => write!(f, "icmpv6 {} → {} id {}", self.src, self.dst, self.sport),
             _ => write!(f, "{proto} {} → {}", self.src, self.dst),
         }
     }

@@ -417,8 +417,8 @@ pub(crate) fn validate_rule(r: &Rule) -> Result<(), (&'static str, String)> {
         ("icmp_type", r.icmp_type.is_some()),
         ("icmp_code", r.icmp_code.is_some()),
     ] {
-        if set && r.protocol != Some(IpProto::ICMP) {
-            return Err((field, "needs protocol icmp".into()));
+        if set && !matches!(r.protocol, Some(IpProto::ICMP | IpProto::ICMPV6)) {
+            return Err((field, "needs protocol icmp or icmpv6".into()));
         }
     }
     no_duplicates("in_port_ids", &r.in_port_ids)?;

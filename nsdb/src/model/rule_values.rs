@@ -31,7 +31,7 @@ enum NameOrNumber {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct IpProto(pub u8);
 
-const PROTOCOL_NAMES: [(&str, u8); 9] = [
+const PROTOCOL_NAMES: [(&str, u8); 10] = [
     ("icmp", 1),
     ("igmp", 2),
     ("ipip", 4),
@@ -40,12 +40,15 @@ const PROTOCOL_NAMES: [(&str, u8); 9] = [
     ("gre", 47),
     ("esp", 50),
     ("ah", 51),
+    ("icmpv6", 58),
     ("sctp", 132),
 ];
 
 impl IpProto {
     /// ICMP.
     pub const ICMP: IpProto = IpProto(1);
+    /// ICMPv6.
+    pub const ICMPV6: IpProto = IpProto(58);
     /// TCP.
     pub const TCP: IpProto = IpProto(6);
     /// UDP.

@@ -1,8 +1,6 @@
 //! Rule chains: match a packet against a chain's rules in position order,
 //! follow jumps and returns, and report the rule that decided.
 
-use std::net::IpAddr;
-
 use nsdb::{Condition, ConnState, FragmentPolicy, Rule, RuleAction};
 use uuid::Uuid;
 
@@ -48,10 +46,6 @@ pub(crate) enum Outcome<'t> {
     Decided(&'t Rule),
 }
 
-fn in_v4(net: &ipnet::IpNet, ip: std::net::Ipv4Addr) -> bool {
-    net.contains(&IpAddr::V4(ip))
-}
-
 /// Whether the condition (before inversion) holds.
 fn holds(
     topo: &Topology,
@@ -61,7 +55,8 @@ fn holds(
     p: &PacketInfo,
     m: &MatchContext,
 ) -> bool {
-    let ip = p.ipv4();
+    // IPv4 and IPv6 alike: every IP condition reads the shared fields.
+    let ip = p.ip();
     match c {
         Condition::Protocol => ip
             .zip(rule.protocol)
@@ -71,10 +66,10 @@ fn holds(
         Condition::DstMac => rule.dst_mac.is_some_and(|mac| mac.0 == p.eth_dst),
         Condition::SrcCidr => ip
             .zip(rule.src_cidr)
-            .is_some_and(|(ip, net)| in_v4(&net, ip.src)),
+            .is_some_and(|(ip, net)| net.contains(&ip.src)),
         Condition::DstCidr => ip
             .zip(rule.dst_cidr)
-            .is_some_and(|(ip, net)| in_v4(&net, ip.dst)),
+            .is_some_and(|(ip, net)| net.contains(&ip.dst)),
         Condition::SrcPorts => ip
             .and_then(|ip| ip.ports)
             .zip(rule.src_ports)
@@ -85,10 +80,10 @@ fn holds(
             .is_some_and(|((_, dport), range)| range.contains(dport)),
         Condition::IcmpType => ip
             .and_then(|ip| ip.icmp)
-            .is_some_and(|(_, (t, _))| Some(t) == rule.icmp_type),
+            .is_some_and(|(t, _)| Some(t) == rule.icmp_type),
         Condition::IcmpCode => ip
             .and_then(|ip| ip.icmp)
-            .is_some_and(|(_, (_, code))| Some(code) == rule.icmp_code),
+            .is_some_and(|(_, code)| Some(code) == rule.icmp_code),
         Condition::InPortIds => rule.in_port_ids.contains(&m.in_port),
         Condition::OutPortIds => m
             .out_port
@@ -116,7 +111,7 @@ fn holds(
             addr.is_some_and(|addr| {
                 topo.ip_groups
                     .get(&group)
-                    .is_some_and(|nets| nets.iter().any(|net| in_v4(net, addr)))
+                    .is_some_and(|nets| nets.iter().any(|net| net.contains(&addr)))
             })
         }
         Condition::ConnState => {
@@ -179,9 +174,7 @@ pub(crate) fn matches(
 ) -> bool {
     // Port conditions cannot look into a later fragment, whatever the
     // inversion says.
-    let later = packet
-        .ipv4()
-        .is_some_and(|ip| ip.fragment == Fragment::Later);
+    let later = packet.ip().is_some_and(|ip| ip.fragment == Fragment::Later);
     if later && (rule.src_ports.is_some() || rule.dst_ports.is_some()) {
         return false;
     }

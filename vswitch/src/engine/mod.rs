@@ -27,7 +27,9 @@ mod router;
 mod tests;
 mod walk;
 
-pub use packet::{ArpInfo, ArpOp, Fragment, IcmpKind, Ipv4Info, PacketInfo, L3};
+pub use packet::{
+    ArpInfo, ArpOp, Fragment, IcmpKind, IpFields, Ipv4Info, Ipv6Info, NdInfo, PacketInfo, L3,
+};
 pub use rewrite::apply_rewrite;
 
 use std::net::Ipv4Addr;

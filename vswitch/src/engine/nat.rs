@@ -6,7 +6,7 @@
 //! and no clock), so the engine stays a pure function.
 
 use std::hash::{Hash, Hasher};
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr};
 
 use nsdb::{Rule, RuleAction};
 use uuid::Uuid;
@@ -69,6 +69,10 @@ pub(crate) fn choose<L: Learned + ?Sized>(
     key: ConnKey,
     masquerade_address: Option<Ipv4Addr>,
 ) -> Result<Option<ConnKey>, Exhausted> {
+    if !key.src.is_ipv4() {
+        // Address translation is IPv4's: IPv6 is routed, never translated.
+        return Ok(None);
+    }
     let hash = hash_of(key);
     let ported = has_ports(&key);
     match rule.action {
@@ -82,7 +86,7 @@ pub(crate) fn choose<L: Learned + ?Sized>(
                     };
                     for port in ports(pf, pt, key.dport, hash) {
                         let candidate = ConnKey {
-                            dst: address,
+                            dst: IpAddr::V4(address),
                             dport: port,
                             ..key
                         };
@@ -121,7 +125,7 @@ pub(crate) fn choose<L: Learned + ?Sized>(
                     };
                     for port in ports(pf, pt, key.sport, hash) {
                         let candidate = ConnKey {
-                            src: address,
+                            src: IpAddr::V4(address),
                             sport: port,
                             // An echo identifier is both "ports".
                             dport: if key.proto == 1 { port } else { key.dport },
@@ -157,12 +161,30 @@ pub(crate) fn related(
     };
     let quoted = to.reversed();
     let inner = NatRewrite {
-        src: Some(quoted.src),
-        dst: Some(quoted.dst),
+        src: v4(quoted.src),
+        dst: v4(quoted.dst),
         src_port: Some(quoted.sport),
         dst_port: Some(quoted.dport),
     };
-    let src = (outer_src == from.src && from.src != to.src).then_some(to.src);
-    let dst = (outer_dst == from.dst && from.dst != to.dst).then_some(to.dst);
+    let src = (IpAddr::V4(outer_src) == from.src && from.src != to.src)
+        .then_some(to.src)
+        .and_then(v4);
+    let dst = (IpAddr::V4(outer_dst) == from.dst && from.dst != to.dst)
+        .then_some(to.dst)
+        .and_then(v4);
     (src, dst, inner)
+}
+
+/// The IPv4 address, if `addr` is one.
+pub(crate) fn v4(addr: IpAddr) -> Option<Ipv4Addr> {
+    match addr {
+        IpAddr::V4(v4) => Some(v4),
+        IpAddr::V6(_) => None,
+    }
+}
+
+/// `to` as a rewrite target when it differs from `from` (IPv4 only: IPv6
+/// connections are never translated).
+pub(crate) fn changed(from: IpAddr, to: IpAddr) -> Option<Ipv4Addr> {
+    (from != to).then_some(to).and_then(v4)
 }

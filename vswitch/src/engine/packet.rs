@@ -1,12 +1,14 @@
 //! The fields of a frame the engine decides on, decoded once per device hop.
 
 use std::hash::{Hash, Hasher};
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use super::Rewrite;
 use crate::conntrack::{tcp, ConnKey};
 use crate::snapshot::Mac;
-use crate::wire::{self, ArpOperation, Icmpv4Message, L3Summary, L4Summary, WireError};
+use crate::wire::{
+    self, ArpOperation, Icmpv4Message, Icmpv6Message, Ipv6Summary, L3Summary, L4Summary, WireError,
+};
 
 /// ARP operation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -100,8 +102,75 @@ impl Ipv4Info {
         };
         Some(ConnKey {
             proto: self.proto,
-            src: self.src,
-            dst: self.dst,
+            src: IpAddr::V4(self.src),
+            dst: IpAddr::V4(self.dst),
+            sport,
+            dport,
+        })
+    }
+}
+
+/// The Neighbor Discovery fields of an NDP message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct NdInfo {
+    /// The ICMPv6 type (133 to 137).
+    pub msg_type: u8,
+    /// The target address (solicitations, advertisements, redirects).
+    pub target: Option<Ipv6Addr>,
+    /// The source or target link-layer address option.
+    pub link_addr: Option<Mac>,
+}
+
+/// An IPv6 packet's header fields.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Ipv6Info {
+    /// Source address.
+    pub src: Ipv6Addr,
+    /// Destination address.
+    pub dst: Ipv6Addr,
+    /// The transport protocol (the next header after the extension headers).
+    pub proto: u8,
+    /// Hop limit.
+    pub hop_limit: u8,
+    /// ICMPv6 kind and (type, code), for ICMPv6.
+    pub icmp: Option<(IcmpKind, (u8, u8))>,
+    /// TCP/UDP source and destination ports (first fragments only).
+    pub ports: Option<(u16, u16)>,
+    /// The echo identifier of ICMPv6 echo requests and replies.
+    pub icmp_ident: Option<u16>,
+    /// For ICMPv6 errors: the key of the quoted packet.
+    pub icmp_quoted: Option<ConnKey>,
+    /// TCP SYN, FIN and RST bits.
+    pub tcp_flags: u8,
+    /// Fragmentation.
+    pub fragment: Fragment,
+    /// Neighbor Discovery fields, for NDP messages.
+    pub nd: Option<NdInfo>,
+}
+
+impl Ipv6Info {
+    /// The connection-tracking key, for packets that can be tracked: not
+    /// ICMPv6 errors (tracked through what they quote), not later
+    /// fragments, and not Neighbor Discovery or multicast-listener
+    /// signalling (link-local, never a connection, as in Linux conntrack).
+    pub fn conn_key(&self) -> Option<ConnKey> {
+        if self.fragment == Fragment::Later {
+            return None;
+        }
+        let (sport, dport) = match (self.proto, self.ports, self.icmp_ident, self.icmp) {
+            (_, Some(ports), _, _) => ports,
+            (58, _, Some(ident), _) => (ident, ident),
+            (58, _, _, Some((IcmpKind::Error, _))) => return None,
+            (58, _, _, Some((_, (kind, _)))) if Icmpv6Message::from(kind).is_link_signalling() => {
+                return None
+            }
+            (6 | 17, None, _, _) => return None,
+            _ => (0, 0),
+        };
+        Some(ConnKey {
+            proto: self.proto,
+            src: IpAddr::V6(self.src),
+            dst: IpAddr::V6(self.dst),
             sport,
             dport,
         })
@@ -130,11 +199,101 @@ fn quoted_key(icmp_data: &[u8]) -> Option<ConnKey> {
     };
     Some(ConnKey {
         proto,
-        src: addr(12),
-        dst: addr(16),
+        src: IpAddr::V4(addr(12)),
+        dst: IpAddr::V4(addr(16)),
         sport,
         dport,
     })
+}
+
+/// The key of the packet an ICMPv6 error quotes (as much of it as fits).
+fn quoted_key6(icmp_data: &[u8]) -> Option<ConnKey> {
+    let ip = wire::Ipv6Packet::new_unchecked(icmp_data);
+    if icmp_data.len() < wire::IPV6_HEADER_LEN || ip.version() != 6 {
+        return None;
+    }
+    // The quote may be cut anywhere: walk what is there.
+    let rest = &icmp_data[wire::IPV6_HEADER_LEN..];
+    let upper = wire::upper_layer(ip.next_header(), rest).ok()?;
+    let l4 = rest.get(upper.offset..)?;
+    let word = |at: usize| Some(u16::from_be_bytes([*l4.get(at)?, *l4.get(at + 1)?]));
+    let (sport, dport) = match upper.protocol {
+        6 | 17 | 132 => (word(0)?, word(2)?),
+        58 => {
+            let ident = word(4)?;
+            (ident, ident)
+        }
+        _ => (0, 0),
+    };
+    Some(ConnKey {
+        proto: upper.protocol,
+        src: IpAddr::V6(ip.src_addr()),
+        dst: IpAddr::V6(ip.dst_addr()),
+        sport,
+        dport,
+    })
+}
+
+fn fragment_of(offset: u16, more: bool) -> Fragment {
+    match (offset, more) {
+        (0, false) => Fragment::None,
+        (0, true) => Fragment::First,
+        _ => Fragment::Later,
+    }
+}
+
+fn tcp_bits(flags: wire::TcpFlags) -> u8 {
+    (flags.bits() as u8) & (tcp::FIN | tcp::SYN | tcp::RST)
+}
+
+fn ipv6_info(frame: &[u8], ip: &Ipv6Summary, ports: Option<(u16, u16)>) -> Ipv6Info {
+    let (icmp, icmp_ident, nd) = match ip.l4 {
+        L4Summary::Icmpv6 {
+            msg_type,
+            code,
+            ident,
+            nd,
+        } => {
+            let kind = match msg_type {
+                Icmpv6Message::EchoRequest => IcmpKind::EchoRequest,
+                Icmpv6Message::EchoReply => IcmpKind::EchoReply,
+                m if m.is_error() => IcmpKind::Error,
+                _ => IcmpKind::Other,
+            };
+            let nd = nd.map(|nd| NdInfo {
+                msg_type: u8::from(msg_type),
+                target: nd.target,
+                link_addr: nd.link_addr.map(|mac| mac.0),
+            });
+            (Some((kind, (u8::from(msg_type), code))), ident, nd)
+        }
+        _ => (None, None, None),
+    };
+    let icmp_quoted = match icmp {
+        Some((IcmpKind::Error, _)) => frame
+            .get(usize::from(ip.l4_offset) + wire::ICMPV6_HEADER_LEN..)
+            .and_then(quoted_key6),
+        _ => None,
+    };
+    let tcp_flags = match ip.l4 {
+        L4Summary::Tcp { flags, .. } => tcp_bits(flags),
+        _ => 0,
+    };
+    Ipv6Info {
+        src: ip.src_addr,
+        dst: ip.dst_addr,
+        proto: u8::from(ip.protocol),
+        hop_limit: ip.hop_limit,
+        icmp,
+        ports,
+        icmp_ident,
+        icmp_quoted,
+        tcp_flags,
+        fragment: ip
+            .fragment
+            .map_or(Fragment::None, |f| fragment_of(f.offset, f.more)),
+        nd,
+    }
 }
 
 /// The network layer of a frame.
@@ -144,6 +303,8 @@ pub enum L3 {
     Arp(ArpInfo),
     /// IPv4.
     Ipv4(Ipv4Info),
+    /// IPv6.
+    Ipv6(Ipv6Info),
     /// Another ethertype.
     Other(u16),
 }
@@ -190,10 +351,7 @@ impl PacketInfo {
                 };
                 let (icmp_ident, tcp_flags) = match ip.l4 {
                     L4Summary::Icmp { ident, .. } => (ident, 0),
-                    L4Summary::Tcp { flags, .. } => (
-                        None,
-                        (flags.bits() as u8) & (tcp::FIN | tcp::SYN | tcp::RST),
-                    ),
+                    L4Summary::Tcp { flags, .. } => (None, tcp_bits(flags)),
                     _ => (None, 0),
                 };
                 let icmp_quoted = match icmp {
@@ -202,11 +360,7 @@ impl PacketInfo {
                         .and_then(quoted_key),
                     _ => None,
                 };
-                let fragment = match (ip.frag_offset, ip.more_frags) {
-                    (0, false) => Fragment::None,
-                    (0, true) => Fragment::First,
-                    _ => Fragment::Later,
-                };
+                let fragment = fragment_of(ip.frag_offset, ip.more_frags);
                 L3::Ipv4(Ipv4Info {
                     src: ip.src_addr,
                     dst: ip.dst_addr,
@@ -221,6 +375,7 @@ impl PacketInfo {
                     checksum_valid: ip.checksum_valid,
                 })
             }
+            L3Summary::Ipv6(ip) => L3::Ipv6(ipv6_info(frame, &ip, parsed.ports())),
             L3Summary::Other => L3::Other(u16::from(parsed.ethertype)),
         };
         Ok(PacketInfo {
@@ -265,11 +420,70 @@ impl PacketInfo {
         }
     }
 
+    /// The IPv6 part, if this is IPv6.
+    pub fn ipv6(&self) -> Option<&Ipv6Info> {
+        match &self.l3 {
+            L3::Ipv6(ip) => Some(ip),
+            _ => None,
+        }
+    }
+
+    /// The IP header fields both versions share, if this is IP.
+    pub fn ip(&self) -> Option<IpFields> {
+        match &self.l3 {
+            L3::Ipv4(ip) => Some(IpFields {
+                proto: ip.proto,
+                src: IpAddr::V4(ip.src),
+                dst: IpAddr::V4(ip.dst),
+                ports: ip.ports,
+                icmp: ip.icmp.map(|(_, type_code)| type_code),
+                fragment: ip.fragment,
+            }),
+            L3::Ipv6(ip) => Some(IpFields {
+                proto: ip.proto,
+                src: IpAddr::V6(ip.src),
+                dst: IpAddr::V6(ip.dst),
+                ports: ip.ports,
+                icmp: ip.icmp.map(|(_, type_code)| type_code),
+                fragment: ip.fragment,
+            }),
+            _ => None,
+        }
+    }
+
+    /// The connection-tracking key, for IP packets that can be tracked.
+    pub fn conn_key(&self) -> Option<ConnKey> {
+        match &self.l3 {
+            L3::Ipv4(ip) => ip.conn_key(),
+            L3::Ipv6(ip) => ip.conn_key(),
+            _ => None,
+        }
+    }
+
+    /// For an ICMP or ICMPv6 error: the key of the packet it quotes.
+    pub fn icmp_quoted(&self) -> Option<ConnKey> {
+        match &self.l3 {
+            L3::Ipv4(ip) => ip.icmp_quoted,
+            L3::Ipv6(ip) => ip.icmp_quoted,
+            _ => None,
+        }
+    }
+
+    /// The TCP SYN, FIN and RST bits (0 for anything else).
+    pub fn tcp_flags(&self) -> u8 {
+        match &self.l3 {
+            L3::Ipv4(ip) => ip.tcp_flags,
+            L3::Ipv6(ip) => ip.tcp_flags,
+            _ => 0,
+        }
+    }
+
     /// The ethertype.
     pub fn ethertype(&self) -> u16 {
         match self.l3 {
             L3::Arp(_) => 0x0806,
             L3::Ipv4(_) => 0x0800,
+            L3::Ipv6(_) => 0x86dd,
             L3::Other(t) => t,
         }
     }
@@ -278,9 +492,26 @@ impl PacketInfo {
     /// flow, spread across flows.
     pub fn flow_hash(&self) -> u64 {
         let mut hasher = std::collections::hash_map::DefaultHasher::new();
-        if let L3::Ipv4(ip) = &self.l3 {
+        if let Some(ip) = self.ip() {
             (ip.src, ip.dst, ip.proto, ip.ports).hash(&mut hasher);
         }
         hasher.finish()
     }
+}
+
+/// The header fields IPv4 and IPv6 share, as rule conditions read them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IpFields {
+    /// IP protocol / IPv6 transport next header.
+    pub proto: u8,
+    /// Source address.
+    pub src: IpAddr,
+    /// Destination address.
+    pub dst: IpAddr,
+    /// TCP/UDP ports (first fragments only).
+    pub ports: Option<(u16, u16)>,
+    /// ICMP or ICMPv6 (type, code).
+    pub icmp: Option<(u8, u8)>,
+    /// Fragmentation.
+    pub fragment: Fragment,
 }

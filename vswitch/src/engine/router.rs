@@ -71,6 +71,7 @@ pub(crate) fn process<L: Learned + ?Sized>(
             return Decision::Drop(DropReason::Unsupported("ARP not for this router"));
         }
         L3::Ipv4(ip) => *ip,
+        L3::Ipv6(_) => return Decision::Drop(DropReason::Unsupported("IPv6 is not routed yet")),
         L3::Other(_) => return Decision::Drop(DropReason::Unsupported("not IPv4 or ARP")),
     };
     if packet.eth_dst == BROADCAST {

@@ -18,20 +18,20 @@
 //! answer a packet that policy already judged.
 
 use std::collections::HashSet;
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr};
 
 use nsdb::RuleAction;
 use uuid::Uuid;
 
 use super::chain::{self, MatchContext, Outcome, Tracked};
-use super::packet::{PacketInfo, L3};
+use super::packet::{Ipv6Info, PacketInfo, L3};
 use super::rewrite::{rewritten, EntryFrame};
 use super::{
     bridge, frames, nat, router, Decision, DropReason, Generated, Learned, Learning, Output,
     Rewrite, Simulation, Tag, Walk, MAX_DEVICES_TRAVERSED,
 };
 use crate::conntrack::{ConnEntry, ConnKey, Direction};
-use crate::snapshot::{Device, PortInfo, Topology};
+use crate::snapshot::{Device, Mac, PortInfo, Topology};
 use crate::wire;
 
 /// A frame arriving at a port, with what happened to it so far.
@@ -66,7 +66,7 @@ struct Here {
 
 impl Here {
     fn key(&self) -> Option<ConnKey> {
-        self.packet.ipv4().and_then(|ip| ip.conn_key())
+        self.packet.conn_key()
     }
 
     /// Applies a further rewrite to the packet as it stands.
@@ -285,10 +285,10 @@ impl<L: Learned + ?Sized> Run<'_, L> {
         if !self.topo.stateful.contains(&zone) {
             return;
         }
-        let Some(ip) = here.packet.ipv4().copied() else {
+        if here.packet.ip().is_none() {
             return;
-        };
-        if let Some(quoted) = ip.icmp_quoted {
+        }
+        if let Some(quoted) = here.packet.icmp_quoted() {
             let probe = quoted.reversed();
             self.sim.tag(Tag::Conn(zone, probe));
             let Some((direction, conn)) = self.conn(zone, &probe) else {
@@ -308,14 +308,15 @@ impl<L: Learned + ?Sized> Run<'_, L> {
                 "conntrack",
                 format!("related: ICMP error about {} ({direction:?})", conn.orig),
             );
-            if conn.is_translated() {
+            if let (true, Some(ip)) = (conn.is_translated(), here.packet.ipv4().copied()) {
                 self.translate_error(device, here, direction, &conn, ip.src, ip.dst);
             }
             return;
         }
-        let Some(key) = ip.conn_key() else {
+        let Some(key) = here.packet.conn_key() else {
             return;
         };
+        let tcp_flags = here.packet.tcp_flags();
         self.sim.tag(Tag::Conn(zone, key));
         match self.conn(zone, &key) {
             None => {
@@ -327,11 +328,11 @@ impl<L: Learned + ?Sized> Run<'_, L> {
             Some((direction, conn)) => {
                 here.tracked = Tracked::Established(direction);
                 here.conn = Some((direction, conn));
-                if conn.flags_after(direction, ip.tcp_flags) != conn.flags {
+                if conn.flags_after(direction, tcp_flags) != conn.flags {
                     self.sim.learned.push(Learning::ConnSeen {
                         zone,
                         key,
-                        tcp_flags: ip.tcp_flags,
+                        tcp_flags,
                     });
                 }
                 let how = match direction {
@@ -346,7 +347,7 @@ impl<L: Learned + ?Sized> Run<'_, L> {
                 );
                 let target = conn.translate(direction);
                 let delta = Rewrite {
-                    ip_dst: (target.dst != key.dst).then_some(target.dst),
+                    ip_dst: nat::changed(key.dst, target.dst),
                     dst_port: (target.dport != key.dport).then_some(target.dport),
                     ..Rewrite::default()
                 };
@@ -418,7 +419,7 @@ impl<L: Learned + ?Sized> Run<'_, L> {
             (Tracked::Established(_), Some((direction, conn)), Some(key)) => {
                 let target = conn.translate(direction);
                 let delta = Rewrite {
-                    ip_src: (target.src != key.src).then_some(target.src),
+                    ip_src: nat::changed(key.src, target.src),
                     src_port: (target.sport != key.sport).then_some(target.sport),
                     ..Rewrite::default()
                 };
@@ -526,8 +527,8 @@ impl<L: Learned + ?Sized> Run<'_, L> {
         match nat::choose(self.learned, zone, rule, key, masquerade_address) {
             Ok(Some(new)) => {
                 let delta = Rewrite {
-                    ip_src: (new.src != key.src).then_some(new.src),
-                    ip_dst: (new.dst != key.dst).then_some(new.dst),
+                    ip_src: nat::changed(key.src, new.src),
+                    ip_dst: nat::changed(key.dst, new.dst),
                     src_port: (new.sport != key.sport).then_some(new.sport),
                     dst_port: (new.dport != key.dport && key.proto != 1).then_some(new.dport),
                     ..Rewrite::default()
@@ -680,8 +681,9 @@ impl<L: Learned + ?Sized> Run<'_, L> {
 }
 
 /// Anti-spoofing at an exterior port with allowed addresses: the source MAC
-/// must be allowed, and an IPv4 source or an ARP sender address must be
-/// allowed together with that MAC. `None` when the frame is fine.
+/// must be allowed, and the IP source (IPv4 or IPv6), an ARP sender address
+/// or an NDP advertisement's target must be allowed together with that MAC.
+/// `None` when the frame is fine.
 fn spoofing(port: &PortInfo, packet: &PacketInfo) -> Option<String> {
     if port.allowed.is_empty() {
         return None;
@@ -694,7 +696,7 @@ fn spoofing(port: &PortInfo, packet: &PacketInfo) -> Option<String> {
         ));
     }
     let claimed = match &packet.l3 {
-        L3::Ipv4(ip) => Some(ip.src),
+        L3::Ipv4(ip) => Some(IpAddr::V4(ip.src)),
         // An ARP probe (sender 0.0.0.0) claims nothing.
         L3::Arp(arp) if !arp.sender_ip.is_unspecified() => {
             if arp.sender_mac != mac {
@@ -703,19 +705,68 @@ fn spoofing(port: &PortInfo, packet: &PacketInfo) -> Option<String> {
                     bridge::fmt_mac(&arp.sender_mac)
                 ));
             }
-            Some(arp.sender_ip)
+            Some(IpAddr::V4(arp.sender_ip))
         }
+        L3::Ipv6(ip) => return ipv6_spoofing(port, mac, ip),
         _ => None,
     };
     match claimed {
-        Some(ip)
-            if !port
-                .allowed
-                .iter()
-                .any(|(m, net)| *m == mac && net.contains(&std::net::IpAddr::V4(ip))) =>
-        {
+        Some(ip) if !owns(port, mac, ip) => Some(format!(
+            "source address {ip} is not allowed with MAC {}",
+            bridge::fmt_mac(&mac)
+        )),
+        _ => None,
+    }
+}
+
+/// Whether `port` may use `ip` with `mac`: one of its allowed addresses, or
+/// for IPv6 the link-local address derived from the allowed MAC.
+fn owns(port: &PortInfo, mac: Mac, ip: IpAddr) -> bool {
+    if let IpAddr::V6(v6) = ip {
+        if v6 == wire::link_local_from_mac(mac) {
+            return true;
+        }
+    }
+    port.allowed
+        .iter()
+        .any(|(m, net)| *m == mac && net.contains(&ip))
+}
+
+/// Port security for IPv6: the source must be owned (the unspecified
+/// source only for duplicate-address probes and listener reports); an NDP
+/// message's link-layer option must be the frame's MAC and an
+/// advertisement's target must be owned; router advertisements and
+/// redirects are a router's to send, never a port's.
+fn ipv6_spoofing(port: &PortInfo, mac: Mac, ip: &Ipv6Info) -> Option<String> {
+    let icmp_type = ip.icmp.map(|(_, (t, _))| t);
+    if ip.src.is_unspecified() {
+        // Neighbor solicitations (DAD) and listener reports may come from ::.
+        return match icmp_type {
+            Some(135 | 131 | 143) if ip.proto == 58 => None,
+            _ => Some("unspecified source :: outside duplicate-address detection".into()),
+        };
+    }
+    if !owns(port, mac, IpAddr::V6(ip.src)) {
+        return Some(format!(
+            "source address {} is not allowed with MAC {}",
+            ip.src,
+            bridge::fmt_mac(&mac)
+        ));
+    }
+    if matches!(icmp_type, Some(134 | 137)) && ip.proto == 58 {
+        return Some("router advertisements and redirects are not allowed from a port".into());
+    }
+    let nd = ip.nd?;
+    if let Some(link) = nd.link_addr.filter(|link| *link != mac) {
+        return Some(format!(
+            "NDP link-layer address {} differs from the frame's",
+            bridge::fmt_mac(&link)
+        ));
+    }
+    match nd.target {
+        Some(target) if nd.msg_type == 136 && !owns(port, mac, IpAddr::V6(target)) => {
             Some(format!(
-                "source address {ip} is not allowed with MAC {}",
+                "neighbor advertisement for {target}, which is not allowed with MAC {}",
                 bridge::fmt_mac(&mac)
             ))
         }

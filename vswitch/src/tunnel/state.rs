@@ -165,8 +165,8 @@ mod tests {
     fn key(n: u8) -> ConnKey {
         ConnKey {
             proto: 6,
-            src: Ipv4Addr::new(10, 0, 0, n),
-            dst: Ipv4Addr::new(10, 0, 1, n),
+            src: Ipv4Addr::new(10, 0, 0, n).into(),
+            dst: Ipv4Addr::new(10, 0, 1, n).into(),
             sport: 1000 + u16::from(n),
             dport: 80,
         }
@@ -187,6 +187,20 @@ mod tests {
                 key: key(3),
                 tcp_flags: 0x11,
             },
+            Learning::Conn(ConnEntry {
+                zone,
+                orig: ConnKey {
+                    src: "fd00::1".parse().unwrap(),
+                    dst: "fd00::2".parse().unwrap(),
+                    ..key(4)
+                },
+                reply: ConnKey {
+                    src: "fd00::2".parse().unwrap(),
+                    dst: "fd00::1".parse().unwrap(),
+                    ..key(4).reversed()
+                },
+                flags: 0,
+            }),
             Learning::Mac {
                 bridge: Uuid::new_v4(),
                 mac: [2, 0, 0, 0, 0, 9],

@@ -1,6 +1,7 @@
 //! One-shot frame decoding for the switching pipeline and the flow cache.
 //!
-//! [`parse_frame`] walks Ethernet → (ARP | IPv4 → TCP/UDP/ICMP) and returns
+//! [`parse_frame`] walks Ethernet → (ARP | IPv4 → TCP/UDP/ICMP | IPv6 →
+//! extension headers → TCP/UDP/ICMPv6) and returns
 //! a small `Copy` [`ParsedFrame`] holding the fields a switch decides on.
 //! It is total: any malformed, truncated or oversize input yields a
 //! [`WireError`]. It is strict about headers it decodes (a frame whose
@@ -10,12 +11,13 @@
 //! checksum result is reported in [`Ipv4Summary::checksum_valid`] and L4
 //! checksums are not examined.
 
-use core::net::Ipv4Addr;
+use core::net::{Ipv4Addr, Ipv6Addr};
 
 use super::{
-    ArpPacket, ArpRepr, EtherType, EthernetAddress, EthernetFrame, Icmpv4Message, Icmpv4Packet,
-    IpProtocol, Ipv4Packet, TcpFlags, TcpPacket, UdpPacket, VxlanPacket, VxlanRepr, WireError,
-    UDP_HEADER_LEN, VXLAN_PORT,
+    parse_nd, upper_layer, ArpPacket, ArpRepr, EtherType, EthernetAddress, EthernetFrame,
+    Icmpv4Message, Icmpv4Packet, Icmpv6Message, Icmpv6Packet, IpProtocol, Ipv4Packet, Ipv6Fragment,
+    Ipv6Packet, NdRepr, TcpFlags, TcpPacket, UdpPacket, VxlanPacket, VxlanRepr, WireError,
+    IPV6_HEADER_LEN, UDP_HEADER_LEN, VXLAN_PORT,
 };
 
 /// Largest frame accepted: a maximal IPv4 datagram plus Ethernet header and one VLAN tag.
@@ -48,7 +50,9 @@ pub enum L3Summary {
     Arp(ArpRepr),
     /// An IPv4 datagram.
     Ipv4(Ipv4Summary),
-    /// Any other EtherType (IPv6, LLDP, a second VLAN tag, ...), not decoded.
+    /// An IPv6 packet.
+    Ipv6(Ipv6Summary),
+    /// Any other EtherType (LLDP, a second VLAN tag, ...), not decoded.
     Other,
 }
 
@@ -81,7 +85,28 @@ pub struct Ipv4Summary {
     pub l4: L4Summary,
 }
 
-/// The transport layer of an [`Ipv4Summary`].
+/// The IPv6 fields of a [`ParsedFrame`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Ipv6Summary {
+    /// Source address.
+    pub src_addr: Ipv6Addr,
+    /// Destination address.
+    pub dst_addr: Ipv6Addr,
+    /// The transport protocol, after the extension headers.
+    pub protocol: IpProtocol,
+    /// Hop limit.
+    pub hop_limit: u8,
+    /// Payload length (extension headers included).
+    pub payload_len: u16,
+    /// The fragment header, if the packet is a fragment.
+    pub fragment: Option<Ipv6Fragment>,
+    /// Offset of the transport header from the start of the frame.
+    pub l4_offset: u16,
+    /// The decoded transport layer.
+    pub l4: L4Summary,
+}
+
+/// The transport layer of an [`Ipv4Summary`] or [`Ipv6Summary`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum L4Summary {
     /// A TCP segment.
@@ -109,6 +134,17 @@ pub enum L4Summary {
         /// Echo identifier, for echo requests and replies.
         ident: Option<u16>,
     },
+    /// An ICMPv6 message.
+    Icmpv6 {
+        /// Message type.
+        msg_type: Icmpv6Message,
+        /// Message code.
+        code: u8,
+        /// Echo identifier, for echo requests and replies.
+        ident: Option<u16>,
+        /// The Neighbor Discovery fields, for NDP messages.
+        nd: Option<NdRepr>,
+    },
     /// A non-first fragment: no transport header to read.
     Fragment,
     /// Another protocol, not decoded.
@@ -132,9 +168,22 @@ impl ParsedFrame {
         }
     }
 
-    /// `(src_port, dst_port)` for TCP and UDP.
+    /// The IPv6 part, if this is IPv6.
+    pub fn ipv6(&self) -> Option<&Ipv6Summary> {
+        match &self.l3 {
+            L3Summary::Ipv6(ip) => Some(ip),
+            _ => None,
+        }
+    }
+
+    /// `(src_port, dst_port)` for TCP and UDP over either IP version.
     pub fn ports(&self) -> Option<(u16, u16)> {
-        match self.ipv4()?.l4 {
+        let l4 = match &self.l3 {
+            L3Summary::Ipv4(ip) => ip.l4,
+            L3Summary::Ipv6(ip) => ip.l4,
+            _ => return None,
+        };
+        match l4 {
             L4Summary::Tcp {
                 src_port, dst_port, ..
             }
@@ -160,6 +209,7 @@ pub fn parse_frame(data: &[u8]) -> Result<ParsedFrame, WireError> {
     let l3 = match eth.ethertype() {
         EtherType::Arp => L3Summary::Arp(ArpRepr::parse(&ArpPacket::new_checked(payload)?)?),
         EtherType::Ipv4 => L3Summary::Ipv4(parse_ipv4(payload, l3_offset)?),
+        EtherType::Ipv6 => L3Summary::Ipv6(parse_ipv6(payload, l3_offset)?),
         _ => L3Summary::Other,
     };
     Ok(ParsedFrame {
@@ -172,6 +222,76 @@ pub fn parse_frame(data: &[u8]) -> Result<ParsedFrame, WireError> {
     })
 }
 
+/// The TCP or UDP header at the start of `payload`; `whole` says the
+/// payload is the whole datagram (not a first fragment), so a UDP length
+/// can be checked against it.
+fn parse_ports(protocol: IpProtocol, payload: &[u8], whole: bool) -> Result<L4Summary, WireError> {
+    match protocol {
+        IpProtocol::Tcp => {
+            let tcp = TcpPacket::new_checked(payload)?;
+            Ok(L4Summary::Tcp {
+                src_port: tcp.src_port(),
+                dst_port: tcp.dst_port(),
+                flags: tcp.flags(),
+            })
+        }
+        _ => {
+            // The length field of a first fragment covers the whole
+            // datagram, so only an unfragmented one is length-checked.
+            if payload.len() < UDP_HEADER_LEN {
+                return Err(WireError::Truncated);
+            }
+            let udp = UdpPacket::new_unchecked(payload);
+            if whole {
+                udp.check_len()?;
+            }
+            Ok(L4Summary::Udp {
+                src_port: udp.src_port(),
+                dst_port: udp.dst_port(),
+            })
+        }
+    }
+}
+
+fn parse_ipv6(data: &[u8], l3_offset: usize) -> Result<Ipv6Summary, WireError> {
+    let ip = Ipv6Packet::new_checked(data)?;
+    let payload = ip.payload();
+    let upper = upper_layer(ip.next_header(), payload)?;
+    let protocol = IpProtocol::from(upper.protocol);
+    let transport = &payload[upper.offset..];
+    let l4 = match (upper.fragment, protocol) {
+        (Some(fragment), _) if fragment.offset != 0 => L4Summary::Fragment,
+        (fragment, IpProtocol::Tcp | IpProtocol::Udp) => {
+            parse_ports(protocol, transport, fragment.is_none())?
+        }
+        (_, IpProtocol::Icmpv6) => {
+            let icmp = Icmpv6Packet::new_checked(transport)?;
+            let msg_type = icmp.msg_type();
+            let is_echo = matches!(
+                msg_type,
+                Icmpv6Message::EchoRequest | Icmpv6Message::EchoReply
+            );
+            L4Summary::Icmpv6 {
+                msg_type,
+                code: icmp.code(),
+                ident: is_echo.then(|| icmp.echo_ident()),
+                nd: parse_nd(msg_type, transport)?,
+            }
+        }
+        _ => L4Summary::Other,
+    };
+    Ok(Ipv6Summary {
+        src_addr: ip.src_addr(),
+        dst_addr: ip.dst_addr(),
+        protocol,
+        hop_limit: ip.hop_limit(),
+        payload_len: ip.payload_len(),
+        fragment: upper.fragment,
+        l4_offset: offset16(l3_offset + IPV6_HEADER_LEN + upper.offset),
+        l4,
+    })
+}
+
 fn parse_ipv4(data: &[u8], l3_offset: usize) -> Result<Ipv4Summary, WireError> {
     let ip = Ipv4Packet::new_checked(data)?;
     let payload = ip.payload();
@@ -179,28 +299,8 @@ fn parse_ipv4(data: &[u8], l3_offset: usize) -> Result<Ipv4Summary, WireError> {
         L4Summary::Fragment
     } else {
         match ip.protocol() {
-            IpProtocol::Tcp => {
-                let tcp = TcpPacket::new_checked(payload)?;
-                L4Summary::Tcp {
-                    src_port: tcp.src_port(),
-                    dst_port: tcp.dst_port(),
-                    flags: tcp.flags(),
-                }
-            }
-            IpProtocol::Udp => {
-                // The length field of a first fragment covers the whole
-                // datagram, so only an unfragmented one is length-checked.
-                if payload.len() < UDP_HEADER_LEN {
-                    return Err(WireError::Truncated);
-                }
-                let udp = UdpPacket::new_unchecked(payload);
-                if !ip.more_frags() {
-                    udp.check_len()?;
-                }
-                L4Summary::Udp {
-                    src_port: udp.src_port(),
-                    dst_port: udp.dst_port(),
-                }
+            IpProtocol::Tcp | IpProtocol::Udp => {
+                parse_ports(ip.protocol(), payload, !ip.more_frags())?
             }
             IpProtocol::Icmp => {
                 let icmp = Icmpv4Packet::new_checked(payload)?;
@@ -215,7 +315,7 @@ fn parse_ipv4(data: &[u8], l3_offset: usize) -> Result<Ipv4Summary, WireError> {
                     ident: is_echo.then(|| icmp.echo_ident()),
                 }
             }
-            IpProtocol::Unknown(_) => L4Summary::Other,
+            IpProtocol::Icmpv6 | IpProtocol::Unknown(_) => L4Summary::Other,
         }
     };
     Ok(Ipv4Summary {
@@ -398,6 +498,95 @@ mod tests {
         assert_eq!(decap_vxlan(&big), Err(WireError::Oversize));
     }
 
+    /// Ethernet / IPv6 fd00::1 → fd00::2 with `ext` extension bytes
+    /// (first next header `next`) and transport bytes `l4`.
+    fn ipv6_frame(next: u8, ext: &[u8], l4: &[u8]) -> Vec<u8> {
+        let mut v = vec![2, 0, 0, 0, 0, 2, 2, 0, 0, 0, 0, 1, 0x86, 0xdd];
+        let mut ip = vec![0u8; IPV6_HEADER_LEN];
+        let mut p = Ipv6Packet::new_unchecked(&mut ip[..]);
+        p.set_version_defaults();
+        p.set_payload_len((ext.len() + l4.len()) as u16);
+        p.set_next_header(next);
+        p.set_hop_limit(64);
+        p.set_src_addr("fd00::1".parse().unwrap());
+        p.set_dst_addr("fd00::2".parse().unwrap());
+        v.extend_from_slice(&ip);
+        v.extend_from_slice(ext);
+        v.extend_from_slice(l4);
+        v
+    }
+
+    #[test]
+    fn ipv6_tcp_behind_an_extension_header() {
+        let tcp = &samples::TCP_SYN[34..];
+        let f = parse_frame(&ipv6_frame(0, &[6, 0, 1, 4, 0, 0, 0, 0], tcp)).unwrap();
+        let ip = f.ipv6().unwrap();
+        assert_eq!(ip.src_addr, "fd00::1".parse::<Ipv6Addr>().unwrap());
+        assert_eq!((ip.protocol, ip.hop_limit), (IpProtocol::Tcp, 64));
+        assert_eq!((ip.l4_offset, ip.fragment), (14 + 40 + 8, None));
+        assert_eq!(f.ports(), Some((54321, 80)));
+        assert_eq!(f.ipv4(), None);
+    }
+
+    #[test]
+    fn ipv6_fragments() {
+        let udp = [0x13, 0x88, 0x00, 0x35, 0x0f, 0xa0, 0, 0];
+        let first = parse_frame(&ipv6_frame(44, &[17, 0, 0, 1, 0, 0, 0, 9], &udp)).unwrap();
+        let ip = first.ipv6().unwrap();
+        assert_eq!(
+            ip.fragment.map(|f| (f.offset, f.more, f.ident)),
+            Some((0, true, 9))
+        );
+        assert_eq!(first.ports(), Some((5000, 53)));
+        let later =
+            parse_frame(&ipv6_frame(44, &[17, 0, 0x05, 0xa8, 0, 0, 0, 9], &[1; 16])).unwrap();
+        let ip = later.ipv6().unwrap();
+        assert_eq!((ip.protocol, ip.l4), (IpProtocol::Udp, L4Summary::Fragment));
+        assert_eq!(later.ports(), None);
+        // An unfragmented UDP datagram's length is checked.
+        assert_eq!(
+            parse_frame(&ipv6_frame(17, &[], &udp)),
+            Err(WireError::Truncated)
+        );
+    }
+
+    #[test]
+    fn ipv6_neighbor_solicitation() {
+        let mut ns = vec![135, 0, 0, 0, 0, 0, 0, 0];
+        ns.extend_from_slice(&"fd00::2".parse::<Ipv6Addr>().unwrap().octets());
+        ns.extend_from_slice(&[1, 1, 2, 0, 0, 0, 0, 1]);
+        let f = parse_frame(&ipv6_frame(58, &[], &ns)).unwrap();
+        let ip = f.ipv6().unwrap();
+        assert_eq!(
+            ip.l4,
+            L4Summary::Icmpv6 {
+                msg_type: Icmpv6Message::NeighborSolicit,
+                code: 0,
+                ident: None,
+                nd: Some(NdRepr {
+                    target: Some("fd00::2".parse().unwrap()),
+                    link_addr: Some(EthernetAddress([2, 0, 0, 0, 0, 1])),
+                }),
+            }
+        );
+        // A zero-length option is malformed.
+        ns[25] = 0;
+        assert_eq!(
+            parse_frame(&ipv6_frame(58, &[], &ns)),
+            Err(WireError::BadLength)
+        );
+        // Echo carries its identifier.
+        let echo = parse_frame(&ipv6_frame(58, &[], &[128, 0, 0, 0, 0, 7, 0, 1])).unwrap();
+        assert!(matches!(
+            echo.ipv6().unwrap().l4,
+            L4Summary::Icmpv6 {
+                ident: Some(7),
+                nd: None,
+                ..
+            }
+        ));
+    }
+
     #[test]
     fn oversize_and_limits() {
         let mut big = vec![0u8; MAX_FRAME_LEN + 1];
@@ -500,8 +689,7 @@ mod tests {
         let ipv6 = edited(&samples::ICMP_ECHO, |b| {
             b[12..14].copy_from_slice(&[0x86, 0xdd])
         });
-        let f = parse_frame(&ipv6).unwrap();
-        assert_eq!((f.ethertype, f.l3), (EtherType::Ipv6, L3Summary::Other));
+        assert_eq!(parse_frame(&ipv6), Err(WireError::BadVersion));
         let unreachable = edited(&samples::ICMP_ECHO, |b| b[34] = 3);
         let ip = *parse_frame(&unreachable).unwrap().ipv4().unwrap();
         assert_eq!(

@@ -12,7 +12,7 @@ use super::field::Field;
 use super::{be16, ipv4_at, put16, WireError};
 
 enum_with_unknown! {
-    /// The IPv4 protocol field.
+    /// The IPv4 protocol field (IPv6's next header).
     pub enum IpProtocol(u8) {
         /// Internet Control Message Protocol.
         Icmp = 1,
@@ -20,6 +20,8 @@ enum_with_unknown! {
         Tcp = 6,
         /// User Datagram Protocol.
         Udp = 17,
+        /// Internet Control Message Protocol for IPv6.
+        Icmpv6 = 58,
     }
 }
 

@@ -79,7 +79,9 @@ pub mod checksum;
 mod ethernet;
 mod frame;
 mod icmpv4;
+mod icmpv6;
 mod ipv4;
+mod ipv6;
 mod nat;
 mod tcp;
 mod udp;
@@ -96,16 +98,21 @@ pub use ethernet::{
     HEADER_LEN as ETHERNET_HEADER_LEN, VLAN_HEADER_LEN as ETHERNET_VLAN_HEADER_LEN,
 };
 pub use frame::{
-    decap_vxlan, parse_frame, FrameSummary, Ipv4Summary, L3Summary, L4Summary, ParsedFrame,
-    MAX_FRAME_LEN,
+    decap_vxlan, parse_frame, FrameSummary, Ipv4Summary, Ipv6Summary, L3Summary, L4Summary,
+    ParsedFrame, MAX_FRAME_LEN,
 };
 pub use icmpv4::{
     emit_echo_reply, emit_error, icmp_error_allowed, IcmpErrorKind, Icmpv4DstUnreachable,
     Icmpv4Message, Icmpv4Packet, Icmpv4TimeExceeded, HEADER_LEN as ICMPV4_HEADER_LEN,
 };
+pub use icmpv6::{parse_nd, Icmpv6Message, Icmpv6Packet, NdRepr, HEADER_LEN as ICMPV6_HEADER_LEN};
 pub use ipv4::{
     IpProtocol, Ipv4Packet, Ipv4Repr, DEFAULT_TTL, HEADER_LEN as IPV4_HEADER_LEN,
     MAX_HEADER_LEN as IPV4_MAX_HEADER_LEN,
+};
+pub use ipv6::{
+    link_local_from_mac, next_header as ipv6_next_header, upper_layer, Ipv6Fragment, Ipv6Packet,
+    UpperLayer, HEADER_LEN as IPV6_HEADER_LEN, MAX_EXTENSION_HEADERS,
 };
 pub use nat::{nat_icmp_error, nat_ipv4, NatRewrite};
 pub use tcp::{TcpFlags, TcpPacket, HEADER_LEN as TCP_HEADER_LEN};
