@@ -155,17 +155,28 @@ impl FlowCache {
             .max()
     }
 
-    /// Removes flows unused for `idle_ms`; returns how many.
-    pub fn expire(&mut self, now_ms: u64, idle_ms: u64) -> usize {
+    /// Removes flows unused for `idle_ms`, telling `evicted` each one's
+    /// tags and when it was last used; returns how many.
+    pub fn expire(
+        &mut self,
+        now_ms: u64,
+        idle_ms: u64,
+        mut evicted: impl FnMut(&[Tag], u64),
+    ) -> usize {
         let idle: Vec<FlowKey> = self
             .flows
             .iter()
             .filter(|(_, f)| now_ms.saturating_sub(f.last_used_ms) >= idle_ms)
             .map(|(k, _)| *k)
             .collect();
-        let removed = idle.iter().filter(|k| self.remove(k)).count();
-        self.stats.expirations += removed as u64;
-        removed
+        for key in &idle {
+            if let Some(flow) = self.flows.remove(key) {
+                self.unindex(key, &flow.tags);
+                evicted(&flow.tags, flow.last_used_ms);
+            }
+        }
+        self.stats.expirations += idle.len() as u64;
+        idle.len()
     }
 
     /// Removes everything (a new snapshot after re-listing).
@@ -267,7 +278,12 @@ mod tests {
         cache.insert(key(1), out(2), vec![], 0);
         cache.insert(key(2), out(3), vec![], 0);
         cache.lookup(&key(2), 900);
-        assert_eq!(cache.expire(1000, 500), 1);
+        let mut evicted = Vec::new();
+        assert_eq!(
+            cache.expire(1000, 500, |tags, used| evicted.push((tags.to_vec(), used))),
+            1
+        );
+        assert_eq!(evicted, vec![(vec![], 0)]);
         assert!(cache.lookup(&key(2), 1000).is_some());
         assert_eq!(cache.stats().expirations, 1);
     }

@@ -9,6 +9,7 @@ use uuid::Uuid;
 
 use crate::conntrack::{self, ConnEntry, ConnKey, ConnTable, Direction};
 use crate::engine::{Learned, Learning, Tag};
+use crate::flows::FlowCache;
 use crate::snapshot::Mac;
 
 /// How long a learned entry lives without being seen again.
@@ -108,23 +109,66 @@ impl LearnedTables {
     }
 
     /// Forgets entries older than their age limits; returns their tags.
-    pub fn expire(&mut self, now_ms: u64) -> Vec<Tag> {
+    /// An entry is seen again when a cached flow that depends on it (a flow
+    /// from or to a learned MAC, a flow routed to a resolved neighbour) has
+    /// forwarded a packet since: `last_used` tells when a flow carrying a
+    /// tag last did. So traffic served from the cache keeps its entries
+    /// alive without a write per packet.
+    pub fn expire(&mut self, now_ms: u64, last_used: impl Fn(&Tag) -> Option<u64>) -> Vec<Tag> {
         let mut tags = Vec::new();
-        self.macs.retain(|(bridge, mac), (_, seen)| {
-            let keep = now_ms.saturating_sub(*seen) < MAC_AGE_MS;
-            if !keep {
-                tags.push(Tag::Mac(*bridge, *mac));
+        let mut keep = |tag: Tag, seen: &mut u64, age: u64| {
+            if now_ms.saturating_sub(*seen) < age {
+                return true;
             }
-            keep
-        });
-        self.arp.retain(|(router, ip), (_, seen)| {
-            let keep = now_ms.saturating_sub(*seen) < ARP_AGE_MS;
-            if !keep {
-                tags.push(Tag::Arp(*router, *ip));
+            match last_used(&tag) {
+                Some(used) if used > *seen && now_ms.saturating_sub(used) < age => {
+                    *seen = used;
+                    true
+                }
+                _ => {
+                    tags.push(tag);
+                    false
+                }
             }
-            keep
-        });
+        };
+        self.macs
+            .retain(|(bridge, mac), (_, seen)| keep(Tag::Mac(*bridge, *mac), seen, MAC_AGE_MS));
+        self.arp
+            .retain(|(router, ip), (_, seen)| keep(Tag::Arp(*router, *ip), seen, ARP_AGE_MS));
         tags
+    }
+
+    /// Records that flows carrying `tags` forwarded a packet at `used_ms`
+    /// (a flow leaving the cache hands its last use to the entries it used).
+    pub fn touch(&mut self, tags: &[Tag], used_ms: u64) {
+        for tag in tags {
+            let seen = match tag {
+                Tag::Mac(bridge, mac) => self.macs.get_mut(&(*bridge, *mac)).map(|e| &mut e.1),
+                Tag::Arp(router, ip) => self.arp.get_mut(&(*router, *ip)).map(|e| &mut e.1),
+                _ => None,
+            };
+            if let Some(seen) = seen {
+                *seen = (*seen).max(used_ms);
+            }
+        }
+    }
+
+    /// Housekeeping at `now_ms`: idle flows leave the cache (handing their
+    /// last use to the entries they used), then aged entries and
+    /// connections go (those a cached flow still uses are kept), and the
+    /// flows that depended on what was forgotten are invalidated. An entry
+    /// so lives its full age after the last packet that used it.
+    pub fn age(&mut self, flows: &mut FlowCache, now_ms: u64, flow_idle_ms: u64) {
+        flows.expire(now_ms, flow_idle_ms, |tags, used| self.touch(tags, used));
+        let aged = self.expire(now_ms, |tag| flows.last_used(tag));
+        flows.invalidate(&aged);
+        let gone = self.expire_conns(now_ms, |entry| {
+            conn_tags(entry)
+                .iter()
+                .filter_map(|tag| flows.last_used(tag))
+                .max()
+        });
+        flows.invalidate(&gone);
     }
 
     /// How many MAC and ARP entries are held.
@@ -173,7 +217,10 @@ mod tests {
             vec![Tag::Mac(bridge, mac)],
             "a move invalidates"
         );
-        assert_eq!(tables.expire(20 + MAC_AGE_MS), vec![Tag::Mac(bridge, mac)]);
+        assert_eq!(
+            tables.expire(20 + MAC_AGE_MS, |_| None),
+            vec![Tag::Mac(bridge, mac)]
+        );
         assert_eq!(tables.mac_port(bridge, mac), None);
     }
 

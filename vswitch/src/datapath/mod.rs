@@ -209,17 +209,8 @@ impl Datapath {
     pub fn tick(&self) {
         let now = self.now_ms();
         let mut state = self.state();
-        state.flows.expire(now, FLOW_IDLE_MS);
-        let aged = state.learned.expire(now);
-        state.flows.invalidate(&aged);
         let State { flows, learned, .. } = &mut *state;
-        let gone = learned.expire_conns(now, |entry| {
-            crate::learned::conn_tags(entry)
-                .iter()
-                .filter_map(|tag| flows.last_used(tag))
-                .max()
-        });
-        state.flows.invalidate(&gone);
+        learned.age(flows, now, FLOW_IDLE_MS);
         state.held.retain(|_, frames| {
             frames.retain(|f| now.saturating_sub(f.since_ms) < HELD_FOR_MS);
             !frames.is_empty()

@@ -27,11 +27,14 @@ pub(crate) fn process<L: Learned + ?Sized>(
     }
 
     // Learn the source, unless the NSDB already places that MAC elsewhere.
+    // A flow from a learned MAC carries its tag: using the flow is seeing
+    // the MAC again, which keeps the entry from ageing out.
     let src = packet.eth_src;
-    if !is_group(&src)
-        && !info.static_macs.contains_key(&src)
-        && walk.learned.mac_port(bridge, src) != Some(port.id)
-    {
+    let learnable = !is_group(&src) && !info.static_macs.contains_key(&src);
+    if learnable {
+        walk.sim.tag(Tag::Mac(bridge, src));
+    }
+    if learnable && walk.learned.mac_port(bridge, src) != Some(port.id) {
         walk.sim.learned.push(Learning::Mac {
             bridge,
             mac: src,

@@ -9,6 +9,8 @@ use uuid::Uuid;
 
 use super::*;
 
+#[path = "tests_ageing.rs"]
+mod ageing;
 #[path = "tests_ipv6.rs"]
 mod ipv6;
 #[path = "tests_policy.rs"]
