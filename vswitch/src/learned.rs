@@ -16,6 +16,9 @@ use crate::snapshot::Mac;
 pub const MAC_AGE_MS: u64 = 300_000;
 /// How long an ARP answer is trusted.
 pub const ARP_AGE_MS: u64 = 600_000;
+/// How long a next hop that did not answer ARP stays failed (packets toward
+/// it get ICMP host unreachable at once; after it, resolution starts again).
+pub const ARP_FAILED_MS: u64 = 3_000;
 
 /// The most entries each table holds: past it, new addresses are not learned
 /// (they are flooded or resolved again), so random source MACs cannot grow
@@ -27,6 +30,7 @@ pub const MAX_ENTRIES: usize = 65_536;
 pub struct LearnedTables {
     macs: HashMap<(Uuid, Mac), (Uuid, u64)>,
     arp: HashMap<(Uuid, Ipv4Addr), (Mac, u64)>,
+    arp_failed: HashMap<(Uuid, Ipv4Addr), u64>,
     conns: ConnTable,
     conns_refused: u64,
 }
@@ -77,6 +81,7 @@ impl LearnedTables {
                 if self.arp.len() >= MAX_ENTRIES && !self.arp.contains_key(&(router, ip)) {
                     return None;
                 }
+                self.arp_failed.remove(&(router, ip));
                 let previous = self.arp.insert((router, ip), (mac, now_ms));
                 (previous.map(|p| p.0) != Some(mac)).then_some(Tag::Arp(router, ip))
             }
@@ -135,7 +140,16 @@ impl LearnedTables {
             .retain(|(bridge, mac), (_, seen)| keep(Tag::Mac(*bridge, *mac), seen, MAC_AGE_MS));
         self.arp
             .retain(|(router, ip), (_, seen)| keep(Tag::Arp(*router, *ip), seen, ARP_AGE_MS));
+        self.arp_failed
+            .retain(|_, since| now_ms.saturating_sub(*since) < ARP_FAILED_MS);
         tags
+    }
+
+    /// Records that `router` gave up resolving `ip` at `now_ms`.
+    pub fn arp_gave_up(&mut self, router: Uuid, ip: Ipv4Addr, now_ms: u64) {
+        if self.arp_failed.len() < MAX_ENTRIES {
+            self.arp_failed.insert((router, ip), now_ms);
+        }
     }
 
     /// Records that flows carrying `tags` forwarded a packet at `used_ms`
@@ -184,6 +198,10 @@ impl Learned for LearnedTables {
 
     fn arp(&self, router: Uuid, ip: Ipv4Addr) -> Option<Mac> {
         self.arp.get(&(router, ip)).map(|e| e.0)
+    }
+
+    fn arp_failed(&self, router: Uuid, ip: Ipv4Addr) -> bool {
+        self.arp_failed.contains_key(&(router, ip))
     }
 
     fn conn(&self, zone: Uuid, key: &ConnKey) -> Option<(Direction, ConnEntry)> {

@@ -7,7 +7,7 @@
 //! frames in one batch straight out of the receive buffers, offload headers
 //! included. Nothing on the hit path allocates.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use std::time::Instant;
@@ -56,6 +56,7 @@ pub struct PortHandle {
 }
 
 struct HeldFrame {
+    next_hop: (Uuid, std::net::Ipv4Addr),
     in_port: Uuid,
     frame: Vec<u8>,
     since_ms: u64,
@@ -211,10 +212,30 @@ impl Datapath {
         let mut state = self.state();
         let State { flows, learned, .. } = &mut *state;
         learned.age(flows, now, FLOW_IDLE_MS);
+        // Next hops that did not answer in time fail: their frames go back
+        // through the engine, which answers them with host unreachable.
+        let mut timed_out = Vec::new();
         state.held.retain(|_, frames| {
-            frames.retain(|f| now.saturating_sub(f.since_ms) < HELD_FOR_MS);
+            let (old, young) = std::mem::take(frames)
+                .into_iter()
+                .partition(|f| now.saturating_sub(f.since_ms) >= HELD_FOR_MS);
+            *frames = young;
+            timed_out.extend(old);
             !frames.is_empty()
         });
+        let failed: HashSet<(Uuid, std::net::Ipv4Addr)> =
+            timed_out.iter().map(|f| f.next_hop).collect();
+        if failed.is_empty() {
+            return;
+        }
+        for (router, ip) in failed {
+            state.learned.arp_gave_up(router, ip, now);
+        }
+        let topology = self.topology.load();
+        let mut scratch = Scratch::default();
+        self.release_held(&mut state, &topology, timed_out, &mut scratch, now);
+        drop(state);
+        self.send_all_generated(&topology, &mut scratch);
     }
 
     /// The flow cache counters.
@@ -371,6 +392,7 @@ impl Datapath {
             let queue = state.held.entry(next_hop).or_default();
             if queue.len() < HELD_PER_NEXT_HOP {
                 queue.push(HeldFrame {
+                    next_hop,
                     in_port: key.in_port,
                     frame: frame.to_vec(),
                     since_ms: now,
@@ -411,6 +433,9 @@ impl Datapath {
     ) {
         for held in released {
             let sim = engine::simulate(topology, &state.learned, held.in_port, &held.frame);
+            for drop in &sim.drops {
+                self.count_drop(drop);
+            }
             self.record_learnings(state, &sim.learned, now, &mut Vec::new());
             self.queue_state(topology, &sim, &mut scratch.datagrams);
             for output in sim.outputs.iter().filter(|o| o.egress.host.is_some()) {

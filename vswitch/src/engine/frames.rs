@@ -17,6 +17,10 @@ pub enum IcmpError {
     TimeExceeded,
     /// Destination network unreachable.
     NetUnreachable,
+    /// Destination host unreachable (its address did not resolve).
+    HostUnreachable,
+    /// Protocol unreachable (the router has nothing for that protocol).
+    ProtocolUnreachable,
     /// Communication administratively prohibited.
     AdminProhibited,
     /// Fragmentation needed and DF set; the path carries `mtu` bytes.
@@ -31,6 +35,8 @@ impl IcmpError {
         match self {
             IcmpError::TimeExceeded => IcmpErrorKind::TtlExceeded,
             IcmpError::NetUnreachable => IcmpErrorKind::NetUnreachable,
+            IcmpError::HostUnreachable => IcmpErrorKind::HostUnreachable,
+            IcmpError::ProtocolUnreachable => IcmpErrorKind::ProtocolUnreachable,
             IcmpError::AdminProhibited => IcmpErrorKind::AdminProhibited,
             IcmpError::FragmentationNeeded { mtu } => {
                 IcmpErrorKind::FragmentationNeeded { next_hop_mtu: mtu }

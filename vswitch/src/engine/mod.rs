@@ -48,6 +48,12 @@ pub trait Learned {
     fn mac_port(&self, bridge: Uuid, mac: Mac) -> Option<Uuid>;
     /// The MAC that `ip` resolved to for `router`.
     fn arp(&self, router: Uuid, ip: Ipv4Addr) -> Option<Mac>;
+    /// Whether `router` recently failed to resolve `ip` (frames held for it
+    /// timed out): packets toward it get ICMP host unreachable at once.
+    fn arp_failed(&self, router: Uuid, ip: Ipv4Addr) -> bool {
+        let _ = (router, ip);
+        false
+    }
     /// The connection `key` belongs to in `zone` (a device), and which way
     /// the packet travels.
     fn conn(&self, zone: Uuid, key: &ConnKey) -> Option<(Direction, ConnEntry)> {
@@ -176,6 +182,11 @@ pub enum DropReason {
     TtlExpired,
     /// The next hop's MAC is unknown; the router is resolving it.
     ArpPending,
+    /// The next hop did not answer ARP (ICMP host unreachable was sent).
+    HostUnreachable,
+    /// TCP or UDP to a router's own address, where nothing listens (a TCP
+    /// RST or ICMP port unreachable was sent).
+    ClosedPort,
     /// A flood found no other port.
     NoPorts,
     /// The source MAC or IP (or an ARP claim) is not among the ingress
@@ -212,6 +223,8 @@ impl DropReason {
             DropReason::RuleDrop => "rule_drop",
             DropReason::RuleReject => "rule_reject",
             DropReason::NatExhausted => "nat_exhausted",
+            DropReason::HostUnreachable => "host_unreachable",
+            DropReason::ClosedPort => "closed_port",
         }
     }
 }

@@ -98,9 +98,10 @@ pub(crate) fn process<L: Learned + ?Sized>(
                     )),
                 }
             }
-            _ => Decision::Drop(DropReason::Unsupported(
+            Some(_) => Decision::Drop(DropReason::Unsupported(
                 "only ICMP echo is answered by a router",
             )),
+            None => closed_port(walk, router, port, packet, frame),
         };
     }
 
@@ -186,6 +187,23 @@ pub(crate) fn process<L: Learned + ?Sized>(
         format!("{route_name} port {} next hop {next_hop}", out.id),
     );
     let Some(next_mac) = resolve(walk, router, out, next_hop) else {
+        if walk.learned.arp_failed(router, next_hop) {
+            walk.sim.step(
+                device,
+                Some(out.id),
+                "arp_resolve",
+                format!("{next_hop} did not answer ARP: host unreachable"),
+            );
+            return icmp_error(
+                walk,
+                router,
+                port,
+                packet,
+                frame,
+                frames::IcmpError::HostUnreachable,
+                DropReason::HostUnreachable,
+            );
+        }
         walk.sim.held_for = Some((router, next_hop));
         walk.sim.step(
             device,
@@ -243,6 +261,50 @@ fn resolve<L: Learned + ?Sized>(
     }
     walk.sim.tag(Tag::Arp(router, ip));
     walk.learned.arp(router, ip)
+}
+
+/// A packet for the router's own address that is not ICMP: nothing listens
+/// on a router, so TCP gets a reset and UDP (and any other protocol) an
+/// ICMP port (protocol) unreachable from that address, as from a host.
+fn closed_port<L: Learned + ?Sized>(
+    walk: &mut Walk<'_, L>,
+    router: Uuid,
+    port: &PortInfo,
+    packet: &PacketInfo,
+    frame: &EntryFrame,
+) -> Decision {
+    let Some(ip) = packet.ipv4() else {
+        return Decision::Drop(DropReason::Unsupported("not IPv4"));
+    };
+    let device = Some(Device::Router(router));
+    let answer = match ip.proto {
+        6 | 17 => frames::reject(packet, &frame.current(), ip.dst),
+        _ => frames::icmp_error(
+            frames::IcmpError::ProtocolUnreachable,
+            &frame.current(),
+            ip.dst,
+            port.mac,
+            packet.eth_src,
+        ),
+    };
+    let what = match ip.proto {
+        6 => "TCP RST",
+        17 => "ICMP port unreachable",
+        _ => "ICMP protocol unreachable",
+    };
+    match answer {
+        Some(answer) => {
+            walk.sim.drops.push(DropReason::ClosedPort);
+            walk.sim.step(
+                device,
+                Some(port.id),
+                "local",
+                format!("nothing listens on {}: {what} to the sender", ip.dst),
+            );
+            Decision::Emit(port.id, answer)
+        }
+        None => Decision::Drop(DropReason::ClosedPort),
+    }
 }
 
 /// Answers the sender with an ICMP error from the ingress port's address.

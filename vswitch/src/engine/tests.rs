@@ -15,6 +15,8 @@ mod ageing;
 mod ipv6;
 #[path = "tests_policy.rs"]
 mod policy;
+#[path = "tests_unreachable.rs"]
+mod unreachable;
 use crate::snapshot::Topology;
 use crate::wire::{
     self, EtherType, EthernetAddress, Icmpv4Message, Icmpv4Packet, IpProtocol, Ipv4Repr,
