@@ -8,7 +8,7 @@ use std::net::Ipv4Addr;
 use uuid::Uuid;
 
 use crate::conntrack::{self, ConnEntry, ConnKey, ConnTable, Direction};
-use crate::engine::{Learned, Learning, Tag};
+use crate::engine::{FragmentKey, Learned, Learning, Tag};
 use crate::flows::FlowCache;
 use crate::snapshot::Mac;
 
@@ -16,6 +16,10 @@ use crate::snapshot::Mac;
 pub const MAC_AGE_MS: u64 = 300_000;
 /// How long an ARP answer is trusted.
 pub const ARP_AGE_MS: u64 = 600_000;
+/// How long the ports of a datagram's first fragment are kept for its
+/// later fragments (fragments of one datagram arrive within milliseconds;
+/// a reassembly timeout is 30 s at most).
+pub const FRAGMENT_AGE_MS: u64 = 10_000;
 /// How long a next hop that did not answer ARP stays failed (packets toward
 /// it get ICMP host unreachable at once; after it, resolution starts again).
 pub const ARP_FAILED_MS: u64 = 3_000;
@@ -31,6 +35,7 @@ pub struct LearnedTables {
     macs: HashMap<(Uuid, Mac), (Uuid, u64)>,
     arp: HashMap<(Uuid, Ipv4Addr), (Mac, u64)>,
     arp_failed: HashMap<(Uuid, Ipv4Addr), u64>,
+    fragments: HashMap<(Uuid, FragmentKey), ((u16, u16), u64)>,
     conns: ConnTable,
     conns_refused: u64,
 }
@@ -84,6 +89,12 @@ impl LearnedTables {
                 self.arp_failed.remove(&(router, ip));
                 let previous = self.arp.insert((router, ip), (mac, now_ms));
                 (previous.map(|p| p.0) != Some(mac)).then_some(Tag::Arp(router, ip))
+            }
+            Learning::Fragment { zone, key, ports } => {
+                if self.fragments.len() < MAX_ENTRIES || self.fragments.contains_key(&(zone, key)) {
+                    self.fragments.insert((zone, key), (ports, now_ms));
+                }
+                None
             }
             Learning::Conn(_) | Learning::ConnSeen { .. } => None,
         }
@@ -142,6 +153,8 @@ impl LearnedTables {
             .retain(|(router, ip), (_, seen)| keep(Tag::Arp(*router, *ip), seen, ARP_AGE_MS));
         self.arp_failed
             .retain(|_, since| now_ms.saturating_sub(*since) < ARP_FAILED_MS);
+        self.fragments
+            .retain(|_, (_, since)| now_ms.saturating_sub(*since) < FRAGMENT_AGE_MS);
         tags
     }
 
@@ -202,6 +215,10 @@ impl Learned for LearnedTables {
 
     fn arp_failed(&self, router: Uuid, ip: Ipv4Addr) -> bool {
         self.arp_failed.contains_key(&(router, ip))
+    }
+
+    fn fragment_ports(&self, zone: Uuid, key: &FragmentKey) -> Option<(u16, u16)> {
+        self.fragments.get(&(zone, *key)).map(|e| e.0)
     }
 
     fn conn(&self, zone: Uuid, key: &ConnKey) -> Option<(Direction, ConnEntry)> {

@@ -15,8 +15,8 @@ use std::time::Instant;
 use uuid::Uuid;
 
 use crate::engine::{
-    self, apply_rewrite, DropReason, Egress, Generated, Learning, Output, PacketInfo, Simulation,
-    Tag,
+    self, apply_rewrite, DropReason, Egress, FragmentKey, Generated, Learning, Output, PacketInfo,
+    Simulation, Tag,
 };
 use crate::feed::SharedTopology;
 use crate::flows::{FlowCache, FlowKey, FlowStats};
@@ -30,6 +30,10 @@ mod remote;
 /// Frames held per unresolved next hop, and how long they wait.
 const HELD_PER_NEXT_HOP: usize = 16;
 const HELD_FOR_MS: u64 = 3_000;
+/// Later fragments held per datagram until its first fragment passes, and
+/// how long they wait.
+const HELD_FRAGMENTS: usize = 64;
+const FRAGMENT_HELD_FOR_MS: u64 = 1_000;
 /// Idle flows are dropped after this long.
 pub const FLOW_IDLE_MS: u64 = 30_000;
 
@@ -56,7 +60,8 @@ pub struct PortHandle {
 }
 
 struct HeldFrame {
-    next_hop: (Uuid, std::net::Ipv4Addr),
+    /// The next hop it waits for (frames held for ARP).
+    next_hop: Option<(Uuid, std::net::Ipv4Addr)>,
     in_port: Uuid,
     frame: Vec<u8>,
     since_ms: u64,
@@ -67,6 +72,7 @@ struct State {
     flows: FlowCache,
     learned: LearnedTables,
     held: HashMap<(Uuid, std::net::Ipv4Addr), Vec<HeldFrame>>,
+    held_fragments: HashMap<(Uuid, FragmentKey), Vec<HeldFrame>>,
 }
 
 /// The datapath of one host.
@@ -223,8 +229,18 @@ impl Datapath {
             timed_out.extend(old);
             !frames.is_empty()
         });
+        let mut orphans = 0;
+        state.held_fragments.retain(|_, frames| {
+            let before = frames.len();
+            frames.retain(|f| now.saturating_sub(f.since_ms) < FRAGMENT_HELD_FOR_MS);
+            orphans += before - frames.len();
+            !frames.is_empty()
+        });
+        for _ in 0..orphans {
+            self.count("fragment_timeout");
+        }
         let failed: HashSet<(Uuid, std::net::Ipv4Addr)> =
-            timed_out.iter().map(|f| f.next_hop).collect();
+            timed_out.iter().filter_map(|f| f.next_hop).collect();
         if failed.is_empty() {
             return;
         }
@@ -392,7 +408,18 @@ impl Datapath {
             let queue = state.held.entry(next_hop).or_default();
             if queue.len() < HELD_PER_NEXT_HOP {
                 queue.push(HeldFrame {
-                    next_hop,
+                    next_hop: Some(next_hop),
+                    in_port: key.in_port,
+                    frame: frame.to_vec(),
+                    since_ms: now,
+                });
+            }
+        }
+        if let Some(datagram) = sim.held_fragment {
+            let queue = state.held_fragments.entry(datagram).or_default();
+            if queue.len() < HELD_FRAGMENTS {
+                queue.push(HeldFrame {
+                    next_hop: None,
                     in_port: key.in_port,
                     frame: frame.to_vec(),
                     since_ms: now,
@@ -407,7 +434,9 @@ impl Datapath {
             .filter(|o| o.egress.host.is_some())
             .copied()
             .collect();
-        if sim.is_cacheable() {
+        // Fragments are decided one by one: each datagram is a new key.
+        let fragment = key.packet.fragment_key().is_some();
+        if sim.is_cacheable() && !fragment {
             state
                 .flows
                 .insert(*key, bound.clone(), sim.tags.clone(), now);
@@ -471,6 +500,14 @@ impl Datapath {
                 if let Tag::Arp(router, ip) = tag {
                     released.extend(state.held.remove(&(router, ip)).unwrap_or_default());
                 }
+            }
+            if let Learning::Fragment { zone, key, .. } = learning {
+                released.extend(
+                    state
+                        .held_fragments
+                        .remove(&(*zone, *key))
+                        .unwrap_or_default(),
+                );
             }
         }
     }

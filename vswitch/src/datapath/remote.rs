@@ -149,6 +149,7 @@ impl Datapath {
             match learning {
                 Learning::Conn(_) | Learning::ConnSeen { .. } => conns.push(learning),
                 Learning::Mac { .. } | Learning::Arp { .. } => addresses.push(learning),
+                Learning::Fragment { .. } => {}
             }
         }
         let Some(vni) = Vni::new(STATE_KEY) else {

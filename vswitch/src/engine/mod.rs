@@ -28,7 +28,8 @@ mod tests;
 mod walk;
 
 pub use packet::{
-    ArpInfo, ArpOp, Fragment, IcmpKind, IpFields, Ipv4Info, Ipv6Info, NdInfo, PacketInfo, L3,
+    ArpInfo, ArpOp, Fragment, FragmentKey, IcmpKind, IpFields, Ipv4Info, Ipv6Info, NdInfo,
+    PacketInfo, L3,
 };
 pub use rewrite::apply_rewrite;
 
@@ -53,6 +54,12 @@ pub trait Learned {
     fn arp_failed(&self, router: Uuid, ip: Ipv4Addr) -> bool {
         let _ = (router, ip);
         false
+    }
+    /// The transport ports the first fragment of datagram `key` carried
+    /// through `zone`.
+    fn fragment_ports(&self, zone: Uuid, key: &FragmentKey) -> Option<(u16, u16)> {
+        let _ = (zone, key);
+        None
     }
     /// The connection `key` belongs to in `zone` (a device), and which way
     /// the packet travels.
@@ -184,6 +191,8 @@ pub enum DropReason {
     ArpPending,
     /// The next hop did not answer ARP (ICMP host unreachable was sent).
     HostUnreachable,
+    /// A later fragment waits for its first fragment at a tracking device.
+    FragmentPending,
     /// TCP or UDP to a router's own address, where nothing listens (a TCP
     /// RST or ICMP port unreachable was sent).
     ClosedPort,
@@ -225,6 +234,7 @@ impl DropReason {
             DropReason::NatExhausted => "nat_exhausted",
             DropReason::HostUnreachable => "host_unreachable",
             DropReason::ClosedPort => "closed_port",
+            DropReason::FragmentPending => "fragment_pending",
         }
     }
 }
@@ -282,6 +292,18 @@ pub enum Learning {
         /// Its TCP SYN/FIN/RST bits.
         tcp_flags: u8,
     },
+    /// The first fragment of a datagram passed a tracking zone with these
+    /// transport ports: its later fragments belong to the same connection.
+    /// Local to the host the fragments enter by (never replicated).
+    Fragment {
+        /// The zone.
+        zone: Uuid,
+        /// The datagram, as the zone saw it.
+        key: FragmentKey,
+        /// The first fragment's (source, destination) ports or ICMP echo
+        /// identifier.
+        ports: (u16, u16),
+    },
 }
 
 /// One step of the walk, for traces.
@@ -316,13 +338,20 @@ pub struct Simulation {
     /// The packet is waiting for ARP resolution of (router, ip): hold it
     /// and simulate it again once that is learned.
     pub held_for: Option<(Uuid, Ipv4Addr)>,
+    /// The packet is a later fragment whose first fragment a tracking zone
+    /// has not seen yet: hold it briefly and simulate it again once a
+    /// [`Learning::Fragment`] for (zone, datagram) is recorded.
+    pub held_fragment: Option<(Uuid, FragmentKey)>,
 }
 
 impl Simulation {
     /// Whether the result may be cached as a flow: only plain forwarding
     /// (generated frames, learning and held packets need the engine).
     pub fn is_cacheable(&self) -> bool {
-        self.generated.is_empty() && self.learned.is_empty() && self.held_for.is_none()
+        self.generated.is_empty()
+            && self.learned.is_empty()
+            && self.held_for.is_none()
+            && self.held_fragment.is_none()
     }
 
     /// The final verdict in one word, for traces and counters.

@@ -81,6 +81,9 @@ pub struct Ipv4Info {
     pub tcp_flags: u8,
     /// Fragmentation.
     pub fragment: Fragment,
+    /// The identification of a fragment (0 when not fragmented, so that
+    /// whole datagrams of one flow share a flow key).
+    pub frag_id: u32,
     /// Whether the header checksum verified.
     pub checksum_valid: bool,
 }
@@ -90,7 +93,7 @@ impl Ipv4Info {
     /// (not ICMP errors, which are tracked through the datagram they quote,
     /// and not later fragments, which carry no ports).
     pub fn conn_key(&self) -> Option<ConnKey> {
-        if self.fragment == Fragment::Later {
+        if self.fragment == Fragment::Later && self.ports.is_none() && self.icmp_ident.is_none() {
             return None;
         }
         let (sport, dport) = match (self.proto, self.ports, self.icmp_ident, self.icmp) {
@@ -144,6 +147,8 @@ pub struct Ipv6Info {
     pub tcp_flags: u8,
     /// Fragmentation.
     pub fragment: Fragment,
+    /// The identification of a fragment (0 when not fragmented).
+    pub frag_id: u32,
     /// Neighbor Discovery fields, for NDP messages.
     pub nd: Option<NdInfo>,
 }
@@ -154,7 +159,7 @@ impl Ipv6Info {
     /// fragments, and not Neighbor Discovery or multicast-listener
     /// signalling (link-local, never a connection, as in Linux conntrack).
     pub fn conn_key(&self) -> Option<ConnKey> {
-        if self.fragment == Fragment::Later {
+        if self.fragment == Fragment::Later && self.ports.is_none() && self.icmp_ident.is_none() {
             return None;
         }
         let (sport, dport) = match (self.proto, self.ports, self.icmp_ident, self.icmp) {
@@ -292,6 +297,7 @@ fn ipv6_info(frame: &[u8], ip: &Ipv6Summary, ports: Option<(u16, u16)>) -> Ipv6I
         fragment: ip
             .fragment
             .map_or(Fragment::None, |f| fragment_of(f.offset, f.more)),
+        frag_id: ip.fragment.map_or(0, |f| f.ident),
         nd,
     }
 }
@@ -372,6 +378,11 @@ impl PacketInfo {
                     icmp_quoted,
                     tcp_flags,
                     fragment,
+                    frag_id: if fragment == Fragment::None {
+                        0
+                    } else {
+                        u32::from(ip.ident)
+                    },
                     checksum_valid: ip.checksum_valid,
                 })
             }
@@ -469,6 +480,38 @@ impl PacketInfo {
         }
     }
 
+    /// What identifies the datagram a fragment belongs to (`None` for
+    /// packets that are not fragments).
+    pub fn fragment_key(&self) -> Option<FragmentKey> {
+        let (ip, id) = match &self.l3 {
+            L3::Ipv4(ip) => (self.ip()?, ip.frag_id),
+            L3::Ipv6(ip) => (self.ip()?, ip.frag_id),
+            _ => return None,
+        };
+        (ip.fragment != Fragment::None).then_some(FragmentKey {
+            proto: ip.proto,
+            src: ip.src,
+            dst: ip.dst,
+            id,
+        })
+    }
+
+    /// A later fragment seen with the transport ports (or ICMP echo
+    /// identifier) its first fragment carried, so that it belongs to the
+    /// first fragment's connection.
+    pub fn with_fragment_ports(mut self, (sport, dport): (u16, u16)) -> PacketInfo {
+        let (proto, ports, ident) = match &mut self.l3 {
+            L3::Ipv4(ip) => (ip.proto, &mut ip.ports, &mut ip.icmp_ident),
+            L3::Ipv6(ip) => (ip.proto, &mut ip.ports, &mut ip.icmp_ident),
+            _ => return self,
+        };
+        match proto {
+            1 | 58 => *ident = Some(sport),
+            _ => *ports = Some((sport, dport)),
+        }
+        self
+    }
+
     /// The TCP SYN, FIN and RST bits (0 for anything else).
     pub fn tcp_flags(&self) -> u8 {
         match &self.l3 {
@@ -497,6 +540,19 @@ impl PacketInfo {
         }
         hasher.finish()
     }
+}
+
+/// What identifies the datagram a fragment belongs to, as a device sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct FragmentKey {
+    /// IP protocol / transport next header.
+    pub proto: u8,
+    /// Source address.
+    pub src: IpAddr,
+    /// Destination address.
+    pub dst: IpAddr,
+    /// IPv4 identification or IPv6 fragment identification.
+    pub id: u32,
 }
 
 /// The header fields IPv4 and IPv6 share, as rule conditions read them.

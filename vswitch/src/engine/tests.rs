@@ -11,6 +11,8 @@ use super::*;
 
 #[path = "tests_ageing.rs"]
 mod ageing;
+#[path = "tests_fragments.rs"]
+mod fragments;
 #[path = "tests_ipv6.rs"]
 mod ipv6;
 #[path = "tests_policy.rs"]

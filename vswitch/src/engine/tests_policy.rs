@@ -131,7 +131,7 @@ fn synack(
     )
 }
 
-fn udp(
+pub(super) fn udp(
     src_mac: [u8; 6],
     dst_mac: [u8; 6],
     src: &str,
@@ -151,7 +151,7 @@ fn udp(
     )
 }
 
-fn learn(tables: &mut LearnedTables, sim: &Simulation) {
+pub(super) fn learn(tables: &mut LearnedTables, sim: &Simulation) {
     for learning in &sim.learned {
         tables.learn(learning, 0);
     }
@@ -163,7 +163,7 @@ fn trace_has(sim: &Simulation, stage: &str, text: &str) -> bool {
         .any(|s| s.stage == stage && s.detail.contains(text))
 }
 
-fn ip_of(frame: &[u8]) -> Ipv4Info {
+pub(super) fn ip_of(frame: &[u8]) -> Ipv4Info {
     match parsed(frame).l3 {
         L3::Ipv4(ip) => ip,
         other => panic!("not IPv4: {other:?}"),
@@ -324,7 +324,7 @@ fn reject_answers_tcp_with_rst_and_udp_with_port_unreachable() {
     assert_eq!(icmp.icmp_quoted.map(|k| k.dport), Some(53));
 }
 
-fn masquerading() -> Topology {
+pub(super) fn masquerading() -> Topology {
     with_policy(|r| {
         r.push(chain(CHAIN_1));
         r.push(rule(CHAIN_1, 1, RuleAction::Masquerade, |rule| {

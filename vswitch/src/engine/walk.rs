@@ -24,7 +24,7 @@ use nsdb::RuleAction;
 use uuid::Uuid;
 
 use super::chain::{self, MatchContext, Outcome, Tracked};
-use super::packet::{Ipv6Info, PacketInfo, L3};
+use super::packet::{Fragment, Ipv6Info, PacketInfo, L3};
 use super::rewrite::{rewritten, EntryFrame};
 use super::{
     bridge, frames, nat, router, Decision, DropReason, Generated, Learned, Learning, Output,
@@ -191,7 +191,9 @@ impl<L: Learned + ?Sized> Run<'_, L> {
             snat_done: false,
             dnat_done: false,
         };
-        self.track_in(device, &mut here);
+        if !self.track_in(device, &mut here) {
+            return;
+        }
         let (device_in, device_out) = chains_of(topo, device);
         if !arrival.generated {
             let stages = [
@@ -279,15 +281,75 @@ impl<L: Learned + ?Sized> Run<'_, L> {
     }
 
     /// Connection tracking on entry: the state, and the destination half of
-    /// a tracked connection's translation.
-    fn track_in(&mut self, device: Device, here: &mut Here) {
+    /// a tracked connection's translation. False when the packet must wait
+    /// (a later fragment ahead of its first).
+    fn track_in(&mut self, device: Device, here: &mut Here) -> bool {
         let (zone, _) = device_id(device);
-        if !self.topo.stateful.contains(&zone) {
-            return;
+        if !self.topo.stateful.contains(&zone) || here.packet.ip().is_none() {
+            return true;
         }
-        if here.packet.ip().is_none() {
-            return;
+        if !self.track_fragment(device, here) {
+            return false;
         }
+        self.track_packet(device, here);
+        true
+    }
+
+    /// Fragments at a tracking zone: a first fragment records its ports for
+    /// the rest; a later one takes them (so it is tracked and translated
+    /// with its datagram, never let out untranslated) or waits for them.
+    fn track_fragment(&mut self, device: Device, here: &mut Here) -> bool {
+        let (zone, _) = device_id(device);
+        let Some(key) = here.packet.fragment_key() else {
+            return true;
+        };
+        let fragment = here.packet.ip().map(|ip| ip.fragment);
+        if fragment == Some(Fragment::First) {
+            if let Some(conn) = here.packet.conn_key() {
+                self.sim.learned.push(Learning::Fragment {
+                    zone,
+                    key,
+                    ports: (conn.sport, conn.dport),
+                });
+            }
+            return true;
+        }
+        let recorded = self.sim.learned.iter().find_map(|l| match l {
+            Learning::Fragment {
+                zone: z,
+                key: k,
+                ports,
+            } if *z == zone && *k == key => Some(*ports),
+            _ => None,
+        });
+        match recorded.or_else(|| self.learned.fragment_ports(zone, &key)) {
+            Some(ports) => {
+                here.packet = here.packet.with_fragment_ports(ports);
+                self.sim.step(
+                    Some(device),
+                    None,
+                    "conntrack",
+                    format!("later fragment {} of its datagram's connection", key.id),
+                );
+                true
+            }
+            None => {
+                self.sim.step(
+                    Some(device),
+                    None,
+                    "conntrack",
+                    format!("later fragment {} before its first: held", key.id),
+                );
+                self.sim.held_fragment = Some((zone, key));
+                self.sim.drop(Some(device), DropReason::FragmentPending);
+                false
+            }
+        }
+    }
+
+    /// Tracks an IP packet (its connection known) at its zone.
+    fn track_packet(&mut self, device: Device, here: &mut Here) {
+        let (zone, _) = device_id(device);
         if let Some(quoted) = here.packet.icmp_quoted() {
             let probe = quoted.reversed();
             self.sim.tag(Tag::Conn(zone, probe));

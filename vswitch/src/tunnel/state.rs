@@ -43,9 +43,12 @@ pub struct StateWriter {
 }
 
 impl StateWriter {
-    /// Appends `learning`.
+    /// Appends `learning` (fragment ports are local to the host the
+    /// fragments enter by and are not shipped).
     pub fn push(&mut self, learning: &Learning) {
-        let (kind, mut body) = encode(learning);
+        let Some((kind, mut body)) = encode(learning) else {
+            return;
+        };
         let need = 1 + body.len();
         let fresh = self
             .messages
@@ -74,8 +77,9 @@ impl StateWriter {
     }
 }
 
-fn encode(learning: &Learning) -> (u8, Vec<u8>) {
-    match *learning {
+fn encode(learning: &Learning) -> Option<(u8, Vec<u8>)> {
+    Some(match *learning {
+        Learning::Fragment { .. } => return None,
         Learning::Conn(entry) => (CONN, entry.encode().to_vec()),
         Learning::ConnSeen {
             zone,
@@ -102,7 +106,7 @@ fn encode(learning: &Learning) -> (u8, Vec<u8>) {
             b.extend_from_slice(&mac);
             (ARP, b)
         }
-    }
+    })
 }
 
 fn uuid(b: &[u8]) -> Option<Uuid> {

@@ -77,6 +77,8 @@ pub struct Ipv4Summary {
     pub frag_offset: u16,
     /// Total datagram length.
     pub total_len: u16,
+    /// Identification (fragments of one datagram share it).
+    pub ident: u16,
     /// Whether the header checksum verified (routers must drop when false).
     pub checksum_valid: bool,
     /// Offset of the L4 header from the start of the frame.
@@ -328,6 +330,7 @@ fn parse_ipv4(data: &[u8], l3_offset: usize) -> Result<Ipv4Summary, WireError> {
         more_frags: ip.more_frags(),
         frag_offset: ip.frag_offset(),
         total_len: ip.total_len(),
+        ident: ip.ident(),
         checksum_valid: ip.verify_checksum(),
         l4_offset: offset16(l3_offset + ip.header_len()),
         l4,
