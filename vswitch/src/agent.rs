@@ -116,6 +116,16 @@ impl Agent {
                         tracing::error!(%error, "the tunnel socket failed; other hosts are unreachable");
                     }
                 }));
+                // Recover the flow state of traffic already passing through
+                // this host (after a restart, or joining late): ask the
+                // peers a few times while they come into view.
+                let dp = datapath.clone();
+                tasks.push(tokio::spawn(async move {
+                    for wait_ms in [500, 1_500, 3_000, 5_000] {
+                        tokio::time::sleep(Duration::from_millis(wait_ms)).await;
+                        dp.request_sync();
+                    }
+                }));
                 tracing::info!(ip = %config.tunnel_ip, port = config.tunnel.port, "tunnel listening");
             }
             Err(error) => tracing::warn!(

@@ -198,6 +198,27 @@ impl LearnedTables {
         flows.invalidate(&gone);
     }
 
+    /// The learned MACs and ARP answers, as learnings (for a peer's sync).
+    pub fn addresses(&self) -> impl Iterator<Item = Learning> + '_ {
+        let macs = self
+            .macs
+            .iter()
+            .map(|((bridge, mac), (port, _))| Learning::Mac {
+                bridge: *bridge,
+                mac: *mac,
+                port: *port,
+            });
+        let arps = self
+            .arp
+            .iter()
+            .map(|((router, ip), (mac, _))| Learning::Arp {
+                router: *router,
+                ip: *ip,
+                mac: *mac,
+            });
+        macs.chain(arps)
+    }
+
     /// How many MAC and ARP entries are held.
     pub fn sizes(&self) -> (usize, usize) {
         (self.macs.len(), self.arp.len())

@@ -84,6 +84,8 @@ pub struct Datapath {
     drops: Mutex<HashMap<&'static str, u64>>,
     started: Instant,
     tunnel: OnceLock<Arc<Tunnel>>,
+    /// When each peer's last sync request was answered.
+    sync_answered: Mutex<HashMap<std::net::IpAddr, u64>>,
 }
 
 /// Per-task scratch space, reused across batches so the hot path does not allocate.
@@ -107,6 +109,7 @@ impl Datapath {
             drops: Mutex::default(),
             started: Instant::now(),
             tunnel: OnceLock::new(),
+            sync_answered: Mutex::default(),
         }
     }
 

@@ -3,6 +3,7 @@
 //! frames the tunnel cannot carry.
 
 use std::collections::BTreeSet;
+use std::net::IpAddr;
 
 use uuid::Uuid;
 
@@ -11,9 +12,12 @@ use crate::engine::frames::{icmp_error, IcmpError};
 use crate::engine::{Egress, Generated, Learning, PacketInfo, Simulation};
 use crate::io::{ipv4_of, Datagrams, VnetHeader};
 use crate::snapshot::Topology;
-use crate::tunnel::state::StateWriter;
+use crate::tunnel::state::{self, StateWriter};
 use crate::tunnel::STATE_KEY;
 use crate::wire::Vni;
+
+/// How often one peer's sync request is answered at most.
+pub const SYNC_INTERVAL_MS: u64 = 1_000;
 
 impl Datapath {
     /// When `frame` must cross the tunnel but is too big for it and may
@@ -165,6 +169,70 @@ impl Datapath {
                 }
             }
         }
+    }
+
+    /// Asks every other live host for the flow state it holds: an agent
+    /// that restarted (or joined late) so learns the connections, NAT
+    /// bindings, MACs and ARP answers of traffic already passing through
+    /// it. Answers are imported like any state message.
+    pub fn request_sync(&self) {
+        let Some(tunnel) = self.tunnel.get() else {
+            return;
+        };
+        let (topology, Some(vni)) = (self.topology.load(), Vni::new(STATE_KEY)) else {
+            return;
+        };
+        let request = state::sync_request();
+        let mut datagrams = Datagrams::default();
+        for (host, (ip, alive)) in &topology.hosts {
+            if *alive && *host != self.host {
+                datagrams.push_raw(tunnel.peer(*ip), vni, &request);
+            }
+        }
+        self.flush_remote(&datagrams);
+    }
+
+    /// Answers a sync request from the agent at `requester` (a registered
+    /// host) with every connection and learned address this host holds, at
+    /// most once per [`SYNC_INTERVAL_MS`] per requester.
+    pub fn answer_sync(&self, requester: IpAddr) {
+        let Some(tunnel) = self.tunnel.get() else {
+            return;
+        };
+        let now = self.now_ms();
+        {
+            let mut answered = self.sync_answered.lock().unwrap_or_else(|p| p.into_inner());
+            if answered
+                .get(&requester)
+                .is_some_and(|at| now.saturating_sub(*at) < SYNC_INTERVAL_MS)
+            {
+                self.count("tunnel_sync_throttled");
+                return;
+            }
+            answered.insert(requester, now);
+        }
+        let mut writer = StateWriter::default();
+        {
+            let state = self.state();
+            for entry in state.learned.conns().entries() {
+                writer.push(&Learning::Conn(*entry));
+            }
+            for learning in state.learned.addresses() {
+                writer.push(&learning);
+            }
+        }
+        let Some(vni) = Vni::new(STATE_KEY) else {
+            return;
+        };
+        let peer = tunnel.peer(requester);
+        for chunk in writer.messages().chunks(64) {
+            let mut datagrams = Datagrams::default();
+            for message in chunk {
+                datagrams.push_raw(peer, vni, message);
+            }
+            self.flush_remote(&datagrams);
+        }
+        self.count("tunnel_sync_answered");
     }
 
     /// Sends the queued tunnel datagrams.

@@ -113,6 +113,9 @@ pub async fn serve_tunnel(datapath: Arc<Datapath>, tunnel: Arc<Tunnel>) -> std::
                     },
                     None => datapath.count("tunnel_vtep_not_attached"),
                 },
+                Verdict::State if state::is_sync_request(rx.frame(i)) => {
+                    datapath.answer_sync(source.ip());
+                }
                 Verdict::State => match state::decode(rx.frame(i)) {
                     Some(learnings) => datapath.import(&learnings),
                     None => datapath.count("tunnel_malformed_state"),

@@ -25,6 +25,9 @@ const CONN: u8 = 1;
 const CONN_SEEN: u8 = 2;
 const MAC: u8 = 3;
 const ARP: u8 = 4;
+/// A request for the receiver's whole flow state (an agent that restarted
+/// or joined late asks its peers); no body.
+const SYNC: u8 = 5;
 
 fn body_len(kind: u8) -> Option<usize> {
     match kind {
@@ -32,6 +35,7 @@ fn body_len(kind: u8) -> Option<usize> {
         CONN_SEEN => Some(16 + ConnKey::LEN + 1),
         MAC => Some(16 + 6 + 16),
         ARP => Some(16 + 4 + 6),
+        SYNC => Some(0),
         _ => None,
     }
 }
@@ -139,12 +143,29 @@ fn decode_one(kind: u8, b: &[u8]) -> Option<Learning> {
     })
 }
 
+fn is_state_message(frame: &[u8]) -> bool {
+    frame.len() >= HEADER
+        && frame[12..14] == PLEXUS_ETHERTYPE.to_be_bytes()
+        && &frame[14..HEADER] == MAGIC
+}
+
+/// A message asking its receiver for all the flow state it holds.
+pub fn sync_request() -> Vec<u8> {
+    let mut m = Vec::with_capacity(HEADER + 1);
+    m.extend_from_slice(&plexus_ethernet_header());
+    m.extend_from_slice(MAGIC);
+    m.push(SYNC);
+    m
+}
+
+/// Whether `frame` is a state message asking for a sync.
+pub fn is_sync_request(frame: &[u8]) -> bool {
+    is_state_message(frame) && frame.get(HEADER) == Some(&SYNC)
+}
+
 /// The learnings in a state message; `None` if it is not one.
 pub fn decode(frame: &[u8]) -> Option<Vec<Learning>> {
-    if frame.len() < HEADER
-        || frame[12..14] != PLEXUS_ETHERTYPE.to_be_bytes()
-        || &frame[14..HEADER] != MAGIC
-    {
+    if !is_state_message(frame) {
         return None;
     }
     let mut out = Vec::new();
@@ -153,6 +174,10 @@ pub fn decode(frame: &[u8]) -> Option<Vec<Learning>> {
         let Some(len) = body_len(kind).filter(|l| *l <= tail.len()) else {
             break;
         };
+        if kind == SYNC {
+            rest = tail;
+            continue;
+        }
         match decode_one(kind, &tail[..len]) {
             Some(learning) => out.push(learning),
             None => break,
@@ -235,6 +260,22 @@ mod tests {
             .flat_map(|m| decode(m).unwrap())
             .collect();
         assert_eq!(decoded, all);
+    }
+
+    #[test]
+    fn sync_requests_are_recognised_and_carry_no_learning() {
+        let request = sync_request();
+        assert!(is_sync_request(&request));
+        assert_eq!(decode(&request), Some(vec![]));
+        let mut w = StateWriter::default();
+        w.push(&Learning::Conn(ConnEntry {
+            zone: Uuid::new_v4(),
+            orig: key(1),
+            reply: key(1).reversed(),
+            flags: 0,
+        }));
+        assert!(!is_sync_request(&w.messages()[0]));
+        assert!(!is_sync_request(&request[..HEADER]));
     }
 
     #[test]
