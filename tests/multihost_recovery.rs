@@ -7,10 +7,8 @@ mod support;
 
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
-use std::time::{Duration, Instant};
 
-use serde_json::json;
-use support::cluster::{reachable, Cluster};
+use support::cluster::Cluster;
 use support::netns::Pod;
 use support::world::{tcp_probe, tcp_server};
 
@@ -68,41 +66,8 @@ impl Drop for Connection {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_established_connection_survives_a_restart_of_the_agent_holding_its_replies() {
     let mut cluster = Cluster::start(2).await;
-    let c = &cluster.client;
-    let tenant = c.create_tenant("recovery").await.unwrap();
-    let bridge = c.create_bridge(tenant.id, "b").await.unwrap();
-    let a = cluster.hosts[0].pod("10.63.0.1/24", None);
-    let b = cluster.hosts[1].pod("10.63.0.2/24", None);
-    let a_port = cluster.attach(bridge.id, &a, 0).await;
-    cluster.attach(bridge.id, &b, 1).await;
-    assert!(
-        reachable(&a, "10.63.0.2", Duration::from_secs(15)),
-        "{}",
-        cluster.logs()
-    );
+    let (a, b) = cluster.guarded_pair("10.63.0").await;
     let _b_server = tcp_server(&b.netns, &[8080], "b");
-
-    // a accepts only its own connections' packets: the replies enter on
-    // host 1, which tells them from new connections by replicated state.
-    let chain = c.create_chain(tenant.id, "a-guard").await.unwrap();
-    for rule in [
-        json!({"position": 1, "action": "accept", "conn_state": ["established", "related"]}),
-        json!({"position": 2, "action": "drop"}),
-    ] {
-        c.create_rule(chain.id, rule).await.unwrap();
-    }
-    let _: nsdb::Port = c
-        .patch(
-            &format!("/v1/ports/{}", a_port.id),
-            &json!({"outbound_chain_id": chain.id}),
-            None,
-        )
-        .await
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while tcp_probe(&b, "10.63.0.1", 8080, 0.5, None) != "ERR TimeoutError" {
-        assert!(Instant::now() < deadline, "the guard never took effect");
-    }
 
     let mut connection = Connection::open(&a, "10.63.0.2", 8080);
     let before = connection.ask();

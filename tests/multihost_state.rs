@@ -15,43 +15,9 @@ use support::world::{peer_of, tcp_probe, tcp_server};
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stateful_policy_holds_when_the_reply_enters_on_another_host() {
     let cluster = Cluster::start(2).await;
-    let c = &cluster.client;
-    let tenant = c.create_tenant("stateful").await.unwrap();
-    let bridge = c.create_bridge(tenant.id, "b").await.unwrap();
-    let a = cluster.hosts[0].pod("10.62.0.1/24", None);
-    let b = cluster.hosts[1].pod("10.62.0.2/24", None);
-    let a_port = cluster.attach(bridge.id, &a, 0).await;
-    cluster.attach(bridge.id, &b, 1).await;
-    assert!(
-        reachable(&a, "10.62.0.2", Duration::from_secs(15)),
-        "{}",
-        cluster.logs()
-    );
+    let (a, b) = cluster.guarded_pair("10.62.0").await;
     let _a_server = tcp_server(&a.netns, &[8080], "a");
     let _b_server = tcp_server(&b.netns, &[8080], "b");
-
-    // a accepts only what belongs to its own connections. Its requests
-    // are tracked on host 0; the replies enter on host 1, which can only
-    // tell them from new connections with the replicated state.
-    let chain = c.create_chain(tenant.id, "a-guard").await.unwrap();
-    for rule in [
-        json!({"position": 1, "action": "accept", "conn_state": ["established", "related"]}),
-        json!({"position": 2, "action": "drop"}),
-    ] {
-        c.create_rule(chain.id, rule).await.unwrap();
-    }
-    let _: nsdb::Port = c
-        .patch(
-            &format!("/v1/ports/{}", a_port.id),
-            &json!({"outbound_chain_id": chain.id}),
-            None,
-        )
-        .await
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while b.ping("10.62.0.1", 1, &[]).0 == 1 {
-        assert!(Instant::now() < deadline, "the guard never took effect");
-    }
     let inbound = tcp_probe(&b, "10.62.0.1", 8080, 1.5, None);
     assert!(
         inbound.starts_with("ERR"),

@@ -407,6 +407,47 @@ impl Cluster {
         port
     }
 
+    /// Two pods of one new tenant's bridge, `a` (`{net}.1`) on host 0 and
+    /// `b` (`{net}.2`) on host 1, where `a` accepts only packets of its own
+    /// connections (established/related; anything else is dropped). Its
+    /// requests are tracked on host 0 and the replies enter on host 1, which
+    /// tells them from new connections only by replicated state.
+    pub async fn guarded_pair(&self, net: &str) -> (Pod, Pod) {
+        let c = &self.client;
+        let tenant = c.create_tenant(&unique("guarded")).await.unwrap();
+        let bridge = c.create_bridge(tenant.id, "b").await.unwrap();
+        let (a_ip, b_ip) = (format!("{net}.1"), format!("{net}.2"));
+        let a = self.hosts[0].pod(&format!("{a_ip}/24"), None);
+        let b = self.hosts[1].pod(&format!("{b_ip}/24"), None);
+        let a_port = self.attach(bridge.id, &a, 0).await;
+        self.attach(bridge.id, &b, 1).await;
+        assert!(
+            reachable(&a, &b_ip, Duration::from_secs(15)),
+            "{}",
+            self.logs()
+        );
+        let chain = c.create_chain(tenant.id, "a-guard").await.unwrap();
+        for rule in [
+            serde_json::json!({"position": 1, "action": "accept", "conn_state": ["established", "related"]}),
+            serde_json::json!({"position": 2, "action": "drop"}),
+        ] {
+            c.create_rule(chain.id, rule).await.unwrap();
+        }
+        let _: nsdb::Port = c
+            .patch(
+                &format!("/v1/ports/{}", a_port.id),
+                &serde_json::json!({"outbound_chain_id": chain.id}),
+                None,
+            )
+            .await
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while b.ping(&a_ip, 1, &[]).0 == 1 {
+            assert!(Instant::now() < deadline, "the guard never took effect");
+        }
+        (a, b)
+    }
+
     /// Captures VXLAN on the underlay bridge with tshark while `during`
     /// runs; tshark is killed by its guard if `during` fails.
     pub fn capture_vxlan(&self, during: impl FnOnce()) -> Vec<Captured> {

@@ -93,24 +93,53 @@ impl Ipv4Info {
     /// (not ICMP errors, which are tracked through the datagram they quote,
     /// and not later fragments, which carry no ports).
     pub fn conn_key(&self) -> Option<ConnKey> {
-        if self.fragment == Fragment::Later && self.ports.is_none() && self.icmp_ident.is_none() {
-            return None;
-        }
-        let (sport, dport) = match (self.proto, self.ports, self.icmp_ident, self.icmp) {
-            (_, Some(ports), _, _) => ports,
-            (1, _, Some(ident), _) => (ident, ident),
-            (1, _, _, Some((IcmpKind::Error, _))) => return None,
-            (6 | 17, None, _, _) => return None,
-            _ => (0, 0),
-        };
-        Some(ConnKey {
-            proto: self.proto,
-            src: IpAddr::V4(self.src),
-            dst: IpAddr::V4(self.dst),
-            sport,
-            dport,
-        })
+        transport_key(
+            self.proto,
+            (IpAddr::V4(self.src), IpAddr::V4(self.dst)),
+            (self.ports, self.icmp_ident, self.icmp),
+            self.fragment,
+        )
     }
+}
+
+/// Ports, ICMP echo identifier and ICMP (kind, (type, code)) of a packet.
+type TransportFields = (
+    Option<(u16, u16)>,
+    Option<u16>,
+    Option<(IcmpKind, (u8, u8))>,
+);
+
+/// The connection key of an IP packet from its transport fields (`proto`
+/// 1 and 58 being ICMP's): ports, or the echo identifier in both; `None`
+/// for ICMP errors (tracked through what they quote), ICMPv6 link
+/// signalling, TCP/UDP without ports and later fragments that have not
+/// been given their first fragment's ports.
+fn transport_key(
+    proto: u8,
+    (src, dst): (IpAddr, IpAddr),
+    (ports, icmp_ident, icmp): TransportFields,
+    fragment: Fragment,
+) -> Option<ConnKey> {
+    if fragment == Fragment::Later && ports.is_none() && icmp_ident.is_none() {
+        return None;
+    }
+    let (sport, dport) = match (proto, ports, icmp_ident, icmp) {
+        (_, Some(ports), _, _) => ports,
+        (1 | 58, _, Some(ident), _) => (ident, ident),
+        (1 | 58, _, _, Some((IcmpKind::Error, _))) => return None,
+        (58, _, _, Some((_, (kind, _)))) if Icmpv6Message::from(kind).is_link_signalling() => {
+            return None
+        }
+        (6 | 17, None, _, _) => return None,
+        _ => (0, 0),
+    };
+    Some(ConnKey {
+        proto,
+        src,
+        dst,
+        sport,
+        dport,
+    })
 }
 
 /// The Neighbor Discovery fields of an NDP message.
@@ -159,26 +188,12 @@ impl Ipv6Info {
     /// fragments, and not Neighbor Discovery or multicast-listener
     /// signalling (link-local, never a connection, as in Linux conntrack).
     pub fn conn_key(&self) -> Option<ConnKey> {
-        if self.fragment == Fragment::Later && self.ports.is_none() && self.icmp_ident.is_none() {
-            return None;
-        }
-        let (sport, dport) = match (self.proto, self.ports, self.icmp_ident, self.icmp) {
-            (_, Some(ports), _, _) => ports,
-            (58, _, Some(ident), _) => (ident, ident),
-            (58, _, _, Some((IcmpKind::Error, _))) => return None,
-            (58, _, _, Some((_, (kind, _)))) if Icmpv6Message::from(kind).is_link_signalling() => {
-                return None
-            }
-            (6 | 17, None, _, _) => return None,
-            _ => (0, 0),
-        };
-        Some(ConnKey {
-            proto: self.proto,
-            src: IpAddr::V6(self.src),
-            dst: IpAddr::V6(self.dst),
-            sport,
-            dport,
-        })
+        transport_key(
+            self.proto,
+            (IpAddr::V6(self.src), IpAddr::V6(self.dst)),
+            (self.ports, self.icmp_ident, self.icmp),
+            self.fragment,
+        )
     }
 }
 
