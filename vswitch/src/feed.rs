@@ -53,6 +53,11 @@ pub fn tags_of(record: &Record) -> Vec<Tag> {
         Record::Chain(c) => vec![Tag::Chain(c.id)],
         Record::PortGroup(g) => vec![Tag::Group(g.id)],
         Record::IpAddressGroup(g) => vec![Tag::Group(g.id)],
+        // A router with a load balancer tracks every connection.
+        Record::LoadBalancer(lb) => vec![Tag::Device(lb.router_id)],
+        // Established connections to a member carry its tag; VIPs, pools and
+        // monitors only steer new connections, which are never cached.
+        Record::PoolMember(m) => vec![Tag::LbMember(m.id)],
         _ => Vec::new(),
     }
 }

@@ -3,7 +3,7 @@
 //! age out; every change returns the tags whose flows it invalidates.
 
 use std::collections::HashMap;
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr};
 
 use uuid::Uuid;
 
@@ -36,6 +36,8 @@ pub struct LearnedTables {
     arp: HashMap<(Uuid, Ipv4Addr), (Mac, u64)>,
     arp_failed: HashMap<(Uuid, Ipv4Addr), u64>,
     fragments: HashMap<(Uuid, FragmentKey), ((u16, u16), u64)>,
+    /// Session affinity: (VIP, client) → (member, until).
+    affinity: HashMap<(Uuid, IpAddr), (Uuid, u64)>,
     conns: ConnTable,
     conns_refused: u64,
 }
@@ -93,6 +95,18 @@ impl LearnedTables {
             Learning::Fragment { zone, key, ports } => {
                 if self.fragments.len() < MAX_ENTRIES || self.fragments.contains_key(&(zone, key)) {
                     self.fragments.insert((zone, key), (ports, now_ms));
+                }
+                None
+            }
+            Learning::Affinity {
+                vip,
+                client,
+                member,
+                timeout_ms,
+            } => {
+                if self.affinity.len() < MAX_ENTRIES || self.affinity.contains_key(&(vip, client)) {
+                    let until = now_ms.saturating_add(timeout_ms);
+                    self.affinity.insert((vip, client), (member, until));
                 }
                 None
             }
@@ -155,6 +169,7 @@ impl LearnedTables {
             .retain(|_, since| now_ms.saturating_sub(*since) < ARP_FAILED_MS);
         self.fragments
             .retain(|_, (_, since)| now_ms.saturating_sub(*since) < FRAGMENT_AGE_MS);
+        self.affinity.retain(|_, (_, until)| now_ms < *until);
         tags
     }
 
@@ -240,6 +255,10 @@ impl Learned for LearnedTables {
 
     fn fragment_ports(&self, zone: Uuid, key: &FragmentKey) -> Option<(u16, u16)> {
         self.fragments.get(&(zone, *key)).map(|e| e.0)
+    }
+
+    fn affinity(&self, vip: Uuid, client: IpAddr) -> Option<Uuid> {
+        self.affinity.get(&(vip, client)).map(|e| e.0)
     }
 
     fn conn(&self, zone: Uuid, key: &ConnKey) -> Option<(Direction, ConnEntry)> {

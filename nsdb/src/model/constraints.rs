@@ -50,7 +50,8 @@ pub fn key_segment(value: &str) -> String {
     out
 }
 
-fn name_key(kind: &'static str, scope: &str, name: &str) -> UniqueKey {
+/// The unique key of `name` among the `kind` records of `scope`.
+pub(super) fn name_key(kind: &'static str, scope: &str, name: &str) -> UniqueKey {
     UniqueKey {
         constraint: "name",
         key: format!("uniq/name/{kind}/{scope}/{}", key_segment(name)),
@@ -61,7 +62,8 @@ fn name_key(kind: &'static str, scope: &str, name: &str) -> UniqueKey {
 /// A static rule violation: the field and what is wrong with it.
 pub type Violation = (&'static str, String);
 
-fn check_name(name: &str) -> Result<(), Violation> {
+/// Checks a record's name: not empty, at most 255 bytes, printable.
+pub(super) fn check_name(name: &str) -> Result<(), Violation> {
     if name.trim().is_empty() {
         return Err(("name", "must not be empty".into()));
     }
@@ -200,6 +202,29 @@ impl Record {
                 refs.extend(optional("tenant_id", Kind::Tenant, p.tenant_id));
                 refs.extend(optional("bridge_id", Kind::Bridge, p.bridge_id));
             }
+            Record::LoadBalancer(lb) => {
+                refs.push(reference("tenant_id", Kind::Tenant, lb.tenant_id));
+                refs.push(reference("router_id", Kind::Router, lb.router_id));
+            }
+            Record::Pool(p) => {
+                refs.push(reference("tenant_id", Kind::Tenant, p.tenant_id));
+                let lb = p.load_balancer_id;
+                refs.push(reference("load_balancer_id", Kind::LoadBalancer, lb));
+            }
+            Record::Vip(v) => {
+                refs.push(reference("tenant_id", Kind::Tenant, v.tenant_id));
+                let lb = v.load_balancer_id;
+                refs.push(reference("load_balancer_id", Kind::LoadBalancer, lb));
+                refs.push(reference("pool_id", Kind::Pool, v.pool_id));
+            }
+            Record::PoolMember(m) => {
+                refs.push(reference("tenant_id", Kind::Tenant, m.tenant_id));
+                refs.push(reference("pool_id", Kind::Pool, m.pool_id));
+            }
+            Record::HealthMonitor(h) => {
+                refs.push(reference("tenant_id", Kind::Tenant, h.tenant_id));
+                refs.push(reference("pool_id", Kind::Pool, h.pool_id));
+            }
         }
         refs
     }
@@ -265,6 +290,11 @@ impl Record {
                 },
             ],
             Record::Route(_) | Record::ApiToken(_) => Vec::new(),
+            Record::LoadBalancer(_)
+            | Record::Pool(_)
+            | Record::Vip(_)
+            | Record::PoolMember(_)
+            | Record::HealthMonitor(_) => super::lb::lb_unique_keys(self),
         }
     }
 
@@ -309,6 +339,11 @@ impl Record {
             Record::Route(r) => validate_route(r),
             Record::Rule(r) => super::rule::validate_rule(r),
             Record::Provider(p) => validate_provider(p),
+            Record::LoadBalancer(lb) => super::lb::validate_load_balancer(lb),
+            Record::Pool(p) => super::lb::validate_pool(p),
+            Record::Vip(v) => super::lb::validate_vip(v),
+            Record::PoolMember(m) => super::lb::validate_member(m),
+            Record::HealthMonitor(h) => super::lb::validate_monitor(h),
             Record::FloatingIp(f) => {
                 if f.floating_address.is_unspecified() || f.floating_address.is_broadcast() {
                     return Err((

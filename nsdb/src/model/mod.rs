@@ -2,11 +2,13 @@
 //! per-kind facts the store needs (references, uniqueness, static rules).
 
 mod constraints;
+mod lb;
 mod records;
 mod rule;
 mod rule_values;
 
 pub use constraints::{key_segment, Reference, UniqueKey, Violation, MAX_TUNNEL_KEY};
+pub use lb::*;
 pub use records::*;
 pub use rule::*;
 pub use rule_values::*;
@@ -52,11 +54,21 @@ pub enum Kind {
     Provider,
     /// [`FloatingIp`].
     FloatingIp,
+    /// [`LoadBalancer`].
+    LoadBalancer,
+    /// [`Pool`].
+    Pool,
+    /// [`Vip`].
+    Vip,
+    /// [`PoolMember`].
+    PoolMember,
+    /// [`HealthMonitor`].
+    HealthMonitor,
 }
 
 impl Kind {
     /// Every kind stored as a stand-alone record.
-    pub const RECORDS: [Kind; 14] = [
+    pub const RECORDS: [Kind; 19] = [
         Kind::Tenant,
         Kind::Router,
         Kind::Bridge,
@@ -71,6 +83,11 @@ impl Kind {
         Kind::ApiToken,
         Kind::Provider,
         Kind::FloatingIp,
+        Kind::LoadBalancer,
+        Kind::Pool,
+        Kind::Vip,
+        Kind::PoolMember,
+        Kind::HealthMonitor,
     ];
 
     /// The kind's name in keys, errors and APIs.
@@ -91,6 +108,11 @@ impl Kind {
             Kind::ApiToken => "api_token",
             Kind::Provider => "provider",
             Kind::FloatingIp => "floating_ip",
+            Kind::LoadBalancer => "load_balancer",
+            Kind::Pool => "pool",
+            Kind::Vip => "vip",
+            Kind::PoolMember => "pool_member",
+            Kind::HealthMonitor => "health_monitor",
         }
     }
 }
@@ -145,6 +167,16 @@ pub enum Record {
     Provider(Provider),
     /// A floating IP.
     FloatingIp(FloatingIp),
+    /// A load balancer.
+    LoadBalancer(LoadBalancer),
+    /// A load-balancer pool.
+    Pool(Pool),
+    /// A load-balancer VIP.
+    Vip(Vip),
+    /// A pool member.
+    PoolMember(PoolMember),
+    /// A pool's health monitor.
+    HealthMonitor(HealthMonitor),
 }
 
 /// A record type stored by the NSDB.
@@ -238,6 +270,11 @@ resources!(
     ApiToken,
     Provider,
     FloatingIp,
+    LoadBalancer,
+    Pool,
+    Vip,
+    PoolMember,
+    HealthMonitor,
 );
 
 impl Record {
@@ -253,6 +290,11 @@ impl Record {
             Record::ApiToken(r) => Some(r.tenant_id),
             Record::Provider(r) => Some(r.tenant_id),
             Record::FloatingIp(r) => Some(r.tenant_id),
+            Record::LoadBalancer(r) => Some(r.tenant_id),
+            Record::Pool(r) => Some(r.tenant_id),
+            Record::Vip(r) => Some(r.tenant_id),
+            Record::PoolMember(r) => Some(r.tenant_id),
+            Record::HealthMonitor(r) => Some(r.tenant_id),
             Record::Tenant(_)
             | Record::Port(_)
             | Record::Route(_)
@@ -268,6 +310,11 @@ impl Record {
             Record::Port(p) => Some(p.device_id),
             Record::Route(r) => Some(r.router_id),
             Record::Rule(r) => Some(r.chain_id),
+            Record::LoadBalancer(r) => Some(r.router_id),
+            Record::Pool(r) => Some(r.load_balancer_id),
+            Record::Vip(r) => Some(r.load_balancer_id),
+            Record::PoolMember(r) => Some(r.pool_id),
+            Record::HealthMonitor(r) => Some(r.pool_id),
             other => other.tenant_id(),
         }
     }

@@ -153,7 +153,7 @@ impl Datapath {
             match learning {
                 Learning::Conn(_) | Learning::ConnSeen { .. } => conns.push(learning),
                 Learning::Mac { .. } | Learning::Arp { .. } => addresses.push(learning),
-                Learning::Fragment { .. } => {}
+                Learning::Fragment { .. } | Learning::Affinity { .. } => {}
             }
         }
         let Some(vni) = Vni::new(STATE_KEY) else {

@@ -19,6 +19,7 @@
 mod bridge;
 mod chain;
 pub(crate) mod frames;
+mod lb;
 mod nat;
 mod packet;
 mod rewrite;
@@ -33,7 +34,7 @@ pub use packet::{
 };
 pub use rewrite::apply_rewrite;
 
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr};
 
 use uuid::Uuid;
 
@@ -59,6 +60,11 @@ pub trait Learned {
     /// through `zone`.
     fn fragment_ports(&self, zone: Uuid, key: &FragmentKey) -> Option<(u16, u16)> {
         let _ = (zone, key);
+        None
+    }
+    /// The member of VIP `vip` that `client`'s affinity entry names.
+    fn affinity(&self, vip: Uuid, client: IpAddr) -> Option<Uuid> {
+        let _ = (vip, client);
         None
     }
     /// The connection `key` belongs to in `zone` (a device), and which way
@@ -207,6 +213,9 @@ pub enum DropReason {
     RuleReject,
     /// NAT found no free address and port for a new connection.
     NatExhausted,
+    /// A new connection to a VIP found no member that may take it (a TCP
+    /// RST or ICMP port unreachable was sent).
+    NoMember,
 }
 
 impl DropReason {
@@ -232,6 +241,7 @@ impl DropReason {
             DropReason::RuleDrop => "rule_drop",
             DropReason::RuleReject => "rule_reject",
             DropReason::NatExhausted => "nat_exhausted",
+            DropReason::NoMember => "no_member",
             DropReason::HostUnreachable => "host_unreachable",
             DropReason::ClosedPort => "closed_port",
             DropReason::FragmentPending => "fragment_pending",
@@ -258,6 +268,8 @@ pub enum Tag {
     Group(Uuid),
     /// What a zone knows about a connection key (tracking changes it).
     Conn(Uuid, ConnKey),
+    /// A load-balancer pool member (any change to it).
+    LbMember(Uuid),
 }
 
 /// Something learned during the walk, for the datapath to record.
@@ -303,6 +315,19 @@ pub enum Learning {
         /// The first fragment's (source, destination) ports or ICMP echo
         /// identifier.
         ports: (u16, u16),
+    },
+    /// `client`'s new connections to `vip` go to `member` for `timeout_ms`
+    /// from now (session affinity). Local to the host the client's
+    /// connections enter by.
+    Affinity {
+        /// The VIP.
+        vip: Uuid,
+        /// The client's address.
+        client: IpAddr,
+        /// The member chosen.
+        member: Uuid,
+        /// How long the entry lives.
+        timeout_ms: u64,
     },
 }
 

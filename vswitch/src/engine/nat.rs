@@ -34,7 +34,7 @@ fn has_ports(key: &ConnKey) -> bool {
 
 /// Whether a connection whose first packet leaves as `candidate` would
 /// collide with one the device already tracks.
-fn free<L: Learned + ?Sized>(learned: &L, zone: Uuid, candidate: &ConnKey) -> bool {
+pub(crate) fn free<L: Learned + ?Sized>(learned: &L, zone: Uuid, candidate: &ConnKey) -> bool {
     learned.conn(zone, &candidate.reversed()).is_none()
 }
 
@@ -113,34 +113,58 @@ pub(crate) fn choose<L: Learned + ?Sized>(
                     })
                     .collect(),
             };
-            // Sticky per source: one client keeps one public address.
-            let source_hash = hash_of(key.src);
-            for (from, to, range) in targets {
-                for address in addresses(from, to, source_hash) {
-                    let (pf, pt) = match (range, ported, key.proto) {
-                        (_, false, _) => (key.sport, key.sport),
-                        (Some(range), true, _) => range,
-                        (None, true, 1) => (1, u16::MAX),
-                        (None, true, _) => (1024, u16::MAX),
-                    };
-                    for port in ports(pf, pt, key.sport, hash) {
-                        let candidate = ConnKey {
-                            src: IpAddr::V4(address),
-                            sport: port,
-                            // An echo identifier is both "ports".
-                            dport: if key.proto == 1 { port } else { key.dport },
-                            ..key
-                        };
-                        if free(learned, zone, &candidate) {
-                            return Ok(Some(candidate));
-                        }
-                    }
-                }
-            }
-            Err(Exhausted)
+            snat(learned, zone, key, &targets).map(Some)
         }
         _ => Ok(None),
     }
+}
+
+/// The key a new connection leaves with when its source is translated to
+/// one of `targets`: the first free address and port, sticky per source
+/// (one client keeps one public address).
+fn snat<L: Learned + ?Sized>(
+    learned: &L,
+    zone: Uuid,
+    key: ConnKey,
+    targets: &[SnatTarget],
+) -> Result<ConnKey, Exhausted> {
+    let hash = hash_of(key);
+    let ported = has_ports(&key);
+    let source_hash = hash_of(key.src);
+    for &(from, to, range) in targets {
+        for address in addresses(from, to, source_hash) {
+            let (pf, pt) = match (range, ported, key.proto) {
+                (_, false, _) => (key.sport, key.sport),
+                (Some(range), true, _) => range,
+                (None, true, 1) => (1, u16::MAX),
+                (None, true, _) => (1024, u16::MAX),
+            };
+            for port in ports(pf, pt, key.sport, hash) {
+                let candidate = ConnKey {
+                    src: IpAddr::V4(address),
+                    sport: port,
+                    // An echo identifier is both "ports".
+                    dport: if key.proto == 1 { port } else { key.dport },
+                    ..key
+                };
+                if free(learned, zone, &candidate) {
+                    return Ok(candidate);
+                }
+            }
+        }
+    }
+    Err(Exhausted)
+}
+
+/// The key a new connection leaves with when its source is translated to
+/// `address` (masquerade to one address, any free port).
+pub(crate) fn masquerade<L: Learned + ?Sized>(
+    learned: &L,
+    zone: Uuid,
+    key: ConnKey,
+    address: Ipv4Addr,
+) -> Result<ConnKey, Exhausted> {
+    snat(learned, zone, key, &[(address, address, None)])
 }
 
 /// How an ICMP error is translated when the datagram it quotes belongs to

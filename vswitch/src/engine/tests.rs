@@ -15,6 +15,8 @@ mod ageing;
 mod fragments;
 #[path = "tests_ipv6.rs"]
 mod ipv6;
+#[path = "tests_lb.rs"]
+mod lb;
 #[path = "tests_policy.rs"]
 mod policy;
 #[path = "tests_unreachable.rs"]

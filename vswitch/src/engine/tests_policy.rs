@@ -90,7 +90,7 @@ fn segment(
     frame
 }
 
-fn syn(
+pub(super) fn syn(
     src_mac: [u8; 6],
     dst_mac: [u8; 6],
     src: &str,
@@ -110,7 +110,7 @@ fn syn(
     )
 }
 
-fn synack(
+pub(super) fn synack(
     src_mac: [u8; 6],
     dst_mac: [u8; 6],
     src: &str,
@@ -157,7 +157,7 @@ pub(super) fn learn(tables: &mut LearnedTables, sim: &Simulation) {
     }
 }
 
-fn trace_has(sim: &Simulation, stage: &str, text: &str) -> bool {
+pub(super) fn trace_has(sim: &Simulation, stage: &str, text: &str) -> bool {
     sim.trace
         .iter()
         .any(|s| s.stage == stage && s.detail.contains(text))

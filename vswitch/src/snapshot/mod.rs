@@ -7,10 +7,12 @@
 //! router's own addresses and routes) are precomputed here, once per
 //! topology change, instead of per packet.
 
+mod lb;
 mod policy;
 mod routes;
 mod tunnel;
 
+pub use lb::{LbInfo, MemberInfo, VipInfo, VipKey};
 pub use policy::{ChainInfo, IpGroups, ProviderInfo};
 pub use routes::{RouteEntry, RouteTable};
 pub use tunnel::{KeyTarget, TunnelIndex};
@@ -115,6 +117,8 @@ pub struct Topology {
     pub provider: Option<ProviderInfo>,
     /// The tunnel's lookups.
     pub tunnel: TunnelIndex,
+    /// Load balancers, by the router they serve.
+    pub load_balancers: HashMap<Uuid, LbInfo>,
 }
 
 fn v4(net: IpNet) -> Option<Ipv4Net> {
@@ -196,6 +200,7 @@ impl Topology {
         topo.index_ports();
         topo.index_routes(records);
         topo.index_policy(records);
+        topo.index_load_balancers(records);
         topo.index_tunnel(records);
         topo
     }

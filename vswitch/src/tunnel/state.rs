@@ -83,7 +83,7 @@ impl StateWriter {
 
 fn encode(learning: &Learning) -> Option<(u8, Vec<u8>)> {
     Some(match *learning {
-        Learning::Fragment { .. } => return None,
+        Learning::Fragment { .. } | Learning::Affinity { .. } => return None,
         Learning::Conn(entry) => (CONN, entry.encode().to_vec()),
         Learning::ConnSeen {
             zone,

@@ -27,6 +27,7 @@ use super::chain::{self, MatchContext, Outcome, Tracked};
 use super::packet::{PacketInfo, L3};
 use super::rewrite::{rewritten, EntryFrame};
 
+mod balance;
 mod port_security;
 mod track;
 
@@ -66,6 +67,9 @@ struct Here {
     new_key: Option<ConnKey>,
     snat_done: bool,
     dnat_done: bool,
+    /// A load balancer translated the packet at this device; its client
+    /// came in by this port.
+    balanced_from: Option<Uuid>,
 }
 
 impl Here {
@@ -85,6 +89,8 @@ enum Stop {
     Drop,
     Reject,
     Exhausted,
+    /// No load-balancer member can take the connection: rejected.
+    NoMember,
 }
 
 /// The walk's state.
@@ -194,6 +200,7 @@ impl<L: Learned + ?Sized> Run<'_, L> {
             new_key: None,
             snat_done: false,
             dnat_done: false,
+            balanced_from: None,
         };
         if !self.track_in(device, &mut here) {
             return;
@@ -207,6 +214,12 @@ impl<L: Learned + ?Sized> Run<'_, L> {
             if let Err(stop) = self.filter(device, port.id, None, &traversed, &stages, &mut here) {
                 self.stopped(stop, device, port, &entry_packet, &entry, &traversed);
                 return;
+            }
+            if let Device::Router(router) = device {
+                if let Err(stop) = self.balance(router, port.id, &mut here) {
+                    self.stopped(stop, device, port, &entry_packet, &entry, &traversed);
+                    return;
+                }
             }
         }
         let decision = {
@@ -250,6 +263,12 @@ impl<L: Learned + ?Sized> Run<'_, L> {
                             &stages,
                             &mut branch,
                         ) {
+                            self.stopped(stop, device, port, &entry_packet, &entry, &traversed);
+                            continue;
+                        }
+                    }
+                    if let Device::Router(router) = device {
+                        if let Err(stop) = self.hairpin(router, out, &mut branch) {
                             self.stopped(stop, device, port, &entry_packet, &entry, &traversed);
                             continue;
                         }
@@ -323,8 +342,11 @@ impl<L: Learned + ?Sized> Run<'_, L> {
         match stop {
             Stop::Drop => self.sim.drop(Some(device), DropReason::RuleDrop),
             Stop::Exhausted => self.sim.drop(Some(device), DropReason::NatExhausted),
-            Stop::Reject => {
-                self.sim.drops.push(DropReason::RuleReject);
+            Stop::Reject | Stop::NoMember => {
+                self.sim.drops.push(match stop {
+                    Stop::NoMember => DropReason::NoMember,
+                    _ => DropReason::RuleReject,
+                });
                 let icmp_source = match (device, port.address) {
                     (Device::Router(_), Some(address)) => Some(address.addr()),
                     _ => entry_packet.ipv4().map(|ip| ip.dst),
