@@ -95,6 +95,7 @@ impl Agent {
         let datapath = Arc::new(Datapath::new(host.id, topology.clone()));
         let (invalidate_tx, mut invalidate_rx) = mpsc::unbounded_channel();
         let (applied_tx, applied) = watch::channel(0);
+        let nsdb_for_health = nsdb.clone();
         let status = PortStatus {
             nsdb: nsdb.clone(),
             host_id: host.id,
@@ -147,6 +148,12 @@ impl Agent {
                 dp.tick();
             }
         }));
+        tasks.push(tokio::spawn(crate::health::run_health(
+            nsdb_for_health,
+            datapath.clone(),
+            topology.clone(),
+            host.id,
+        )));
         tasks.push(tokio::spawn(reconcile_ports(
             status,
             datapath.clone(),

@@ -8,6 +8,7 @@ pub mod datapath;
 pub mod engine;
 pub mod feed;
 pub mod flows;
+pub mod health;
 pub mod io;
 pub mod learned;
 pub mod probe;

@@ -25,6 +25,7 @@ use crate::learned::LearnedTables;
 use crate::snapshot::Topology;
 use crate::tunnel::Tunnel;
 
+mod local;
 mod remote;
 
 /// Frames held per unresolved next hop, and how long they wait.
@@ -86,6 +87,10 @@ pub struct Datapath {
     tunnel: OnceLock<Arc<Tunnel>>,
     /// When each peer's last sync request was answered.
     sync_answered: Mutex<HashMap<std::net::IpAddr, u64>>,
+    /// Frames routers handed to this agent (answers to its health probes).
+    local: Mutex<Vec<Vec<u8>>>,
+    /// Wakes the taker of `local`.
+    local_ready: tokio::sync::Notify,
 }
 
 /// Per-task scratch space, reused across batches so the hot path does not allocate.
@@ -110,6 +115,8 @@ impl Datapath {
             started: Instant::now(),
             tunnel: OnceLock::new(),
             sync_answered: Mutex::default(),
+            local: Mutex::default(),
+            local_ready: tokio::sync::Notify::new(),
         }
     }
 
@@ -398,13 +405,14 @@ impl Datapath {
         state: &mut State,
         key: &FlowKey,
         frame: &[u8],
-        sim: Simulation,
+        mut sim: Simulation,
         scratch: &mut Scratch,
         now: u64,
     ) {
         for drop in &sim.drops {
             self.count_drop(drop);
         }
+        self.hand_local(std::mem::take(&mut sim.local));
         let mut released = Vec::new();
         self.record_learnings(state, &sim.learned, now, &mut released);
         if let Some(next_hop) = sim.held_for {
@@ -464,11 +472,24 @@ impl Datapath {
         now: u64,
     ) {
         for held in released {
-            let sim = engine::simulate(topology, &state.learned, held.in_port, &held.frame);
+            let mut sim = engine::simulate(topology, &state.learned, held.in_port, &held.frame);
             for drop in &sim.drops {
                 self.count_drop(drop);
             }
+            self.hand_local(std::mem::take(&mut sim.local));
             self.record_learnings(state, &sim.learned, now, &mut Vec::new());
+            if let Some(next_hop) = sim.held_for {
+                // Still unresolved (an injected frame): wait for the answer.
+                let queue = state.held.entry(next_hop).or_default();
+                if queue.len() < HELD_PER_NEXT_HOP {
+                    queue.push(HeldFrame {
+                        next_hop: Some(next_hop),
+                        in_port: held.in_port,
+                        frame: held.frame.clone(),
+                        since_ms: now,
+                    });
+                }
+            }
             self.queue_state(topology, &sim, &mut scratch.datagrams);
             for output in sim.outputs.iter().filter(|o| o.egress.host.is_some()) {
                 let mut copy = held.frame.clone();

@@ -113,6 +113,7 @@ mod tests {
             port: 8080,
             weight,
             usable: true,
+            health: nsdb::MemberHealth::Up,
         }
     }
 

@@ -44,6 +44,12 @@ use crate::snapshot::{Device, Mac, Topology};
 /// How many device hops one simulation may take before it is cut as a loop.
 pub const MAX_DEVICES_TRAVERSED: usize = 16;
 
+/// TCP ports of a router's own addresses that belong to the local agent's
+/// health probes: segments to them are handed to the agent
+/// ([`Simulation::local`]) instead of being refused, and address
+/// translation never picks them.
+pub const PROBE_PORTS: std::ops::RangeInclusive<u16> = 61_000..=61_999;
+
 /// What the datapath has learned, as the engine reads it.
 pub trait Learned {
     /// The port of `bridge` behind which `mac` was last seen.
@@ -367,6 +373,9 @@ pub struct Simulation {
     /// has not seen yet: hold it briefly and simulate it again once a
     /// [`Learning::Fragment`] for (zone, datagram) is recorded.
     pub held_fragment: Option<(Uuid, FragmentKey)>,
+    /// Frames for the local agent: replies to its health probes, as they
+    /// reached the router (see [`PROBE_PORTS`]).
+    pub local: Vec<Vec<u8>>,
 }
 
 impl Simulation {
@@ -374,6 +383,7 @@ impl Simulation {
     /// (generated frames, learning and held packets need the engine).
     pub fn is_cacheable(&self) -> bool {
         self.generated.is_empty()
+            && self.local.is_empty()
             && self.learned.is_empty()
             && self.held_for.is_none()
             && self.held_fragment.is_none()
@@ -384,6 +394,7 @@ impl Simulation {
         match (self.outputs.is_empty(), self.generated.is_empty()) {
             (false, _) => "deliver",
             (true, false) => "reply",
+            (true, true) if !self.local.is_empty() => "local",
             (true, true) => "drop",
         }
     }
@@ -421,6 +432,8 @@ pub(crate) enum Decision {
     Forward(Vec<(Uuid, Rewrite)>),
     /// Send this new frame out of this port of the device.
     Emit(Uuid, Vec<u8>),
+    /// Hand this frame to the local agent.
+    Local(Vec<u8>),
     /// Nothing leaves.
     Drop(DropReason),
 }

@@ -137,7 +137,7 @@ fn snat<L: Learned + ?Sized>(
                 (_, false, _) => (key.sport, key.sport),
                 (Some(range), true, _) => range,
                 (None, true, 1) => (1, u16::MAX),
-                (None, true, _) => (1024, u16::MAX),
+                (None, true, _) => (1024, *super::PROBE_PORTS.start() - 1),
             };
             for port in ports(pf, pt, key.sport, hash) {
                 let candidate = ConnKey {

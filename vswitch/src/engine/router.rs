@@ -9,7 +9,7 @@ use uuid::Uuid;
 use super::bridge::fmt_mac;
 use super::packet::{ArpOp, IcmpKind, PacketInfo, L3};
 use super::rewrite::EntryFrame;
-use super::{frames, Decision, DropReason, Learned, Learning, Rewrite, Tag, Walk};
+use super::{frames, Decision, DropReason, Learned, Learning, Rewrite, Tag, Walk, PROBE_PORTS};
 use crate::snapshot::{Device, PortInfo};
 
 const BROADCAST: [u8; 6] = [0xff; 6];
@@ -277,6 +277,19 @@ fn closed_port<L: Learned + ?Sized>(
         return Decision::Drop(DropReason::Unsupported("not IPv4"));
     };
     let device = Some(Device::Router(router));
+    let to_probe = ip.proto == 6
+        && ip
+            .ports
+            .is_some_and(|(_, dport)| PROBE_PORTS.contains(&dport));
+    if to_probe {
+        walk.sim.step(
+            device,
+            Some(port.id),
+            "local",
+            format!("{}: a reply to the local agent's health probe", ip.dst),
+        );
+        return Decision::Local(frame.current().into_owned());
+    }
     let answer = match ip.proto {
         6 | 17 => frames::reject(packet, &frame.current(), ip.dst),
         _ => frames::icmp_error(

@@ -4,7 +4,8 @@
 use std::collections::HashMap;
 
 use nsdb::{
-    LbAlgorithm, LbProtocol, LoadBalancer, MemberHealth, Pool, PoolMember, SessionAffinity, Vip,
+    HealthMonitor, LbAlgorithm, LbProtocol, LoadBalancer, MemberHealth, MonitorType, Pool,
+    PoolMember, SessionAffinity, Vip,
 };
 
 use super::policy::{learn, syn, synack, trace_has, udp};
@@ -43,6 +44,7 @@ struct Setup {
     algorithm: LbAlgorithm,
     affinity: SessionAffinity,
     members: Vec<Record>,
+    monitor: Option<HealthMonitor>,
 }
 
 impl Default for Setup {
@@ -51,6 +53,7 @@ impl Default for Setup {
             algorithm: LbAlgorithm::RoundRobin,
             affinity: SessionAffinity::None,
             members: (1..=3).map(|n| member(n, 1, MemberHealth::Up)).collect(),
+            monitor: None,
         }
     }
 }
@@ -96,6 +99,7 @@ fn balanced(setup: Setup) -> Topology {
     recs.push(vip(VIP, VIP_ADDRESS, LbProtocol::Tcp, 80, &setup));
     recs.push(vip(UDP_VIP, "10.0.1.100", LbProtocol::Udp, 53, &setup));
     recs.extend(setup.members);
+    recs.extend(setup.monitor.map(Record::HealthMonitor));
     Topology::build(1, &recs)
 }
 
@@ -347,4 +351,82 @@ fn traffic_to_other_ports_of_a_vip_address_is_not_balanced() {
     );
     assert!(!trace_has(&sim, "load_balancer", ""));
     assert!(sim.outputs.is_empty());
+}
+
+fn monitored() -> Topology {
+    balanced(Setup {
+        monitor: Some(HealthMonitor {
+            id: Uuid::from_u128(0x1f),
+            revision: 1,
+            tenant_id: Uuid::nil(),
+            pool_id: POOL,
+            kind: MonitorType::Tcp,
+            http_path: "/".into(),
+            expected_status: 200,
+            interval_ms: 1000,
+            timeout_ms: 500,
+            failures_to_down: 2,
+            successes_to_up: 2,
+            admin_state_up: true,
+        }),
+        ..Setup::default()
+    })
+}
+
+#[test]
+fn the_host_of_each_member_probes_it_and_the_router_hands_it_the_answers() {
+    let topo = monitored();
+    let mut targets = crate::health::targets(&topo, HOST);
+    targets.sort_by_key(|t| t.member);
+    let members: Vec<Uuid> = targets.iter().map(|t| t.member).collect();
+    assert_eq!(members, vec![member_id(1), member_id(2), member_id(3)]);
+    assert!(crate::health::targets(&topo, Uuid::from_u128(0xbad)).is_empty());
+    let target = &targets[0];
+    assert_eq!(target.ingress, RP_B);
+    assert_eq!(target.ends.src.to_string(), "10.0.2.1");
+
+    let mut prober = crate::health::prober::Prober::default();
+    let unprobed = crate::health::prober::Target {
+        health: MemberHealth::Unknown,
+        ..target.clone()
+    };
+    prober.set_targets(vec![unprobed], 0);
+    let sent = prober.poll(0);
+    let (ingress, syn) = &sent.frames[0];
+    let tables = LearnedTables::default();
+    let out = simulate(&topo, &tables, *ingress, syn);
+    assert_eq!(out_ports(&out), vec![POD_B1], "{:#?}", out.trace);
+    let sport = ip_of_tcp_sport(syn);
+    let mut tables = tables;
+    learn(&mut tables, &out);
+    let mut answer = synack(mac(3), mac(0xb1), "10.0.2.10", 8080, "10.0.2.1", sport);
+    acknowledge(&mut answer, syn);
+    let back = simulate(&topo, &tables, POD_B1, &answer);
+    assert_eq!(back.local.len(), 1, "{:#?}", back.trace);
+    assert_eq!(back.verdict(), "local");
+    assert!(!back.is_cacheable());
+    let result = prober.receive(&back.local[0]);
+    assert_eq!(result.changes.len(), 1, "{result:?}");
+    assert_eq!(result.changes[0].1, MemberHealth::Up);
+    assert_eq!(result.frames.len(), 1, "the probe resets its connection");
+
+    // Other ports of the router's address are still closed.
+    let stranger = synack(mac(3), mac(0xb1), "10.0.2.10", 8080, "10.0.2.1", 5000);
+    let refused = simulate(&topo, &tables, POD_B1, &stranger);
+    assert!(refused.local.is_empty());
+    assert_eq!(refused.drops, vec![DropReason::ClosedPort]);
+}
+
+/// Makes the segment in `frame` acknowledge the SYN `syn`.
+fn acknowledge(frame: &mut [u8], syn: &[u8]) {
+    let ip = Ipv4Packet::new_checked(&syn[14..]).unwrap();
+    let isn = TcpPacket::new_checked(ip.payload()).unwrap().seq_number();
+    let mut tcp = TcpPacket::new_unchecked(&mut frame[34..]);
+    tcp.set_ack_number(isn.wrapping_add(1));
+    tcp.fill_checksum("10.0.2.10".parse().unwrap(), "10.0.2.1".parse().unwrap());
+}
+
+fn ip_of_tcp_sport(frame: &[u8]) -> u16 {
+    let ip = Ipv4Packet::new_checked(&frame[14..]).unwrap();
+    TcpPacket::new_checked(ip.payload()).unwrap().src_port()
 }

@@ -6,7 +6,7 @@
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr};
 
-use nsdb::{LbAlgorithm, Record, SessionAffinity};
+use nsdb::{LbAlgorithm, MemberHealth, Record, SessionAffinity};
 use uuid::Uuid;
 
 use super::{Device, Topology};
@@ -29,6 +29,8 @@ pub struct MemberInfo {
     /// Whether it takes new connections: enabled, weight above 0, not
     /// found down by its monitor.
     pub usable: bool,
+    /// What its monitor last found (as the NSDB holds it).
+    pub health: MemberHealth,
 }
 
 /// A VIP and the pool behind it.
@@ -91,6 +93,9 @@ impl Topology {
                 Record::Pool(p) => {
                     pools.insert(p.id, (p.algorithm, p.admin_state_up));
                 }
+                Record::HealthMonitor(h) if h.admin_state_up => {
+                    self.monitors.insert(h.pool_id, h.clone());
+                }
                 _ => {}
             }
         }
@@ -111,6 +116,7 @@ impl Topology {
                     LbAlgorithm::Weighted => m.weight,
                 },
                 usable: m.usable(),
+                health: m.health,
             });
         }
         for list in members.values_mut() {

@@ -119,6 +119,8 @@ pub struct Topology {
     pub tunnel: TunnelIndex,
     /// Load balancers, by the router they serve.
     pub load_balancers: HashMap<Uuid, LbInfo>,
+    /// Enabled health monitors, by the pool they probe.
+    pub monitors: HashMap<Uuid, nsdb::HealthMonitor>,
 }
 
 fn v4(net: IpNet) -> Option<Ipv4Net> {

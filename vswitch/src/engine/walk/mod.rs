@@ -235,6 +235,7 @@ impl<L: Learned + ?Sized> Run<'_, L> {
         };
         match decision {
             Decision::Drop(reason) => self.sim.drop(Some(device), reason),
+            Decision::Local(frame) => self.sim.local.push(frame),
             Decision::Emit(out, frame) => self.leave(
                 device,
                 out,
