@@ -6,6 +6,7 @@ use api::provision::{Attachment, AttachmentKey, AttachmentRequest};
 use serde_json::Value;
 use uuid::Uuid;
 
+use crate::chain::PrevResult;
 use crate::error::{code, CniError};
 use crate::plumbing;
 use crate::result::{mac_string, Outcome};
@@ -16,16 +17,31 @@ use crate::Plugin;
 const ACTIVE_POLL: Duration = Duration::from_millis(5);
 
 /// ADD: see the crate docs. Any failure after the veth exists undoes
-/// everything (as a DEL would) before returning the error.
+/// everything (as a DEL would) before returning the error. A `prevResult`
+/// is checked before anything is created, and the result is it plus this
+/// attachment (see [`crate::chain`]).
 pub(crate) async fn add(plugin: &Plugin, env: &Env) -> Result<Value, CniError> {
     let key = plugin.key(env)?;
+    let prev = plugin
+        .conf
+        .prev_result
+        .as_ref()
+        .map(PrevResult::parse)
+        .transpose()?;
     let netns_path = env.netns.clone().unwrap_or_default();
     let netns = plumbing::open_netns(&netns_path)?;
     let host_id = plugin.host_id().await?;
     let host_if = key.host_interface();
     plumbing::ensure_veth(&host_if, &key.owner(), &netns, &env.ifname, key.mac().0)?;
     match attach(plugin, env, &key, host_id, &netns).await {
-        Ok(outcome) => Ok(outcome.to_json(&plugin.conf.cni_version)),
+        Ok(outcome) => {
+            let version = &plugin.conf.cni_version;
+            let own = outcome.to_json(version);
+            Ok(match prev {
+                Some(prev) => prev.merge(&own, version),
+                None => own,
+            })
+        }
         Err(error) => {
             if let Err(undo) = remove(plugin, &key).await {
                 eprintln!(

@@ -4,15 +4,17 @@
 use std::net::IpAddr;
 
 use ipnet::IpNet;
-use serde_json::Value;
 
+use crate::chain::PrevResult;
 use crate::error::{code, CniError};
 use crate::plumbing;
 use crate::result::mac_string;
 use crate::spec::Env;
 use crate::Plugin;
 
-/// CHECK: every difference found is listed in the error's details.
+/// CHECK: every difference found is listed in the error's details. The
+/// `prevResult` may hold other plugins' interfaces too (a chain); only
+/// this attachment's entries are compared.
 pub(crate) async fn check(plugin: &Plugin, env: &Env) -> Result<(), CniError> {
     let key = plugin.key(env)?;
     let Some(prev) = &plugin.conf.prev_result else {
@@ -22,6 +24,7 @@ pub(crate) async fn check(plugin: &Plugin, env: &Env) -> Result<(), CniError> {
             "the runtime passes the result of ADD as prevResult",
         ));
     };
+    let prev = PrevResult::parse(prev)?;
     let netns = plumbing::open_netns(&env.netns.clone().unwrap_or_default())?;
     let host = plugin.host().await?;
     let Some(attachment) = plugin.client.attachment(&key).await? else {
@@ -86,7 +89,7 @@ pub(crate) async fn check(plugin: &Plugin, env: &Env) -> Result<(), CniError> {
         }
     }
     wrong.extend(against_prev_result(
-        prev,
+        &prev,
         &attachment.address,
         &pod_mac,
         &env.ifname,
@@ -102,27 +105,47 @@ pub(crate) async fn check(plugin: &Plugin, env: &Env) -> Result<(), CniError> {
     }
 }
 
-/// What in `prev` (the ADD result) disagrees with the attachment.
-fn against_prev_result(prev: &Value, address: &IpNet, mac: &str, ifname: &str) -> Vec<String> {
+/// What in `prev` (the ADD result, maybe with other plugins' entries)
+/// disagrees with the attachment: the sandbox interface `ifname` must be
+/// listed with `mac`, and `address` must be listed on it.
+fn against_prev_result(prev: &PrevResult, address: &IpNet, mac: &str, ifname: &str) -> Vec<String> {
     let mut wrong = Vec::new();
-    let ips: Vec<&str> = prev["ips"]
-        .as_array()
-        .map(|ips| ips.iter().filter_map(|ip| ip["address"].as_str()).collect())
-        .unwrap_or_default();
-    if !ips.contains(&address.to_string().as_str()) {
-        wrong.push(format!("prevResult lists ips {ips:?}, not {address}"));
-    }
-    let pod = prev["interfaces"].as_array().and_then(|list| {
-        list.iter()
-            .find(|i| i["name"] == ifname && i.get("sandbox").is_some())
-    });
+    let pod = prev
+        .interfaces()
+        .iter()
+        .position(|i| i["name"] == ifname && i.get("sandbox").is_some());
     match pod {
         None => wrong.push(format!("prevResult has no sandbox interface {ifname}")),
-        Some(i) if i["mac"].as_str() != Some(mac) => wrong.push(format!(
-            "prevResult says {ifname} has MAC {}, not {mac}",
-            i["mac"]
-        )),
+        Some(index) if prev.interfaces()[index]["mac"].as_str() != Some(mac) => {
+            wrong.push(format!(
+                "prevResult says {ifname} has MAC {}, not {mac}",
+                prev.interfaces()[index]["mac"]
+            ))
+        }
         Some(_) => {}
+    }
+    let address = address.to_string();
+    let listed = prev
+        .ips()
+        .iter()
+        .find(|ip| ip["address"].as_str() == Some(address.as_str()));
+    match (listed, pod) {
+        (None, _) => {
+            let ips: Vec<&str> = prev
+                .ips()
+                .iter()
+                .filter_map(|ip| ip["address"].as_str())
+                .collect();
+            wrong.push(format!("prevResult lists ips {ips:?}, not {address}"));
+        }
+        (Some(ip), Some(index)) => match ip["interface"].as_u64() {
+            Some(on) if on as usize != index => wrong.push(format!(
+                "prevResult puts {address} on interface {on} ({}), not {index} ({ifname})",
+                prev.interfaces()[on as usize]["name"]
+            )),
+            _ => {}
+        },
+        (Some(_), None) => {}
     }
     wrong
 }
@@ -134,10 +157,11 @@ mod tests {
 
     #[test]
     fn prev_result_mismatches_are_named() {
-        let prev = json!({
+        let prev = PrevResult::parse(&json!({
             "ips": [{"address": "10.0.0.5/24"}],
             "interfaces": [{"name": "plx1"}, {"name": "eth0", "mac": "02:00:00:00:00:01", "sandbox": "/x"}],
-        });
+        }))
+        .unwrap();
         let addr: IpNet = "10.0.0.5/24".parse().unwrap();
         assert!(against_prev_result(&prev, &addr, "02:00:00:00:00:01", "eth0").is_empty());
         let other: IpNet = "10.0.0.6/24".parse().unwrap();
@@ -149,5 +173,31 @@ mod tests {
             against_prev_result(&prev, &addr, "02:00:00:00:00:01", "eth1").len(),
             1
         );
+    }
+
+    #[test]
+    fn a_chained_prev_result_is_checked_on_this_interface_only() {
+        let chained = json!({
+            "cniVersion": "1.0.0",
+            "interfaces": [
+                {"name": "net1", "mac": "66:b4:9d:e0:21:b9", "sandbox": "/x"},
+                {"name": "plx1", "mac": "02:00:00:00:00:09"},
+                {"name": "eth0", "mac": "02:00:00:00:00:01", "sandbox": "/x"},
+            ],
+            "ips": [
+                {"interface": 0, "address": "10.99.0.5/24"},
+                {"interface": 2, "address": "10.0.0.5/24"},
+            ],
+        });
+        let addr: IpNet = "10.0.0.5/24".parse().unwrap();
+        let prev = PrevResult::parse(&chained).unwrap();
+        assert!(against_prev_result(&prev, &addr, "02:00:00:00:00:01", "eth0").is_empty());
+        // The address listed on another plugin's interface is a difference.
+        let mut misplaced = chained.clone();
+        misplaced["ips"][1]["interface"] = json!(0);
+        let prev = PrevResult::parse(&misplaced).unwrap();
+        let wrong = against_prev_result(&prev, &addr, "02:00:00:00:00:01", "eth0");
+        assert_eq!(wrong.len(), 1, "{wrong:?}");
+        assert!(wrong[0].contains("net1"), "{wrong:?}");
     }
 }

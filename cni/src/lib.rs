@@ -5,13 +5,15 @@
 //! `CNI_IFNAME`), asks the API for the attachment (tenant and network if
 //! missing, port, binding to the host end, address lease: one commit),
 //! configures the pod end, and waits until the host's agent serves the
-//! port. DEL removes the attachment and the veth; GC removes every
+//! port; given a `prevResult` (plugins ran before it in the chain), its
+//! result is that one with its own interfaces and address added. DEL removes the attachment and the veth; GC removes every
 //! attachment and veth of the network on this host that the runtime no
 //! longer lists; CHECK compares the kernel and the NSDB with `prevResult`;
 //! STATUS says whether the API and this host's agent are up.
 #![warn(missing_docs)]
 
 mod add;
+pub mod chain;
 mod check;
 pub mod error;
 mod gc;

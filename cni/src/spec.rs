@@ -156,7 +156,7 @@ pub struct NetConf {
     pub active_timeout_ms: u64,
     /// `dns`: passed through into the result.
     pub dns: Option<Value>,
-    /// `prevResult` (CHECK, DEL).
+    /// `prevResult` (ADD in a chain, CHECK, DEL).
     pub prev_result: Option<Value>,
     /// `cni.dev/valid-attachments` (GC).
     pub valid_attachments: Vec<ValidAttachment>,
