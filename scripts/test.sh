@@ -20,6 +20,8 @@ ensure_packages \
   podman:podman \
   runc:runc \
   /usr/bin/busybox:busybox-static \
+  /usr/lib/cni/macvlan:containernetworking-plugins \
+  /usr/lib/cni/static:containernetworking-plugins \
   python3:python3 \
   nc:netcat-openbsd
 cargo fmt --all -- --check

@@ -49,22 +49,31 @@ impl Answer {
 
 /// Runs the plugin with exactly `vars` in its environment and `stdin`.
 pub fn invoke(vars: &[(&str, &str)], stdin: &[u8]) -> Answer {
-    let mut child = Command::new(PLUGIN)
+    invoke_plugin(std::path::Path::new(PLUGIN), vars, stdin)
+}
+
+/// Runs the CNI plugin `binary` with exactly `vars` in its environment and
+/// `stdin`.
+pub fn invoke_plugin(binary: &std::path::Path, vars: &[(&str, &str)], stdin: &[u8]) -> Answer {
+    let name = binary.display();
+    let mut child = Command::new(binary)
         .env_clear()
         .envs(vars.iter().copied())
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .expect("run plexus-cni");
+        .unwrap_or_else(|e| panic!("run {name}: {e}"));
     let _ = child.stdin.take().expect("stdin").write_all(stdin);
-    let output = child.wait_with_output().expect("wait for plexus-cni");
+    let output = child
+        .wait_with_output()
+        .unwrap_or_else(|e| panic!("wait for {name}: {e}"));
     let json = if output.stdout.iter().all(u8::is_ascii_whitespace) {
         Value::Null
     } else {
         serde_json::from_slice(&output.stdout).unwrap_or_else(|e| {
             panic!(
-                "plexus-cni printed no JSON ({e}): {}",
+                "{name} printed no JSON ({e}): {}",
                 String::from_utf8_lossy(&output.stdout)
             )
         })

@@ -7,6 +7,7 @@ pub mod cni;
 pub mod etcd;
 pub mod netns;
 pub mod plexus;
+pub mod runtime;
 pub mod world;
 
 use nsdb::{EmbeddedBackend, EtcdBackend, EtcdConfig, Nsdb};
