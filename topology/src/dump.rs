@@ -28,6 +28,10 @@ impl Names {
                 Record::Port(p) => ("port", short(p.id)),
                 Record::PortGroup(g) => ("port group", g.name.clone()),
                 Record::IpAddressGroup(g) => ("address group", g.name.clone()),
+                Record::LoadBalancer(lb) => ("load balancer", lb.name.clone()),
+                Record::Pool(p) => ("pool", p.name.clone()),
+                Record::Vip(v) => ("vip", v.name.clone()),
+                Record::PoolMember(m) => ("member", format!("{}:{}", m.address, m.port)),
                 _ => continue,
             };
             names.insert(record.id(), (kind.to_string(), name));
@@ -76,6 +80,9 @@ pub struct RouterDump {
     pub ports: Vec<PortDump>,
     /// Its routes, most specific first.
     pub routes: Vec<Route>,
+    /// Its load balancer.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub load_balancer: Option<crate::lb::LbDump>,
 }
 
 /// A bridge as dumped.
@@ -197,6 +204,7 @@ impl Dump {
                             router: r.clone(),
                             ports: ports_of(r.id),
                             routes,
+                            load_balancer: crate::lb::LbDump::of(records, r.id),
                         }
                     })
                     .collect();
@@ -250,6 +258,9 @@ impl Dump {
                 }
                 for route in &r.routes {
                     let _ = writeln!(out, "        {}", self.render_route(route));
+                }
+                if let Some(lb) = &r.load_balancer {
+                    lb.render(&mut out);
                 }
             }
             for b in &t.bridges {
@@ -456,6 +467,89 @@ tenant acme (00000001)
 tenant zeta (00000009)
 ";
         assert_eq!(tree, expected);
+    }
+
+    #[test]
+    fn renders_a_load_balancer_under_its_router() {
+        use nsdb::{
+            HealthMonitor, LbAlgorithm, LbProtocol, LoadBalancer, MemberHealth, MonitorType, Pool,
+            PoolMember, SessionAffinity, Vip,
+        };
+        let mut records = sample();
+        let (tenant_id, lb, pool) = (id(1), id(20), id(21));
+        records.push(Record::LoadBalancer(LoadBalancer {
+            id: lb,
+            revision: 1,
+            tenant_id,
+            router_id: id(2),
+            name: "front".into(),
+            admin_state_up: true,
+        }));
+        records.push(Record::Pool(Pool {
+            id: pool,
+            revision: 1,
+            tenant_id,
+            load_balancer_id: lb,
+            name: "web".into(),
+            algorithm: LbAlgorithm::Weighted,
+            admin_state_up: true,
+        }));
+        records.push(Record::Vip(Vip {
+            id: id(22),
+            revision: 1,
+            tenant_id,
+            load_balancer_id: lb,
+            name: "http".into(),
+            pool_id: pool,
+            address: "10.96.0.10".parse().unwrap(),
+            protocol: LbProtocol::Tcp,
+            port: 80,
+            session_affinity: SessionAffinity::SourceIp,
+            affinity_timeout_s: 60,
+            admin_state_up: true,
+        }));
+        records.push(Record::HealthMonitor(HealthMonitor {
+            id: id(23),
+            revision: 1,
+            tenant_id,
+            pool_id: pool,
+            kind: MonitorType::Http,
+            http_path: "/healthz".into(),
+            expected_status: 200,
+            interval_ms: 1000,
+            timeout_ms: 500,
+            failures_to_down: 2,
+            successes_to_up: 3,
+            admin_state_up: true,
+        }));
+        for (n, health, up) in [
+            (24, MemberHealth::Up, true),
+            (25, MemberHealth::Down, false),
+        ] {
+            records.push(Record::PoolMember(PoolMember {
+                id: id(n),
+                revision: 1,
+                tenant_id,
+                pool_id: pool,
+                address: format!("10.0.1.{n}").parse().unwrap(),
+                port: 8080,
+                weight: 2,
+                admin_state_up: up,
+                health,
+            }));
+        }
+        let tree = Dump::build(&records, Some("acme")).render_tree();
+        let expected = "\
+        load balancer front (00000014)
+            vip http 10.96.0.10:80/tcp → pool web affinity source_ip 60s
+            pool web (00000015) weighted
+                monitor http GET /healthz expects 200 every 1000 ms, timeout 500 ms, down after 2, up after 3
+                member 10.0.1.24:8080 weight 2 health up
+                member 10.0.1.25:8080 weight 2 health DOWN [down]
+";
+        assert!(tree.contains(expected), "{tree}");
+        let names = Names::of(&records);
+        assert_eq!(names.describe(id(24)), "member 10.0.1.24:8080");
     }
 
     #[test]

@@ -4,6 +4,7 @@
 #![warn(missing_docs)]
 
 pub mod dump;
+pub mod lb;
 pub mod trace;
 
 pub use dump::{Dump, Names};
