@@ -184,6 +184,16 @@ pub async fn fetch_records(client: &api::Client) -> anyhow::Result<Vec<nsdb::Rec
     records.extend(groups.into_iter().map(Resource::into_record));
     let groups: Vec<nsdb::IpAddressGroup> = client.list("/v1/ip_address_groups").await?;
     records.extend(groups.into_iter().map(Resource::into_record));
+    let lbs: Vec<nsdb::LoadBalancer> = client.list("/v1/load_balancers").await?;
+    records.extend(lbs.into_iter().map(Resource::into_record));
+    let pools: Vec<nsdb::Pool> = client.list("/v1/pools").await?;
+    records.extend(pools.into_iter().map(Resource::into_record));
+    let vips: Vec<nsdb::Vip> = client.list("/v1/vips").await?;
+    records.extend(vips.into_iter().map(Resource::into_record));
+    let members: Vec<nsdb::PoolMember> = client.list("/v1/members").await?;
+    records.extend(members.into_iter().map(Resource::into_record));
+    let monitors: Vec<nsdb::HealthMonitor> = client.list("/v1/health_monitors").await?;
+    records.extend(monitors.into_iter().map(Resource::into_record));
     // Hosts are provider infrastructure: a tenant token cannot list them.
     match client.list::<nsdb::Host>("/v1/hosts").await {
         Ok(hosts) => records.extend(hosts.into_iter().map(Resource::into_record)),

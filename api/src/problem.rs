@@ -150,6 +150,10 @@ impl From<NsdbError> for Problem {
                     "interface binding on host" => "interface_name",
                     "position in chain" => "position",
                     "subnet on router" => "address",
+                    "one load balancer per router" => "router_id",
+                    "address, protocol and port on the load balancer" => "address",
+                    "address and port in pool" => "address",
+                    "one health monitor per pool" => "pool_id",
                     _ => "",
                 };
                 Problem::new(StatusCode::CONFLICT, "duplicate", "Duplicate value", detail)

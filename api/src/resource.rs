@@ -136,6 +136,60 @@ api_resource!(
     ]
 );
 
+api_resource!(
+    nsdb::LoadBalancer,
+    "load_balancers",
+    fixed = [
+        ("tenant_id", "an object cannot move to another tenant"),
+        (
+            "router_id",
+            "delete the load balancer and create one on the other router"
+        )
+    ]
+);
+api_resource!(
+    nsdb::Pool,
+    "pools",
+    fixed = [
+        ("tenant_id", "an object cannot move to another tenant"),
+        (
+            "load_balancer_id",
+            "a pool cannot move to another load balancer"
+        )
+    ]
+);
+api_resource!(
+    nsdb::Vip,
+    "vips",
+    fixed = [
+        ("tenant_id", "an object cannot move to another tenant"),
+        (
+            "load_balancer_id",
+            "a VIP cannot move to another load balancer"
+        )
+    ]
+);
+api_resource!(
+    nsdb::PoolMember,
+    "members",
+    fixed = [
+        ("tenant_id", "an object cannot move to another tenant"),
+        ("pool_id", "a member cannot move to another pool"),
+        (
+            "health",
+            "health is written by the agents running the pool's monitor"
+        )
+    ]
+);
+api_resource!(
+    nsdb::HealthMonitor,
+    "health_monitors",
+    fixed = [
+        ("tenant_id", "an object cannot move to another tenant"),
+        ("pool_id", "a monitor cannot move to another pool")
+    ]
+);
+
 /// One page of a listing.
 #[derive(Debug, Serialize, serde::Deserialize, JsonSchema)]
 pub struct Page<T> {
@@ -530,6 +584,9 @@ pub async fn list_all<R: ApiResource>(
         Kind::Port => &["device_id", "host_id", "peer_id"],
         Kind::Route => &["router_id"],
         Kind::Rule => &["chain_id"],
+        Kind::LoadBalancer => &["tenant_id", "router_id"],
+        Kind::Pool | Kind::Vip => &["tenant_id", "load_balancer_id"],
+        Kind::PoolMember | Kind::HealthMonitor => &["tenant_id", "pool_id"],
         Kind::Tenant | Kind::Host => &[],
         _ => &["tenant_id"],
     };

@@ -166,6 +166,7 @@ pub fn api_routes() -> ApiRouter {
     let api = routes::groups::routes(api);
     let api = routes::network::routes(api);
     let api = routes::attachments::routes(api);
+    let api = routes::lb::routes(api);
     routes::infra::routes(api)
 }
 

@@ -5,6 +5,7 @@ pub mod chains;
 pub mod devices;
 pub mod groups;
 pub mod infra;
+pub mod lb;
 pub mod network;
 pub mod ports;
 pub mod tenants;

@@ -17,6 +17,7 @@ use crate::model::{DeviceType, Kind, Port, Record};
 use crate::txn::Tx;
 
 mod chains;
+mod lb;
 
 /// One write in a batch.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -388,6 +389,8 @@ async fn check_relations(tx: &mut Tx, t: &Touched, new: &Record) -> Result<(), N
                     && matches!(r.kind, Kind::Port | Kind::PortGroup | Kind::IpAddressGroup))
                 || (kind == Kind::Tenant && matches!(r.kind, Kind::Router | Kind::Bridge))
                 || (kind == Kind::FloatingIp && matches!(r.kind, Kind::Router | Kind::Rule))
+                || matches!(r.kind, Kind::LoadBalancer | Kind::Pool)
+                || (kind == Kind::LoadBalancer && r.kind == Kind::Router)
         })
         .collect();
     let tenant = match new {
@@ -410,6 +413,8 @@ async fn check_relations(tx: &mut Tx, t: &Touched, new: &Record) -> Result<(), N
     }
     match new {
         Record::Port(port) => check_port(tx, t, port).await,
+        Record::Vip(vip) => lb::check_vip(tx, vip).await,
+        Record::PoolMember(member) => lb::check_member(tx, t.old.as_ref(), member).await,
         Record::Rule(rule) => chains::check_jump_loop(tx, rule).await,
         Record::Route(route) => {
             if let Some(Record::Route(old)) = &t.old {
