@@ -249,7 +249,7 @@ while True:
     spawn_ready(netns, &script)
 }
 
-fn spawn_ready(netns: &str, script: &str) -> Server {
+pub fn spawn_ready(netns: &str, script: &str) -> Server {
     let mut child = Command::new("ip")
         .args(["netns", "exec", netns, "python3", "-c", script])
         .stdout(Stdio::piped())

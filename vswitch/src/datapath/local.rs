@@ -4,6 +4,7 @@
 use uuid::Uuid;
 
 use super::{Datapath, HeldFrame, Scratch};
+use crate::engine::{self, Simulation};
 
 /// The most frames waiting for the agent in [`Datapath::take_local`].
 const MAX_LOCAL: usize = 1024;
@@ -25,6 +26,14 @@ impl Datapath {
         self.release_held(&mut state, &topology, vec![held], &mut scratch, now);
         drop(state);
         self.send_all_generated(&topology, &mut scratch);
+    }
+
+    /// What the engine decides for `frame` entering by `ingress` with what
+    /// this datapath has learned, without doing it (plans, not traffic).
+    pub fn dry_run(&self, ingress: Uuid, frame: &[u8]) -> Simulation {
+        let topology = self.topology.load();
+        let state = self.state();
+        engine::simulate(&topology, &state.learned, ingress, frame)
     }
 
     /// The frames routers handed to this agent since the last call.

@@ -376,11 +376,12 @@ fn monitored() -> Topology {
 #[test]
 fn the_host_of_each_member_probes_it_and_the_router_hands_it_the_answers() {
     let topo = monitored();
-    let mut targets = crate::health::targets(&topo, HOST);
+    let dry_run = |ingress, frame: &[u8]| simulate(&topo, &NothingLearned, ingress, frame);
+    let mut targets = crate::health::targets(&topo, HOST, dry_run);
     targets.sort_by_key(|t| t.member);
     let members: Vec<Uuid> = targets.iter().map(|t| t.member).collect();
     assert_eq!(members, vec![member_id(1), member_id(2), member_id(3)]);
-    assert!(crate::health::targets(&topo, Uuid::from_u128(0xbad)).is_empty());
+    assert!(crate::health::targets(&topo, Uuid::from_u128(0xbad), dry_run).is_empty());
     let target = &targets[0];
     assert_eq!(target.ingress, RP_B);
     assert_eq!(target.ends.src.to_string(), "10.0.2.1");

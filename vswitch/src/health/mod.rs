@@ -12,11 +12,13 @@
 //! to the local agent ([`crate::engine::Simulation::local`]). Answers enter
 //! the virtual network on the host the member's port is bound on, so that
 //! host's agent probes the member: each agent simulates a probe toward
-//! every monitored member and keeps those whose probe leaves by a port of
-//! its own host. Every member so has one prober, the work spreads with the
-//! members, and probes never cross the tunnel. A member whose probe has no
-//! single bound egress (an address nobody owns yet) is probed by the live
-//! host with the lowest id.
+//! every monitored member (with what its datapath has learned) and keeps
+//! those whose probe leaves by a port of its own host. Every member so has
+//! one prober, the work spreads with the members, and probes never cross
+//! the tunnel. A member whose probe has no single bound egress yet (an
+//! address neither the NSDB nor ARP has placed) is probed by nobody: it
+//! keeps its health until traffic places it and the next plan (on every
+//! topology change, and every few seconds) picks it up.
 
 pub mod prober;
 pub mod session;
@@ -29,21 +31,20 @@ use std::collections::HashSet;
 use nsdb::MonitorType;
 use uuid::Uuid;
 
-use crate::engine::{self, NothingLearned, PROBE_PORTS};
+use crate::engine::{Simulation, PROBE_PORTS};
 use crate::snapshot::Topology;
 use prober::Target;
 use session::{Check, Endpoints, Session};
 
-/// The members `host` probes in `topo`, with how.
-pub fn targets(topo: &Topology, host: Uuid) -> Vec<Target> {
+/// The members `host` probes in `topo`, with how; `simulate` decides a
+/// frame entering by a port (the datapath's engine and learned state).
+pub fn targets(
+    topo: &Topology,
+    host: Uuid,
+    simulate: impl Fn(Uuid, &[u8]) -> Simulation,
+) -> Vec<Target> {
     let mut out = Vec::new();
     let mut seen = HashSet::new();
-    let fallback = topo
-        .hosts
-        .iter()
-        .filter(|(_, (_, alive))| *alive)
-        .map(|(id, _)| *id)
-        .min();
     let mut routers: Vec<_> = topo.load_balancers.iter().collect();
     routers.sort_by_key(|(id, _)| **id);
     for (router, lb) in routers {
@@ -77,8 +78,8 @@ pub fn targets(topo: &Topology, host: Uuid) -> Vec<Target> {
                     dst: member.address,
                     dport: member.port,
                 };
-                let prober = egress_host(topo, port.id, ends).or(fallback);
-                if prober != Some(host) {
+                let (_, syn) = Session::start(ends, Check::Connect, 0);
+                if egress_host(&simulate(port.id, &syn)) != Some(host) {
                     continue;
                 }
                 out.push(Target {
@@ -104,10 +105,8 @@ pub fn targets(topo: &Topology, host: Uuid) -> Vec<Target> {
     out
 }
 
-/// The one host a probe entering by `ingress` leaves on, if there is one.
-fn egress_host(topo: &Topology, ingress: Uuid, ends: Endpoints) -> Option<Uuid> {
-    let (_, syn) = Session::start(ends, Check::Connect, 0);
-    let sim = engine::simulate(topo, &NothingLearned, ingress, &syn);
+/// The one host a simulated frame leaves on, if there is one.
+fn egress_host(sim: &Simulation) -> Option<Uuid> {
     let hosts: HashSet<Uuid> = sim.outputs.iter().filter_map(|o| o.egress.host).collect();
     match (hosts.len(), hosts.into_iter().next()) {
         (1, host) => host,

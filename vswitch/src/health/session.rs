@@ -223,10 +223,9 @@ fn parse(frame: &[u8]) -> Option<Segment<'_>> {
         return None;
     }
     let (src, dst) = (ip.src_addr(), ip.dst_addr());
+    // No checksum check: a member on this host hands its segments over
+    // with checksum offload, the sum not yet filled in.
     let tcp = TcpPacket::new_checked(ip.payload()).ok()?;
-    if !tcp.verify_checksum(src, dst) {
-        return None;
-    }
     Some(Segment {
         src,
         dst,

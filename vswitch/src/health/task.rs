@@ -17,6 +17,9 @@ use crate::feed::SharedTopology;
 
 /// How often due probes are started and timeouts checked.
 const POLL: Duration = Duration::from_millis(50);
+/// How often the members to probe are planned again without a topology
+/// change (ARP may have placed a member since).
+const REPLAN: Duration = Duration::from_secs(3);
 /// How long a failed health write waits before it is tried again.
 const RETRY: Duration = Duration::from_secs(1);
 
@@ -32,6 +35,7 @@ pub async fn run_health(
     let mut prober = Prober::default();
     let started = Instant::now();
     let mut revision = None;
+    let mut planned = Instant::now();
     let mut ticker = tokio::time::interval(POLL);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -41,9 +45,13 @@ pub async fn run_health(
         }
         let now = started.elapsed().as_millis() as u64;
         let topo = topology.load();
-        if revision != Some(topo.revision) {
+        if revision != Some(topo.revision) || planned.elapsed() >= REPLAN {
             revision = Some(topo.revision);
-            prober.set_targets(targets(&topo, host), now);
+            planned = Instant::now();
+            let plan = targets(&topo, host, |ingress, frame| {
+                datapath.dry_run(ingress, frame)
+            });
+            prober.set_targets(plan, now);
         }
         let mut actions = prober.poll(now);
         for frame in datapath.take_local() {
