@@ -282,7 +282,7 @@ async fn a_vip_across_hosts_balances_keeps_affinity_and_follows_health() {
         "{}",
         cluster.logs()
     );
-    let mut servers = vec![
+    let mut servers = [
         Some(backend(&pods[1].netns, 8080, "b21")),
         Some(backend(&pods[2].netns, 8080, "b22")),
     ];
