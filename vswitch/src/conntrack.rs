@@ -151,6 +151,13 @@ impl ConnEntry {
         self.orig != self.reply.reversed()
     }
 
+    /// Whether a TCP connection has ended (reset, or closed both ways): a
+    /// new connection may take its keys over.
+    pub fn is_closed(&self) -> bool {
+        let both = flags::FIN_ORIGINAL | flags::FIN_REPLY;
+        self.orig.proto == 6 && (self.flags & flags::RESET != 0 || self.flags & both == both)
+    }
+
     /// What a packet with key `key` travelling in `direction` becomes.
     pub fn translate(&self, direction: Direction) -> ConnKey {
         match direction {

@@ -33,9 +33,12 @@ fn has_ports(key: &ConnKey) -> bool {
 }
 
 /// Whether a connection whose first packet leaves as `candidate` would
-/// collide with one the device already tracks.
+/// collide with one the device still tracks (an ended TCP connection's
+/// keys are free: the new connection replaces it).
 pub(crate) fn free<L: Learned + ?Sized>(learned: &L, zone: Uuid, candidate: &ConnKey) -> bool {
-    learned.conn(zone, &candidate.reversed()).is_none()
+    learned
+        .conn(zone, &candidate.reversed())
+        .is_none_or(|(_, entry)| entry.is_closed())
 }
 
 /// Addresses of an inclusive range, starting at the one `hash` picks.

@@ -431,3 +431,63 @@ fn ip_of_tcp_sport(frame: &[u8]) -> u16 {
     let ip = Ipv4Packet::new_checked(&frame[14..]).unwrap();
     TcpPacket::new_checked(ip.payload()).unwrap().src_port()
 }
+
+#[test]
+fn a_vip_connection_colliding_with_a_live_one_moves_its_source_port() {
+    let topo = balanced(Setup {
+        members: vec![member(1, 1, MemberHealth::Up)],
+        ..Setup::default()
+    });
+    let mut tables = LearnedTables::default();
+    // A direct connection from the client's port 47000 to the member.
+    let direct = simulate(
+        &topo,
+        &tables,
+        POD_A1,
+        &syn(mac(1), mac(0xa1), "10.0.1.10", 47_000, "10.0.2.10", 8080),
+    );
+    learn(&mut tables, &direct);
+    // The same client port to the VIP would answer from the same tuple.
+    let via_vip = connect(&topo, &tables, 47_000);
+    assert_eq!(out_ports(&via_vip), vec![POD_B1], "{:#?}", via_vip.trace);
+    let moved = via_vip.outputs[0]
+        .rewrite
+        .src_port
+        .expect("the source port moves");
+    assert_ne!(moved, 47_000);
+    learn(&mut tables, &via_vip);
+    let reply = simulate(
+        &topo,
+        &tables,
+        POD_B1,
+        &synack(mac(3), mac(0xb1), "10.0.2.10", 8080, "10.0.1.10", moved),
+    );
+    let rewrite = reply.outputs[0].rewrite;
+    assert_eq!(
+        (rewrite.ip_src, rewrite.src_port, rewrite.dst_port),
+        (Some(VIP_ADDRESS.parse().unwrap()), Some(80), Some(47_000))
+    );
+
+    // A reset connection's tuple is free again: no port moves.
+    let direct = simulate(
+        &topo,
+        &tables,
+        POD_A1,
+        &syn(mac(1), mac(0xa1), "10.0.1.10", 47_002, "10.0.2.10", 8080),
+    );
+    learn(&mut tables, &direct);
+    let rst = TcpFlags::from_bits(TcpFlags::RST.bits() | TcpFlags::ACK.bits());
+    let mut reset = syn(mac(1), mac(0xa1), "10.0.1.10", 47_002, "10.0.2.10", 8080);
+    let mut tcp = TcpPacket::new_unchecked(&mut reset[34..]);
+    tcp.set_flags(rst);
+    tcp.fill_checksum("10.0.1.10".parse().unwrap(), "10.0.2.10".parse().unwrap());
+    let closing = simulate(&topo, &tables, POD_A1, &reset);
+    learn(&mut tables, &closing);
+    let reuse = connect(&topo, &tables, 47_002);
+    assert_eq!(out_ports(&reuse), vec![POD_B1], "{:#?}", reuse.trace);
+    assert_eq!(
+        reuse.outputs[0].rewrite.src_port, None,
+        "{:#?}",
+        reuse.trace
+    );
+}

@@ -75,19 +75,40 @@ impl<L: Learned + ?Sized> Run<'_, L> {
                 vip.name, key.dport, vip.pool, member.id, member.address, member.port
             ),
         );
-        let translated = ConnKey {
+        let mut translated = ConnKey {
             dst: IpAddr::V4(member.address),
             dport: member.port,
             ..key
         };
         if !nat::free(self.learned, router, &translated) {
-            self.sim.step(
-                device,
-                Some(in_port),
-                "nat",
-                format!("{translated} collides with a tracked connection"),
-            );
-            return Err(Stop::Exhausted);
+            // Another live connection already answers from the member to
+            // this client port: move this one's source port, as NAT does.
+            let IpAddr::V4(client) = key.src else {
+                return Err(Stop::Exhausted);
+            };
+            match nat::masquerade(self.learned, router, translated, client) {
+                Ok(moved) => {
+                    self.sim.step(
+                        device,
+                        Some(in_port),
+                        "nat",
+                        format!(
+                            "{translated} collides with a tracked connection: source port {} → {}",
+                            key.sport, moved.sport
+                        ),
+                    );
+                    translated = moved;
+                }
+                Err(nat::Exhausted) => {
+                    self.sim.step(
+                        device,
+                        Some(in_port),
+                        "nat",
+                        format!("{translated} collides and no source port is free"),
+                    );
+                    return Err(Stop::Exhausted);
+                }
+            }
         }
         if let Some(timeout_ms) = vip.affinity_ms {
             self.sim.learned.push(Learning::Affinity {
@@ -106,6 +127,7 @@ impl<L: Learned + ?Sized> Run<'_, L> {
         here.apply(Rewrite {
             ip_dst: nat::changed(key.dst, translated.dst),
             dst_port: (translated.dport != key.dport).then_some(translated.dport),
+            src_port: (translated.sport != key.sport).then_some(translated.sport),
             ..Rewrite::default()
         });
         here.dnat_done = true;
