@@ -65,13 +65,14 @@ async fn balance(
     (id(&vip), id(&pool), ids)
 }
 
-/// Adds a TCP-connect monitor to `pool`: every 300 ms, down after 2
-/// failures, up after 2 successes.
-async fn monitor(client: &api::Client, pool: Uuid) {
+/// Adds a monitor of `kind` (`tcp`, or `http` expecting 200 on
+/// `/healthz`) to `pool`: every 300 ms, down after 2 failures, up after 2
+/// successes.
+async fn monitor(client: &api::Client, pool: Uuid, kind: &str) {
     let _: Value = client
         .post(
             "/v1/health_monitors",
-            &json!({"pool_id": pool, "type": "tcp", "interval_ms": 300, "timeout_ms": 250, "failures_to_down": 2, "successes_to_up": 2}),
+            &json!({"pool_id": pool, "type": kind, "http_path": "/healthz", "interval_ms": 300, "timeout_ms": 250, "failures_to_down": 2, "successes_to_up": 2}),
         )
         .await
         .unwrap();
@@ -156,7 +157,7 @@ async fn a_vip_on_one_host_spreads_by_weight_drops_dead_members_and_keeps_affini
     // A monitor finds them up; a killed backend is down within
     // interval × failures (plus a probe timeout and the NSDB round trip)
     // and gets no new connections; back up, it gets them again.
-    monitor(&d.client, pool).await;
+    monitor(&d.client, pool, "tcp").await;
     for member in &ids {
         wait_health(&d.client, *member, "up", Duration::from_secs(10)).await;
     }
@@ -295,8 +296,9 @@ async fn a_vip_across_hosts_balances_keeps_affinity_and_follows_health() {
         assert!((got - 50.0).abs() <= 10.0, "{tag}: {counts:?}");
     }
 
-    // Each member is probed by its own host; killing one is seen there.
-    monitor(c, pool).await;
+    // Each member is probed by its own host (HTTP GET /healthz); killing
+    // one is seen there.
+    monitor(c, pool, "http").await;
     for member in &ids {
         wait_health(c, *member, "up", Duration::from_secs(10)).await;
     }
