@@ -68,8 +68,26 @@ pub fn generate_token() -> String {
     format!("plx_{}", hex(&bytes))
 }
 
-/// A new tenant token record for `secret` (the secret itself is not kept).
-pub fn tenant_token_record(tenant_id: Uuid, secret: &str, description: String) -> ApiToken {
+/// Seconds since the Unix epoch, now.
+pub fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// How stale a token's `last_used_at` may get before a request refreshes
+/// it: one write per token per minute at most, not one per request.
+pub const LAST_USED_GRANULARITY_S: u64 = 60;
+
+/// A new tenant token record for `secret` (the secret itself is not kept),
+/// issued at `now`, valid until `expires_at` if given.
+pub fn tenant_token_record(
+    tenant_id: Uuid,
+    secret: &str,
+    description: String,
+    now: u64,
+    expires_at: Option<u64>,
+) -> ApiToken {
     let hash = token_hash(secret);
     ApiToken {
         id: token_id(&hash),
@@ -77,14 +95,20 @@ pub fn tenant_token_record(tenant_id: Uuid, secret: &str, description: String) -
         tenant_id,
         secret_sha256: hex(&hash),
         description,
+        created_at: now,
+        expires_at,
+        last_used_at: None,
     }
 }
 
-/// Checks a presented token.
+/// Checks a presented token at `now` (seconds since the Unix epoch). The
+/// token is read from the NSDB on every request, so a revoked token fails
+/// at once on every API server; an expired one fails from its expiry.
 pub async fn authenticate(
     nsdb: &Nsdb,
     admin_hash: &[u8; 32],
     token: &str,
+    now: u64,
 ) -> Result<Caller, Problem> {
     let hash = token_hash(token);
     if same(&hash, admin_hash) {
@@ -95,10 +119,29 @@ pub async fn authenticate(
         .await
         .map_err(Problem::from)?
     {
-        Some(stored) if same(stored.secret_sha256.as_bytes(), hex(&hash).as_bytes()) => {
+        Some(stored)
+            if same(stored.secret_sha256.as_bytes(), hex(&hash).as_bytes())
+                && !stored.expired(now) =>
+        {
+            let stale = stored
+                .last_used_at
+                .is_none_or(|at| now.saturating_sub(at) >= LAST_USED_GRANULARITY_S);
+            if stale {
+                tokio::spawn(record_use(nsdb.clone(), stored.clone(), now));
+            }
             Ok(Caller::Tenant(stored.tenant_id))
         }
         _ => Err(Problem::unauthorized()),
+    }
+}
+
+/// Records that `token` was used at `now`, unless it changed (or was
+/// revoked) since it was read: best effort, never resurrecting a token.
+async fn record_use(nsdb: Nsdb, mut token: ApiToken, now: u64) {
+    let revision = token.revision;
+    token.last_used_at = Some(now);
+    if let Err(error) = nsdb.update(token, Some(revision)).await {
+        tracing::debug!(%error, "token last-use not recorded");
     }
 }
 
@@ -118,7 +161,7 @@ impl FromRequestParts<AppState> for Caller {
             .map(|(_, token)| token.trim())
             .filter(|t| !t.is_empty())
             .ok_or_else(Problem::unauthorized)?;
-        authenticate(&state.nsdb, &state.admin_token_hash, token).await
+        authenticate(&state.nsdb, &state.admin_token_hash, token, unix_now()).await
     }
 }
 

@@ -210,6 +210,31 @@ impl Client {
         .await
     }
 
+    /// Issues a tenant-scoped token that stops working after `expires_in`
+    /// seconds (admin).
+    pub async fn issue_expiring_token(
+        &self,
+        tenant: Uuid,
+        description: &str,
+        expires_in: u64,
+    ) -> Result<IssuedToken, ApiError> {
+        self.post(
+            &format!("/v1/tenants/{tenant}/tokens"),
+            &json!({ "description": description, "expires_in": expires_in }),
+        )
+        .await
+    }
+
+    /// The tenant tokens the caller may see (never their secrets).
+    pub async fn list_tokens(&self) -> Result<Vec<crate::routes::tokens::TokenInfo>, ApiError> {
+        self.list("/v1/tokens").await
+    }
+
+    /// Revokes a tenant token: it answers 401 at once on every API server.
+    pub async fn revoke_token(&self, id: Uuid) -> Result<(), ApiError> {
+        self.delete(&format!("/v1/tokens/{id}"), None).await
+    }
+
     /// Creates a router.
     pub async fn create_router(&self, tenant: Uuid, name: &str) -> Result<Router, ApiError> {
         self.post("/v1/routers", &json!({ "tenant_id": tenant, "name": name }))

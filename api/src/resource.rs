@@ -368,6 +368,14 @@ impl ListQuery {
         Ok(query)
     }
 
+    /// The id a filter of the query asks for, if it has one.
+    pub fn filter(&self, name: &str) -> Option<Uuid> {
+        self.filters
+            .iter()
+            .find(|(field, _)| field == name)
+            .map(|(_, id)| *id)
+    }
+
     /// Paginates an already ordered, already authorized list.
     pub fn paginate<R: Resource>(&self, ordered: Vec<R>) -> Page<R> {
         let start = match self.after {

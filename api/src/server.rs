@@ -167,6 +167,7 @@ pub fn api_routes() -> ApiRouter {
     let api = routes::network::routes(api);
     let api = routes::attachments::routes(api);
     let api = routes::lb::routes(api);
+    let api = routes::tokens::routes(api);
     routes::infra::routes(api)
 }
 

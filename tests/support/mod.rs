@@ -22,6 +22,9 @@ pub struct Fixture {
     pub dir: Option<tempfile::TempDir>,
     /// A private etcd server (tests that compact or restart it).
     pub etcd: Option<etcd::EtcdServer>,
+    /// The shared etcd's key prefix of this store (etcd backend only), so
+    /// that a second client can open the same keyspace.
+    pub etcd_prefix: Option<String>,
 }
 
 /// A fresh embedded store in a temporary directory.
@@ -33,14 +36,24 @@ pub fn embedded() -> Fixture {
         nsdb: Nsdb::new(Arc::new(backend)),
         dir: Some(dir),
         etcd: None,
+        etcd_prefix: None,
     }
 }
 
 /// Connects to `endpoint` under a key prefix no other test uses.
 pub async fn etcd_at(endpoint: &str) -> Nsdb {
+    etcd_at_prefix(endpoint, &fresh_prefix()).await
+}
+
+fn fresh_prefix() -> String {
+    format!("/plexus-test/{}/", uuid::Uuid::new_v4())
+}
+
+/// Connects to `endpoint` under `prefix`.
+pub async fn etcd_at_prefix(endpoint: &str, prefix: &str) -> Nsdb {
     let config = EtcdConfig {
         endpoints: vec![endpoint.to_string()],
-        prefix: format!("/plexus-test/{}/", uuid::Uuid::new_v4()),
+        prefix: prefix.to_string(),
         ..EtcdConfig::default()
     };
     let backend = EtcdBackend::connect(config).await.expect("connect to etcd");
@@ -49,10 +62,12 @@ pub async fn etcd_at(endpoint: &str) -> Nsdb {
 
 /// A store on this test binary's shared etcd, isolated by key prefix.
 pub async fn etcd_shared() -> Fixture {
+    let prefix = fresh_prefix();
     Fixture {
-        nsdb: etcd_at(etcd::shared()).await,
+        nsdb: etcd_at_prefix(etcd::shared(), &prefix).await,
         dir: None,
         etcd: None,
+        etcd_prefix: Some(prefix),
     }
 }
 
@@ -64,5 +79,6 @@ pub async fn etcd_private() -> Fixture {
         nsdb,
         dir: None,
         etcd: Some(server),
+        etcd_prefix: None,
     }
 }

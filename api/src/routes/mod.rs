@@ -9,6 +9,7 @@ pub mod lb;
 pub mod network;
 pub mod ports;
 pub mod tenants;
+pub mod tokens;
 
 use axum::http::Method;
 use axum::routing::{delete, get, patch, MethodRouter};

@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use super::crud_docs;
-use crate::auth::{generate_token, tenant_token_record, Caller};
+use crate::auth::{generate_token, tenant_token_record, unix_now, Caller};
 use crate::extract::{from_json, IfMatch, JsonObject, Path};
 use crate::openapi::{ApiRouter, RouteDoc};
 use crate::problem::Problem;
@@ -25,7 +25,14 @@ pub struct TokenRequest {
     /// Who or what will hold the token.
     #[serde(default)]
     pub description: String,
+    /// Seconds until the token stops working (1 to 10 years' worth);
+    /// without it the token lives until it is revoked.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_in: Option<u64>,
 }
+
+/// The longest `expires_in`: ten years.
+pub const MAX_EXPIRES_IN_S: u64 = 10 * 365 * 24 * 3600;
 
 /// A newly issued tenant token: the secret is shown this once.
 #[derive(Debug, Deserialize, Serialize, JsonSchema)]
@@ -38,6 +45,9 @@ pub struct IssuedToken {
     pub token: String,
     /// The description given.
     pub description: String,
+    /// When it stops working (RFC 3339), if it expires.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<String>,
 }
 
 async fn create_tenant(
@@ -100,14 +110,25 @@ async fn issue_token(
     caller.require_admin()?;
     let tenant: Tenant = fetch_visible(&state.nsdb, caller, parse_id("tenant", &id)?).await?;
     let request: TokenRequest = from_json(body.into())?;
+    if let Some(seconds) = request.expires_in {
+        if !(1..=MAX_EXPIRES_IN_S).contains(&seconds) {
+            return Err(Problem::bad_request(format!(
+                "expires_in {seconds} is outside 1-{MAX_EXPIRES_IN_S} seconds"
+            ))
+            .with_field("expires_in"));
+        }
+    }
+    let now = unix_now();
     let secret = generate_token();
-    let record = tenant_token_record(tenant.id, &secret, request.description);
+    let expires_at = request.expires_in.map(|s| now + s);
+    let record = tenant_token_record(tenant.id, &secret, request.description, now, expires_at);
     let stored = state.nsdb.create(record).await?;
     let issued = IssuedToken {
         id: stored.id,
         tenant_id: tenant.id,
         token: secret,
         description: stored.description,
+        expires_at: stored.expires_at.map(super::tokens::rfc3339),
     };
     Ok((StatusCode::CREATED, Json(issued)).into_response())
 }

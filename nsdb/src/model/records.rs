@@ -359,6 +359,25 @@ pub struct ApiToken {
     /// Free-form label (who or what holds the token).
     #[serde(default)]
     pub description: String,
+    /// When it was issued, in seconds since the Unix epoch (0: issued before
+    /// this was recorded).
+    #[serde(default)]
+    pub created_at: u64,
+    /// When it stops working, in seconds since the Unix epoch.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<u64>,
+    /// When it last authenticated a request (kept to the minute), in
+    /// seconds since the Unix epoch.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_used_at: Option<u64>,
+}
+
+impl ApiToken {
+    /// Whether the token is past its expiry at `now` (seconds since the
+    /// Unix epoch).
+    pub fn expired(&self, now: u64) -> bool {
+        self.expires_at.is_some_and(|at| now >= at)
+    }
 }
 
 /// The deployment's provider settings (one record per deployment): the
