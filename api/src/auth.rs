@@ -31,6 +31,15 @@ impl Caller {
         }
     }
 
+    /// The scope the caller's writes are checked against, inside their
+    /// NSDB transaction.
+    pub fn scope(&self) -> nsdb::Scope {
+        match self {
+            Caller::Admin => nsdb::Scope::Admin,
+            Caller::Tenant(tenant) => nsdb::Scope::Tenant(*tenant),
+        }
+    }
+
     /// Whether the caller may see an object owned by `tenant` (`None`:
     /// provider infrastructure).
     pub fn can_see(&self, tenant: Option<Uuid>) -> bool {

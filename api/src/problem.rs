@@ -160,6 +160,7 @@ impl From<NsdbError> for Problem {
                     .with_field(field)
             }
             NsdbError::Invalid { field, .. } => Problem::bad_request(detail).with_field(field),
+            NsdbError::OutOfScope { .. } => Problem::forbidden(detail).with_field("tenant_id"),
             NsdbError::Rejected { field, .. } => Problem::new(
                 StatusCode::UNPROCESSABLE_ENTITY,
                 "rejected",

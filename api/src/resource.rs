@@ -475,38 +475,9 @@ pub fn set_from_path(
     }
 }
 
-/// For a tenant caller, a reference to another tenant's object is answered
-/// exactly like a reference to nothing, so that ids cannot be probed.
-pub async fn check_references_visible(
-    nsdb: &Nsdb,
-    caller: Caller,
-    record: &Record,
-) -> Result<(), Problem> {
-    let Caller::Tenant(tenant) = caller else {
-        return Ok(());
-    };
-    for reference in record.references() {
-        if reference.kind == Kind::Tenant {
-            continue; // the tenant itself is checked by the caller (403)
-        }
-        let Some(target) = nsdb.get_record(reference.kind, reference.id).await? else {
-            continue;
-        };
-        if owner_tenant(nsdb, &target).await? != Some(tenant) {
-            return Err(NsdbError::MissingReference {
-                kind: record.kind(),
-                id: record.id(),
-                field: reference.field.to_string(),
-                target_kind: reference.kind,
-                target_id: reference.id,
-            }
-            .into());
-        }
-    }
-    Ok(())
-}
-
-/// Creates a record after checking the caller may create it for its owner.
+/// Creates a record for the caller: that it belongs to the caller's tenant
+/// and references only the tenant's objects is checked inside the NSDB
+/// transaction (see [`nsdb::Scope`]).
 pub async fn create_checked<R: ApiResource>(
     nsdb: &Nsdb,
     caller: Caller,
@@ -516,17 +487,7 @@ pub async fn create_checked<R: ApiResource>(
         caller.require_admin()?;
     }
     let record: R = from_json(Value::Object(body))?;
-    let owner = owner_tenant(nsdb, &record.clone().into_record()).await?;
-    if let Caller::Tenant(tenant) = caller {
-        if owner != Some(tenant) {
-            return Err(Problem::forbidden(format!(
-                "a tenant token can only create objects of its own tenant ({tenant})"
-            ))
-            .with_field("tenant_id"));
-        }
-    }
-    check_references_visible(nsdb, caller, &record.clone().into_record()).await?;
-    let created = nsdb.create(record).await?;
+    let created = nsdb.scoped(caller.scope()).create(record).await?;
     Ok(object_response(StatusCode::CREATED, &created))
 }
 
@@ -629,9 +590,9 @@ pub async fn patch_one<R: ApiResource>(
     let current: R = fetch_visible(&state.nsdb, caller, parse_id(R::KIND.as_str(), &id)?).await?;
     let expected = if_match.0.unwrap_or(current.revision());
     let updated = merge_patch(&current, patch)?;
-    check_references_visible(&state.nsdb, caller, &updated.clone().into_record()).await?;
     let stored = state
         .nsdb
+        .scoped(caller.scope())
         .update(updated, Some(expected))
         .await
         .map_err(|e| conflict_status(&if_match, e))?;
@@ -648,6 +609,7 @@ pub async fn delete_one<R: ApiResource>(
     let current: R = fetch_visible(&state.nsdb, caller, parse_id(R::KIND.as_str(), &id)?).await?;
     state
         .nsdb
+        .scoped(caller.scope())
         .delete::<R>(current.id(), if_match.0)
         .await
         .map_err(|e| conflict_status(&if_match, e))?;

@@ -53,7 +53,7 @@ impl Nsdb {
                     Mutation::Create(Record::Port(port))
                 }
             };
-            let records = integrity::stage(&mut tx, &[staged]).await?;
+            let records = integrity::stage(&mut tx, &[staged], self.scope()).await?;
             if let Some(revision) = tx.commit().await? {
                 let Some(Some(Record::Port(mut stored))) = records.into_iter().next() else {
                     return Err(txn::contention());
@@ -92,7 +92,7 @@ impl Nsdb {
                     id: port_id,
                     expected_revision: None,
                 };
-                integrity::stage(&mut tx, &[delete]).await?;
+                integrity::stage(&mut tx, &[delete], self.scope()).await?;
             }
             if !exists && released.is_none() {
                 return Ok(false);

@@ -98,6 +98,17 @@ pub enum NsdbError {
         /// The revision actually stored (0: deleted).
         actual: Revision,
     },
+    /// A write for a tenant would create or change a record of another
+    /// tenant (or of the provider).
+    #[error("{kind} {id} would not belong to tenant {tenant}, on whose behalf it is written")]
+    OutOfScope {
+        /// The kind written.
+        kind: Kind,
+        /// The id written.
+        id: Uuid,
+        /// The tenant the write is made for.
+        tenant: Uuid,
+    },
     /// A field references an object that does not exist.
     #[error("{kind} {id}: field {field} references missing {target_kind} {target_id}")]
     MissingReference {

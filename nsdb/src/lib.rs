@@ -29,7 +29,7 @@ pub mod watch;
 pub use embedded::EmbeddedBackend;
 pub use error::{NsdbError, Referrer, StoreError};
 pub use etcd::{EtcdBackend, EtcdConfig};
-pub use integrity::Mutation;
+pub use integrity::{Mutation, Scope};
 pub use kv::Revision;
 pub use liveness::HostLiveness;
 pub use mac::MacAddr;

@@ -9,7 +9,7 @@ use uuid::Uuid;
 use crate::embedded::EmbeddedBackend;
 use crate::error::{NsdbError, StoreError};
 use crate::etcd::{EtcdBackend, EtcdConfig};
-use crate::integrity::{self, Mutation};
+use crate::integrity::{self, Mutation, Scope};
 use crate::keys::{self, ObjectKey};
 use crate::kv::{KvBackend, Revision};
 use crate::model::{Kind, Port, Record, Resource};
@@ -50,6 +50,7 @@ pub struct Snapshot {
 #[derive(Clone)]
 pub struct Nsdb {
     kv: Arc<dyn KvBackend>,
+    scope: Scope,
 }
 
 impl std::fmt::Debug for Nsdb {
@@ -75,7 +76,25 @@ fn decode_entry(key: &str, value: &[u8], revision: Revision) -> Result<Option<Re
 impl Nsdb {
     /// Wraps an already opened backend.
     pub fn new(kv: Arc<dyn KvBackend>) -> Nsdb {
-        Nsdb { kv }
+        Nsdb {
+            kv,
+            scope: Scope::Admin,
+        }
+    }
+
+    /// The same store, writing on behalf of `scope`: every write through
+    /// it is checked against the scope inside its own transaction (a
+    /// tenant's write may touch and reference only that tenant's records).
+    pub fn scoped(&self, scope: Scope) -> Nsdb {
+        Nsdb {
+            kv: self.kv.clone(),
+            scope,
+        }
+    }
+
+    /// Whose behalf this handle writes on.
+    pub fn scope(&self) -> Scope {
+        self.scope
     }
 
     /// Opens the configured backend.
@@ -84,7 +103,7 @@ impl Nsdb {
             StoreConfig::Embedded { path } => Arc::new(EmbeddedBackend::open(path)?),
             StoreConfig::Etcd(config) => Arc::new(EtcdBackend::connect(config.clone()).await?),
         };
-        Ok(Nsdb { kv })
+        Ok(Nsdb::new(kv))
     }
 
     /// The backend, for watches and tooling that work below the model.
@@ -97,7 +116,7 @@ impl Nsdb {
     pub async fn apply(&self, batch: Vec<Mutation>) -> Result<Applied, NsdbError> {
         for attempt in 0..MAX_ATTEMPTS {
             let mut tx = Tx::new(self.kv.clone());
-            let mut records = integrity::stage(&mut tx, &batch).await?;
+            let mut records = integrity::stage(&mut tx, &batch, self.scope).await?;
             if let Some(revision) = tx.commit().await? {
                 for record in records.iter_mut().flatten() {
                     record.set_revision(revision);

@@ -51,15 +51,13 @@ async fn insert_rule(
         )
         .with_field("position")
     };
-    crate::resource::check_references_visible(&state.nsdb, caller, &Record::Rule(rule.clone()))
-        .await?;
     for _ in 0..INSERT_ATTEMPTS {
         let existing = state.nsdb.list_by_parent::<Rule>(chain.id).await?;
         if !explicit {
             rule.position = positions::next_position(&existing).map_err(|_| full())?;
         }
         let batch = positions::insert(&existing, rule.clone()).map_err(|_| full())?;
-        match state.nsdb.apply(batch).await {
+        match state.nsdb.scoped(caller.scope()).apply(batch).await {
             Ok(applied) => {
                 let created = applied
                     .records
@@ -120,7 +118,7 @@ async fn move_rule(
             )
             .with_field("position")
         })?;
-        match state.nsdb.apply(batch).await {
+        match state.nsdb.scoped(caller.scope()).apply(batch).await {
             Ok(_) => {
                 let moved: Rule = fetch_visible(&state.nsdb, caller, id).await?;
                 return Ok(object_response(StatusCode::OK, &moved));

@@ -43,7 +43,12 @@ async fn edit_group<R: ApiResource>(
         if !edit(&mut group) {
             return Ok(object_response(StatusCode::OK, &group));
         }
-        match state.nsdb.update(group, Some(revision)).await {
+        match state
+            .nsdb
+            .scoped(caller.scope())
+            .update(group, Some(revision))
+            .await
+        {
             Ok(stored) => return Ok(object_response(StatusCode::OK, &stored)),
             Err(NsdbError::RevisionConflict { .. }) => continue,
             Err(other) => return Err(other.into()),

@@ -166,7 +166,11 @@ async fn link(
     if port.peer_id == Some(peer.id) {
         return Ok(object_response(StatusCode::OK, &port));
     }
-    let (linked, _) = state.nsdb.link_ports(port.id, peer.id).await?;
+    let (linked, _) = state
+        .nsdb
+        .scoped(caller.scope())
+        .link_ports(port.id, peer.id)
+        .await?;
     Ok(object_response(StatusCode::OK, &linked))
 }
 
@@ -179,7 +183,11 @@ async fn unlink(
     if port.peer_id.is_none() {
         return Ok(object_response(StatusCode::OK, &port));
     }
-    let (unlinked, _) = state.nsdb.unlink_port(port.id).await?;
+    let (unlinked, _) = state
+        .nsdb
+        .scoped(caller.scope())
+        .unlink_port(port.id)
+        .await?;
     Ok(object_response(StatusCode::OK, &unlinked))
 }
 

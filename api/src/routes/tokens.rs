@@ -114,7 +114,11 @@ async fn revoke_token(
     Path(id): Path<String>,
 ) -> Result<StatusCode, Problem> {
     let token = visible_token(&state, caller, &id).await?;
-    state.nsdb.delete::<ApiToken>(token.id, None).await?;
+    state
+        .nsdb
+        .scoped(caller.scope())
+        .delete::<ApiToken>(token.id, None)
+        .await?;
     Ok(StatusCode::NO_CONTENT)
 }
 

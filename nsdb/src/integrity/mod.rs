@@ -18,6 +18,9 @@ use crate::txn::Tx;
 
 mod chains;
 mod lb;
+mod scope;
+
+pub use scope::Scope;
 
 /// One write in a batch.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -112,6 +115,7 @@ async fn read_committed(tx: &mut Tx, kind: Kind, id: Uuid) -> Result<Option<Reco
 pub(crate) async fn stage(
     tx: &mut Tx,
     batch: &[Mutation],
+    scope: Scope,
 ) -> Result<Vec<Option<Record>>, NsdbError> {
     let mut touched = load(tx, batch).await?;
     for t in touched.iter_mut() {
@@ -126,6 +130,7 @@ pub(crate) async fn stage(
     write_unique_keys(tx, &touched).await?;
     write_references(tx, &touched);
     for t in &touched {
+        scope::check_scope(tx, t, scope).await?;
         if let Some(new) = &t.new {
             check_references_exist(tx, t, new).await?;
             check_relations(tx, t, new).await?;
@@ -362,18 +367,38 @@ async fn check_references_exist(
     Ok(())
 }
 
-/// The tenant a record belongs to, following device, router and chain links.
-async fn owning_tenant(tx: &mut Tx, record: &Record) -> Result<Option<Uuid>, NsdbError> {
-    let (kind, parent) = match record {
-        Record::Port(p) => match p.device_type {
+/// The parent a record's tenant comes from (device, router, chain), or
+/// the tenant it names itself.
+fn tenant_source(record: &Record) -> Result<(Kind, Uuid), Option<Uuid>> {
+    match record {
+        Record::Port(p) => Ok(match p.device_type {
             DeviceType::Bridge => (Kind::Bridge, p.device_id),
             DeviceType::Router => (Kind::Router, p.device_id),
-        },
-        Record::Route(r) => (Kind::Router, r.router_id),
-        Record::Rule(r) => (Kind::Chain, r.chain_id),
-        other => return Ok(other.tenant_id()),
-    };
-    Ok(read(tx, kind, parent).await?.and_then(|p| p.tenant_id()))
+        }),
+        Record::Route(r) => Ok((Kind::Router, r.router_id)),
+        Record::Rule(r) => Ok((Kind::Chain, r.chain_id)),
+        Record::Tenant(t) => Err(Some(t.id)),
+        other => Err(other.tenant_id()),
+    }
+}
+
+/// The tenant a record belongs to, following device, router and chain
+/// links, as the transaction will leave them.
+async fn owning_tenant(tx: &mut Tx, record: &Record) -> Result<Option<Uuid>, NsdbError> {
+    match tenant_source(record) {
+        Ok((kind, parent)) => Ok(read(tx, kind, parent).await?.and_then(|p| p.tenant_id())),
+        Err(tenant) => Ok(tenant),
+    }
+}
+
+/// [`owning_tenant`] as committed before the transaction.
+async fn owning_tenant_committed(tx: &mut Tx, record: &Record) -> Result<Option<Uuid>, NsdbError> {
+    match tenant_source(record) {
+        Ok((kind, parent)) => Ok(read_committed(tx, kind, parent)
+            .await?
+            .and_then(|p| p.tenant_id())),
+        Err(tenant) => Ok(tenant),
+    }
 }
 
 async fn check_relations(tx: &mut Tx, t: &Touched, new: &Record) -> Result<(), NsdbError> {
