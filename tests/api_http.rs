@@ -24,6 +24,10 @@ use serde_json::{json, Value};
 use uuid::Uuid;
 
 use support::api::*;
+use tour::openapi_tour;
+
+#[path = "api_http/tour.rs"]
+mod tour;
 
 // ---------------------------------------------------------------------------
 // 1. CRUD of every resource
@@ -4312,6 +4316,7 @@ macro_rules! api_cases {
 }
 
 api_cases!(
+    openapi_tour,
     tenants_crud,
     routers_crud,
     bridges_crud,
@@ -4361,6 +4366,53 @@ api_cases!(
     bearer_scheme_is_case_insensitive,
     references_do_not_leak_other_tenants,
 );
+
+// ---------------------------------------------------------------------------
+// The OpenAPI document describes every answer
+// ---------------------------------------------------------------------------
+
+/// Runs every other test of this binary in a child process with the report
+/// on: every answer their servers gave (status, content type, body) must
+/// match the OpenAPI document, and the suite must exercise nearly every
+/// documented operation.
+#[test]
+fn every_response_matches_openapi() {
+    let report = support::openapi_check::run_this_binary("every_response_matches_openapi");
+    assert!(
+        report.violations.is_empty(),
+        "{} of {} answers differ from the OpenAPI document:\n  {}",
+        report.violations.len(),
+        report.responses,
+        report.violations.join("\n  ")
+    );
+    let documented = support::openapi_check::operations(&support::openapi_check::document());
+    let answered = report.operations(|_| true);
+    let succeeded = report.operations(|status| (200..300).contains(&status));
+    let missed: Vec<&String> = documented.difference(&succeeded).collect();
+    println!(
+        "{} answers checked; of {} documented operations, {} answered, {} succeeded; \
+         never succeeded: {missed:?}",
+        report.responses,
+        documented.len(),
+        answered.len(),
+        succeeded.len()
+    );
+    assert!(
+        report.responses > 1000,
+        "too few answers: {}",
+        report.responses
+    );
+    assert_eq!(
+        answered, documented,
+        "every operation answers at least once"
+    );
+    assert!(
+        succeeded.len() * 10 >= documented.len() * 9,
+        "the API suite saw only {} of {} operations succeed; never: {missed:?}",
+        succeeded.len(),
+        documented.len()
+    );
+}
 
 // ---------------------------------------------------------------------------
 // 6. `plexus serve` restarts keep everything

@@ -11,6 +11,8 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Json;
 use nsdb::Nsdb;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::extract::MAX_BODY_BYTES;
@@ -52,14 +54,39 @@ pub struct AppState {
 /// A source of extra Prometheus text.
 pub type ExtraMetrics = Arc<dyn Fn() -> String + Send + Sync>;
 
+/// The body of `GET /healthz` when the NSDB answers.
+#[derive(Debug, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Healthy {
+    /// Always `ok`.
+    pub status: String,
+    /// The NSDB revision this server sees.
+    pub nsdb_revision: nsdb::Revision,
+}
+
+/// The body of `GET /healthz` (503) when the NSDB cannot be read.
+#[derive(Debug, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Unhealthy {
+    /// Always `unavailable`.
+    pub status: String,
+    /// Why the NSDB cannot be read.
+    pub error: String,
+}
+
 async fn healthz(State(state): State<AppState>) -> Response {
     match state.nsdb.current_revision().await {
-        Ok(revision) => {
-            Json(serde_json::json!({"status": "ok", "nsdb_revision": revision})).into_response()
-        }
+        Ok(revision) => Json(Healthy {
+            status: "ok".into(),
+            nsdb_revision: revision,
+        })
+        .into_response(),
         Err(error) => (
             StatusCode::SERVICE_UNAVAILABLE,
-            Json(serde_json::json!({"status": "unavailable", "error": error.to_string()})),
+            Json(Unhealthy {
+                status: "unavailable".into(),
+                error: error.to_string(),
+            }),
         )
             .into_response(),
     }
@@ -142,6 +169,8 @@ pub fn api_routes() -> ApiRouter {
                 "meta",
                 "Health check (no token needed)",
             )
+            .response::<Healthy>(200)
+            .response::<Unhealthy>(503)
             .public(),
             get(healthz),
         )
@@ -152,11 +181,14 @@ pub fn api_routes() -> ApiRouter {
                 "meta",
                 "This OpenAPI document (no token needed)",
             )
+            .response::<serde_json::Map<String, Value>>(200)
             .public(),
             get(openapi_json),
         )
         .add(
-            RouteDoc::new(Method::GET, "/metrics", "meta", "Prometheus metrics").public(),
+            RouteDoc::new(Method::GET, "/metrics", "meta", "Prometheus metrics")
+                .text(200, "text/plain")
+                .public(),
             get(metrics),
         );
     let api = routes::tenants::routes(api);

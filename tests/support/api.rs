@@ -1,7 +1,9 @@
 //! The API over a real TCP socket, in-process, for HTTP-level tests: a
 //! [`TestServer`] per test (on either store), raw requests with full control
 //! over headers and bodies, problem+json checks, and raw dumps of the
-//! test's keyspace to prove that a refused request wrote nothing.
+//! test's keyspace to prove that a refused request wrote nothing. Every
+//! answer is checked against the OpenAPI document
+//! ([`openapi_check`](super::openapi_check)).
 
 use std::future::IntoFuture;
 
@@ -15,6 +17,7 @@ use reqwest::{Method, RequestBuilder};
 use serde_json::{json, Value};
 use uuid::Uuid;
 
+use super::openapi_check::{self, Violations};
 use super::Fixture;
 
 /// The admin token every in-process test server accepts.
@@ -32,12 +35,23 @@ pub struct TestServer {
     /// A plain HTTP client for requests the typed client cannot make.
     pub http: reqwest::Client,
     task: tokio::task::JoinHandle<()>,
+    violations: Violations,
     _fixture: Fixture,
 }
 
 impl Drop for TestServer {
+    /// Stops the server and fails the test when any answer it gave
+    /// differed from the OpenAPI document.
     fn drop(&mut self) {
         self.task.abort();
+        let violations = self.violations.lock().unwrap_or_else(|e| e.into_inner());
+        if !violations.is_empty() && !std::thread::panicking() {
+            panic!(
+                "{} answer(s) differ from the OpenAPI document:\n  {}",
+                violations.len(),
+                violations.join("\n  ")
+            );
+        }
     }
 }
 
@@ -196,7 +210,10 @@ impl TestServer {
     /// Serves `fixture`'s store on a fresh loopback port.
     pub async fn start(fixture: Fixture) -> TestServer {
         let nsdb = fixture.nsdb.clone();
-        let app = ::api::app(nsdb.clone(), ::api::auth::token_hash(ADMIN_TOKEN));
+        let violations = Violations::default();
+        let app = ::api::app(nsdb.clone(), ::api::auth::token_hash(ADMIN_TOKEN)).layer(
+            axum::middleware::from_fn_with_state(violations.clone(), openapi_check::middleware),
+        );
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind a loopback port");
@@ -218,6 +235,7 @@ impl TestServer {
             admin,
             http,
             task,
+            violations,
             _fixture: fixture,
         }
     }

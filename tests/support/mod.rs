@@ -7,6 +7,7 @@ pub mod cni;
 pub mod etcd;
 pub mod lb;
 pub mod netns;
+pub mod openapi_check;
 pub mod plexus;
 pub mod runtime;
 pub mod world;

@@ -155,7 +155,8 @@ pub fn routes(api: ApiRouter) -> ApiRouter {
             network,
             "tenants",
             "Remove the tenant's default network (admin; its pods must be gone)",
-        ),
+        )
+        .empty(204),
         delete(delete_network),
     )
     .add(
@@ -206,7 +207,8 @@ pub fn routes(api: ApiRouter) -> ApiRouter {
             "/v1/floating_ips/{id}",
             "floating_ips",
             "Delete a floating IP with its rules and route (admin)",
-        ),
+        )
+        .empty(204),
         delete(delete_floating),
     )
 }
