@@ -1,6 +1,6 @@
 //! One pass over the routes the CRUD cases leave aside (provider, tenant
 //! networks, floating IPs, leases, attachments, rule moves and the load
-//! balancer's collections), asserting each success status the OpenAPI
+//! balancer's collections, tokens), asserting each success status the OpenAPI
 //! document declares, so `every_response_matches_openapi` sees every
 //! operation succeed.
 
@@ -150,8 +150,32 @@ async fn load_balancer(s: &TestServer) {
     }
 }
 
+async fn tokens(s: &TestServer) {
+    let t = tenant(s, "holder").await;
+    let issued = expect(
+        s,
+        Method::POST,
+        &format!("/v1/tenants/{t}/tokens"),
+        json!({"description": "tour"}),
+        201,
+    )
+    .await;
+    expect(
+        s,
+        Method::GET,
+        &format!("/v1/tokens?tenant_id={t}"),
+        Value::Null,
+        200,
+    )
+    .await;
+    let token = format!("/v1/tokens/{}", id_of(&issued));
+    get_ok(s, &token).await;
+    delete_ok(s, &token).await;
+}
+
 /// The tour.
 pub async fn openapi_tour(s: &TestServer) {
+    tokens(s).await;
     provisioning(s).await;
     rule_move(s).await;
     load_balancer(s).await;
