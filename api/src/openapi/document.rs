@@ -99,7 +99,7 @@ pub(super) fn openapi_document(docs: &[RouteDoc]) -> Value {
         if let Some(schema) = doc.request {
             let schema = exact_value(schema(&mut generator));
             operation["requestBody"] = json!({
-                "required": true,
+                "required": doc.request_required,
                 "content": {"application/json": {"schema": schema}},
             });
         }

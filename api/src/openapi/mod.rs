@@ -54,6 +54,7 @@ pub struct RouteDoc {
     /// Grouping tag.
     pub tag: &'static str,
     request: Option<SchemaFn>,
+    request_required: bool,
     responses: Vec<(u16, Body)>,
     query: &'static [&'static str],
     public: bool,
@@ -74,6 +75,7 @@ impl RouteDoc {
             summary: summary.into(),
             tag,
             request: None,
+            request_required: true,
             responses: Vec::new(),
             query: &[],
             public: false,
@@ -83,6 +85,13 @@ impl RouteDoc {
     /// The JSON request body's type.
     pub fn request<T: JsonSchema>(mut self) -> RouteDoc {
         self.request = Some(schema_of::<T>);
+        self
+    }
+
+    /// The JSON request body's type, for a body that may be left out.
+    pub fn optional_request<T: JsonSchema>(mut self) -> RouteDoc {
+        self.request = Some(schema_of::<T>);
+        self.request_required = false;
         self
     }
 

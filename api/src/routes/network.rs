@@ -134,7 +134,7 @@ pub fn routes(api: ApiRouter) -> ApiRouter {
             "tenants",
             "Initialise the tenant's default network (admin; idempotent: 201 created, 200 existed)",
         )
-        .request::<NetworkRequest>()
+        .optional_request::<NetworkRequest>()
         .response::<TenantNetwork>(201)
         .response::<TenantNetwork>(200),
         post(init_network),
