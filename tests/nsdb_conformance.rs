@@ -63,6 +63,7 @@ fn bridge_port(bridge: Uuid) -> Port {
         allowed_addresses: Vec::new(),
         tunnel_key: 0,
         vtep: None,
+        labels: Default::default(),
     }
 }
 
@@ -203,6 +204,7 @@ async fn crud_round_trip(f: Fixture) {
         tenant_id: t.id,
         name: "web".into(),
         port_ids: vec![bp1.id],
+        selector: None,
     };
     db.create(pg).await.unwrap();
     let ag = IpAddressGroup {
@@ -211,6 +213,7 @@ async fn crud_round_trip(f: Fixture) {
         tenant_id: t.id,
         name: "ops".into(),
         addresses: vec!["10.9.0.0/16".parse().unwrap()],
+        selector: None,
     };
     db.create(ag).await.unwrap();
 

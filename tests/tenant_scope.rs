@@ -65,6 +65,7 @@ fn port(bridge: Uuid, mac: u8) -> Port {
         allowed_addresses: Vec::new(),
         tunnel_key: 0,
         vtep: None,
+        labels: Default::default(),
     }
 }
 

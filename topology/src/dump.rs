@@ -374,6 +374,7 @@ mod tests {
             allowed_addresses: Vec::new(),
             tunnel_key: n as u32,
             vtep: None,
+            labels: Default::default(),
         }
     }
 

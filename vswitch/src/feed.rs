@@ -157,8 +157,31 @@ fn apply_event(
     }
 }
 
+/// The groups whose members differ between two topologies.
+pub(crate) fn changed_groups(before: &Topology, after: &Topology) -> Vec<Tag> {
+    let ports = before
+        .port_groups
+        .keys()
+        .chain(after.port_groups.keys())
+        .filter(|g| before.port_groups.get(g) != after.port_groups.get(g));
+    let addresses = before
+        .ip_groups
+        .keys()
+        .chain(after.ip_groups.keys())
+        .filter(|g| before.ip_groups.get(g) != after.ip_groups.get(g));
+    let mut tags: Vec<Tag> = ports.chain(addresses).map(|g| Tag::Group(*g)).collect();
+    tags.sort_by_key(|t| match t {
+        Tag::Group(g) => *g,
+        _ => Uuid::nil(),
+    });
+    tags.dedup();
+    tags
+}
+
 /// Builds and swaps in the topology; returns the devices whose connection
-/// tracking turned on or off (their flows must be decided again).
+/// tracking turned on or off and the groups whose members changed (a
+/// label change moves ports in and out of selector groups): their flows
+/// must be decided again.
 fn publish(
     shared: &SharedTopology,
     revision: nsdb::Revision,
@@ -167,11 +190,12 @@ fn publish(
     let list: Vec<Record> = records.values().cloned().collect();
     let topology = Topology::build(revision, &list);
     let before = shared.load();
-    let changed = before
+    let mut changed: Vec<Tag> = before
         .stateful
         .symmetric_difference(&topology.stateful)
         .map(|device| Tag::Device(*device))
         .collect();
+    changed.extend(changed_groups(&before, &topology));
     shared.store(topology);
     changed
 }

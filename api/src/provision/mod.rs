@@ -64,6 +64,7 @@ fn new_port(device_id: Uuid, device_type: DeviceType, address: Option<Ipv4Net>) 
         allowed_addresses: Vec::new(),
         tunnel_key: 0,
         vtep: None,
+        labels: Default::default(),
     }
 }
 

@@ -308,8 +308,14 @@ impl Record {
                 check_tunnel_key(b.tunnel_key)
             }
             Record::Chain(c) => check_name(&c.name),
-            Record::PortGroup(g) => check_name(&g.name),
-            Record::IpAddressGroup(g) => check_name(&g.name),
+            Record::PortGroup(g) => {
+                check_name(&g.name)?;
+                check_selector(g.selector.as_ref(), !g.port_ids.is_empty(), "port_ids")
+            }
+            Record::IpAddressGroup(g) => {
+                check_name(&g.name)?;
+                check_selector(g.selector.as_ref(), !g.addresses.is_empty(), "addresses")
+            }
             Record::ApiToken(t) => {
                 let hex = t.secret_sha256.len() == 64
                     && t.secret_sha256.bytes().all(|b| b.is_ascii_hexdigit());
@@ -377,7 +383,26 @@ impl Record {
     }
 }
 
+/// A group lists its members or selects them, not both.
+fn check_selector(
+    selector: Option<&super::LabelSelector>,
+    listed: bool,
+    members: &'static str,
+) -> Result<(), Violation> {
+    let Some(selector) = selector else {
+        return Ok(());
+    };
+    if listed {
+        return Err((
+            members,
+            "a group with a selector computes its members; list none".into(),
+        ));
+    }
+    selector.validate("selector")
+}
+
 fn validate_port(p: &super::Port) -> Result<(), Violation> {
+    super::labels::validate_labels("labels", &p.labels)?;
     if p.mac.is_zero() || p.mac.is_multicast() {
         return Err(("mac", format!("{} is not a unicast address", p.mac)));
     }

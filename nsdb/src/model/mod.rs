@@ -2,12 +2,14 @@
 //! per-kind facts the store needs (references, uniqueness, static rules).
 
 mod constraints;
+mod labels;
 mod lb;
 mod records;
 mod rule;
 mod rule_values;
 
 pub use constraints::{key_segment, Reference, UniqueKey, Violation, MAX_TUNNEL_KEY};
+pub use labels::*;
 pub use lb::*;
 pub use records::*;
 pub use rule::*;

@@ -164,6 +164,11 @@ pub struct Port {
     /// tunnel endpoint (served by the agent of the host it is bound on).
     #[serde(default)]
     pub vtep: Option<VtepEndpoint>,
+    /// Labels (Kubernetes pod labels, its namespace as
+    /// `plexus.io/namespace`, and the namespace's labels under
+    /// `namespace.plexus.io/`), matched by selector groups.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub labels: super::Labels,
 }
 
 /// An external VXLAN tunnel endpoint a bridge port reaches (a standard
@@ -255,9 +260,13 @@ pub struct PortGroup {
     pub tenant_id: Uuid,
     /// Name, unique among the tenant's port groups.
     pub name: String,
-    /// Member ports.
+    /// Member ports (none when `selector` is set).
     #[serde(default)]
     pub port_ids: Vec<Uuid>,
+    /// When set, the members are the tenant's ports whose labels it
+    /// matches, kept current as labels change.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub selector: Option<super::LabelSelector>,
 }
 
 /// A named set of addresses that rules can match on.
@@ -273,9 +282,14 @@ pub struct IpAddressGroup {
     pub tenant_id: Uuid,
     /// Name, unique among the tenant's address groups.
     pub name: String,
-    /// Member prefixes (host addresses as /32 or /128).
+    /// Member prefixes (host addresses as /32 or /128; none when
+    /// `selector` is set).
     #[serde(default)]
     pub addresses: Vec<IpNet>,
+    /// When set, the members are the allowed addresses of the tenant's
+    /// ports whose labels it matches, kept current as labels change.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub selector: Option<super::LabelSelector>,
 }
 
 /// A host running a Plexus agent.

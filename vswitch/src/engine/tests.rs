@@ -19,6 +19,8 @@ mod ipv6;
 mod lb;
 #[path = "tests_policy.rs"]
 mod policy;
+#[path = "tests_selectors.rs"]
+mod selectors;
 #[path = "tests_unreachable.rs"]
 mod unreachable;
 use crate::snapshot::Topology;
@@ -58,6 +60,7 @@ fn port(id: Uuid, device: Uuid, device_type: DeviceType, mac_n: u8, address: Opt
         allowed_addresses: Vec::new(),
         tunnel_key: mac_n as u32,
         vtep: None,
+        labels: Default::default(),
     }
 }
 

@@ -177,6 +177,7 @@ fn cidrs_and_groups_match_their_own_family_only() {
             tenant_id: Uuid::nil(),
             name: "v6".into(),
             addresses: vec![format!("{A1}/128").parse().unwrap()],
+            selector: None,
         }));
         drop_chain(
             recs,

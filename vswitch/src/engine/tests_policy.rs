@@ -13,7 +13,7 @@ use crate::wire::{IcmpErrorKind, Ipv4Packet, TcpFlags, TcpPacket};
 const CHAIN_1: Uuid = Uuid::from_u128(0xc1);
 const CHAIN_2: Uuid = Uuid::from_u128(0xc2);
 
-fn chain(id: Uuid) -> Record {
+pub(super) fn chain(id: Uuid) -> Record {
     Record::Chain(Chain {
         id,
         revision: 1,
@@ -22,7 +22,12 @@ fn chain(id: Uuid) -> Record {
     })
 }
 
-fn rule(chain: Uuid, position: u32, action: RuleAction, edit: impl FnOnce(&mut Rule)) -> Record {
+pub(super) fn rule(
+    chain: Uuid,
+    position: u32,
+    action: RuleAction,
+    edit: impl FnOnce(&mut Rule),
+) -> Record {
     let mut rule = Rule::new(chain, position, action);
     rule.id = Uuid::from_u128(chain.as_u128() << 8 | u128::from(position));
     edit(&mut rule);
@@ -30,7 +35,12 @@ fn rule(chain: Uuid, position: u32, action: RuleAction, edit: impl FnOnce(&mut R
 }
 
 /// Attaches `inbound`/`outbound` to the port or router `id`.
-fn attach(records: &mut [Record], id: Uuid, inbound: Option<Uuid>, outbound: Option<Uuid>) {
+pub(super) fn attach(
+    records: &mut [Record],
+    id: Uuid,
+    inbound: Option<Uuid>,
+    outbound: Option<Uuid>,
+) {
     for record in records.iter_mut() {
         match record {
             Record::Port(p) if p.id == id => {
@@ -563,6 +573,7 @@ fn groups_inversion_and_traversed_devices_match() {
             tenant_id: Uuid::nil(),
             name: "g".into(),
             port_ids: vec![POD_A1],
+            selector: None,
         }));
         r.push(Record::IpAddressGroup(IpAddressGroup {
             id: addresses,
@@ -570,6 +581,7 @@ fn groups_inversion_and_traversed_devices_match() {
             tenant_id: Uuid::nil(),
             name: "a".into(),
             addresses: vec!["10.0.2.0/24".parse().unwrap()],
+            selector: None,
         }));
         r.push(chain(CHAIN_1));
         // Bridge A: members of the group may only talk to 10.0.2.0/24.

@@ -22,17 +22,40 @@ impl Topology {
     /// Indexes chains, rules and groups, and marks the devices whose
     /// chains (their own or their ports') need connection tracking.
     pub(super) fn index_policy(&mut self, records: &[Record]) {
+        let labelled = labelled_ports(records);
         for record in records {
             match record {
                 Record::Chain(c) => {
                     self.chains.entry(c.id).or_default().name = c.name.clone();
                 }
                 Record::PortGroup(g) => {
-                    self.port_groups
-                        .insert(g.id, g.port_ids.iter().copied().collect());
+                    let members = match &g.selector {
+                        Some(selector) => labelled
+                            .iter()
+                            .filter(|p| p.tenant == g.tenant_id && selector.matches(&p.port.labels))
+                            .map(|p| p.port.id)
+                            .collect(),
+                        None => g.port_ids.iter().copied().collect(),
+                    };
+                    self.port_groups.insert(g.id, members);
                 }
                 Record::IpAddressGroup(g) => {
-                    self.ip_groups.insert(g.id, g.addresses.clone());
+                    let members = match &g.selector {
+                        Some(selector) => {
+                            let mut nets: Vec<IpNet> = labelled
+                                .iter()
+                                .filter(|p| {
+                                    p.tenant == g.tenant_id && selector.matches(&p.port.labels)
+                                })
+                                .flat_map(|p| p.port.allowed_addresses.iter().map(|a| a.ip))
+                                .collect();
+                            nets.sort();
+                            nets.dedup();
+                            nets
+                        }
+                        None => g.addresses.clone(),
+                    };
+                    self.ip_groups.insert(g.id, members);
                 }
                 _ => {}
             }
@@ -104,6 +127,34 @@ impl Topology {
         memo.insert(chain, needs);
         needs
     }
+}
+
+/// A port with the tenant of its device, for selector groups.
+struct Labelled<'a> {
+    port: &'a nsdb::Port,
+    tenant: Uuid,
+}
+
+/// Every port whose device is known, with its device's tenant.
+fn labelled_ports(records: &[Record]) -> Vec<Labelled<'_>> {
+    let tenants: HashMap<Uuid, Uuid> = records
+        .iter()
+        .filter_map(|r| match r {
+            Record::Bridge(b) => Some((b.id, b.tenant_id)),
+            Record::Router(r) => Some((r.id, r.tenant_id)),
+            _ => None,
+        })
+        .collect();
+    records
+        .iter()
+        .filter_map(|r| match r {
+            Record::Port(port) => tenants.get(&port.device_id).map(|tenant| Labelled {
+                port,
+                tenant: *tenant,
+            }),
+            _ => None,
+        })
+        .collect()
 }
 
 /// The provider settings an agent acts on (the uplink's host side).

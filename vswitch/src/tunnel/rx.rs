@@ -170,6 +170,7 @@ mod tests {
                 remote_ip: "198.51.100.9".parse().unwrap(),
                 remote_port: 4789,
             }),
+            labels: Default::default(),
         })
     }
 
