@@ -125,28 +125,7 @@ async fn an_expiring_token_stops_at_its_expiry(s: &TestServer) {
     }
 }
 
-macro_rules! token_cases {
-    ($($case:ident),* $(,)?) => {
-        mod embedded {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $case() {
-                    super::$case(&super::TestServer::embedded().await).await
-                }
-            )*
-        }
-        mod etcd {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $case() {
-                    super::$case(&super::TestServer::etcd().await).await
-                }
-            )*
-        }
-    };
-}
-
-token_cases!(
+both_backends!(
     tokens_are_listed_without_secrets,
     a_revoked_token_fails_at_once_on_every_api_server,
     an_expiring_token_stops_at_its_expiry,

@@ -381,25 +381,4 @@ async fn lb_tenant_scope(s: &TestServer) {
     hidden.problem(404, None);
 }
 
-macro_rules! lb_cases {
-    ($($case:ident),* $(,)?) => {
-        mod embedded {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $case() {
-                    super::$case(&super::TestServer::embedded().await).await
-                }
-            )*
-        }
-        mod etcd {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $case() {
-                    super::$case(&super::TestServer::etcd().await).await
-                }
-            )*
-        }
-    };
-}
-
-lb_cases!(lb_crud, lb_refusals, lb_tenant_scope);
+both_backends!(lb_crud, lb_refusals, lb_tenant_scope);

@@ -679,3 +679,31 @@ pub fn raw_json(
         .header(CONTENT_TYPE, "application/json")
         .body(body.into())
 }
+
+/// Instantiates each `async fn case(server: &TestServer)` of the calling
+/// test binary as two tests, one over the embedded store (`embedded::case`)
+/// and one over the shared etcd (`etcd::case`). The binary must have
+/// `TestServer` in scope at its root.
+#[allow(unused_macros)]
+macro_rules! both_backends {
+    ($($case:ident),* $(,)?) => {
+        mod embedded {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $case() {
+                    super::$case(&super::TestServer::embedded().await).await
+                }
+            )*
+        }
+        mod etcd {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $case() {
+                    super::$case(&super::TestServer::etcd().await).await
+                }
+            )*
+        }
+    };
+}
+#[allow(unused_imports)]
+pub(crate) use both_backends;
