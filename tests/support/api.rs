@@ -244,8 +244,14 @@ impl TestServer {
     /// when the store is on the shared etcd (as another `plexus api` of
     /// the deployment would be), the same store otherwise.
     pub async fn peer(&self) -> TestServer {
+        self.peer_via(super::etcd::shared()).await
+    }
+
+    /// [`TestServer::peer`], its etcd client connecting to `endpoint`
+    /// (a proxy in front of the shared etcd, say).
+    pub async fn peer_via(&self, endpoint: &str) -> TestServer {
         let nsdb = match &self._fixture.etcd_prefix {
-            Some(prefix) => super::etcd_at_prefix(super::etcd::shared(), prefix).await,
+            Some(prefix) => super::etcd_at_prefix(endpoint, prefix).await,
             None => self.nsdb.clone(),
         };
         TestServer::start(Fixture {

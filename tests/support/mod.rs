@@ -9,6 +9,7 @@ pub mod lb;
 pub mod netns;
 pub mod openapi_check;
 pub mod plexus;
+pub mod racing;
 pub mod runtime;
 pub mod world;
 
