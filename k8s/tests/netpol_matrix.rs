@@ -1,0 +1,306 @@
+//! NetworkPolicy semantics through the real engine: the classic namespaces
+//! x, y, z with pods a, b, c each, on one bridge; each case is a policy set
+//! translated by `k8s::policy::translate`, and the full 9×9 matrix of new
+//! TCP connections on port 80 and 81 decided by `vswitch::engine::simulate`
+//! against what upstream's semantics say (printed on a mismatch).
+
+use std::collections::BTreeMap;
+
+use k8s::policy::{translate, Cluster};
+use k8s::types::NetworkPolicy;
+use nsdb::{Bridge, DeviceType, MacAddr, Port, Record};
+use uuid::Uuid;
+use vswitch::engine::{simulate, NothingLearned};
+use vswitch::probe::{Probe, ProbeProtocol};
+use vswitch::snapshot::Topology;
+
+const TENANT: Uuid = Uuid::from_u128(0x7e);
+const BRIDGE: Uuid = Uuid::from_u128(0xb0);
+const HOST: Uuid = Uuid::from_u128(0x40);
+const NAMESPACES: [&str; 3] = ["x", "y", "z"];
+const PODS: [&str; 3] = ["a", "b", "c"];
+
+/// A pod: namespace, name, its number (1-9: address 10.0.0.n, MAC …:n).
+#[derive(Clone, Copy)]
+struct Pod {
+    ns: &'static str,
+    name: &'static str,
+    n: u8,
+}
+
+impl Pod {
+    fn port(&self) -> Uuid {
+        Uuid::from_u128(0x100 + u128::from(self.n))
+    }
+    fn mac(&self) -> [u8; 6] {
+        [2, 0, 0, 0, 0, self.n]
+    }
+    fn ip(&self) -> String {
+        format!("10.0.0.{}", self.n)
+    }
+    fn label(&self) -> String {
+        format!("{}/{}", self.ns, self.name)
+    }
+}
+
+fn pods() -> Vec<Pod> {
+    let mut all = Vec::new();
+    for (i, ns) in NAMESPACES.iter().enumerate() {
+        for (j, name) in PODS.iter().enumerate() {
+            all.push(Pod {
+                ns,
+                name,
+                n: (i * 3 + j + 1) as u8,
+            });
+        }
+    }
+    all
+}
+
+fn topology(policies: &[NetworkPolicy]) -> Topology {
+    let cluster = Cluster {
+        tenant: TENANT,
+        nodes: None,
+    };
+    let mut records = translate(&cluster, policies).expect("translated");
+    records.push(Record::Bridge(Bridge {
+        id: BRIDGE,
+        revision: 1,
+        tenant_id: TENANT,
+        name: "pods".into(),
+        admin_state_up: true,
+        inbound_chain_id: None,
+        outbound_chain_id: None,
+        tunnel_key: 1,
+    }));
+    for pod in pods() {
+        let labels = [
+            ("pod".to_string(), pod.name.to_string()),
+            ("plexus.io/namespace".to_string(), pod.ns.to_string()),
+            ("namespace.plexus.io/ns".to_string(), pod.ns.to_string()),
+        ];
+        records.push(Record::Port(Port {
+            id: pod.port(),
+            revision: 1,
+            device_id: BRIDGE,
+            device_type: DeviceType::Bridge,
+            mac: MacAddr(pod.mac()),
+            address: None,
+            peer_id: None,
+            host_id: Some(HOST),
+            interface_name: Some(format!("veth{}", pod.n)),
+            inbound_chain_id: Some(cluster.egress_chain()),
+            outbound_chain_id: Some(cluster.ingress_chain()),
+            allowed_addresses: vec![nsdb::AllowedAddress {
+                mac: MacAddr(pod.mac()),
+                ip: format!("{}/32", pod.ip()).parse().unwrap(),
+            }],
+            tunnel_key: u32::from(pod.n) + 1,
+            vtep: None,
+            labels: labels.into_iter().collect(),
+        }));
+    }
+    Topology::build(1, &records)
+}
+
+/// Whether a new TCP connection from `from` to `to` on `port` is delivered.
+fn reaches(topo: &Topology, from: Pod, to: Pod, port: u16) -> bool {
+    let frame = Probe {
+        src_mac: from.mac(),
+        dst_mac: to.mac(),
+        src_ip: from.ip().parse().unwrap(),
+        dst_ip: to.ip().parse().unwrap(),
+        protocol: ProbeProtocol::Tcp,
+        src_port: 40_000,
+        dst_port: port,
+        ttl: 64,
+    }
+    .frame()
+    .unwrap();
+    let sim = simulate(topo, &NothingLearned, from.port(), &frame);
+    sim.outputs.iter().any(|o| o.egress.port == to.port())
+}
+
+/// Checks the matrix on ports 80 and 81 against `expected(from, to, port)`;
+/// prints both matrices on a mismatch.
+fn check(case: &str, policies: &[NetworkPolicy], expected: impl Fn(Pod, Pod, u16) -> bool) {
+    let topo = topology(policies);
+    let mut wrong = Vec::new();
+    let mut matrices: BTreeMap<u16, String> = BTreeMap::new();
+    for port in [80, 81] {
+        let mut text =
+            format!("port {port} (row: from, column: to; . allowed, X blocked, ! wrong)\n     ");
+        for to in pods() {
+            text.push_str(&format!("{:>4}", to.label()));
+        }
+        text.push('\n');
+        for from in pods() {
+            text.push_str(&format!("{:>4} ", from.label()));
+            for to in pods() {
+                if from.n == to.n {
+                    text.push_str("   -");
+                    continue;
+                }
+                let got = reaches(&topo, from, to, port);
+                let want = expected(from, to, port);
+                if got != want {
+                    wrong.push(format!(
+                        "{} → {} :{port}: got {got}, want {want}",
+                        from.label(),
+                        to.label()
+                    ));
+                }
+                text.push_str(match (got == want, got) {
+                    (false, _) => "   !",
+                    (true, true) => "   .",
+                    (true, false) => "   X",
+                });
+            }
+            text.push('\n');
+        }
+        matrices.insert(port, text);
+    }
+    assert!(
+        wrong.is_empty(),
+        "{case}: {} wrong\n{}\n{}",
+        wrong.len(),
+        wrong.join("\n"),
+        matrices.values().cloned().collect::<Vec<_>>().join("\n")
+    );
+}
+
+fn policy(json: serde_json::Value) -> NetworkPolicy {
+    serde_json::from_value(json).expect("a NetworkPolicy")
+}
+
+#[test]
+fn without_policies_every_pod_reaches_every_pod() {
+    check("no policy", &[], |_, _, _| true);
+}
+
+#[test]
+fn deny_all_ingress_isolates_a_namespace() {
+    let deny = policy(serde_json::json!({
+        "metadata": {"name": "deny", "namespace": "x"},
+        "spec": {"podSelector": {}, "policyTypes": ["Ingress"]}
+    }));
+    check("deny-all ingress in x", &[deny], |_, to, _| to.ns != "x");
+}
+
+#[test]
+fn deny_all_egress_silences_a_namespace() {
+    let deny = policy(serde_json::json!({
+        "metadata": {"name": "deny", "namespace": "z"},
+        "spec": {"podSelector": {}, "policyTypes": ["Egress"]}
+    }));
+    check("deny-all egress in z", &[deny], |from, _, _| from.ns != "z");
+}
+
+#[test]
+fn allow_from_a_namespace_by_label() {
+    let allow = policy(serde_json::json!({
+        "metadata": {"name": "from-y", "namespace": "x"},
+        "spec": {"podSelector": {"matchLabels": {"pod": "a"}},
+                 "ingress": [{"from": [{"namespaceSelector": {"matchLabels": {"ns": "y"}}}]}]}
+    }));
+    check("x/a allows namespace y", &[allow], |from, to, _| {
+        to.label() != "x/a" || from.ns == "y"
+    });
+}
+
+#[test]
+fn namespace_and_pod_selector_in_one_peer_is_an_and_in_two_peers_an_or() {
+    let and = policy(serde_json::json!({
+        "metadata": {"name": "and", "namespace": "x"},
+        "spec": {"podSelector": {"matchLabels": {"pod": "a"}},
+                 "ingress": [{"from": [{"namespaceSelector": {"matchLabels": {"ns": "y"}},
+                                        "podSelector": {"matchLabels": {"pod": "b"}}}]}]}
+    }));
+    check("one peer: y/b only", &[and], |from, to, _| {
+        to.label() != "x/a" || from.label() == "y/b"
+    });
+    let or = policy(serde_json::json!({
+        "metadata": {"name": "or", "namespace": "x"},
+        "spec": {"podSelector": {"matchLabels": {"pod": "a"}},
+                 "ingress": [{"from": [{"namespaceSelector": {"matchLabels": {"ns": "y"}}},
+                                       {"podSelector": {"matchLabels": {"pod": "b"}}}]}]}
+    }));
+    check("two peers: all of y, or x/b", &[or], |from, to, _| {
+        to.label() != "x/a" || from.ns == "y" || from.label() == "x/b"
+    });
+}
+
+#[test]
+fn ports_and_port_ranges_limit_what_is_allowed() {
+    let port80 = policy(serde_json::json!({
+        "metadata": {"name": "web", "namespace": "x"},
+        "spec": {"podSelector": {},
+                 "ingress": [{"ports": [{"protocol": "TCP", "port": 80}]}]}
+    }));
+    check("x takes TCP 80 from anyone", &[port80], |_, to, port| {
+        to.ns != "x" || port == 80
+    });
+    let range = policy(serde_json::json!({
+        "metadata": {"name": "range", "namespace": "y"},
+        "spec": {"podSelector": {"matchLabels": {"pod": "c"}},
+                 "ingress": [{"ports": [{"port": 81, "endPort": 90}]}]}
+    }));
+    check("y/c takes 81-90", &[range], |_, to, port| {
+        to.label() != "y/c" || port == 81
+    });
+    let udp_only = policy(serde_json::json!({
+        "metadata": {"name": "udp", "namespace": "z"},
+        "spec": {"podSelector": {}, "ingress": [{"ports": [{"protocol": "UDP", "port": 80}]}]}
+    }));
+    check("z takes only UDP", &[udp_only], |_, to, _| to.ns != "z");
+}
+
+#[test]
+fn ip_blocks_allow_their_addresses_but_their_exceptions() {
+    let block = policy(serde_json::json!({
+        "metadata": {"name": "block", "namespace": "x"},
+        "spec": {"podSelector": {},
+                 "ingress": [{"from": [{"ipBlock": {"cidr": "10.0.0.0/28", "except": ["10.0.0.4/30"]}}]}]}
+    }));
+    // 10.0.0.4/30 holds 10.0.0.4-7: y/a, y/b, y/c, z/a.
+    check(
+        "x from 10.0.0.0/28 except 10.0.0.4/30",
+        &[block],
+        |from, to, _| to.ns != "x" || !(4..=7).contains(&from.n),
+    );
+}
+
+#[test]
+fn allowed_traffic_is_the_union_of_every_selecting_policy() {
+    let deny = policy(serde_json::json!({
+        "metadata": {"name": "deny", "namespace": "x"},
+        "spec": {"podSelector": {}, "policyTypes": ["Ingress"]}
+    }));
+    let from_z = policy(serde_json::json!({
+        "metadata": {"name": "from-z", "namespace": "x"},
+        "spec": {"podSelector": {"matchLabels": {"pod": "b"}},
+                 "ingress": [{"from": [{"namespaceSelector": {"matchLabels": {"ns": "z"}}}]}]}
+    }));
+    let same_ns = policy(serde_json::json!({
+        "metadata": {"name": "same", "namespace": "x"},
+        "spec": {"podSelector": {}, "ingress": [{"from": [{"podSelector": {}}]}]}
+    }));
+    check(
+        "deny + z→x/b + x→x",
+        &[deny, from_z, same_ns],
+        |from, to, _| to.ns != "x" || from.ns == "x" || (to.name == "b" && from.ns == "z"),
+    );
+}
+
+#[test]
+fn an_egress_policy_allows_only_its_peers() {
+    let to_y = policy(serde_json::json!({
+        "metadata": {"name": "to-y", "namespace": "z"},
+        "spec": {"podSelector": {"matchLabels": {"pod": "a"}}, "policyTypes": ["Egress"],
+                 "egress": [{"to": [{"namespaceSelector": {"matchLabels": {"ns": "y"}}}],
+                             "ports": [{"port": 81}]}]}
+    }));
+    check("z/a reaches only y on 81", &[to_y], |from, to, port| {
+        from.label() != "z/a" || (to.ns == "y" && port == 81)
+    });
+}
