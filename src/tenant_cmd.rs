@@ -24,6 +24,10 @@ pub struct InitArgs {
     /// The pod subnet (default: the next free one of the provider's pod range).
     #[arg(long)]
     pod_cidr: Option<String>,
+    /// Accept that the host reaches the pods only through NAT (needed when
+    /// the pod subnet overlaps another tenant's; refused otherwise).
+    #[arg(long)]
+    nat_only: bool,
     #[command(flatten)]
     api: ApiClientArgs,
 }
@@ -54,6 +58,11 @@ fn print(network: &api::TenantNetwork, name: &str) {
     if let Some(link) = network.link_port.address {
         println!("    provider link {link} (port {})", network.link_port.id);
     }
+    if network.nat_only {
+        println!("    host access: NAT only (the host cannot reach these pods; they reach it masqueraded)");
+    } else {
+        println!("    host access: direct (host and pods see each other's own addresses)");
+    }
 }
 
 /// Runs a `plexus tenant` subcommand.
@@ -74,8 +83,21 @@ pub async fn run(command: TenantCommand) -> anyhow::Result<()> {
                     },
                 };
             let network = client
-                .init_tenant_network(tenant.id, args.pod_cidr.as_deref())
-                .await?;
+                .init_tenant_network_with(tenant.id, args.pod_cidr.as_deref(), args.nat_only)
+                .await
+                .map_err(|error| {
+                    let overlap = matches!(&error, api::ApiError::Problem(p)
+                        if p.problem_type.ends_with("/pod-subnet-overlap"));
+                    let hint = if overlap {
+                        "\nchoose another --pod-cidr, or pass --nat-only to accept that the host reaches these pods only through NAT"
+                    } else {
+                        ""
+                    };
+                    anyhow::anyhow!(
+                        "cannot initialise the network of tenant {}: {error}{hint}",
+                        tenant.name
+                    )
+                })?;
             print(&network, &tenant.name);
         }
         TenantCommand::Show(args) => {

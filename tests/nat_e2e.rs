@@ -273,7 +273,8 @@ async fn traceroute_through_two_nats_shows_every_hop() {
 async fn tenants_with_the_same_pod_subnet_stay_apart() {
     let d = Deployment::start().await;
     let red = d.tenant(Some("10.1.0.0/24")).await;
-    let blue = d.tenant(Some("10.1.0.0/24")).await;
+    // The second one on the same subnet must accept NAT-only host access.
+    let blue = d.tenant_with(Some("10.1.0.0/24"), true).await;
     let (red_a, _) = d.pod(&red, 10).await;
     let (red_b, _) = d.pod(&red, 11).await;
     let (blue_a, _) = d.pod(&blue, 10).await;
@@ -395,6 +396,25 @@ async fn plexus_tenant_init_is_idempotent_and_show_reports_the_network() {
     assert_eq!(shown, first);
     let (ok, _, err) = cli(&["tenant", "show", "no-such-tenant"]);
     assert!(!ok && err.contains("no tenant named"), "{err}");
+    assert!(first.contains("host access: direct"), "{first}");
+    // Another tenant on an overlapping subnet is refused, naming this one
+    // and the way out; with --nat-only it is provisioned, and says so.
+    let other = unique("cli");
+    let (ok, out, err) = cli(&["tenant", "init", &other, "--pod-cidr", "10.9.0.128/25"]);
+    assert!(!ok, "an overlapping init must fail: {out}");
+    for expected in [name.as_str(), "10.9.0.0/24", "--nat-only"] {
+        assert!(err.contains(expected), "missing '{expected}' in:\n{err}");
+    }
+    let (ok, out, err) = cli(&[
+        "tenant",
+        "init",
+        &other,
+        "--pod-cidr",
+        "10.9.0.128/25",
+        "--nat-only",
+    ]);
+    assert!(ok, "{err}");
+    assert!(out.contains("host access: NAT only"), "{out}");
     // A pod on the new network reaches the world.
     let tenants: Vec<nsdb::Tenant> = d.client.list("/v1/tenants").await.unwrap();
     let id = tenants.iter().find(|t| t.name == name).unwrap().id;

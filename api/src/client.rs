@@ -330,10 +330,25 @@ impl Client {
         tenant: Uuid,
         pod_cidr: Option<&str>,
     ) -> Result<crate::TenantNetwork, ApiError> {
-        let body = match pod_cidr {
-            Some(cidr) => json!({ "pod_cidr": cidr }),
-            None => json!({}),
-        };
+        self.init_tenant_network_with(tenant, pod_cidr, false).await
+    }
+
+    /// [`Client::init_tenant_network`], optionally accepting NAT-only
+    /// reachability from the host (for a pod subnet that overlaps another
+    /// tenant's).
+    pub async fn init_tenant_network_with(
+        &self,
+        tenant: Uuid,
+        pod_cidr: Option<&str>,
+        nat_only: bool,
+    ) -> Result<crate::TenantNetwork, ApiError> {
+        let mut body = json!({});
+        if let Some(cidr) = pod_cidr {
+            body["pod_cidr"] = json!(cidr);
+        }
+        if nat_only {
+            body["nat_only"] = json!(true);
+        }
         self.post(&format!("/v1/tenants/{tenant}/network"), &body)
             .await
     }

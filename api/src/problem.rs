@@ -168,6 +168,13 @@ impl From<NsdbError> for Problem {
                 detail,
             )
             .with_field(field),
+            NsdbError::PodSubnetOverlap { .. } => Problem::new(
+                StatusCode::CONFLICT,
+                "pod-subnet-overlap",
+                "Pod subnet overlaps another tenant's",
+                detail,
+            )
+            .with_field("network"),
             NsdbError::PoolExhausted { .. } => Problem::new(
                 StatusCode::CONFLICT,
                 "pool-exhausted",

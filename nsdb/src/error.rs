@@ -1,5 +1,6 @@
 //! Errors of the store backends and of the typed NSDB.
 
+use ipnet::IpNet;
 use uuid::Uuid;
 
 use crate::kv::Revision;
@@ -171,6 +172,24 @@ pub enum NsdbError {
         field: String,
         /// Which rule it breaks.
         reason: String,
+    },
+    /// A tenant's routed pod subnet overlaps another tenant's: the host
+    /// could route only one of them back.
+    #[error(
+        "tenant {tenant}: pod subnet {pod_cidr} overlaps {other_cidr} of tenant {other_name} ({other_tenant}); \
+         the host can route only one of them: choose another subnet, or opt in to NAT-only reachability"
+    )]
+    PodSubnetOverlap {
+        /// The tenant being written.
+        tenant: Uuid,
+        /// Its pod subnet.
+        pod_cidr: IpNet,
+        /// The tenant whose subnet it overlaps.
+        other_tenant: Uuid,
+        /// That tenant's name.
+        other_name: String,
+        /// That tenant's pod subnet.
+        other_cidr: IpNet,
     },
     /// An IP pool has no free address left.
     #[error("ip pool {pool} ({cidr}) is exhausted")]

@@ -6,7 +6,8 @@
 //!   (value: the referencing fields), kept in the same commit as the record;
 //! - `uniq/...`: a unique value, held by the id stored as the value;
 //! - `ipam/{pool_id}/addr/{ip}` and `ipam/{pool_id}/owner/{owner}`: leases;
-//! - `status/port/{port_id}`: the host serving the port (under the agent's lease).
+//! - `status/port/{port_id}`: the host serving the port (under the agent's lease);
+//! - `podnets/{network}_{prefix}`: a tenant's routed pod subnet (value: the tenant id).
 
 use uuid::Uuid;
 
@@ -61,6 +62,20 @@ pub fn leases_of(pool: Uuid) -> String {
 /// The owner index of a pool's leases.
 pub fn lease_by_owner(pool: Uuid, owner: &str) -> String {
     format!("ipam/{pool}/owner/{}", key_segment(owner))
+}
+
+/// The prefix of the routed pod subnet index.
+pub const POD_SUBNETS: &str = "podnets/";
+
+/// The index key of one routed pod subnet.
+pub fn pod_subnet(cidr: ipnet::IpNet) -> String {
+    format!("{POD_SUBNETS}{}_{}", cidr.network(), cidr.prefix_len())
+}
+
+/// The pod subnet an index key under [`POD_SUBNETS`] names.
+pub fn parse_pod_subnet(key: &str) -> Option<ipnet::IpNet> {
+    let (network, prefix) = key.strip_prefix(POD_SUBNETS)?.split_once('_')?;
+    ipnet::IpNet::new(network.parse().ok()?, prefix.parse().ok()?).ok()
 }
 
 /// The marker of the agent serving a port.

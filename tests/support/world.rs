@@ -120,13 +120,23 @@ impl Deployment {
 
     /// A new tenant with its network initialised (default or given pod subnet).
     pub async fn tenant(&self, pod_cidr: Option<&str>) -> Tenant {
+        self.tenant_with(pod_cidr, false).await
+    }
+
+    /// [`Deployment::tenant`], NAT-only when `nat_only` (the host reaches
+    /// its pods only through NAT; needed for an overlapping pod subnet).
+    pub async fn tenant_with(&self, pod_cidr: Option<&str>, nat_only: bool) -> Tenant {
         let id = self
             .client
             .create_tenant(&unique("tenant"))
             .await
             .unwrap()
             .id;
-        let net = self.client.init_tenant_network(id, pod_cidr).await.unwrap();
+        let net = self
+            .client
+            .init_tenant_network_with(id, pod_cidr, nat_only)
+            .await
+            .unwrap();
         Tenant { id, net }
     }
 

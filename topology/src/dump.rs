@@ -240,7 +240,21 @@ impl Dump {
     pub fn render_tree(&self) -> String {
         let mut out = String::new();
         for t in &self.tenants {
-            let _ = writeln!(out, "tenant {} ({})", t.tenant.name, short(t.tenant.id));
+            let access = match t.tenant.network {
+                Some(n) => match (n.pod_cidr, n.nat_only) {
+                    (Some(pods), false) => format!(" pods {pods} host access direct"),
+                    (Some(pods), true) => format!(" pods {pods} host access NAT only"),
+                    (None, true) => " host access NAT only".to_string(),
+                    (None, false) => String::new(),
+                },
+                None => String::new(),
+            };
+            let _ = writeln!(
+                out,
+                "tenant {} ({}){access}",
+                t.tenant.name,
+                short(t.tenant.id)
+            );
             for r in &t.routers {
                 let state = if r.router.admin_state_up {
                     ""
@@ -383,7 +397,12 @@ mod tests {
             id: id(1),
             revision: 1,
             name: "acme".into(),
-            network: None,
+            network: Some(nsdb::TenantNetworkRef {
+                router_id: id(2),
+                bridge_id: id(3),
+                pod_cidr: Some("10.0.1.0/24".parse().unwrap()),
+                nat_only: false,
+            }),
         };
         let router = Router {
             id: id(2),
@@ -439,7 +458,12 @@ mod tests {
             id: id(9),
             revision: 1,
             name: "zeta".into(),
-            network: None,
+            network: Some(nsdb::TenantNetworkRef {
+                router_id: id(10),
+                bridge_id: id(11),
+                pod_cidr: Some("10.0.1.0/24".parse().unwrap()),
+                nat_only: true,
+            }),
         };
         vec![
             Record::Tenant(tenant),
@@ -458,14 +482,14 @@ mod tests {
     fn renders_a_readable_tree() {
         let tree = Dump::build(&sample(), None).render_tree();
         let expected = "\
-tenant acme (00000001)
+tenant acme (00000001) pods 10.0.1.0/24 host access direct
     router edge (00000002)
         port 00000005 mac 02:00:00:00:00:01 address 10.0.1.1/24 ↔ port 00000006 on bridge web key 5
         route 0.0.0.0/0 via port 00000005 gw 10.0.1.254 weight 10
     bridge web (00000003) [down] flood key 4
         port 00000006 mac 02:00:00:00:00:02 ↔ port 00000005 on router edge key 6
         port 00000007 mac 02:00:00:00:00:03 bound to node1 veth-a vtep vni 42 remote 192.0.2.50:4789 key 7
-tenant zeta (00000009)
+tenant zeta (00000009) pods 10.0.1.0/24 host access NAT only
 ";
         assert_eq!(tree, expected);
     }

@@ -283,7 +283,7 @@ pub async fn ensure_attachment(
             (bridge_id, pool)
         }
         None => {
-            let (network, _) = init_tenant_network(nsdb, tenant.id, None).await?;
+            let (network, _) = init_tenant_network(nsdb, tenant.id, None, false).await?;
             (network.bridge.id, network.pool)
         }
     };

@@ -157,6 +157,14 @@ pub async fn create_floating_ip(
             .map(|r| r.position + 1)
             .max()
             .unwrap_or(1);
+        // After the rules that let pods reach the host untranslated (the
+        // host sees a pod's own address, floating IP or not).
+        let snat_position = outbound_rules
+            .iter()
+            .filter(|r| r.action == RuleAction::Accept && r.dst_cidr.is_some())
+            .map(|r| r.position + 1)
+            .max()
+            .unwrap_or(1);
         let dnat = Rule {
             in_port_ids: vec![link.id],
             dst_cidr: Some(IpNet::V4(Ipv4Net::from(floating))),
@@ -179,7 +187,7 @@ pub async fn create_floating_ip(
                 port_to: None,
             }],
             description: format!("floating IP {floating} ← {}", request.fixed_address),
-            ..Rule::new(outbound, 1, RuleAction::Snat)
+            ..Rule::new(outbound, snat_position, RuleAction::Snat)
         };
         let route = Route {
             id: Uuid::new_v4(),

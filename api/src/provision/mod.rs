@@ -7,6 +7,7 @@
 
 mod attachment;
 mod floating;
+mod host_access;
 mod provider;
 mod tenant;
 

@@ -17,7 +17,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use super::{first_free, linked, lost_race, new_port, overlaps, unavailable, v4, ATTEMPTS};
+use super::{first_free, host_access, linked, lost_race, new_port, unavailable, v4, ATTEMPTS};
 use crate::problem::Problem;
 
 /// Names of the objects a tenant network consists of (unique per tenant).
@@ -46,6 +46,10 @@ pub struct TenantNetwork {
     pub gateway: IpAddr,
     /// The MTU pods get.
     pub mtu: u16,
+    /// The host reaches these pods only through NAT (chosen at init for a
+    /// pod subnet that overlaps another tenant's); otherwise host and pods
+    /// see each other's own addresses.
+    pub nat_only: bool,
 }
 
 /// The objects of one planned network.
@@ -78,6 +82,7 @@ async fn plan(
     tenant: &Tenant,
     provider: &Provider,
     pod_cidr: Option<Ipv4Net>,
+    nat_only: bool,
 ) -> Result<Plan, Problem> {
     let provider_ports = nsdb.list_by_parent::<Port>(provider.router_id).await?;
     let used_links: Vec<Ipv4Net> = provider_ports
@@ -186,49 +191,51 @@ async fn plan(
         gateway: Some(gateway.into()),
         bridge_id: Some(bridge.id),
     };
-    let mut rules = vec![Rule {
+    let access = host_access::plan(
+        provider,
+        &host_access::Link {
+            tenant_port: link.id,
+            tenant_address: tenant_side,
+            provider_port: provider_port.id,
+        },
+        (inbound.id, outbound.id),
+        pod_net,
+        nat_only,
+    );
+    let mut inbound_rules = vec![Rule {
         conn_state: vec![ConnState::Established, ConnState::Related],
         description: "return traffic".into(),
-        ..Rule::new(inbound.id, 1, RuleAction::Accept)
+        ..Rule::new(inbound.id, 0, RuleAction::Accept)
     }];
-    if let Some(host) = provider.uplink_gateway {
-        rules.push(Rule {
-            in_port_ids: vec![link.id],
-            src_cidr: Some(IpNet::V4(Ipv4Net::from(host))),
-            description: "the host reaches the pods directly".into(),
-            ..Rule::new(inbound.id, 2, RuleAction::Accept)
-        });
-    }
-    rules.push(Rule {
+    inbound_rules.extend(access.inbound);
+    inbound_rules.push(Rule {
         in_port_ids: vec![link.id],
         conn_state: vec![ConnState::New],
         description: "the outside reaches pods only through floating IPs".into(),
-        ..Rule::new(inbound.id, rules.len() as u32 + 1, RuleAction::Drop)
+        ..Rule::new(inbound.id, 0, RuleAction::Drop)
     });
-    rules.push(Rule {
+    let mut outbound_rules = access.outbound;
+    outbound_rules.push(Rule {
         out_port_ids: vec![link.id],
         description: "tenant traffic leaves with the link address".into(),
-        ..Rule::new(outbound.id, 1, RuleAction::Masquerade)
+        ..Rule::new(outbound.id, 0, RuleAction::Masquerade)
     });
+    let rules = [inbound_rules, outbound_rules]
+        .into_iter()
+        .flat_map(|chain| {
+            chain
+                .into_iter()
+                .zip(1..)
+                .map(|(rule, position)| Rule { position, ..rule })
+        });
     let mut routes = vec![route(router.id, Ipv4Net::default(), link.id, provider_side)];
-    // The provider routes the pod subnet back (so the host reaches pods
-    // directly) unless another tenant's overlapping subnet already is.
-    let provider_routes = nsdb.list_by_parent::<Route>(provider.router_id).await?;
-    let taken = provider_routes.iter().any(|r| {
-        v4(Some(r.dst)).is_some_and(|dst| dst.prefix_len() > 0 && overlaps(&dst, &pod_net))
-    });
-    if !taken {
-        routes.push(route(
-            provider.router_id,
-            pod_net,
-            provider_port.id,
-            tenant_side,
-        ));
-    }
+    routes.extend(access.provider_route);
     let mut network_tenant = tenant.clone();
     network_tenant.network = Some(TenantNetworkRef {
         router_id: router.id,
         bridge_id: bridge.id,
+        pod_cidr: Some(IpNet::V4(pod_net)),
+        nat_only,
     });
     let mut batch: Vec<Mutation> = vec![
         Mutation::Create(Record::Chain(inbound)),
@@ -241,7 +248,7 @@ async fn plan(
         Mutation::Create(Record::Port(bridge_port)),
         Mutation::Create(Record::IpPool(pool.clone())),
     ];
-    batch.extend(rules.into_iter().map(|r| Mutation::Create(Record::Rule(r))));
+    batch.extend(rules.map(|r| Mutation::Create(Record::Rule(r))));
     batch.extend(
         routes
             .into_iter()
@@ -270,10 +277,16 @@ async fn provider(nsdb: &Nsdb) -> Result<Provider, Problem> {
 /// Initialises `tenant`'s default network (on a pod subnet of `pod_cidr`,
 /// or the next free one), or answers the existing one. Returns whether it
 /// was created now. Concurrent calls for one tenant create it once.
+///
+/// A pod subnet that overlaps another tenant's routed one is refused
+/// (naming that tenant) unless `nat_only` accepts that the host reaches
+/// these pods only through NAT; the check runs in the NSDB transaction, so
+/// of two concurrent inits on one range exactly one gets it.
 pub async fn init_tenant_network(
     nsdb: &Nsdb,
     tenant_id: Uuid,
     pod_cidr: Option<Ipv4Net>,
+    nat_only: bool,
 ) -> Result<(TenantNetwork, bool), Problem> {
     if let Some(net) = pod_cidr {
         if net.trunc() != net {
@@ -310,7 +323,7 @@ pub async fn init_tenant_network(
             }
             return Ok((existing, false));
         }
-        let plan = plan(nsdb, &tenant, &provider, pod_cidr).await?;
+        let plan = plan(nsdb, &tenant, &provider, pod_cidr, nat_only).await?;
         match nsdb.apply(plan.batch).await {
             Ok(_) => {
                 let network = TenantNetwork {
@@ -323,12 +336,18 @@ pub async fn init_tenant_network(
                     router_port: plan.gateway_port,
                     link_port: plan.link,
                     pool: plan.pool,
+                    nat_only,
                 };
                 // Read back so that revisions and tunnel keys are the stored ones.
                 let stored = tenant_network(nsdb, tenant_id).await?.unwrap_or(network);
                 return Ok((stored, true));
             }
             Err(error) if lost_race(&error) => continue,
+            // A concurrent init took the subnet this one picked itself: pick again.
+            Err(NsdbError::PodSubnetOverlap { .. }) if pod_cidr.is_none() => continue,
+            Err(error @ NsdbError::PodSubnetOverlap { .. }) => {
+                return Err(Problem::from(error).with_field("pod_cidr"))
+            }
             // A concurrent init of this tenant committed the same names
             // first: the next round finds its network.
             Err(NsdbError::Duplicate { .. })
@@ -388,6 +407,7 @@ pub async fn tenant_network(
         router_port,
         link_port,
         pool,
+        nat_only: ids.nat_only,
     }))
 }
 

@@ -31,6 +31,12 @@ pub struct NetworkRequest {
     /// The pod subnet (default: the next free one of the provider's pod range).
     #[serde(default)]
     pub pod_cidr: Option<Ipv4Net>,
+    /// Accept that the host reaches the pods only through NAT. Needed for a
+    /// pod subnet that overlaps another tenant's (refused with 409
+    /// `pod-subnet-overlap` otherwise); pods then reach the host
+    /// masqueraded and the host cannot open connections to them.
+    #[serde(default)]
+    pub nat_only: bool,
 }
 
 async fn init_network(
@@ -43,7 +49,8 @@ async fn init_network(
     let tenant: Tenant = fetch_visible(&state.nsdb, caller, parse_id("tenant", &id)?).await?;
     let request: NetworkRequest = from_json(Value::Object(body))?;
     let (network, created) =
-        provision::init_tenant_network(&state.nsdb, tenant.id, request.pod_cidr).await?;
+        provision::init_tenant_network(&state.nsdb, tenant.id, request.pod_cidr, request.nat_only)
+            .await?;
     let status = if created {
         StatusCode::CREATED
     } else {

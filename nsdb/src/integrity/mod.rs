@@ -18,6 +18,7 @@ use crate::txn::Tx;
 
 mod chains;
 mod lb;
+mod pod_subnets;
 mod scope;
 
 pub use scope::Scope;
@@ -128,6 +129,7 @@ pub(crate) async fn stage(
         }
     }
     write_unique_keys(tx, &touched).await?;
+    pod_subnets::write_index(tx, &touched).await?;
     write_references(tx, &touched);
     for t in &touched {
         scope::check_scope(tx, t, scope).await?;

@@ -45,6 +45,14 @@ pub struct TenantNetworkRef {
     pub router_id: Uuid,
     /// The default bridge, holding the pods.
     pub bridge_id: Uuid,
+    /// The pod subnet. Unless `nat_only`, no other tenant's routed pod
+    /// subnet overlaps it (checked in the writing transaction).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod_cidr: Option<IpNet>,
+    /// The host reaches these pods only through NAT: no route from the
+    /// provider to the pod subnet, pod traffic to the host masqueraded.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub nat_only: bool,
 }
 
 /// A virtual L3 router.
