@@ -237,8 +237,9 @@ async fn tenants_with_the_same_subnet_stay_apart() {
     for tenant in ["red", "green"] {
         let name = unique(tenant);
         let id = client.create_tenant(&name).await.unwrap().id;
+        // The second tenant on the subnet accepts NAT-only host access.
         client
-            .init_tenant_network(id, Some("10.77.0.0/24"))
+            .init_tenant_network_with(id, Some("10.77.0.0/24"), tenant == "green")
             .await
             .unwrap();
         let conf = net.with(json!({"tenant": name, "cniVersion": "1.0.0"}));
