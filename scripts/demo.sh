@@ -3,8 +3,8 @@
 # create a tenant with a router and two bridges, put three namespace "pods"
 # on them, and show that they ping each other across the router; then
 # initialise a second tenant's network in one step (`plexus tenant init`),
-# and show its pod reaching the host through the provider uplink (masqueraded)
-# and the host reaching the pod directly.
+# and show its pod and the host reaching each other through the provider
+# uplink without NAT (each sees the other's own address).
 # Everything it creates (namespaces, veths) is removed on exit.
 set -euo pipefail
 P=${PLEXUS_BIN:-target/release/plexus}
@@ -62,7 +62,8 @@ echo
 $P trace --port "$port_a" --dst-ip 10.0.2.10
 
 # A tenant network in one step: router linked to the provider router,
-# masquerade, default bridge and pod subnet.
+# masquerade toward the outside, no NAT between the host and the pods,
+# default bridge and pod subnet.
 echo
 init_out=$($P tenant init "demo-$tag-net")
 echo "$init_out"

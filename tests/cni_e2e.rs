@@ -13,7 +13,7 @@ use serde_json::{json, Value};
 use support::cni::{address_of, host_veths, invoke, sandbox, Network, PLUGIN};
 use support::netns::{run, unique};
 use support::plexus::Plexus;
-use support::world::{wait_ping, Deployment, WORLD};
+use support::world::{wait_ping, Deployment, STRANGER, WORLD};
 
 /// A plugin process, killed by its guard if a test fails while it runs.
 struct Killed(std::process::Child);
@@ -178,7 +178,8 @@ async fn pods_reach_each_other_their_gateway_and_the_outside() {
     assert_eq!(got, 1, "first ping after ADD ({add_took:?}): {text}");
     wait_ping(&a, &address_of(&rb));
     wait_ping(&b, &address_of(&ra));
-    // The outside, masqueraded.
+    // The outside (masqueraded) and the host (without NAT).
+    wait_ping(&a, STRANGER);
     wait_ping(&a, WORLD);
     // Idempotent: ADD again answers the same; CHECK passes with prevResult.
     let again = net.call("ADD", "pod-a", "eth0", Some(&a.netns), &args, &conf);

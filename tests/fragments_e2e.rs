@@ -9,10 +9,10 @@ use std::io::Read;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use support::world::{Deployment, UPLINK, WORLD};
+use support::world::{Deployment, STRANGER, UPLINK};
 
-/// A UDP server in `netns` on port 9000 that answers each datagram with
-/// one of the same size; killed by its guard.
+/// A UDP server on port 9000 that answers each datagram with one of the
+/// same size; killed by its guard.
 struct Echo(std::process::Child);
 
 impl Drop for Echo {
@@ -22,14 +22,18 @@ impl Drop for Echo {
     }
 }
 
-fn echo_server(netns: &str) -> Echo {
-    let script = "import socket
-s=socket.socket(socket.AF_INET,socket.SOCK_DGRAM);s.bind(('0.0.0.0',9000))
+/// Bound to `address`, so that answers come from it (an unbound UDP
+/// socket answers from the address of the route back).
+fn echo_server(netns: &str, address: &str) -> Echo {
+    let script = format!(
+        "import socket
+s=socket.socket(socket.AF_INET,socket.SOCK_DGRAM);s.bind(('{address}',9000))
 while True:
-  d,a=s.recvfrom(65535);s.sendto(b'y'*len(d),a)\n";
+  d,a=s.recvfrom(65535);s.sendto(b'y'*len(d),a)\n"
+    );
     Echo(
         Command::new("ip")
-            .args(["netns", "exec", netns, "python3", "-c", script])
+            .args(["netns", "exec", netns, "python3", "-c", &script])
             .spawn()
             .expect("run the echo server"),
     )
@@ -66,14 +70,16 @@ async fn a_fragmented_datagram_through_masquerade_is_translated_whole() {
     let t = d.tenant(None).await;
     let (a, _) = d.pod(&t, 10).await;
     let world = d.world().netns.clone();
-    let _echo = echo_server(&world);
+    // An outside address: the uplink gateway is the host, which pods
+    // reach without NAT.
+    let _echo = echo_server(&world, STRANGER);
     let mut capture = capture_fragments(&world, 8);
     std::thread::sleep(Duration::from_secs(2));
 
     let script = format!(
         "import socket
 s=socket.socket(socket.AF_INET,socket.SOCK_DGRAM);s.settimeout(3)
-s.sendto(b'x'*4000,('{WORLD}',9000))
+s.sendto(b'x'*4000,('{STRANGER}',9000))
 try:
   d,_=s.recvfrom(65535);print(len(d), d==b'y'*4000)
 except Exception as e:
@@ -90,7 +96,7 @@ except Exception as e:
         .map(|l| l.split('\t').collect::<Vec<_>>())
         .filter(|f| f.len() == 3)
         .collect();
-    let outbound: Vec<&Vec<&str>> = fragments.iter().filter(|f| f[1] == WORLD).collect();
+    let outbound: Vec<&Vec<&str>> = fragments.iter().filter(|f| f[1] == STRANGER).collect();
     assert!(
         outbound.len() >= 3,
         "4000 bytes leave as at least three fragments:\n{text}"

@@ -8,9 +8,9 @@ mod support;
 use std::time::{Duration, Instant};
 
 use serde_json::json;
-use support::cluster::{reachable, Cluster, UPLINK, WORLD};
+use support::cluster::{reachable, Cluster, UPLINK};
 use support::netns::Pod;
-use support::world::{peer_of, tcp_probe, tcp_server};
+use support::world::{peer_of, tcp_probe, tcp_server, STRANGER};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stateful_policy_holds_when_the_reply_enters_on_another_host() {
@@ -72,12 +72,14 @@ async fn masquerade_works_when_the_uplink_is_on_another_host() {
     // Requests leave through host 1's uplink; replies enter there and are
     // translated back with the NAT state host 0 created.
     assert!(
-        reachable(&pod, WORLD, Duration::from_secs(20)),
+        reachable(&pod, STRANGER, Duration::from_secs(20)),
         "the pod never reached the world through the other host's uplink\n{}",
         cluster.logs()
     );
     for _ in 0..3 {
-        let answer = tcp_probe(&pod, WORLD, 8080, 3.0, None);
+        // Not the uplink gateway (the host, reached without NAT): an
+        // outside address.
+        let answer = tcp_probe(&pod, STRANGER, 8080, 3.0, None);
         assert!(answer.starts_with("w "), "{answer}\n{}", cluster.logs());
         let (peer, _) = peer_of(&answer);
         assert_eq!(

@@ -1,8 +1,10 @@
 //! End-to-end: tenants' ways out and in through the provider router and a
 //! real uplink — masquerade without port collisions, floating IPs, DNAT
 //! port forwards, ICMP errors translated back through two NATs, tenants
-//! with the same pod subnet kept apart, and the host reaching pods through
-//! the uplink TAP the agent creates. Needs root.
+//! with the same pod subnet kept apart (the second one NAT-only), and the
+//! host reaching pods through the uplink TAP the agent creates. Masquerade
+//! is seen from an outside address (`STRANGER`): the uplink gateway is the
+//! host, which pods reach without NAT (tests/host_pod_e2e.rs). Needs root.
 
 mod support;
 
@@ -49,14 +51,16 @@ async fn masquerade_hides_pods_behind_the_uplink_without_port_collisions() {
     let t2 = d.tenant(None).await;
     let mut pods = Vec::new();
     let mut ports = Vec::new();
+    // An outside address (not the uplink gateway: the host, which pods
+    // reach without NAT).
     for (t, n) in [(&t1, 10), (&t1, 11), (&t2, 10)] {
         let (pod, port) = d.pod(t, n).await;
-        wait_ping(&pod, WORLD);
+        wait_ping(&pod, STRANGER);
         pods.push(pod);
         ports.push(port);
     }
     let first_port = ports[0];
-    let answer = tcp_probe(&pods[0], WORLD, 8080, 3.0, None);
+    let answer = tcp_probe(&pods[0], STRANGER, 8080, 3.0, None);
     assert_eq!(
         peer_of(&answer).0,
         UPLINK.parse::<IpAddr>().unwrap(),
@@ -65,7 +69,7 @@ async fn masquerade_hides_pods_behind_the_uplink_without_port_collisions() {
     // The trace shows both translations at the router that makes them.
     let trace = std::process::Command::new(env!("CARGO_BIN_EXE_plexus"))
         .args(["trace", "--api", &d.plexus.url, "--token", &d.plexus.token])
-        .args(["--port", &first_port.to_string(), "--dst-ip", WORLD])
+        .args(["--port", &first_port.to_string(), "--dst-ip", STRANGER])
         .args(["--proto", "tcp", "--dport", "8080"])
         .output()
         .unwrap();
@@ -74,8 +78,8 @@ async fn masquerade_hides_pods_behind_the_uplink_without_port_collisions() {
     // (The trace has no learned ARP entries, so it stops where the provider
     // router would resolve the world's MAC.)
     for expected in [
-        "default-out rule 1",
-        "masquerade tcp 10.128.0.10:49152 → 100.64.0.1:8080 → tcp 169.254.0.2:49152",
+        "default-out rule 2",
+        "masquerade tcp 10.128.0.10:49152 → 203.0.113.7:8080 → tcp 169.254.0.2:49152",
         "router provider",
         "resolves 100.64.0.1",
     ] {
@@ -91,7 +95,7 @@ async fn masquerade_hides_pods_behind_the_uplink_without_port_collisions() {
     let answers: Vec<Vec<String>> = std::thread::scope(|s| {
         let handles: Vec<_> = pods
             .iter()
-            .map(|pod| s.spawn(move || concurrent_connections(pod, WORLD, 8080, per_pod, 40000)))
+            .map(|pod| s.spawn(move || concurrent_connections(pod, STRANGER, 8080, per_pod, 40000)))
             .collect();
         handles.into_iter().map(|h| h.join().unwrap()).collect()
     });
@@ -156,11 +160,17 @@ async fn a_floating_ip_lets_the_outside_in_and_the_pod_out_under_it() {
         "the private address stays closed: {still}"
     );
 
-    let out = tcp_probe(&pod, WORLD, 9090, 3.0, None);
+    let out = tcp_probe(&pod, STRANGER, 9090, 3.0, None);
     assert_eq!(
         peer_of(&out).0.to_string(),
         floating,
         "the pod leaves under its floating IP"
+    );
+    let to_host = tcp_probe(&pod, WORLD, 9090, 3.0, None);
+    assert_eq!(
+        peer_of(&to_host).0.to_string(),
+        private,
+        "the host still sees the pod's own address"
     );
 
     // Deleting the floating IP closes the way in again.
@@ -295,7 +305,7 @@ async fn tenants_with_the_same_pod_subnet_stay_apart() {
     // Both still get out, each through its own tenant router.
     let _world = tcp_server(&d.world().netns, &[9090], "world");
     for pod in [&red_a, &blue_a] {
-        let out = tcp_probe(pod, WORLD, 9090, 3.0, None);
+        let out = tcp_probe(pod, STRANGER, 9090, 3.0, None);
         assert_eq!(peer_of(&out).0.to_string(), UPLINK, "{out}");
     }
 }
@@ -421,5 +431,10 @@ async fn plexus_tenant_init_is_idempotent_and_show_reports_the_network() {
     let net = d.client.tenant_network(id).await.unwrap().unwrap();
     let t = support::world::Tenant { id, net };
     let (pod, _) = d.pod(&t, 10).await;
+    wait_ping(&pod, STRANGER);
+    // The host too, without NAT, once it routes the subnet to the uplink
+    // (what the agent does when it owns the uplink TAP).
+    d.world()
+        .exec(&["ip", "route", "add", "10.9.0.0/24", "via", UPLINK]);
     wait_ping(&pod, WORLD);
 }

@@ -151,10 +151,17 @@ async fn tenant_network_is_complete_and_idempotent(s: &TestServer) {
         vec![RuleAction::Accept, RuleAction::Accept, RuleAction::Drop]
     );
     assert_eq!(inbound[2].in_port_ids, vec![created.link_port.id]);
+    // Out: traffic to the host (the uplink gateway) untranslated, then masquerade.
     let outbound = rules_of(s, created.router.outbound_chain_id.unwrap()).await;
     let actions: Vec<_> = outbound.iter().map(|r| r.action).collect();
-    assert_eq!(actions, vec![RuleAction::Masquerade]);
-    assert_eq!(outbound[0].out_port_ids, vec![created.link_port.id]);
+    assert_eq!(actions, vec![RuleAction::Accept, RuleAction::Masquerade]);
+    assert_eq!(
+        outbound[0].dst_cidr.map(|d| d.to_string()).as_deref(),
+        Some("100.64.0.1/32")
+    );
+    for rule in &outbound {
+        assert_eq!(rule.out_port_ids, vec![created.link_port.id]);
+    }
     assert!(!created.nat_only);
     // Routes both ways.
     let tenant_routes: Vec<Route> = s
@@ -433,8 +440,13 @@ async fn floating_ips_install_and_remove_their_rules(s: &TestServer) {
     assert_eq!(inbound[1].action, RuleAction::Dnat);
     assert_eq!(inbound[3].action, RuleAction::Drop, "the drop stays last");
     let outbound = rules_of(s, network.router.outbound_chain_id.unwrap()).await;
-    assert_eq!(outbound[0].id, fip.snat_rule_id, "ahead of the masquerade");
-    assert_eq!(outbound[1].action, RuleAction::Masquerade);
+    assert_eq!(
+        outbound[0].action,
+        RuleAction::Accept,
+        "the host stays first"
+    );
+    assert_eq!(outbound[1].id, fip.snat_rule_id, "ahead of the masquerade");
+    assert_eq!(outbound[2].action, RuleAction::Masquerade);
     let route: Route = s
         .admin
         .get(&format!("/v1/routes/{}", fip.route_id))

@@ -19,6 +19,7 @@ use uuid::Uuid;
 
 use super::etcd::EtcdServer;
 use super::netns::{run, unique, Pod};
+use super::world::STRANGER;
 
 /// One decoded VXLAN packet: VNI, outer source, outer destination, and the
 /// inner ICMP type if it carries ICMP.
@@ -305,6 +306,14 @@ impl Cluster {
         let mut uplink_args = Vec::new();
         let world = uplink.map(|i| {
             let world = Pod::new(&format!("{WORLD}/24"), None);
+            world.exec(&[
+                "ip",
+                "addr",
+                "add",
+                &format!("{STRANGER}/32"),
+                "dev",
+                "eth0",
+            ]);
             for prefix in ["10.128.0.0/12", "100.64.1.0/24"] {
                 world.exec(&["ip", "route", "add", prefix, "via", UPLINK]);
             }

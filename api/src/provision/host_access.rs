@@ -1,6 +1,8 @@
-//! How the host reaches a tenant's pods: without NAT. The provider router
-//! routes the pod subnet back to the tenant and the tenant router lets the
-//! host in.
+//! How the host and a tenant's pods reach each other: without NAT, both
+//! ways, as Kubernetes nodes and pods do. The provider router routes the
+//! pod subnet back to the tenant, the tenant router lets the host in, and
+//! its outbound chain accepts traffic to the host before the masquerade, so
+//! the host sees the pod's own address and the pod the host's.
 //!
 //! A NAT-only network gets none of this: pods reach the host masqueraded
 //! twice (tenant router, then uplink) and the host cannot open connections
@@ -69,7 +71,14 @@ pub(super) fn plan(
             description: "the host reaches the pods directly".into(),
             ..Rule::new(inbound, 0, RuleAction::Accept)
         });
-        let _ = outbound;
+        // Before the masquerade: the host sees the pod's own address. (The
+        // uplink masquerades only the link range, which pods are not in.)
+        access.outbound.push(Rule {
+            out_port_ids: vec![link.tenant_port],
+            dst_cidr: host,
+            description: "pods reach the host with their own addresses".into(),
+            ..Rule::new(outbound, 0, RuleAction::Accept)
+        });
     }
     access
 }
