@@ -9,8 +9,8 @@ use crate::tools::ApiClientArgs;
 #[derive(Subcommand)]
 pub enum TenantCommand {
     /// Create the tenant if needed and initialise its default network
-    /// (router linked to the provider, masquerade, default bridge and pod
-    /// subnet). Idempotent.
+    /// (router linked to the provider, host access without NAT, masquerade
+    /// to the outside, default bridge and pod subnet). Idempotent.
     Init(InitArgs),
     /// Show a tenant's default network.
     Show(ShowArgs),

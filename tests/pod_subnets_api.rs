@@ -141,11 +141,21 @@ async fn nat_only_is_an_explicit_opt_in(s: &TestServer) {
         inbound.iter().all(|r| r.src_cidr.is_none()),
         "no rule lets the host in: {inbound:?}"
     );
-    // The routed one lets the host in.
+    // The routed one has host access both ways: the host let in, pod
+    // traffic to the host left untranslated.
     let inbound = rules_of(s, na.router.inbound_chain_id.unwrap()).await;
     assert!(inbound
         .iter()
         .any(|r| r.src_cidr.map(|c| c.to_string()).as_deref() == Some("100.64.0.1/32")));
+    let out = rules_of(s, na.router.outbound_chain_id.unwrap()).await;
+    assert_eq!(
+        out.iter().map(|r| r.action).collect::<Vec<_>>(),
+        vec![RuleAction::Accept, RuleAction::Masquerade]
+    );
+    assert_eq!(
+        out[0].dst_cidr.map(|c| c.to_string()).as_deref(),
+        Some("100.64.0.1/32")
+    );
     // The routed tenant still holds the range against a third one.
     let c = s.admin.create_tenant("charlie").await.unwrap();
     let problem = problem_of(s.admin.init_tenant_network(c.id, Some("10.5.0.0/25")).await);
