@@ -559,28 +559,7 @@ async fn pod_mtu_fits_the_smallest_underlay(s: &TestServer) {
     assert_eq!(problem_of(refused).field.as_deref(), Some("underlay_mtu"));
 }
 
-macro_rules! cases {
-    ($($case:ident),* $(,)?) => {
-        mod embedded {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $case() {
-                    super::$case(&super::TestServer::embedded().await).await
-                }
-            )*
-        }
-        mod etcd {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $case() {
-                    super::$case(&super::TestServer::etcd().await).await
-                }
-            )*
-        }
-    };
-}
-
-cases!(
+both_backends!(
     provider_is_created_once,
     tenant_network_is_complete_and_idempotent,
     concurrent_inits_make_one_network_per_tenant,

@@ -127,26 +127,20 @@ impl Out<'_> {
         id
     }
 
-    /// The address group of the pods `selector` selects.
-    fn address_group(&mut self, key: &str, selector: LabelSelector) -> Uuid {
-        let id = self.cluster.id(&format!("addresses/{key}"));
-        self.records.insert(
-            id,
-            Record::IpAddressGroup(IpAddressGroup {
-                id,
-                revision: 0,
-                tenant_id: self.cluster.tenant,
-                name: format!("k8s {key}"),
-                addresses: Vec::new(),
-                selector: Some(selector),
-            }),
-        );
-        id
-    }
-
-    /// A static address group (an `ipBlock`'s exceptions).
-    fn static_group(&mut self, key: &str, addresses: Vec<ipnet::IpNet>) -> Uuid {
-        let id = self.cluster.id(&format!("static/{key}"));
+    /// An address group: the addresses of the pods `selector` selects, or
+    /// the listed `addresses` (an `ipBlock`'s exceptions).
+    fn address_group(
+        &mut self,
+        key: &str,
+        addresses: Vec<ipnet::IpNet>,
+        selector: Option<LabelSelector>,
+    ) -> Uuid {
+        let kind = if selector.is_some() {
+            "addresses"
+        } else {
+            "static"
+        };
+        let id = self.cluster.id(&format!("{kind}/{key}"));
         self.records.insert(
             id,
             Record::IpAddressGroup(IpAddressGroup {
@@ -155,7 +149,7 @@ impl Out<'_> {
                 tenant_id: self.cluster.tenant,
                 name: format!("k8s {key}"),
                 addresses,
-                selector: None,
+                selector,
             }),
         );
         id
@@ -370,8 +364,9 @@ fn translate_rule(
         let peer_key = format!("{key}/{}/{index}/{p}", direction.word());
         let other = match (&peer.pod_selector, &peer.namespace_selector, &peer.ip_block) {
             (None, None, Some(block)) => {
-                let except = (!block.except.is_empty())
-                    .then(|| out.static_group(&format!("{peer_key}/except"), block.except.clone()));
+                let except = (!block.except.is_empty()).then(|| {
+                    out.address_group(&format!("{peer_key}/except"), block.except.clone(), None)
+                });
                 Other::Block(block.cidr, except)
             }
             (pods, namespaces, None) => {
@@ -380,7 +375,7 @@ fn translate_rule(
                     Some(namespaces) => of_namespaces(&pods, namespaces),
                     None => in_namespace(&pods, ns),
                 };
-                Other::Pods(out.address_group(&peer_key, selector))
+                Other::Pods(out.address_group(&peer_key, Vec::new(), Some(selector)))
             }
             _ => {
                 return Err(Unsupported {
