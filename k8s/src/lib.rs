@@ -3,5 +3,6 @@
 //! `docs/kubernetes.md`). Pure: Kubernetes objects in, NSDB records out.
 #![warn(missing_docs)]
 
+pub mod objects;
 pub mod policy;
 pub mod types;

@@ -18,6 +18,9 @@ pub struct ObjectMeta {
     /// Its labels.
     #[serde(default)]
     pub labels: BTreeMap<String, String>,
+    /// Its annotations.
+    #[serde(default)]
+    pub annotations: BTreeMap<String, String>,
 }
 
 /// A NetworkPolicy.
