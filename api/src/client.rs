@@ -192,6 +192,19 @@ impl Client {
         }
     }
 
+    /// `POST /v1/batch`: the operations in one transaction.
+    pub async fn batch(
+        &self,
+        operations: Vec<crate::routes::batch::BatchOperation>,
+    ) -> Result<crate::routes::batch::BatchResult, ApiError> {
+        let body = serde_json::to_value(crate::routes::batch::BatchRequest { operations })
+            .map_err(|e| ApiError::Protocol {
+                url: format!("{}/v1/batch", self.base),
+                reason: e.to_string(),
+            })?;
+        self.post("/v1/batch", &body).await
+    }
+
     /// Creates a tenant (admin).
     pub async fn create_tenant(&self, name: &str) -> Result<Tenant, ApiError> {
         self.post("/v1/tenants", &json!({ "name": name })).await

@@ -200,6 +200,7 @@ pub fn api_routes() -> ApiRouter {
     let api = routes::attachments::routes(api);
     let api = routes::lb::routes(api);
     let api = routes::tokens::routes(api);
+    let api = routes::batch::routes(api);
     routes::infra::routes(api)
 }
 

@@ -1,6 +1,7 @@
 //! The API's resources, one module per group of collections.
 
 pub mod attachments;
+pub mod batch;
 pub mod chains;
 pub mod devices;
 pub mod groups;
