@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Quick start, command 2: install what the tests need, check formatting and
-# lints, then run the whole test suite (unit, conformance on the embedded
-# store and on a real etcd, end-to-end). .ci/run calls this.
+# Quick start, command 2: install what the tests need, check the Kubernetes
+# manifests (scripts/check-manifests.sh), formatting and lints, then run
+# the whole test suite (unit, conformance on the embedded store and on a
+# real etcd, end-to-end). .ci/run calls this.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/deps.sh
@@ -24,6 +25,7 @@ ensure_packages \
   /usr/lib/cni/static:containernetworking-plugins \
   python3:python3 \
   nc:netcat-openbsd
+scripts/check-manifests.sh
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets -- -D warnings
 cargo test --workspace "$@"
