@@ -420,3 +420,99 @@ async fn a_failed_add_undoes_what_it_created() {
     assert_eq!(answer.code(), 50, "{}", answer.json);
     assert!(answer.json["msg"].as_str().unwrap().contains("not alive"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kubernetes_cluster_network_puts_every_namespace_on_one_tenant() {
+    let deployment = Deployment::start().await;
+    let client = &deployment.client;
+    let net = network(&deployment.plexus).await;
+    let conf = net.with(json!({"cluster_network": "kubernetes"}));
+    // Namespace "iso" has a tenant of its own (the controller makes one for
+    // a namespace annotated plexus.io/isolated-network: "true").
+    let own = client.create_tenant("k8s-iso").await.unwrap();
+    let add = |id: &str, namespace: &str, pod: &str| {
+        let sandbox = sandbox(&net, id);
+        let args = format!("IgnoreUnknown=1;K8S_POD_NAMESPACE={namespace};K8S_POD_NAME={pod};K8S_POD_INFRA_CONTAINER_ID={id}");
+        let result = net
+            .call("ADD", id, "eth0", Some(&sandbox.netns), &args, &conf)
+            .result()
+            .clone();
+        (sandbox, address_of(&result))
+    };
+    let (xa, xa_ip) = add("x-a", "x", "a");
+    let (yb, yb_ip) = add("y-b", "y", "b");
+    let (_isoc, _) = add("iso-c", "iso", "c");
+    let attachment = |id: &str| {
+        let key = net.key(id, "eth0");
+        async move { client.attachment(&key).await.unwrap().expect("attached") }
+    };
+    let (ax, ay, aiso) = (
+        attachment("x-a").await,
+        attachment("y-b").await,
+        attachment("iso-c").await,
+    );
+    // x and y share the cluster tenant and its bridge; no tenant per namespace.
+    let tenants: Vec<nsdb::Tenant> = client.list("/v1/tenants").await.unwrap();
+    let cluster = tenants
+        .iter()
+        .find(|t| t.name == "kubernetes")
+        .expect("the cluster tenant, made by the first ADD");
+    assert!(tenants.iter().all(|t| t.name != "x" && t.name != "y"));
+    assert_eq!((ax.tenant_id, ay.tenant_id), (cluster.id, cluster.id));
+    assert_eq!(ax.bridge_id, ay.bridge_id);
+    assert_eq!(aiso.tenant_id, own.id, "iso has a tenant of its own");
+    assert_ne!(aiso.bridge_id, ax.bridge_id);
+    // The ports say whose they are.
+    for (attached, namespace, pod) in [(&ax, "x", "a"), (&ay, "y", "b"), (&aiso, "iso", "c")] {
+        let port: nsdb::Port = client
+            .get(&format!("/v1/ports/{}", attached.port.id))
+            .await
+            .unwrap();
+        let labels: Vec<_> = port
+            .labels
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect();
+        assert_eq!(
+            labels,
+            [
+                format!("plexus.io/namespace={namespace}"),
+                format!("plexus.io/pod={pod}")
+            ]
+        );
+    }
+    // Pods of different namespaces reach each other without NAT: the
+    // server sees the client's own address.
+    wait_ping(&xa, &yb_ip);
+    wait_ping(&yb, &xa_ip);
+    let _server = support::world::tcp_server(&yb.netns, &[8080], "yb");
+    let answer = support::world::tcp_probe(&xa, &yb_ip, 8080, 2.0, None);
+    assert_eq!(
+        support::world::peer_of(&answer).0.to_string(),
+        xa_ip,
+        "{answer}"
+    );
+    // Kubelet always names the pod; without it nothing is created.
+    let bare = sandbox(&net, "bare");
+    let answer = net.call(
+        "ADD",
+        "bare",
+        "eth0",
+        Some(&bare.netns),
+        "K8S_POD_NAMESPACE=x",
+        &conf,
+    );
+    assert_eq!(answer.code(), 4, "{}", answer.json);
+    assert!(!host_veths().contains(&bare.host_if));
+    assert!(client
+        .attachment(&net.key("bare", "eth0"))
+        .await
+        .unwrap()
+        .is_none());
+    // DEL needs nothing of the namespace.
+    for id in ["x-a", "y-b", "iso-c"] {
+        let del = net.call("DEL", id, "eth0", None, "", &conf);
+        assert!(del.ok, "{} {}", del.json, del.stderr);
+    }
+    assert!(client.attachments(None, None).await.unwrap().is_empty());
+}

@@ -546,6 +546,7 @@ async fn pod_mtu_fits_the_smallest_underlay(s: &TestServer) {
         tenant: format!("mtu-{}", Uuid::new_v4()),
         bridge_id: None,
         mac: None,
+        labels: Default::default(),
     };
     let attachment = s.admin.put_attachment(&key, &request).await.unwrap();
     assert_eq!(attachment.mtu, 1350, "1400-byte underlay minus VXLAN's 50");
@@ -559,7 +560,69 @@ async fn pod_mtu_fits_the_smallest_underlay(s: &TestServer) {
     assert_eq!(problem_of(refused).field.as_deref(), Some("underlay_mtu"));
 }
 
+/// An attachment's port is created with the request's labels (what the
+/// CNI's Kubernetes mode sets); invalid labels are refused before anything
+/// is written; asking again answers the port as it is.
+async fn attachment_ports_carry_their_labels(s: &TestServer) {
+    provider(s).await;
+    let host = s
+        .admin
+        .create_host(&format!("pods-{}", Uuid::new_v4()), "192.0.2.11")
+        .await
+        .unwrap();
+    let tenant = format!("labels-{}", Uuid::new_v4());
+    let key = |container: &str| api::provision::AttachmentKey {
+        network: "plexus".into(),
+        container_id: container.into(),
+        ifname: "eth0".into(),
+    };
+    let request = |labels: &[(&str, &str)]| api::provision::AttachmentRequest {
+        host_id: host.id,
+        interface_name: "pxlbl0".into(),
+        tenant: tenant.clone(),
+        bridge_id: None,
+        mac: None,
+        labels: labels
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+    };
+    let wanted = [("plexus.io/namespace", "x"), ("plexus.io/pod", "a")];
+    let attached = s
+        .admin
+        .put_attachment(&key("labelled"), &request(&wanted))
+        .await
+        .unwrap();
+    let port: Port = s
+        .admin
+        .get(&format!("/v1/ports/{}", attached.port.id))
+        .await
+        .unwrap();
+    assert_eq!(port.labels, request(&wanted).labels);
+    assert_eq!(attached.port.labels, port.labels);
+    let again = s
+        .admin
+        .put_attachment(&key("labelled"), &request(&[("other", "y")]))
+        .await
+        .unwrap();
+    assert_eq!(
+        again.port.labels, port.labels,
+        "an existing port keeps its labels"
+    );
+    let refused = s
+        .admin
+        .put_attachment(&key("badly"), &request(&[("plexus.io/pod", "not a value")]))
+        .await;
+    let problem = problem_of(refused);
+    assert!(
+        problem.detail.contains("not a valid label value"),
+        "{problem:?}"
+    );
+    assert!(s.admin.attachment(&key("badly")).await.unwrap().is_none());
+}
+
 both_backends!(
+    attachment_ports_carry_their_labels,
     provider_is_created_once,
     tenant_network_is_complete_and_idempotent,
     concurrent_inits_make_one_network_per_tenant,

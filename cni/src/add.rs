@@ -3,6 +3,7 @@
 use std::time::{Duration, Instant};
 
 use api::provision::{Attachment, AttachmentKey, AttachmentRequest};
+use nsdb::Tenant;
 use serde_json::Value;
 use uuid::Uuid;
 
@@ -10,7 +11,7 @@ use crate::chain::PrevResult;
 use crate::error::{code, CniError};
 use crate::plumbing;
 use crate::result::{mac_string, Outcome};
-use crate::spec::Env;
+use crate::spec::{Env, Placement};
 use crate::Plugin;
 
 /// How often ADD asks whether the agent serves the port yet.
@@ -31,9 +32,10 @@ pub(crate) async fn add(plugin: &Plugin, env: &Env) -> Result<Value, CniError> {
     let netns_path = env.netns.clone().unwrap_or_default();
     let netns = plumbing::open_netns(&netns_path)?;
     let host_id = plugin.host_id().await?;
+    let placement = placement(plugin, env).await?;
     let host_if = key.host_interface();
     plumbing::ensure_veth(&host_if, &key.owner(), &netns, &env.ifname, key.mac().0)?;
-    match attach(plugin, env, &key, host_id, &netns).await {
+    match attach(plugin, env, &key, host_id, placement, &netns).await {
         Ok(outcome) => {
             let version = &plugin.conf.cni_version;
             let own = outcome.to_json(version);
@@ -60,6 +62,7 @@ async fn attach(
     env: &Env,
     key: &AttachmentKey,
     host_id: Uuid,
+    placement: Placement,
     netns: &std::fs::File,
 ) -> Result<Outcome, CniError> {
     let sandbox = env.netns.clone().unwrap_or_default().display().to_string();
@@ -69,9 +72,10 @@ async fn attach(
     let request = AttachmentRequest {
         host_id,
         interface_name: host_if.clone(),
-        tenant: plugin.conf.tenant_for(env),
+        tenant: placement.tenant,
         bridge_id: plugin.conf.bridge,
         mac: Some(key.mac()),
+        labels: placement.labels,
     };
     let attachment = plugin.client.put_attachment(key, &request).await?;
     let mtu = plugin.conf.mtu.unwrap_or(attachment.mtu);
@@ -92,6 +96,18 @@ async fn attach(
         gateway: attachment.gateway,
         dns: plugin.conf.dns.clone(),
     })
+}
+
+/// The pod's tenant and port labels (see [`crate::spec::NetConf::placement`]);
+/// a Kubernetes cluster network asks the API which tenants exist.
+async fn placement(plugin: &Plugin, env: &Env) -> Result<Placement, CniError> {
+    let tenants: Vec<Tenant> = match plugin.conf.cluster_tenant {
+        Some(_) => plugin.client.list("/v1/tenants").await?,
+        None => Vec::new(),
+    };
+    plugin
+        .conf
+        .placement(env, |name| tenants.iter().any(|t| t.name == name))
 }
 
 /// Waits (bounded by the config's `active_timeout_ms`) until the agent

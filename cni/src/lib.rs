@@ -10,6 +10,11 @@
 //! attachment and veth of the network on this host that the runtime no
 //! longer lists; CHECK compares the kernel and the NSDB with `prevResult`;
 //! STATUS says whether the API and this host's agent are up.
+//!
+//! Which tenant: one per Kubernetes namespace standalone; with
+//! `"cluster_network": "kubernetes"`, the one cluster tenant (or the
+//! namespace's own `k8s-<namespace>` when it exists), the port labelled
+//! with the pod's namespace and name (see [`spec::NetConf::placement`]).
 #![warn(missing_docs)]
 
 mod add;

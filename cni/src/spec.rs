@@ -4,6 +4,7 @@
 use std::collections::HashMap;
 use std::path::PathBuf;
 
+use nsdb::{Labels, NAMESPACE_LABEL};
 use serde_json::{Map, Value};
 use uuid::Uuid;
 
@@ -18,6 +19,19 @@ const DEFAULT_API: &str = "http://127.0.0.1:8470";
 const DEFAULT_TOKEN_FILE: &str = "/etc/plexus/cni.token";
 /// How long ADD waits for the agent to serve the port.
 const DEFAULT_ACTIVE_TIMEOUT_MS: u64 = 10_000;
+/// The `cluster_network` value of a Kubernetes deployment.
+pub const CLUSTER_NETWORK_KUBERNETES: &str = "kubernetes";
+/// The cluster tenant's name unless `cluster_tenant` says otherwise.
+const DEFAULT_CLUSTER_TENANT: &str = "kubernetes";
+/// The longest label value Kubernetes (and the NSDB) accepts.
+const MAX_LABEL_VALUE: usize = 63;
+/// The port label naming the pod (the same as `k8s::objects::POD_LABEL`;
+/// this crate does not depend on the controller's).
+pub const POD_LABEL: &str = "plexus.io/pod";
+/// The name prefix of an isolated namespace's own tenant, `k8s-<namespace>`
+/// (the controller makes it for a namespace annotated
+/// `plexus.io/isolated-network: "true"`).
+pub const ISOLATED_TENANT_PREFIX: &str = "k8s-";
 
 /// A CNI command.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -146,6 +160,9 @@ pub struct NetConf {
     pub token_file: PathBuf,
     /// `tenant`: a fixed tenant name.
     pub tenant: Option<String>,
+    /// `cluster_network: "kubernetes"`: the cluster tenant every pod joins
+    /// (`cluster_tenant`, default `kubernetes`); `None` in standalone mode.
+    pub cluster_tenant: Option<String>,
     /// `bridge`: a bridge id instead of the tenant's default bridge.
     pub bridge: Option<Uuid>,
     /// `mtu`: the pod MTU instead of the deployment's.
@@ -215,6 +232,39 @@ impl NetConf {
         if tenant.as_deref() == Some("") {
             return Err(invalid("tenant", "must not be empty"));
         }
+        let cluster_tenant = match string(&obj, "cluster_network")?.as_deref() {
+            None => {
+                if obj.get("cluster_tenant").is_some_and(|v| !v.is_null()) {
+                    return Err(invalid(
+                        "cluster_tenant",
+                        "only means something with \"cluster_network\": \"kubernetes\"",
+                    ));
+                }
+                None
+            }
+            Some(CLUSTER_NETWORK_KUBERNETES) => {
+                if tenant.is_some() {
+                    return Err(invalid(
+                        "tenant",
+                        "a Kubernetes cluster network places pods itself; name its tenant with \"cluster_tenant\"",
+                    ));
+                }
+                let name = string(&obj, "cluster_tenant")?
+                    .unwrap_or_else(|| DEFAULT_CLUSTER_TENANT.to_string());
+                if name.is_empty() {
+                    return Err(invalid("cluster_tenant", "must not be empty"));
+                }
+                Some(name)
+            }
+            Some(other) => {
+                return Err(invalid(
+                    "cluster_network",
+                    format!(
+                    "'{other}' is not a cluster network (only \"{CLUSTER_NETWORK_KUBERNETES}\")"
+                ),
+                ))
+            }
+        };
         let bridge = string(&obj, "bridge")?
             .map(|b| Uuid::parse_str(&b).map_err(|e| invalid("bridge", format!("'{b}': {e}"))))
             .transpose()?;
@@ -265,6 +315,7 @@ impl NetConf {
                 .unwrap_or_else(|| DEFAULT_TOKEN_FILE.to_string())
                 .into(),
             tenant,
+            cluster_tenant,
             bridge,
             mtu,
             host: string(&obj, "host")?,
@@ -281,7 +332,7 @@ impl NetConf {
     }
 
     /// The tenant a pod joins: the fixed one, else its Kubernetes namespace,
-    /// else `default`.
+    /// else `default` (standalone mode).
     pub fn tenant_for(&self, env: &Env) -> String {
         self.tenant
             .clone()
@@ -289,6 +340,62 @@ impl NetConf {
             .filter(|t| !t.is_empty())
             .unwrap_or_else(|| "default".to_string())
     }
+
+    /// Where a pod goes and what its port is labelled. Standalone: the
+    /// tenant of [`NetConf::tenant_for`], no labels. In a Kubernetes
+    /// cluster network: the cluster tenant, unless the pod's namespace has
+    /// a tenant of its own (`k8s-<namespace>`, which `tenant_exists` says),
+    /// with the port labelled by namespace and pod name.
+    pub fn placement(
+        &self,
+        env: &Env,
+        tenant_exists: impl Fn(&str) -> bool,
+    ) -> Result<Placement, CniError> {
+        let Some(cluster) = &self.cluster_tenant else {
+            return Ok(Placement {
+                tenant: self.tenant_for(env),
+                labels: Labels::new(),
+            });
+        };
+        let arg = |name: &str| {
+            env.args
+                .get(name)
+                .filter(|v| !v.is_empty())
+                .cloned()
+                .ok_or_else(|| {
+                    CniError::new(
+                        code::INVALID_ENV,
+                        format!("CNI_ARGS lacks {name}"),
+                        "a Kubernetes cluster network needs K8S_POD_NAMESPACE and K8S_POD_NAME, as kubelet passes them",
+                    )
+                })
+        };
+        let (namespace, pod) = (arg("K8S_POD_NAMESPACE")?, arg("K8S_POD_NAME")?);
+        let own = format!("{ISOLATED_TENANT_PREFIX}{namespace}");
+        let tenant = if tenant_exists(&own) {
+            own
+        } else {
+            cluster.clone()
+        };
+        let mut labels = Labels::new();
+        labels.insert(NAMESPACE_LABEL.to_string(), namespace);
+        // Pod names may be DNS subdomains of up to 253 bytes; a label value
+        // holds 63. A longer name is left out (the pod's address still
+        // identifies its port).
+        if pod.len() <= MAX_LABEL_VALUE {
+            labels.insert(POD_LABEL.to_string(), pod);
+        }
+        Ok(Placement { tenant, labels })
+    }
+}
+
+/// The tenant a pod joins and the labels its port is created with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Placement {
+    /// The tenant's name.
+    pub tenant: String,
+    /// The port's labels.
+    pub labels: Labels,
 }
 
 #[cfg(test)]
@@ -325,6 +432,86 @@ mod tests {
                 .code,
             code::INVALID_ENV
         );
+    }
+
+    fn add_env(args: &str) -> Env {
+        Env::parse(&vars(&[
+            ("CNI_COMMAND", "ADD"),
+            ("CNI_PATH", "/x"),
+            ("CNI_CONTAINERID", "c"),
+            ("CNI_NETNS", "/var/run/netns/c"),
+            ("CNI_IFNAME", "eth0"),
+            ("CNI_ARGS", args),
+        ]))
+        .unwrap()
+    }
+
+    #[test]
+    fn standalone_pods_join_their_namespace_s_tenant_unlabelled() {
+        let conf = NetConf::parse(br#"{"cniVersion":"1.1.0","name":"n"}"#).unwrap();
+        assert_eq!(conf.cluster_tenant, None);
+        let env = add_env("K8S_POD_NAMESPACE=x;K8S_POD_NAME=a");
+        let placed = conf.placement(&env, |_| true).unwrap();
+        assert_eq!(placed.tenant, "x");
+        assert!(placed.labels.is_empty());
+        assert_eq!(
+            conf.placement(&add_env(""), |_| true).unwrap().tenant,
+            "default"
+        );
+    }
+
+    #[test]
+    fn cluster_pods_join_the_cluster_tenant_unless_their_namespace_has_one() {
+        let conf =
+            NetConf::parse(br#"{"cniVersion":"1.1.0","name":"n","cluster_network":"kubernetes"}"#)
+                .unwrap();
+        assert_eq!(conf.cluster_tenant.as_deref(), Some("kubernetes"));
+        let env = add_env("IgnoreUnknown=1;K8S_POD_NAMESPACE=x;K8S_POD_NAME=a");
+        let placed = conf.placement(&env, |t| t == "k8s-y").unwrap();
+        assert_eq!(placed.tenant, "kubernetes");
+        let labels: Vec<_> = placed
+            .labels
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect();
+        assert_eq!(labels, ["plexus.io/namespace=x", "plexus.io/pod=a"]);
+        let isolated = conf.placement(&env, |t| t == "k8s-x").unwrap();
+        assert_eq!(isolated.tenant, "k8s-x");
+        assert_eq!(isolated.labels, placed.labels);
+        let named = NetConf::parse(
+            br#"{"cniVersion":"1.1.0","name":"n","cluster_network":"kubernetes","cluster_tenant":"k"}"#,
+        )
+        .unwrap();
+        assert_eq!(named.placement(&env, |_| false).unwrap().tenant, "k");
+        for args in [
+            "K8S_POD_NAME=a",
+            "K8S_POD_NAMESPACE=x",
+            "K8S_POD_NAMESPACE=;K8S_POD_NAME=a",
+        ] {
+            let error = conf.placement(&add_env(args), |_| false).unwrap_err();
+            assert_eq!(error.code, code::INVALID_ENV, "{args}");
+        }
+        let long = format!("K8S_POD_NAMESPACE=x;K8S_POD_NAME={}", "p".repeat(64));
+        let placed = conf.placement(&add_env(&long), |_| false).unwrap();
+        assert_eq!(
+            placed.labels.len(),
+            1,
+            "a pod name too long for a label value"
+        );
+    }
+
+    #[test]
+    fn cluster_network_config_is_checked() {
+        for bad in [
+            r#"{"cniVersion":"1.1.0","name":"n","cluster_network":"flat"}"#,
+            r#"{"cniVersion":"1.1.0","name":"n","cluster_network":7}"#,
+            r#"{"cniVersion":"1.1.0","name":"n","cluster_tenant":"k"}"#,
+            r#"{"cniVersion":"1.1.0","name":"n","cluster_network":"kubernetes","cluster_tenant":""}"#,
+            r#"{"cniVersion":"1.1.0","name":"n","cluster_network":"kubernetes","tenant":"t"}"#,
+        ] {
+            let error = NetConf::parse(bad.as_bytes()).unwrap_err();
+            assert_eq!(error.code, code::INVALID_CONFIG, "{bad}");
+        }
     }
 
     #[test]

@@ -11,7 +11,7 @@
 use std::net::IpAddr;
 
 use ipnet::IpNet;
-use nsdb::{Bridge, Host, IpPool, MacAddr, Nsdb, NsdbError, Port, Provider, Tenant};
+use nsdb::{Bridge, Host, IpPool, Labels, MacAddr, Nsdb, NsdbError, Port, Provider, Tenant};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -137,6 +137,10 @@ pub struct AttachmentRequest {
     /// The pod interface's MAC (default: derived from the key).
     #[serde(default)]
     pub mac: Option<MacAddr>,
+    /// Labels the port gets when it is created (an existing attachment's
+    /// port keeps its own).
+    #[serde(default, skip_serializing_if = "Labels::is_empty")]
+    pub labels: Labels,
 }
 
 /// An attachment as the API answers it.
@@ -292,6 +296,7 @@ pub async fn ensure_attachment(
     port.mac = request.mac.unwrap_or_else(|| key.mac());
     port.host_id = Some(request.host_id);
     port.interface_name = Some(request.interface_name.clone());
+    port.labels = request.labels.clone();
     let (port, lease) = nsdb.attach_port(port, pool.id, &key.owner()).await?;
     let attachment = assemble(nsdb, key, tenant.id, &pool, port, lease.address).await?;
     Ok((attachment, true))
