@@ -4,5 +4,6 @@
 #![warn(missing_docs)]
 
 pub mod objects;
+pub mod pods;
 pub mod policy;
 pub mod types;

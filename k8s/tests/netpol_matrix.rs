@@ -6,6 +6,7 @@
 
 use std::collections::BTreeMap;
 
+use k8s::pods::port_labels;
 use k8s::policy::{translate, Cluster};
 use k8s::types::NetworkPolicy;
 use nsdb::{Bridge, DeviceType, MacAddr, Port, Record};
@@ -38,6 +39,20 @@ impl Pod {
     fn ip(&self) -> String {
         format!("10.0.0.{}", self.n)
     }
+    /// The Pod object: label `pod`, named container ports `serve-80` and
+    /// `serve-81` (TCP), and `web` (TCP) on 80 for pods a, on 81 for the others.
+    fn object(&self) -> k8s::objects::Pod {
+        let web = if self.name == "a" { 80 } else { 81 };
+        serde_json::from_value(serde_json::json!({
+            "metadata": {"name": self.name, "namespace": self.ns, "labels": {"pod": self.name}},
+            "spec": {"containers": [{"name": "c", "ports": [
+                {"name": "serve-80", "containerPort": 80},
+                {"name": "serve-81", "containerPort": 81},
+                {"name": "web", "containerPort": web}
+            ]}]}
+        }))
+        .unwrap()
+    }
     fn label(&self) -> String {
         format!("{}/{}", self.ns, self.name)
     }
@@ -62,7 +77,10 @@ fn topology(policies: &[NetworkPolicy]) -> Topology {
         tenant: TENANT,
         nodes: None,
     };
-    let mut records = translate(&cluster, policies).expect("translated");
+    let k8s_pods: Vec<k8s::objects::Pod> = pods().iter().map(Pod::object).collect();
+    let translation = translate(&cluster, policies, &k8s_pods);
+    assert_eq!(translation.refused, vec![], "every policy translated");
+    let mut records = translation.records();
     records.push(Record::Bridge(Bridge {
         id: BRIDGE,
         revision: 1,
@@ -74,11 +92,11 @@ fn topology(policies: &[NetworkPolicy]) -> Topology {
         tunnel_key: 1,
     }));
     for pod in pods() {
-        let labels = [
-            ("pod".to_string(), pod.name.to_string()),
-            ("plexus.io/namespace".to_string(), pod.ns.to_string()),
-            ("namespace.plexus.io/ns".to_string(), pod.ns.to_string()),
-        ];
+        let namespace: k8s::objects::Namespace = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": pod.ns, "labels": {"ns": pod.ns}}
+        }))
+        .unwrap();
+        let labels = port_labels(&pod.object(), Some(&namespace));
         records.push(Record::Port(Port {
             id: pod.port(),
             revision: 1,
@@ -97,7 +115,7 @@ fn topology(policies: &[NetworkPolicy]) -> Topology {
             }],
             tunnel_key: u32::from(pod.n) + 1,
             vtep: None,
-            labels: labels.into_iter().collect(),
+            labels,
         }));
     }
     Topology::build(1, &records)
@@ -302,5 +320,53 @@ fn an_egress_policy_allows_only_its_peers() {
     }));
     check("z/a reaches only y on 81", &[to_y], |from, to, port| {
         from.label() != "z/a" || (to.ns == "y" && port == 81)
+    });
+}
+
+#[test]
+fn named_ports_resolve_per_destination_pod() {
+    // Ingress to x on the port each pod calls `web`: 80 on x/a, 81 on x/b
+    // and x/c; and on `serve-81`.
+    let web = policy(serde_json::json!({
+        "metadata": {"name": "web", "namespace": "x"},
+        "spec": {"podSelector": {}, "ingress": [{"ports": [{"port": "web"}]}]}
+    }));
+    check(
+        "ingress to x on its named port web",
+        &[web],
+        |_, to, port| to.ns != "x" || (to.name == "a") == (port == 80),
+    );
+    // Egress from y to pods' `serve-81` only.
+    let out = policy(serde_json::json!({
+        "metadata": {"name": "out", "namespace": "y"},
+        "spec": {"podSelector": {}, "policyTypes": ["Egress"],
+                 "egress": [{"to": [{"namespaceSelector": {}}], "ports": [{"port": "serve-81"}]}]}
+    }));
+    check("egress from y to serve-81", &[out], |from, _, port| {
+        from.ns != "y" || port == 81
+    });
+    // A name no pod declares allows nothing (the pods stay isolated).
+    let nothing = policy(serde_json::json!({
+        "metadata": {"name": "nothing", "namespace": "z"},
+        "spec": {"podSelector": {}, "ingress": [{"ports": [{"port": "gopher"}]}]}
+    }));
+    check(
+        "ingress to z on an undeclared name",
+        &[nothing],
+        |_, to, _| to.ns != "z",
+    );
+}
+
+#[test]
+fn end_port_ranges_and_kubernetes_namespace_names() {
+    let range = policy(serde_json::json!({
+        "metadata": {"name": "range", "namespace": "y"},
+        "spec": {"podSelector": {"matchLabels": {"pod": "b"}},
+                 "ingress": [{"from": [{"namespaceSelector":
+                                {"matchLabels": {"kubernetes.io/metadata.name": "x"}}}],
+                              "ports": [{"port": 81, "endPort": 90}]}]}
+    }));
+    check("y/b from x on 81-90", &[range], |from, to, port| {
+        to.label() != "y/b" || (from.ns == "x" && port == 81)
     });
 }

@@ -29,6 +29,25 @@ pub const NAMESPACE_LABEL: &str = "plexus.io/namespace";
 /// ports.
 pub const NAMESPACE_LABEL_PREFIX: &str = "namespace.plexus.io/";
 
+/// The port label key under which a namespace's label `key` appears: an
+/// unprefixed `k` as `namespace.plexus.io/k`, a prefixed `p/k` (such as
+/// `kubernetes.io/metadata.name`) as `p.ns.plexus.io/k`, so every key stays
+/// a valid label key.
+pub fn namespace_label_key(key: &str) -> String {
+    match key.split_once('/') {
+        Some((prefix, name)) => format!("{prefix}.ns.plexus.io/{name}"),
+        None => format!("{NAMESPACE_LABEL_PREFIX}{key}"),
+    }
+}
+
+/// Whether `key` is one Plexus sets itself (prefix `plexus.io` or a
+/// subdomain of it): a pod's own labels may not carry such keys, or a pod
+/// could claim another namespace's labels.
+pub fn is_reserved_label(key: &str) -> bool {
+    key.split_once('/')
+        .is_some_and(|(prefix, _)| prefix == "plexus.io" || prefix.ends_with(".plexus.io"))
+}
+
 /// How a requirement compares a label's value.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
 pub enum SelectorOperator {
