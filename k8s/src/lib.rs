@@ -1,8 +1,10 @@
 //! Plexus for Kubernetes: the translation of `networking.k8s.io/v1`
 //! NetworkPolicy into Plexus chains, rules and selector groups (see
-//! `docs/kubernetes.md`). Pure: Kubernetes objects in, NSDB records out.
+//! `docs/kubernetes.md`), pure: Kubernetes objects in, NSDB records out;
+//! and the controller that follows a cluster's objects ([`controller`]).
 #![warn(missing_docs)]
 
+pub mod controller;
 pub mod objects;
 pub mod pods;
 pub mod policy;
