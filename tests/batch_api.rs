@@ -132,6 +132,27 @@ async fn batch_commits_together(s: &TestServer) {
     assert_eq!(nothing, json!({ "records": [null] }));
 }
 
+/// The largest batch the API takes commits on either store (an etcd
+/// transaction bounds its operations and comparisons).
+async fn the_largest_batch_commits(s: &TestServer) {
+    let tenant = tenant(s, "large").await;
+    let (chain, group, addresses) = (uuid(), uuid(), uuid());
+    let mut operations = policy_objects(&tenant, &chain, &group, &addresses);
+    operations.truncate(3);
+    while operations.len() < 25 {
+        let position = operations.len();
+        operations.push(put(
+            "rules",
+            json!({ "id": uuid(), "chain_id": chain, "position": position, "action": "accept",
+                    "src_ip_group_id": addresses, "out_port_group_id": group,
+                    "protocol": 6, "dst_ports": format!("{position}-{}", position + 1000) }),
+        ));
+    }
+    batch_ok(s, None, operations).await;
+    let rules = get_ok(s, &format!("/v1/chains/{chain}/rules")).await;
+    assert_eq!(rules["items"].as_array().map(Vec::len), Some(22), "{rules}");
+}
+
 async fn batch_refusals_write_nothing(s: &TestServer) {
     let tenant = tenant(s, "refused").await;
     let (chain, group, addresses) = (uuid(), uuid(), uuid());
@@ -189,7 +210,7 @@ async fn batch_refusals_write_nothing(s: &TestServer) {
         ),
         (
             "too many operations",
-            json!({ "operations": vec![delete("chains", &uuid()); 41] }),
+            json!({ "operations": vec![delete("chains", &uuid()); 26] }),
             "operations",
         ),
     ] {
@@ -298,6 +319,7 @@ async fn batch_tenant_scope(s: &TestServer) {
 
 both_backends!(
     batch_commits_together,
+    the_largest_batch_commits,
     batch_refusals_write_nothing,
     batch_tenant_scope
 );

@@ -27,8 +27,10 @@ use crate::problem::Problem;
 use crate::resource::{fetch_visible, ApiResource};
 use crate::server::AppState;
 
-/// The most operations one batch may carry (an etcd transaction is bounded).
-pub const MAX_OPERATIONS: usize = 40;
+/// The most operations one batch may carry: an etcd transaction is bounded
+/// (128 operations and 128 comparisons by default), and a record takes
+/// several of each (`tests/batch_api.rs` commits the largest batch on etcd).
+pub const MAX_OPERATIONS: usize = 25;
 
 /// One operation of a batch.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
