@@ -329,10 +329,36 @@ pub fn translate(cluster: &Cluster, policies: &[NetworkPolicy], pods: &[Pod]) ->
                 taken.insert(slot);
                 translation.policies.insert(key, records);
             }
-            Err(unsupported) => translation.refused.push(unsupported),
+            Err(unsupported) => translation.refused.push(Unsupported {
+                policy: key,
+                ..unsupported
+            }),
         }
     }
     translation
+}
+
+/// A digest of what a policy's translation depends on: its spec and the
+/// numbers its named ports resolve to.
+fn generation(policy: &NetworkPolicy, pods: &[Pod]) -> String {
+    let mut input = serde_json::to_string(&policy.spec).unwrap_or_default();
+    let mut names = BTreeSet::new();
+    for rule in policy.spec.ingress.iter().chain(&policy.spec.egress) {
+        for port in &rule.ports {
+            if let Some(crate::types::IntOrString::String(name)) = &port.port {
+                names.insert((port.protocol.clone().unwrap_or_else(|| "TCP".into()), name));
+            }
+        }
+    }
+    for (protocol, name) in names {
+        let numbers: BTreeSet<u16> = pods
+            .iter()
+            .filter_map(|pod| pod.named_port(name, &protocol))
+            .collect();
+        input.push_str(&format!("|{protocol}/{name}={numbers:?}"));
+    }
+    let digest = Uuid::new_v5(&Uuid::NAMESPACE_OID, input.as_bytes());
+    digest.simple().to_string()[..12].to_string()
 }
 
 /// The directions a policy isolates.
@@ -362,6 +388,10 @@ fn translate_policy(
     let mut out = Out::new(cluster);
     let ns = &policy.metadata.namespace;
     let spec = &policy.spec;
+    // Everything but the hooks is keyed by the policy's generation, so a
+    // changed policy is built beside the old one and switched to by
+    // changing its hooks alone (see `crate::reconcile`).
+    let key = &format!("{key}@{}", generation(policy, pods));
     let selected = out.port_group(
         &format!("{key}/selected"),
         in_namespace(&spec.pod_selector, ns),
@@ -385,14 +415,15 @@ fn translate_policy(
             position = rules::translate_rule(&mut out, &context, position, rule)?;
         }
         let hooks = hooks(cluster, direction);
+        let name = key.split('@').next().unwrap_or(key);
         out.rule(hooks.allow, slot, RuleAction::Jump, |r| {
             r.jump_chain_id = Some(chain);
             select_pod(r, direction, selected);
-            r.description = format!("{key}: what it allows");
+            r.description = format!("{name}: what it allows");
         });
         out.rule(hooks.isolation, slot, RuleAction::Drop, |r| {
             select_pod(r, direction, selected);
-            r.description = format!("{key}: isolated, nothing allowed it");
+            r.description = format!("{name}: isolated, nothing allowed it");
         });
     }
     Ok(out.into_records())
@@ -414,7 +445,7 @@ pub fn owner_of(name: &str) -> Option<String> {
     if rest.starts_with("cluster:") {
         return None;
     }
-    let rest = rest.split(' ').next()?;
+    let rest = rest.split([' ', '@']).next()?;
     let mut parts = rest.split('/');
     let (ns, policy) = (parts.next()?, parts.next()?);
     Some(format!("{ns}/{policy}"))
@@ -427,7 +458,10 @@ mod tests {
     #[test]
     fn owners_follow_names() {
         assert_eq!(owner_of("k8s x/deny ingress").as_deref(), Some("x/deny"));
-        assert_eq!(owner_of("k8s x/deny/selected").as_deref(), Some("x/deny"));
+        assert_eq!(
+            owner_of("k8s x/deny@0a1b/selected").as_deref(),
+            Some("x/deny")
+        );
         assert_eq!(
             owner_of("k8s x/deny/ingress/0/1").as_deref(),
             Some("x/deny")
