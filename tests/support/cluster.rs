@@ -114,15 +114,17 @@ fn listen_in(netns: &str) -> TcpListener {
     })
 }
 
-/// Relays connections accepted inside a host namespace to etcd in the root
-/// namespace, until dropped.
-struct Relay {
-    port: u16,
+/// Relays connections accepted inside a host namespace (on 127.0.0.1) to a
+/// server in the root namespace (etcd, the API), until dropped.
+pub struct Relay {
+    /// The port it listens on inside the namespace.
+    pub port: u16,
     stop: Arc<AtomicBool>,
 }
 
 impl Relay {
-    fn start(netns: &str, target: String) -> Relay {
+    /// Relays 127.0.0.1:[`Relay::port`] inside `netns` to `target`.
+    pub fn start(netns: &str, target: String) -> Relay {
         let listener = listen_in(netns);
         let port = listener.local_addr().unwrap().port();
         listener.set_nonblocking(true).unwrap();
