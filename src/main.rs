@@ -7,6 +7,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use nsdb::{EtcdConfig, Nsdb, StoreConfig};
 
+mod k8s_cmd;
 mod provider_args;
 mod tenant_cmd;
 mod tools;
@@ -38,6 +39,9 @@ enum Command {
     Raw(RawArgs),
     /// Show tenants' routers, bridges, ports and routes.
     Topology(TopologyArgs),
+    /// Plexus for Kubernetes: reconcile cluster objects into Plexus.
+    #[command(subcommand)]
+    K8s(k8s_cmd::K8sCommand),
     /// Simulate a packet entering at a port and show every step it takes.
     Trace(TraceArgs),
     /// Tenants and their default networks.
@@ -435,5 +439,6 @@ async fn run() -> anyhow::Result<()> {
         Command::Topology(args) => show_topology(args).await,
         Command::Trace(args) => trace(args).await,
         Command::Tenant(command) => tenant_cmd::run(command).await,
+        Command::K8s(command) => k8s_cmd::run(command).await,
     }
 }

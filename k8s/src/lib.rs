@@ -8,4 +8,5 @@ pub mod controller;
 pub mod objects;
 pub mod pods;
 pub mod policy;
+pub mod reconcile;
 pub mod types;

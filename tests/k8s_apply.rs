@@ -1,0 +1,369 @@
+//! The Kubernetes reconcile against a real API server, on the embedded
+//! store and a real etcd: pods' ports (attached as the CNI's cluster mode
+//! does) get their labels and the cluster chains; policies become chains
+//! and groups and go away with their manifests; a changed policy is a new
+//! generation switched to whole; reconciling again writes nothing; an
+//! isolated namespace gets its own tenant; `plexus k8s apply -f` reads a
+//! directory and refuses a malformed manifest before writing anything.
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::process::Command;
+
+use api::provision::{ensure_provider, AttachmentKey, AttachmentRequest, ProviderPlan, UplinkPlan};
+use k8s::objects::Objects;
+use k8s::reconcile::{reconcile, Report, Settings};
+use nsdb::{Chain, IpAddressGroup, Port, PortGroup, Rule, Tenant};
+use support::api::*;
+use uuid::Uuid;
+
+async fn provider(s: &TestServer) {
+    let host = s
+        .admin
+        .create_host(&format!("gw-{}", Uuid::new_v4()), "192.0.2.1")
+        .await
+        .unwrap();
+    let plan = ProviderPlan {
+        uplink: Some(UplinkPlan {
+            host_id: host.id,
+            interface: "plexus0".into(),
+            address: "100.64.0.2/24".parse().unwrap(),
+            gateway: "100.64.0.1".parse().unwrap(),
+        }),
+        ..ProviderPlan::default()
+    };
+    ensure_provider(&s.nsdb, &plan).await.unwrap();
+}
+
+/// Attaches pod `ns/name` as the CNI's cluster mode does.
+async fn attach(s: &TestServer, tenant: &str, host: Uuid, ns: &str, name: &str) -> Port {
+    let key = AttachmentKey {
+        network: "plexus".into(),
+        container_id: format!("{ns}-{name}"),
+        ifname: "eth0".into(),
+    };
+    let labels = [("plexus.io/namespace", ns), ("plexus.io/pod", name)]
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    let request = AttachmentRequest {
+        host_id: host,
+        interface_name: format!("pxk{ns}{name}"),
+        tenant: tenant.into(),
+        bridge_id: None,
+        mac: None,
+        labels,
+    };
+    s.admin.put_attachment(&key, &request).await.unwrap().port
+}
+
+const NAMESPACES_AND_PODS: &str = r#"
+kind: Namespace
+metadata: {name: x, labels: {ns: x}}
+---
+kind: Namespace
+metadata: {name: y, labels: {ns: y}}
+---
+kind: Pod
+metadata: {name: a, namespace: x, labels: {pod: a}}
+spec: {containers: [{name: c, ports: [{name: web, containerPort: 80}]}]}
+---
+kind: Pod
+metadata: {name: b, namespace: y, labels: {pod: b}}
+spec: {containers: [{name: c, ports: [{name: web, containerPort: 8080}]}]}
+"#;
+
+const ALLOW_FROM_Y: &str = r#"
+kind: NetworkPolicy
+apiVersion: networking.k8s.io/v1
+metadata: {name: from-y, namespace: x}
+spec:
+  podSelector: {matchLabels: {pod: a}}
+  ingress:
+  - from: [{namespaceSelector: {matchLabels: {ns: y}}}]
+    ports: [{port: web}]
+"#;
+
+fn objects(yaml: &[&str]) -> Objects {
+    let mut objects = Objects::default();
+    for text in yaml {
+        objects.add_yaml(text).expect("valid manifests");
+    }
+    objects
+}
+
+async fn run(s: &TestServer, objects: &Objects) -> Report {
+    let report = reconcile(&s.admin, &Settings::default(), objects)
+        .await
+        .expect("reconciled");
+    assert!(report.errors.is_empty(), "{report}");
+    report
+}
+
+async fn cluster_tenant(s: &TestServer) -> Tenant {
+    let tenants: Vec<Tenant> = s.admin.list("/v1/tenants").await.unwrap();
+    tenants
+        .into_iter()
+        .find(|t| t.name == "kubernetes")
+        .expect("the cluster tenant")
+}
+
+/// The names of the tenant's chains, port groups and address groups.
+async fn owned_names(s: &TestServer, tenant: Uuid) -> Vec<String> {
+    let mut names = Vec::new();
+    let chains: Vec<Chain> = s
+        .admin
+        .list(&format!("/v1/chains?tenant_id={tenant}"))
+        .await
+        .unwrap();
+    names.extend(chains.into_iter().map(|c| c.name));
+    let groups: Vec<PortGroup> = s
+        .admin
+        .list(&format!("/v1/port_groups?tenant_id={tenant}"))
+        .await
+        .unwrap();
+    names.extend(groups.into_iter().map(|g| g.name));
+    let groups: Vec<IpAddressGroup> = s
+        .admin
+        .list(&format!("/v1/ip_address_groups?tenant_id={tenant}"))
+        .await
+        .unwrap();
+    names.extend(groups.into_iter().map(|g| g.name));
+    names.sort();
+    names
+}
+
+async fn policy_follows_its_manifest(s: &TestServer) {
+    provider(s).await;
+    let host = s.admin.create_host("node-1", "192.0.2.21").await.unwrap();
+    let a = attach(s, "kubernetes", host.id, "x", "a").await;
+    let b = attach(s, "kubernetes", host.id, "y", "b").await;
+
+    // Pods and a policy: the ports get labels and chains, the policy its
+    // records.
+    let first = run(s, &objects(&[NAMESPACES_AND_PODS, ALLOW_FROM_Y])).await;
+    assert!(
+        first.written > 0 && first.pods_without_port.is_empty(),
+        "{first}"
+    );
+    let tenant = cluster_tenant(s).await;
+    let port: Port = s.admin.get(&format!("/v1/ports/{}", a.id)).await.unwrap();
+    let expected: BTreeMap<String, String> = [
+        ("pod", "a"),
+        ("plexus.io/namespace", "x"),
+        ("plexus.io/pod", "a"),
+        ("namespace.plexus.io/ns", "x"),
+        ("kubernetes.io.ns.plexus.io/metadata.name", "x"),
+        ("ports.plexus.io/tcp.web", "80"),
+    ]
+    .iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect();
+    assert_eq!(port.labels, expected);
+    assert!(port.inbound_chain_id.is_some() && port.outbound_chain_id.is_some());
+    let names = owned_names(s, tenant.id).await;
+    let policy_names: Vec<&String> = names
+        .iter()
+        .filter(|n| n.starts_with("k8s x/from-y"))
+        .collect();
+    assert!(
+        policy_names.iter().any(|n| n.ends_with(" ingress")),
+        "the policy's chain: {names:?}"
+    );
+    // Named port `web` resolves to 80 and 8080: a group per number.
+    assert!(
+        names
+            .iter()
+            .any(|n| n.ends_with("ports.plexus.io/tcp.web=80")),
+        "{names:?}"
+    );
+    assert!(
+        names
+            .iter()
+            .any(|n| n.ends_with("ports.plexus.io/tcp.web=8080")),
+        "{names:?}"
+    );
+
+    // Again: nothing to write.
+    let again = run(s, &objects(&[NAMESPACES_AND_PODS, ALLOW_FROM_Y])).await;
+    assert_eq!(
+        (again.transactions, again.written, again.deleted),
+        (0, 0, 0),
+        "{again}"
+    );
+
+    // A changed policy: a new generation, the old one gone entirely.
+    let changed = ALLOW_FROM_Y.replace("ns: y", "ns: z");
+    let third = run(s, &objects(&[NAMESPACES_AND_PODS, &changed])).await;
+    assert!(third.deleted > 0 && third.written > 0, "{third}");
+    let after = owned_names(s, tenant.id).await;
+    let generation = |names: &[String]| -> Vec<String> {
+        names
+            .iter()
+            .filter(|n| n.ends_with(" ingress") && n.starts_with("k8s x/from-y@"))
+            .cloned()
+            .collect()
+    };
+    assert_eq!(generation(&after).len(), 1, "{after:?}");
+    assert_ne!(generation(&after), generation(&names), "a new generation");
+
+    // Pod b's labels change: only its port is rewritten.
+    let relabelled = NAMESPACES_AND_PODS.replace("labels: {pod: b}", "labels: {pod: b, tier: db}");
+    let fourth = run(s, &objects(&[&relabelled, &changed])).await;
+    assert_eq!((fourth.transactions, fourth.written), (1, 1), "{fourth}");
+    let port: Port = s.admin.get(&format!("/v1/ports/{}", b.id)).await.unwrap();
+    assert_eq!(port.labels.get("tier").map(String::as_str), Some("db"));
+
+    // The manifest gone: the policy's records are gone; the cluster's stay.
+    let fifth = run(s, &objects(&[&relabelled])).await;
+    assert!(fifth.deleted > 0, "{fifth}");
+    let left = owned_names(s, tenant.id).await;
+    assert!(
+        left.iter().all(|n| !n.starts_with("k8s x/")),
+        "nothing of the policy is left: {left:?}"
+    );
+    assert!(left.iter().any(|n| n == "k8s cluster:ingress"), "{left:?}");
+    let rules: Vec<Rule> = s
+        .admin
+        .list(&format!(
+            "/v1/chains/{}/rules",
+            port.outbound_chain_id.unwrap()
+        ))
+        .await
+        .unwrap();
+    assert!(
+        rules.len() >= 3,
+        "the cluster ingress chain keeps its rules: {rules:?}"
+    );
+}
+
+/// A policy with more records than one transaction carries is built,
+/// switched and cleaned up in steps, and ends exactly as desired.
+async fn a_large_policy_applies_in_steps(s: &TestServer) {
+    provider(s).await;
+    let mut peers = String::new();
+    for n in 0..30 {
+        peers.push_str(&format!(
+            "    - podSelector: {{matchLabels: {{pod: p{n}}}}}\n"
+        ));
+    }
+    let large = format!(
+        "kind: NetworkPolicy\nmetadata: {{name: large, namespace: x}}\nspec:\n  podSelector: {{}}\n  ingress:\n  - from:\n{peers}"
+    );
+    let report = run(s, &objects(&[&large])).await;
+    assert!(report.transactions >= 3, "{report}");
+    let tenant = cluster_tenant(s).await;
+    let names = owned_names(s, tenant.id).await;
+    assert_eq!(
+        names
+            .iter()
+            .filter(|n| n.starts_with("k8s x/large@") && n.contains("/ingress/0/"))
+            .count(),
+        30,
+        "{names:?}"
+    );
+    let smaller = large.replace("    - podSelector: {matchLabels: {pod: p29}}\n", "");
+    let report = run(s, &objects(&[&smaller])).await;
+    assert!(report.deleted >= 30, "the old generation went: {report}");
+    let names = owned_names(s, tenant.id).await;
+    assert_eq!(
+        names
+            .iter()
+            .filter(|n| n.starts_with("k8s x/large@") && n.contains("/ingress/0/"))
+            .count(),
+        29,
+        "{names:?}"
+    );
+    let again = run(s, &objects(&[&smaller])).await;
+    assert_eq!(again.transactions, 0, "{again}");
+}
+
+async fn an_isolated_namespace_gets_its_own_tenant(s: &TestServer) {
+    provider(s).await;
+    let isolated = r#"
+kind: Namespace
+metadata: {name: vault, annotations: {plexus.io/isolated-network: "true"}}
+---
+kind: NetworkPolicy
+metadata: {name: deny, namespace: vault}
+spec: {podSelector: {}}
+"#;
+    let report = run(s, &objects(&[isolated])).await;
+    let tenants: Vec<Tenant> = s.admin.list("/v1/tenants").await.unwrap();
+    let own = tenants
+        .iter()
+        .find(|t| t.name == "k8s-vault")
+        .expect("k8s-vault");
+    assert!(own.network.is_some(), "with its network");
+    let names = owned_names(s, cluster_tenant(s).await.id).await;
+    assert!(
+        names.iter().all(|n| !n.contains("vault/")),
+        "the isolated namespace's policies are outside the cluster network: {names:?} {report}"
+    );
+}
+
+both_backends!(
+    policy_follows_its_manifest,
+    a_large_policy_applies_in_steps,
+    an_isolated_namespace_gets_its_own_tenant
+);
+
+/// `plexus k8s apply -f <dir>` against a running API; a malformed manifest
+/// is refused, naming it, before anything is written.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn apply_reads_a_directory() {
+    let s = TestServer::embedded().await;
+    provider(&s).await;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("00-pods.yaml"), NAMESPACES_AND_PODS).unwrap();
+    std::fs::write(dir.path().join("10-policy.yml"), ALLOW_FROM_Y).unwrap();
+    std::fs::write(dir.path().join("README.md"), "not a manifest").unwrap();
+    let apply = |path: &std::path::Path| {
+        let base = s.base.clone();
+        let path = path.to_path_buf();
+        async move {
+            tokio::task::spawn_blocking(move || {
+                Command::new(env!("CARGO_BIN_EXE_plexus"))
+                    .args(["k8s", "apply", "-f"])
+                    .arg(&path)
+                    .args(["--api", &base, "--token", ADMIN_TOKEN])
+                    .output()
+                    .expect("run plexus")
+            })
+            .await
+            .unwrap()
+        }
+    };
+    let out = apply(dir.path()).await;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("pods without a port yet: x/a, y/b"),
+        "{stdout}"
+    );
+    let tenant = cluster_tenant(&s).await;
+    assert!(owned_names(&s, tenant.id)
+        .await
+        .iter()
+        .any(|n| n.starts_with("k8s x/from-y@")));
+
+    std::fs::write(
+        dir.path().join("20-broken.yaml"),
+        "kind: NetworkPolicy\nmetadata: {name: broken, namespace: x}\nspec: {podSelector: 7}\n",
+    )
+    .unwrap();
+    let before = s.dump().await;
+    let out = apply(dir.path()).await;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("20-broken.yaml") && stderr.contains("NetworkPolicy broken"),
+        "{stderr}"
+    );
+    s.assert_unchanged(&before, "a malformed manifest").await;
+}
