@@ -279,6 +279,35 @@ impl Matrix {
     }
 }
 
+/// Labels beyond the standard ones, for cases that change them.
+#[derive(Debug, Clone, Default)]
+pub struct ExtraLabels {
+    /// By pod (`ns/name`).
+    pub pods: BTreeMap<String, Vec<(String, String)>>,
+    /// By namespace.
+    pub namespaces: BTreeMap<String, Vec<(String, String)>>,
+}
+
+impl ExtraLabels {
+    /// Pod `ns/name` also labelled `key=value`.
+    pub fn pod(mut self, pod: &str, key: &str, value: &str) -> ExtraLabels {
+        self.pods
+            .entry(pod.to_string())
+            .or_default()
+            .push((key.to_string(), value.to_string()));
+        self
+    }
+
+    /// Namespace `ns` also labelled `key=value`.
+    pub fn namespace(mut self, ns: &str, key: &str, value: &str) -> ExtraLabels {
+        self.namespaces
+            .entry(ns.to_string())
+            .or_default()
+            .push((key.to_string(), value.to_string()));
+        self
+    }
+}
+
 /// Two hosts with agents, the API, and the nine pods serving.
 pub struct PodCluster {
     servers: Vec<tokio::task::JoinHandle<()>>,
@@ -451,8 +480,8 @@ impl PodCluster {
             .unwrap_or_else(|| panic!("no pod {ns}/{name}"))
     }
 
-    /// One probe without retry.
-    async fn probe_once(
+    /// One probe without retry, waiting `timeout` for the connection or echo.
+    pub async fn probe_once(
         &self,
         from: usize,
         to: usize,
@@ -575,22 +604,26 @@ impl PodCluster {
     }
 
     /// The Kubernetes objects of the cluster as YAML: the namespaces
-    /// (labels `ns` and `kubernetes.io/metadata.name`) and the pods (label
-    /// `pod`, plus `extra_labels` of pods by index; containers with the
+    /// (labels `ns` and `kubernetes.io/metadata.name`, plus `extra`'s) and
+    /// the pods (label `pod`, plus `extra`'s; containers with the
     /// named ports `serve-80-tcp`, `serve-81-tcp`, `serve-80-udp`,
     /// `serve-81-udp`, and `web`: TCP 80 on the pods named a, 81 on the
     /// others; the node; the pod's address as its status).
-    pub fn objects_yaml(&self, extra_labels: &BTreeMap<usize, Vec<(String, String)>>) -> String {
+    pub fn objects_yaml(&self, extra: &ExtraLabels) -> String {
         let mut yaml = String::new();
         for ns in NAMESPACES {
+            let mut labels = format!("    ns: {ns}\n    kubernetes.io/metadata.name: {ns}\n");
+            for (key, value) in extra.namespaces.get(ns).into_iter().flatten() {
+                let _ = writeln!(labels, "    {key}: \"{value}\"");
+            }
             let _ = write!(
                 yaml,
-                "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: {ns}\n  labels:\n    ns: {ns}\n    kubernetes.io/metadata.name: {ns}\n---\n"
+                "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: {ns}\n  labels:\n{labels}---\n"
             );
         }
         for pod in &self.pods {
             let mut labels = format!("    pod: {}\n", pod.id.name);
-            for (key, value) in extra_labels.get(&pod.id.index).into_iter().flatten() {
+            for (key, value) in extra.pods.get(&pod.id.label()).into_iter().flatten() {
                 let _ = writeln!(labels, "    {key}: \"{value}\"");
             }
             let web = if pod.id.name == "a" { 80 } else { 81 };
@@ -620,18 +653,14 @@ impl PodCluster {
     }
 
     /// Runs `plexus k8s apply -f <dir>` on a directory holding the
-    /// cluster's objects ([`PodCluster::objects_yaml`] with `extra_labels`)
-    /// and `policies` (a YAML stream of NetworkPolicies): the whole
-    /// cluster, so policies left out are removed.
-    pub fn apply(
-        &self,
-        policies: &str,
-        extra_labels: &BTreeMap<usize, Vec<(String, String)>>,
-    ) -> Result<(), String> {
+    /// cluster's objects ([`PodCluster::objects_yaml`] with `extra`) and
+    /// `policies` (a YAML stream of NetworkPolicies): the whole cluster, so
+    /// policies left out are removed.
+    pub fn apply(&self, policies: &str, extra: &ExtraLabels) -> Result<(), String> {
         let dir = self.dir.path().join("objects");
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
-        std::fs::write(dir.join("cluster.yaml"), self.objects_yaml(extra_labels)).unwrap();
+        std::fs::write(dir.join("cluster.yaml"), self.objects_yaml(extra)).unwrap();
         std::fs::write(dir.join("policies.yaml"), policies).unwrap();
         let output = Command::new(env!("CARGO_BIN_EXE_plexus"))
             .args(["k8s", "apply", "-f"])
