@@ -303,7 +303,150 @@ spec: {podSelector: {}}
     );
 }
 
+/// Services: a ClusterIP's port is a VIP whose members are the ready
+/// endpoints (from EndpointSlices, or the selector's pods without them, a
+/// named targetPort resolved per pod); ClientIP is source-IP affinity; a
+/// NodePort is a VIP on the provider's uplink address; headless gets
+/// nothing; a Service gone takes its objects along.
+async fn services_become_vips(s: &TestServer) {
+    provider(s).await;
+    let host = s.admin.create_host("node-s", "192.0.2.31").await.unwrap();
+    let mut addresses = Vec::new();
+    for name in ["a", "b", "c"] {
+        let port = attach(s, "kubernetes", host.id, "x", name).await;
+        addresses.push(port.allowed_addresses[0].ip.addr().to_string());
+    }
+    let pods = r#"
+kind: Pod
+metadata: {name: a, namespace: x, labels: {app: web}}
+spec: {containers: [{ports: [{name: http, containerPort: 80}]}]}
+---
+kind: Pod
+metadata: {name: b, namespace: x, labels: {app: web}}
+spec: {containers: [{ports: [{name: http, containerPort: 8080}]}]}
+---
+kind: Pod
+metadata: {name: c, namespace: x, labels: {app: db}}
+"#;
+    let services = format!(
+        r#"
+kind: Service
+metadata: {{name: web, namespace: x}}
+spec:
+  type: NodePort
+  clusterIP: 10.96.0.10
+  selector: {{app: web}}
+  sessionAffinity: ClientIP
+  sessionAffinityConfig: {{clientIP: {{timeoutSeconds: 60}}}}
+  ports: [{{name: http, port: 80, targetPort: http, nodePort: 30080}}]
+---
+kind: EndpointSlice
+apiVersion: discovery.k8s.io/v1
+metadata: {{name: web-1, namespace: x, labels: {{kubernetes.io/service-name: web}}}}
+addressType: IPv4
+ports: [{{name: http, port: 80}}]
+endpoints:
+- {{addresses: ["{a}"], conditions: {{ready: true}}}}
+- {{addresses: ["{b}"]}}
+- {{addresses: ["{c}"], conditions: {{ready: false}}}}
+---
+kind: Service
+metadata: {{name: by-selector, namespace: x}}
+spec:
+  clusterIP: 10.96.0.11
+  selector: {{app: web}}
+  ports: [{{port: 8000, targetPort: http}}, {{port: 53, protocol: UDP}}]
+---
+kind: Service
+metadata: {{name: headless, namespace: x}}
+spec: {{clusterIP: None, selector: {{app: web}}, ports: [{{port: 80}}]}}
+"#,
+        a = addresses[0],
+        b = addresses[1],
+        c = addresses[2]
+    );
+    let report = run(s, &objects(&[pods, &services])).await;
+    assert!(report.refused.is_empty(), "{report}");
+    let vips: Vec<nsdb::Vip> = s.admin.list("/v1/vips").await.unwrap();
+    let find = |address: &str, port: u16| {
+        vips.iter()
+            .find(|v| v.address.to_string() == address && v.port == port)
+            .unwrap_or_else(|| panic!("a VIP {address}:{port} in {vips:?}"))
+            .clone()
+    };
+    let members_of = |vip: &nsdb::Vip| {
+        let pool = vip.pool_id;
+        async move {
+            let members: Vec<nsdb::PoolMember> = s
+                .admin
+                .list(&format!("/v1/members?pool_id={pool}"))
+                .await
+                .unwrap();
+            let mut members: Vec<String> = members
+                .iter()
+                .map(|m| format!("{}:{}", m.address, m.port))
+                .collect();
+            members.sort();
+            members
+        }
+    };
+    let web = find("10.96.0.10", 80);
+    assert_eq!(web.session_affinity, nsdb::SessionAffinity::SourceIp);
+    assert_eq!(web.affinity_timeout_s, 60);
+    let ready = {
+        let mut v = vec![
+            format!("{}:80", addresses[0]),
+            format!("{}:80", addresses[1]),
+        ];
+        v.sort();
+        v
+    };
+    assert_eq!(members_of(&web).await, ready, "ready endpoints only");
+    let node_port = find("100.64.0.2", 30080);
+    assert_eq!(members_of(&node_port).await, ready);
+    let by_selector = find("10.96.0.11", 8000);
+    let mut resolved = vec![
+        format!("{}:80", addresses[0]),
+        format!("{}:8080", addresses[1]),
+    ];
+    resolved.sort();
+    assert_eq!(
+        members_of(&by_selector).await,
+        resolved,
+        "a named targetPort per pod"
+    );
+    assert_eq!(find("10.96.0.11", 53).protocol, nsdb::LbProtocol::Udp);
+    assert_eq!(vips.len(), 4, "headless gets none: {vips:?}");
+
+    let again = run(s, &objects(&[pods, &services])).await;
+    assert_eq!(again.transactions, 0, "{again}");
+
+    // b turns unready: one member less; the headless and selector
+    // Services gone: their objects too.
+    let fewer = services.replace(
+        &format!("- {{addresses: [\"{}\"]}}", addresses[1]),
+        &format!(
+            "- {{addresses: [\"{}\"], conditions: {{ready: false}}}}",
+            addresses[1]
+        ),
+    );
+    let only_web: String = fewer.split("---").take(2).collect::<Vec<_>>().join("---");
+    run(s, &objects(&[pods, &only_web])).await;
+    assert_eq!(members_of(&web).await, vec![format!("{}:80", addresses[0])]);
+    let vips: Vec<nsdb::Vip> = s.admin.list("/v1/vips").await.unwrap();
+    assert_eq!(vips.len(), 2, "{vips:?}");
+    run(s, &objects(&[pods])).await;
+    let vips: Vec<nsdb::Vip> = s.admin.list("/v1/vips").await.unwrap();
+    let pools: Vec<nsdb::Pool> = s.admin.list("/v1/pools").await.unwrap();
+    let members: Vec<nsdb::PoolMember> = s.admin.list("/v1/members").await.unwrap();
+    assert!(
+        vips.is_empty() && pools.is_empty() && members.is_empty(),
+        "{vips:?} {pools:?} {members:?}"
+    );
+}
+
 both_backends!(
+    services_become_vips,
     policy_follows_its_manifest,
     a_large_policy_applies_in_steps,
     an_isolated_namespace_gets_its_own_tenant

@@ -9,4 +9,5 @@ pub mod objects;
 pub mod pods;
 pub mod policy;
 pub mod reconcile;
+pub mod services;
 pub mod types;

@@ -140,6 +140,27 @@ pub struct ServiceSpec {
     /// `None` (default) or `ClientIP`.
     #[serde(default)]
     pub session_affinity: Option<String>,
+    /// The affinity's timeout.
+    #[serde(default)]
+    pub session_affinity_config: Option<SessionAffinityConfig>,
+}
+
+/// `sessionAffinityConfig`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SessionAffinityConfig {
+    /// `clientIP`.
+    #[serde(default, rename = "clientIP")]
+    pub client_ip: Option<ClientIpConfig>,
+}
+
+/// `sessionAffinityConfig.clientIP`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ClientIpConfig {
+    /// Seconds (default 10800, as upstream).
+    #[serde(default)]
+    pub timeout_seconds: Option<u32>,
 }
 
 impl ServiceSpec {

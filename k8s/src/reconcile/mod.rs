@@ -13,6 +13,7 @@
 
 mod plan;
 mod records;
+mod services;
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -265,7 +266,16 @@ pub async fn reconcile(
             report.errors.push(format!("the cluster chains: {error}"));
         }
     }
-    reconcile_ports(client, &tenant, &cluster, objects, &pods, &mut report).await?;
+    let ports = pod_ports(client, &tenant).await?;
+    let pod_ips = ports
+        .iter()
+        .filter_map(|(pod, port)| {
+            let address = port.allowed_addresses.first()?.ip.addr();
+            Some((pod.clone(), address))
+        })
+        .collect();
+    services::reconcile_services(client, &tenant, objects, &pod_ips, &mut report).await?;
+    reconcile_ports(&ports, client, &cluster, objects, &pods, &mut report).await;
     Ok(report)
 }
 
@@ -293,23 +303,20 @@ fn owner_in(record: &Record, actual: &BTreeMap<Uuid, Record>) -> Option<String> 
     }
 }
 
-/// Gives every pod's port its labels and the cluster chains.
-async fn reconcile_ports(
+/// The ports of the cluster network's pods, by (namespace, name), as the
+/// CNI labelled them.
+async fn pod_ports(
     client: &Client,
     tenant: &Tenant,
-    cluster: &Cluster,
-    objects: &Objects,
-    pods: &[crate::objects::Pod],
-    report: &mut Report,
-) -> Result<(), ApiError> {
+) -> Result<BTreeMap<(String, String), Port>, ApiError> {
     let Some(network) = &tenant.network else {
-        return Ok(());
+        return Ok(BTreeMap::new());
     };
     let ports: Vec<Port> = client
         .list(&format!("/v1/bridges/{}/ports", network.bridge_id))
         .await?;
-    let by_pod: BTreeMap<(String, String), &Port> = ports
-        .iter()
+    Ok(ports
+        .into_iter()
         .filter_map(|p| {
             Some((
                 (
@@ -319,7 +326,18 @@ async fn reconcile_ports(
                 p,
             ))
         })
-        .collect();
+        .collect())
+}
+
+/// Gives every pod's port its labels and the cluster chains.
+async fn reconcile_ports(
+    by_pod: &BTreeMap<(String, String), Port>,
+    client: &Client,
+    cluster: &Cluster,
+    objects: &Objects,
+    pods: &[crate::objects::Pod],
+    report: &mut Report,
+) {
     for pod in pods {
         let key = (pod.metadata.namespace.clone(), pod.metadata.name.clone());
         let Some(port) = by_pod.get(&key) else {
@@ -328,11 +346,11 @@ async fn reconcile_ports(
                 .push(format!("{}/{}", key.0, key.1));
             continue;
         };
-        let mut wanted = (*port).clone();
+        let mut wanted = port.clone();
         wanted.labels = port_labels(pod, objects.namespace(&key.0));
         wanted.inbound_chain_id = Some(cluster.egress_chain());
         wanted.outbound_chain_id = Some(cluster.ingress_chain());
-        let (have, want) = (Record::Port((*port).clone()), Record::Port(wanted));
+        let (have, want) = (Record::Port(port.clone()), Record::Port(wanted));
         if records::content(&have) == records::content(&want) {
             continue;
         }
@@ -346,7 +364,6 @@ async fn reconcile_ports(
                 .push(format!("the port of pod {}/{}: {error}", key.0, key.1)),
         }
     }
-    Ok(())
 }
 
 /// The reconcile behind the controller: against the API with `client`.

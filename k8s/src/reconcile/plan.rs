@@ -57,8 +57,8 @@ impl Diff {
 /// Referenced before referencing: groups, chains, rules.
 fn creation_rank(record: &Record) -> u8 {
     match record.kind() {
-        Kind::PortGroup | Kind::IpAddressGroup => 0,
-        Kind::Chain => 1,
+        Kind::PortGroup | Kind::IpAddressGroup | Kind::LoadBalancer => 0,
+        Kind::Chain | Kind::Pool => 1,
         _ => 2,
     }
 }
