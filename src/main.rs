@@ -39,7 +39,8 @@ enum Command {
     Raw(RawArgs),
     /// Show tenants' routers, bridges, ports and routes.
     Topology(TopologyArgs),
-    /// Plexus for Kubernetes: reconcile cluster objects into Plexus.
+    /// Plexus for Kubernetes: reconcile cluster objects into Plexus, from
+    /// files (apply) or following a cluster (run).
     #[command(subcommand)]
     K8s(k8s_cmd::K8sCommand),
     /// Simulate a packet entering at a port and show every step it takes.

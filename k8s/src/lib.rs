@@ -5,6 +5,8 @@
 #![warn(missing_docs)]
 
 pub mod controller;
+#[cfg(feature = "fake-apiserver")]
+pub mod fake_apiserver;
 pub mod objects;
 pub mod pods;
 pub mod policy;

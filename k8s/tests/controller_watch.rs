@@ -4,16 +4,14 @@
 //! that is too old (410 Gone, as an event and as a status), a failing
 //! reconcile and a kind whose list fails.
 
-mod support;
-
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use k8s::controller::{self, Reconciler, Timing};
+use k8s::fake_apiserver::FakeApiServer;
 use k8s::objects::Objects;
 use serde_json::{json, Value};
-use support::apiserver::FakeApiServer;
 use tokio::sync::mpsc;
 
 /// Records every reconcile; fails the first `failures` of them.

@@ -1,7 +1,7 @@
-//! A fake Kubernetes API server over real HTTP, for the controller's watch
-//! tests: the five collections the controller follows, cluster-wide, with
-//! the API server's list and watch semantics as the controller relies on
-//! them.
+//! A fake Kubernetes API server over real HTTP, for tests of the
+//! controller (feature `fake-apiserver`): the five collections the
+//! controller follows, cluster-wide, with the API server's list and watch
+//! semantics as the controller relies on them.
 //!
 //! - LIST answers pages of at most two objects (fewer than `limit`, as a
 //!   real server may) with `continue` tokens, and the collection's
@@ -119,10 +119,27 @@ impl FakeApiServer {
         }
     }
 
+    /// Its base URL.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
     /// A kube client of this server.
     pub fn client(&self) -> kube::Client {
-        let url = format!("http://{}", self.addr).parse().unwrap();
+        let url = self.url().parse().unwrap();
         kube::Client::try_from(kube::Config::new(url)).unwrap()
+    }
+
+    /// A kubeconfig naming this server (no credentials: it asks for none).
+    pub fn kubeconfig(&self) -> String {
+        format!(
+            "apiVersion: v1\nkind: Config\n\
+             clusters: [{{name: fake, cluster: {{server: \"{}\"}}}}]\n\
+             users: [{{name: nobody, user: {{}}}}]\n\
+             contexts: [{{name: fake, context: {{cluster: fake, user: nobody}}}}]\n\
+             current-context: fake\n",
+            self.url()
+        )
     }
 
     /// Creates or replaces an object (by its `kind`, namespace and name);

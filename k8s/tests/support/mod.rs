@@ -1,3 +1,0 @@
-//! Test support shared by the k8s crate's integration tests.
-
-pub mod apiserver;
