@@ -5,7 +5,8 @@ use uuid::Uuid;
 
 use super::packet::{ArpOp, PacketInfo, L3};
 use super::{frames, Decision, DropReason, Learned, Learning, Rewrite, Tag, Walk};
-use crate::snapshot::{Device, PortInfo};
+use crate::conntrack::Direction;
+use crate::snapshot::{BalancerLink, Device, PortInfo};
 
 fn is_group(mac: &[u8; 6]) -> bool {
     mac[0] & 0x01 != 0
@@ -70,6 +71,10 @@ pub(crate) fn process<L: Learned + ?Sized>(
         }
     }
 
+    if let Some(decision) = reply_to_balancer(walk, bridge, &info.balancers, port, packet) {
+        return decision;
+    }
+
     let dst = packet.eth_dst;
     if is_group(&dst) {
         walk.sim.step(
@@ -108,6 +113,48 @@ pub(crate) fn process<L: Learned + ?Sized>(
             flood(walk, bridge, port.id)
         }
     }
+}
+
+/// A member's reply to a client its router balanced to it (the
+/// connection's destination translated there) goes to that router, not
+/// straight to the client on this bridge: the router translates it back to
+/// the VIP. So a client and a member on one bridge need no source NAT, and
+/// the member sees the client's own address.
+fn reply_to_balancer<L: Learned + ?Sized>(
+    walk: &mut Walk<'_, L>,
+    bridge: Uuid,
+    balancers: &[BalancerLink],
+    port: &PortInfo,
+    packet: &PacketInfo,
+) -> Option<Decision> {
+    if balancers.is_empty() || is_group(&packet.eth_dst) {
+        return None;
+    }
+    let key = packet.conn_key()?;
+    for link in balancers.iter().filter(|l| l.bridge_port != port.id) {
+        walk.sim.tag(Tag::Conn(link.router, key));
+        let Some((Direction::Reply, entry)) = walk.learned.conn(link.router, &key) else {
+            continue;
+        };
+        if (entry.orig.dst, entry.orig.dport) == (entry.reply.src, entry.reply.sport) {
+            continue; // not balanced: the router forwards it untranslated
+        }
+        walk.sim.step(
+            Some(Device::Bridge(bridge)),
+            Some(port.id),
+            "l2_lookup",
+            format!(
+                "reply of {} balanced by router {}: to the router (port {})",
+                entry.orig, link.router, link.bridge_port
+            ),
+        );
+        let rewrite = Rewrite {
+            eth_dst: Some(link.mac),
+            ..Rewrite::default()
+        };
+        return Some(Decision::Forward(vec![(link.bridge_port, rewrite)]));
+    }
+    None
 }
 
 fn flood<L: Learned + ?Sized>(walk: &mut Walk<'_, L>, bridge: Uuid, ingress: Uuid) -> Decision {

@@ -300,6 +300,57 @@ fn a_member_reaching_its_own_vip_is_translated_both_ways() {
 }
 
 #[test]
+fn a_client_on_the_members_bridge_keeps_its_address_and_the_bridge_sends_replies_to_the_router() {
+    let topo = balanced(Setup {
+        members: vec![member(1, 1, MemberHealth::Up)],
+        ..Setup::default()
+    });
+    let mut tables = LearnedTables::default();
+    // Pod B2 (10.0.2.11) → the VIP, whose only member is pod B1.
+    let out = simulate(
+        &topo,
+        &tables,
+        POD_B2,
+        &syn(mac(0x04), mac(0xb1), "10.0.2.11", 45_000, VIP_ADDRESS, 80),
+    );
+    assert_eq!(out_ports(&out), vec![POD_B1], "{:#?}", out.trace);
+    let rewrite = out.outputs[0].rewrite;
+    assert_eq!(rewrite.ip_dst, Some("10.0.2.10".parse().unwrap()));
+    assert_eq!(rewrite.ip_src, None, "no hairpin NAT: {:#?}", out.trace);
+    assert!(!trace_has(&out, "nat", "hairpin"));
+
+    // Before the connection is known, B1 → B2 is plain L2, and the flow
+    // depends on what the router knows of that tuple (so learning the
+    // connection invalidates it).
+    let reply = synack(mac(3), mac(0x04), "10.0.2.10", 8080, "10.0.2.11", 45_000);
+    let early = simulate(&topo, &tables, POD_B1, &reply);
+    assert_eq!(out_ports(&early), vec![POD_B2]);
+    assert_eq!(early.outputs[0].rewrite.ip_src, None);
+    assert!(
+        early
+            .tags
+            .iter()
+            .any(|t| matches!(t, Tag::Conn(zone, _) if *zone == ROUTER)),
+        "tagged with the router's tuple"
+    );
+
+    // Once known, the member's reply goes to the router and comes back
+    // from the VIP.
+    learn(&mut tables, &out);
+    let back = simulate(&topo, &tables, POD_B1, &reply);
+    assert_eq!(out_ports(&back), vec![POD_B2], "{:#?}", back.trace);
+    let rewrite = back.outputs[0].rewrite;
+    assert_eq!(
+        (rewrite.ip_src, rewrite.src_port),
+        (Some(VIP_ADDRESS.parse().unwrap()), Some(80)),
+        "{:#?}",
+        back.trace
+    );
+    assert_eq!(rewrite.eth_src, Some(mac(0xb1)), "from the router's port");
+    assert!(trace_has(&back, "l2_lookup", "balanced by router"));
+}
+
+#[test]
 fn an_on_link_udp_vip_answers_arp_and_replies_come_from_it() {
     let topo = balanced(Setup::default());
     let arp = simulate(

@@ -9,7 +9,7 @@ use std::net::{IpAddr, Ipv4Addr};
 use nsdb::{LbAlgorithm, MemberHealth, Record, SessionAffinity};
 use uuid::Uuid;
 
-use super::{Device, Topology};
+use super::{BalancerLink, Device, Topology};
 
 /// (address, IP protocol, port): what a VIP answers on.
 pub type VipKey = (Ipv4Addr, u8, u16);
@@ -192,6 +192,37 @@ impl Topology {
         for (bridge, address, mac) in answers {
             if let Some(info) = self.bridges.get_mut(&bridge) {
                 info.arp.entry(address).or_insert(mac);
+            }
+        }
+        self.link_balancers();
+    }
+
+    /// Each bridge learns the routers linked to it that balance
+    /// connections, so it can send them their members' replies.
+    fn link_balancers(&mut self) {
+        let mut links = Vec::new();
+        for port in self.ports.values() {
+            let (Device::Router(router), Some(peer)) = (port.device, port.peer) else {
+                continue;
+            };
+            if !self.load_balancers.contains_key(&router) {
+                continue;
+            }
+            if let Some(Device::Bridge(bridge)) = self.ports.get(&peer).map(|p| p.device) {
+                links.push((
+                    bridge,
+                    BalancerLink {
+                        bridge_port: peer,
+                        router,
+                        mac: port.mac,
+                    },
+                ));
+            }
+        }
+        links.sort_by_key(|(bridge, link)| (*bridge, link.bridge_port));
+        for (bridge, link) in links {
+            if let Some(info) = self.bridges.get_mut(&bridge) {
+                info.balancers.push(link);
             }
         }
     }

@@ -75,6 +75,19 @@ pub struct BridgeInfo {
     pub arp: HashMap<Ipv4Addr, Mac>,
     /// Chains: inbound and outbound.
     pub chains: (Option<Uuid>, Option<Uuid>),
+    /// Routers linked to it that carry a load balancer.
+    pub balancers: Vec<BalancerLink>,
+}
+
+/// A router with a load balancer, linked to a bridge.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BalancerLink {
+    /// The bridge's port linked to the router.
+    pub bridge_port: Uuid,
+    /// The router.
+    pub router: Uuid,
+    /// The MAC of the router's port.
+    pub mac: Mac,
 }
 
 /// What the engine knows about a router.

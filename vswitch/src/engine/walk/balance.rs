@@ -3,7 +3,9 @@
 //! later packets follow it and replies come back from the VIP), and a
 //! connection whose member sits behind the port the client came in by is
 //! also translated to the router's address there (hairpin), so the
-//! member's replies come back through the router.
+//! member's replies come back through the router — except behind a bridge,
+//! which sends the member's replies to the router itself (see
+//! `engine::bridge`), so the member sees the client's own address.
 
 use std::net::IpAddr;
 
@@ -146,6 +148,22 @@ impl<L: Learned + ?Sized> Run<'_, L> {
     ) -> Result<(), Stop> {
         if branch.balanced_from != Some(out) || branch.snat_done {
             return Ok(());
+        }
+        // Behind a bridge, the member's replies come back to the router
+        // (the bridge sends them here), so the client keeps its address —
+        // unless the member is the client itself, which would see a packet
+        // from its own address.
+        let bridged = self
+            .topo
+            .ports
+            .get(&out)
+            .and_then(|p| p.peer)
+            .and_then(|peer| self.topo.ports.get(&peer))
+            .is_some_and(|peer| matches!(peer.device, Device::Bridge(_)));
+        if let (true, Some(key)) = (bridged, branch.key()) {
+            if key.src != key.dst {
+                return Ok(());
+            }
         }
         let device = Some(Device::Router(router));
         let address = self
