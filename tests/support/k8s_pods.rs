@@ -38,8 +38,8 @@ const NETWORK: &str = "k8s";
 const FIRST_TIMEOUT: Duration = Duration::from_millis(500);
 /// How long the one retry of a probe that did not get through waits.
 const RETRY_TIMEOUT: Duration = Duration::from_millis(1000);
-/// Probes in flight at once.
-const PARALLEL: usize = 48;
+/// Probes in flight at once (a whole matrix: blocked probes mostly wait).
+const PARALLEL: usize = 288;
 
 /// A transport protocol the pods serve.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
