@@ -418,6 +418,50 @@ spec: {{clusterIP: None, selector: {{app: web}}, ports: [{{port: 80}}]}}
     assert_eq!(find("10.96.0.11", 53).protocol, nsdb::LbProtocol::Udp);
     assert_eq!(vips.len(), 4, "headless gets none: {vips:?}");
 
+    // Egress policies of Service traffic are decided after the
+    // translation: on the cluster router's port toward the pods, with
+    // the ClusterIPs in the cluster's services group.
+    let tenant = cluster_tenant(s).await;
+    let network = tenant.network.expect("network");
+    let router_ports: Vec<Port> = s
+        .admin
+        .list(&format!("/v1/routers/{}/ports", network.router_id))
+        .await
+        .unwrap();
+    let toward_pods = router_ports
+        .iter()
+        .find(|p| {
+            p.peer_id.is_some()
+                && p.address
+                    .is_some_and(|a| a.contains(&addresses[0].parse::<std::net::IpAddr>().unwrap()))
+        })
+        .expect("the router's port on the pods' subnet");
+    let chain: Chain = s
+        .admin
+        .get(&format!(
+            "/v1/chains/{}",
+            toward_pods.outbound_chain_id.expect("a chain")
+        ))
+        .await
+        .unwrap();
+    assert_eq!(chain.name, "k8s cluster:deferred");
+    let groups: Vec<IpAddressGroup> = s
+        .admin
+        .list(&format!("/v1/ip_address_groups?tenant_id={}", tenant.id))
+        .await
+        .unwrap();
+    let services_group = groups
+        .iter()
+        .find(|g| g.name == "k8s cluster:services")
+        .expect("the services group");
+    let mut cluster_ips: Vec<String> = services_group
+        .addresses
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    cluster_ips.sort();
+    assert_eq!(cluster_ips, vec!["10.96.0.10/32", "10.96.0.11/32"]);
+
     let again = run(s, &objects(&[pods, &services])).await;
     assert_eq!(again.transactions, 0, "{again}");
 

@@ -73,9 +73,136 @@ fn pods() -> Vec<Pod> {
 }
 
 fn topology(policies: &[NetworkPolicy]) -> Topology {
+    Topology::build(1, &records(policies, false))
+}
+
+const ROUTER: Uuid = Uuid::from_u128(0x70);
+const ROUTER_PORT: Uuid = Uuid::from_u128(0x71);
+const BRIDGE_PORT: Uuid = Uuid::from_u128(0x72);
+const ROUTER_MAC: [u8; 6] = [2, 0, 0, 0, 0, 0xfe];
+const SERVICE_IP: &str = "10.96.0.10";
+
+/// The cluster router linked to the pods' bridge, with a Service at
+/// 10.96.0.10:80 whose one endpoint is y/b (10.0.0.5) port 80.
+fn service_records(cluster: &Cluster) -> Vec<Record> {
+    use nsdb::{
+        LbAlgorithm, LbProtocol, LoadBalancer, MemberHealth, Pool, PoolMember, Router,
+        SessionAffinity, Vip,
+    };
+    let (lb, pool, vip) = (
+        Uuid::from_u128(0x80),
+        Uuid::from_u128(0x81),
+        Uuid::from_u128(0x82),
+    );
+    let port = |id: Uuid, device: Uuid, device_type: DeviceType, mac: [u8; 6], peer: Uuid| Port {
+        id,
+        revision: 1,
+        device_id: device,
+        device_type,
+        mac: MacAddr(mac),
+        address: None,
+        peer_id: Some(peer),
+        host_id: None,
+        interface_name: None,
+        inbound_chain_id: None,
+        outbound_chain_id: None,
+        allowed_addresses: vec![],
+        tunnel_key: 100 + (id.as_u128() as u32),
+        vtep: None,
+        labels: Default::default(),
+    };
+    let mut router_port = port(
+        ROUTER_PORT,
+        ROUTER,
+        DeviceType::Router,
+        ROUTER_MAC,
+        BRIDGE_PORT,
+    );
+    router_port.address = Some("10.0.0.254/24".parse().unwrap());
+    router_port.outbound_chain_id = Some(cluster.deferred_chain());
+    vec![
+        Record::Router(Router {
+            id: ROUTER,
+            revision: 1,
+            tenant_id: TENANT,
+            name: "cluster".into(),
+            admin_state_up: true,
+            inbound_chain_id: None,
+            outbound_chain_id: None,
+        }),
+        Record::Port(router_port),
+        Record::Port(port(
+            BRIDGE_PORT,
+            BRIDGE,
+            DeviceType::Bridge,
+            [2, 0, 0, 0, 0, 0xfd],
+            ROUTER_PORT,
+        )),
+        Record::IpAddressGroup(nsdb::IpAddressGroup {
+            id: cluster.services_group(),
+            revision: 1,
+            tenant_id: TENANT,
+            name: "services".into(),
+            addresses: vec![format!("{SERVICE_IP}/32").parse().unwrap()],
+            selector: None,
+        }),
+        Record::LoadBalancer(LoadBalancer {
+            id: lb,
+            revision: 1,
+            tenant_id: TENANT,
+            router_id: ROUTER,
+            name: "services".into(),
+            admin_state_up: true,
+        }),
+        Record::Pool(Pool {
+            id: pool,
+            revision: 1,
+            tenant_id: TENANT,
+            load_balancer_id: lb,
+            name: "web".into(),
+            algorithm: LbAlgorithm::RoundRobin,
+            admin_state_up: true,
+        }),
+        Record::Vip(Vip {
+            id: vip,
+            revision: 1,
+            tenant_id: TENANT,
+            load_balancer_id: lb,
+            name: "web".into(),
+            pool_id: pool,
+            address: SERVICE_IP.parse().unwrap(),
+            protocol: LbProtocol::Tcp,
+            port: 80,
+            session_affinity: SessionAffinity::None,
+            affinity_timeout_s: 60,
+            admin_state_up: true,
+        }),
+        Record::PoolMember(PoolMember {
+            id: Uuid::from_u128(0x83),
+            revision: 1,
+            tenant_id: TENANT,
+            pool_id: pool,
+            address: "10.0.0.5".parse().unwrap(),
+            port: 80,
+            weight: 1,
+            admin_state_up: true,
+            health: MemberHealth::Unknown,
+        }),
+    ]
+}
+
+fn records(policies: &[NetworkPolicy], with_service: bool) -> Vec<Record> {
     let cluster = Cluster {
         tenant: TENANT,
         nodes: None,
+        services: with_service.then(|| {
+            Cluster {
+                tenant: TENANT,
+                nodes: None,
+                services: None,
+            }
+            .services_group()
+        }),
     };
     let k8s_pods: Vec<k8s::objects::Pod> = pods().iter().map(Pod::object).collect();
     let translation = translate(&cluster, policies, &k8s_pods);
@@ -118,7 +245,10 @@ fn topology(policies: &[NetworkPolicy]) -> Topology {
             labels,
         }));
     }
-    Topology::build(1, &records)
+    if with_service {
+        records.extend(service_records(&cluster));
+    }
+    records
 }
 
 /// Whether a new TCP connection from `from` to `to` on `port` is delivered.
@@ -368,5 +498,91 @@ fn end_port_ranges_and_kubernetes_namespace_names() {
     }));
     check("y/b from x on 81-90", &[range], |from, to, port| {
         to.label() != "y/b" || (from.ns == "x" && port == 81)
+    });
+}
+
+/// Whether a new TCP connection from `from` to the Service (10.96.0.10:80,
+/// endpoint y/b) reaches y/b, and with which source address.
+fn reaches_service(topo: &Topology, from: Pod) -> Option<std::net::Ipv4Addr> {
+    let frame = Probe {
+        src_mac: from.mac(),
+        dst_mac: ROUTER_MAC,
+        src_ip: from.ip().parse().unwrap(),
+        dst_ip: SERVICE_IP.parse().unwrap(),
+        protocol: ProbeProtocol::Tcp,
+        src_port: 40_000,
+        dst_port: 80,
+        ttl: 64,
+    }
+    .frame()
+    .unwrap();
+    let sim = simulate(topo, &NothingLearned, from.port(), &frame);
+    let member = Uuid::from_u128(0x100 + 5);
+    sim.outputs
+        .iter()
+        .find(|o| o.egress.port == member)
+        .map(|o| o.rewrite.ip_src.unwrap_or(from.ip().parse().unwrap()))
+}
+
+/// Policies apply to Service traffic after the translation, as upstream
+/// says: egress by the endpoint's labels, ingress by the client's own
+/// address (no NAT on the way).
+#[test]
+fn policies_see_service_traffic_after_the_translation() {
+    let check_service = |case: &str, policies: &[NetworkPolicy], expected: &dyn Fn(Pod) -> bool| {
+        let topo = Topology::build(1, &records(policies, true));
+        let mut wrong = Vec::new();
+        for from in pods() {
+            let got = reaches_service(&topo, from);
+            if let Some(source) = got {
+                if from.label() != "y/b" {
+                    assert_eq!(
+                        source.to_string(),
+                        from.ip(),
+                        "{case}: the endpoint sees the client"
+                    );
+                }
+            }
+            if got.is_some() != expected(from) {
+                wrong.push(format!(
+                    "{} → service: got {:?}, want {}",
+                    from.label(),
+                    got,
+                    expected(from)
+                ));
+            }
+        }
+        assert!(wrong.is_empty(), "{case}:\n{}", wrong.join("\n"));
+    };
+    check_service("no policy", &[], &|_| true);
+    let deny_x = policy(serde_json::json!({
+        "metadata": {"name": "deny", "namespace": "x"},
+        "spec": {"podSelector": {}, "policyTypes": ["Egress"]}
+    }));
+    check_service("deny-all egress in x", &[deny_x], &|from| from.ns != "x");
+    // Egress by the endpoint's labels: x may reach y's b (the endpoint),
+    // z only c pods (not the endpoint).
+    let x_to_b = policy(serde_json::json!({
+        "metadata": {"name": "to-b", "namespace": "x"},
+        "spec": {"podSelector": {}, "policyTypes": ["Egress"],
+                 "egress": [{"to": [{"namespaceSelector": {}, "podSelector": {"matchLabels": {"pod": "b"}}}],
+                             "ports": [{"port": 80}]}]}
+    }));
+    let z_to_c = policy(serde_json::json!({
+        "metadata": {"name": "to-c", "namespace": "z"},
+        "spec": {"podSelector": {}, "policyTypes": ["Egress"],
+                 "egress": [{"to": [{"namespaceSelector": {}, "podSelector": {"matchLabels": {"pod": "c"}}}]}]}
+    }));
+    check_service("egress by the endpoint", &[x_to_b, z_to_c], &|from| {
+        from.ns != "z"
+    });
+    // Ingress on the endpoint by the client's namespace.
+    let from_x = policy(serde_json::json!({
+        "metadata": {"name": "from-x", "namespace": "y"},
+        "spec": {"podSelector": {"matchLabels": {"pod": "b"}},
+                 "ingress": [{"from": [{"namespaceSelector": {"matchLabels": {"ns": "x"}}}]}]}
+    }));
+    check_service("ingress on the endpoint from x", &[from_x], &|from| {
+        from.ns == "x"
     });
 }

@@ -55,6 +55,11 @@ pub struct Cluster {
     /// The address group of the nodes' own addresses (traffic from them
     /// always reaches pods), if any.
     pub nodes: Option<Uuid>,
+    /// The address group of the Services' ClusterIPs, if any: a pod's
+    /// egress toward them is decided after the load balancer's
+    /// translation, on the cluster router's port toward the pods (the
+    /// chain [`Cluster::deferred_chain`]).
+    pub services: Option<Uuid>,
 }
 
 impl Cluster {
@@ -75,6 +80,17 @@ impl Cluster {
     /// The address group of the nodes' addresses, by its fixed id.
     pub fn nodes_group(&self) -> Uuid {
         self.id("cluster:nodes")
+    }
+
+    /// The address group of the Services' ClusterIPs, by its fixed id.
+    pub fn services_group(&self) -> Uuid {
+        self.id("cluster:services")
+    }
+
+    /// The outbound chain of the cluster router's port toward the pods:
+    /// egress policies of Service traffic, after the translation.
+    pub fn deferred_chain(&self) -> Uuid {
+        self.id("cluster:deferred")
     }
 }
 
@@ -252,10 +268,10 @@ struct Hooks {
     isolation: Uuid,
 }
 
-fn hooks(cluster: &Cluster, direction: Direction) -> Hooks {
+fn hooks(cluster: &Cluster, word: &str) -> Hooks {
     Hooks {
-        allow: cluster.id(&format!("cluster:{}:allow", direction.word())),
-        isolation: cluster.id(&format!("cluster:{}:isolation", direction.word())),
+        allow: cluster.id(&format!("cluster:{word}:allow")),
+        isolation: cluster.id(&format!("cluster:{word}:isolation")),
     }
 }
 
@@ -281,6 +297,13 @@ fn cluster_records(cluster: &Cluster) -> Vec<Record> {
             });
             position += 1;
         }
+        if let (Direction::Egress, Some(services)) = (direction, cluster.services) {
+            out.rule(chain, position, RuleAction::Accept, |r| {
+                r.dst_ip_group_id = Some(services);
+                r.description = "to a Service: decided after the translation, at the router".into();
+            });
+            position += 1;
+        }
         out.rule(chain, position, RuleAction::Jump, |r| {
             r.jump_chain_id = Some(allow);
             r.description = "what the policies selecting the pod allow".into();
@@ -290,6 +313,24 @@ fn cluster_records(cluster: &Cluster) -> Vec<Record> {
             r.description = "pods selected by a policy are isolated".into();
         });
     }
+    // Service traffic leaving the cluster router toward the pods, after
+    // the load balancer's translation: the sender's egress policies, the
+    // sender known by its address.
+    let deferred = out.chain("cluster:deferred");
+    let allow = out.chain("cluster:deferred:allow");
+    let isolation = out.chain("cluster:deferred:isolation");
+    out.rule(deferred, 1, RuleAction::Accept, |r| {
+        r.conn_state = vec![ConnState::Established, ConnState::Related];
+        r.description = "replies of allowed connections".into();
+    });
+    out.rule(deferred, 2, RuleAction::Jump, |r| {
+        r.jump_chain_id = Some(allow);
+        r.description = "what the sender's egress policies allow".into();
+    });
+    out.rule(deferred, 3, RuleAction::Jump, |r| {
+        r.jump_chain_id = Some(isolation);
+        r.description = "senders selected by an egress policy are isolated".into();
+    });
     out.into_records()
 }
 
@@ -414,17 +455,36 @@ fn translate_policy(
             };
             position = rules::translate_rule(&mut out, &context, position, rule)?;
         }
-        let hooks = hooks(cluster, direction);
+        let own = hooks(cluster, direction.word());
         let name = key.split('@').next().unwrap_or(key);
-        out.rule(hooks.allow, slot, RuleAction::Jump, |r| {
+        out.rule(own.allow, slot, RuleAction::Jump, |r| {
             r.jump_chain_id = Some(chain);
             select_pod(r, direction, selected);
             r.description = format!("{name}: what it allows");
         });
-        out.rule(hooks.isolation, slot, RuleAction::Drop, |r| {
+        out.rule(own.isolation, slot, RuleAction::Drop, |r| {
             select_pod(r, direction, selected);
             r.description = format!("{name}: isolated, nothing allowed it");
         });
+        if direction == Direction::Egress && cluster.services.is_some() {
+            // The same, for Service traffic after its translation: the
+            // sender by its address.
+            let senders = out.address_group(
+                &format!("{key}/selected"),
+                Vec::new(),
+                Some(in_namespace(&spec.pod_selector, ns)),
+            );
+            let deferred = hooks(cluster, "deferred");
+            out.rule(deferred.allow, slot, RuleAction::Jump, |r| {
+                r.jump_chain_id = Some(chain);
+                r.src_ip_group_id = Some(senders);
+                r.description = format!("{name}: what it allows (Service traffic)");
+            });
+            out.rule(deferred.isolation, slot, RuleAction::Drop, |r| {
+                r.src_ip_group_id = Some(senders);
+                r.description = format!("{name}: isolated, nothing allowed it (Service traffic)");
+            });
+        }
     }
     Ok(out.into_records())
 }

@@ -135,6 +135,36 @@ async fn nodes_group(client: &Client, cluster: &Cluster) -> Result<Option<Record
     }))
 }
 
+/// The address group of the ClusterIPs of `objects`' Services (of
+/// namespaces on the cluster network), if there are any.
+fn services_group(
+    cluster: &Cluster,
+    objects: &Objects,
+    flat: &dyn Fn(&str) -> bool,
+) -> Option<Record> {
+    let mut addresses: Vec<ipnet::IpNet> = objects
+        .services
+        .iter()
+        .filter(|s| flat(&s.metadata.namespace))
+        .filter(|s| s.spec.service_type.as_deref() != Some("ExternalName"))
+        .filter_map(|s| s.spec.virtual_ip())
+        .filter(std::net::IpAddr::is_ipv4)
+        .map(ipnet::IpNet::from)
+        .collect();
+    addresses.sort();
+    addresses.dedup();
+    (!addresses.is_empty()).then(|| {
+        Record::IpAddressGroup(IpAddressGroup {
+            id: cluster.services_group(),
+            revision: 0,
+            tenant_id: cluster.tenant,
+            name: format!("{OWNED_PREFIX}cluster:services"),
+            addresses,
+            selector: None,
+        })
+    })
+}
+
 /// Writes `diff` in as few transactions as keep each owner whole.
 async fn write(
     client: &Client,
@@ -172,10 +202,13 @@ pub async fn reconcile(
     let mut cluster = Cluster {
         tenant: tenant.id,
         nodes: None,
+        services: None,
     };
     let nodes = nodes_group(client, &cluster).await?;
     cluster.nodes = nodes.as_ref().map(Record::id);
     let flat = |ns: &str| !isolated.contains(ns);
+    let services = services_group(&cluster, objects, &flat);
+    cluster.services = services.as_ref().map(Record::id);
     let policies: Vec<_> = objects
         .policies
         .iter()
@@ -217,7 +250,12 @@ pub async fn reconcile(
     }
     let mut desired_by_owner: BTreeMap<Option<String>, BTreeMap<Uuid, Record>> = BTreeMap::new();
     let cluster_records = desired_by_owner.entry(None).or_default();
-    for record in translation.cluster.iter().chain(nodes.iter()) {
+    for record in translation
+        .cluster
+        .iter()
+        .chain(nodes.iter())
+        .chain(services.iter())
+    {
         cluster_records.insert(record.id(), record.clone());
     }
     for (key, records) in &translation.policies {
@@ -275,7 +313,17 @@ pub async fn reconcile(
         })
         .collect();
     services::reconcile_services(client, &tenant, objects, &pod_ips, &mut report).await?;
-    reconcile_ports(&ports, client, &cluster, objects, &pods, &mut report).await;
+    let router_port = router_port_toward_pods(client, &tenant).await?;
+    reconcile_ports(
+        &ports,
+        router_port,
+        client,
+        &cluster,
+        objects,
+        &pods,
+        &mut report,
+    )
+    .await;
     Ok(report)
 }
 
@@ -329,15 +377,77 @@ async fn pod_ports(
         .collect())
 }
 
+/// The cluster router's port linked to the pods' bridge.
+async fn router_port_toward_pods(
+    client: &Client,
+    tenant: &Tenant,
+) -> Result<Option<Uuid>, ApiError> {
+    let Some(network) = &tenant.network else {
+        return Ok(None);
+    };
+    let ports: Vec<Port> = client
+        .list(&format!("/v1/routers/{}/ports", network.router_id))
+        .await?;
+    let bridge_ports: Vec<Port> = client
+        .list(&format!("/v1/bridges/{}/ports", network.bridge_id))
+        .await?;
+    Ok(ports
+        .into_iter()
+        .find(|p| {
+            p.peer_id
+                .is_some_and(|peer| bridge_ports.iter().any(|b| b.id == peer))
+        })
+        .map(|p| p.id))
+}
+
+/// Gives the cluster router's port toward the pods the deferred egress
+/// chain (Service traffic after its translation).
+async fn deferred_on_router(
+    client: &Client,
+    router_port: Option<Uuid>,
+    cluster: &Cluster,
+    report: &mut Report,
+) -> Result<(), ApiError> {
+    let Some(id) = router_port else {
+        return Ok(());
+    };
+    let port: Port = client.get(&format!("/v1/ports/{id}")).await?;
+    match port.outbound_chain_id {
+        Some(chain) if chain == cluster.deferred_chain() => return Ok(()),
+        Some(other) => {
+            report.errors.push(format!(
+                "the cluster router's port {id} has an outbound chain of its own ({other}): \
+                 egress policies of Service traffic are not enforced"
+            ));
+            return Ok(());
+        }
+        None => {}
+    }
+    let mut wanted = port.clone();
+    wanted.outbound_chain_id = Some(cluster.deferred_chain());
+    client
+        .batch(vec![records::put(&Record::Port(wanted))])
+        .await?;
+    report.transactions += 1;
+    report.written += 1;
+    Ok(())
+}
+
 /// Gives every pod's port its labels and the cluster chains.
 async fn reconcile_ports(
     by_pod: &BTreeMap<(String, String), Port>,
+    router_port: Option<Uuid>,
     client: &Client,
     cluster: &Cluster,
     objects: &Objects,
     pods: &[crate::objects::Pod],
     report: &mut Report,
 ) {
+    if let Err(error) = deferred_on_router(client, router_port, cluster, report).await {
+        report.errors.push(format!(
+            "the cluster router's port toward the pods: {error}"
+        ));
+    }
     for pod in pods {
         let key = (pod.metadata.namespace.clone(), pod.metadata.name.clone());
         let Some(port) = by_pod.get(&key) else {
