@@ -161,3 +161,85 @@ async fn a_nat_only_tenant_reaches_the_host_masqueraded() {
     let answer = host_probe(&pod_ip, 8080);
     assert!(answer.starts_with("routed "), "{answer}");
 }
+
+/// Kubernetes: traffic from the node (kubelet probes) reaches pods that a
+/// deny-all ingress policy isolates, while pods no longer reach each
+/// other — the policy applied with the reconcile behind `plexus k8s apply`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_node_reaches_pods_a_deny_all_policy_isolates() {
+    let (d, _tap) = deployment("100.127.44", "100.127.45", "10.234.0.0/16").await;
+    let t = d.tenant(None).await;
+    let tenant: nsdb::Tenant = d
+        .client
+        .get(&format!("/v1/tenants/{}", t.id))
+        .await
+        .unwrap();
+    let mut ports = Vec::new();
+    let mut pods = Vec::new();
+    for (n, name) in [(10, "a"), (11, "b")] {
+        let (pod, port) = d.pod(&t, n).await;
+        // Labelled as the CNI's cluster mode labels a pod's port.
+        let _: serde_json::Value = d
+            .client
+            .patch(
+                &format!("/v1/ports/{port}"),
+                &serde_json::json!({"labels": {"plexus.io/namespace": "x", "plexus.io/pod": name}}),
+                None,
+            )
+            .await
+            .unwrap();
+        ports.push(port);
+        pods.push(pod);
+    }
+    let a_ip = t.address(10).to_string();
+    host_reaches(&a_ip);
+    let _server = tcp_server(&pods[0].netns, &[8080], "a");
+    assert!(tcp_probe(&pods[1], &a_ip, 8080, 3.0, None).starts_with("a "));
+
+    let mut objects = k8s::objects::Objects::default();
+    objects
+        .add_yaml(
+            r#"
+kind: Namespace
+metadata: {name: x}
+---
+kind: Pod
+metadata: {name: a, namespace: x}
+---
+kind: Pod
+metadata: {name: b, namespace: x}
+---
+kind: NetworkPolicy
+metadata: {name: deny, namespace: x}
+spec: {podSelector: {}, policyTypes: [Ingress]}
+"#,
+        )
+        .unwrap();
+    let settings = k8s::reconcile::Settings {
+        tenant: tenant.name.clone(),
+    };
+    let report = k8s::reconcile::reconcile(&d.client, &settings, &objects)
+        .await
+        .unwrap();
+    assert!(
+        report.errors.is_empty() && report.pods_without_port.is_empty(),
+        "{report}"
+    );
+
+    // Pod → pod is now refused; the node still gets through, seen with its
+    // own address.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let answer = tcp_probe(&pods[1], &a_ip, 8080, 1.0, None);
+        if answer.starts_with("ERR") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the policy never isolated a: {answer}"
+        );
+    }
+    let answer = host_probe(&a_ip, 8080);
+    assert!(answer.starts_with("a "), "the node reaches a: {answer}");
+    assert_eq!(peer_of(&answer).0.to_string(), "100.127.44.1", "{answer}");
+}
