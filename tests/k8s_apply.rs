@@ -489,7 +489,51 @@ spec: {{clusterIP: None, selector: {{app: web}}, ports: [{{port: 80}}]}}
     );
 }
 
+/// A pod whose name is too long for a label value has a port with only
+/// its namespace label (what the CNI can set); the reconcile finds it by
+/// the pod's address and labels it without the name.
+async fn a_long_named_pod_is_found_by_its_address(s: &TestServer) {
+    provider(s).await;
+    let host = s.admin.create_host("node-l", "192.0.2.41").await.unwrap();
+    let name = "a".repeat(70);
+    let key = AttachmentKey {
+        network: "plexus".into(),
+        container_id: "long".into(),
+        ifname: "eth0".into(),
+    };
+    let request = AttachmentRequest {
+        host_id: host.id,
+        interface_name: "pxklong".into(),
+        tenant: "kubernetes".into(),
+        bridge_id: None,
+        mac: None,
+        labels: [("plexus.io/namespace".to_string(), "x".to_string())]
+            .into_iter()
+            .collect(),
+    };
+    let port = s.admin.put_attachment(&key, &request).await.unwrap().port;
+    let address = port.allowed_addresses[0].ip.addr();
+    let pod = format!(
+        "kind: Pod\nmetadata: {{name: {name}, namespace: x, labels: {{app: web}}}}\nstatus: {{podIP: {address}}}\n"
+    );
+    let report = run(s, &objects(&[&pod])).await;
+    assert!(report.pods_without_port.is_empty(), "{report}");
+    let port: Port = s
+        .admin
+        .get(&format!("/v1/ports/{}", port.id))
+        .await
+        .unwrap();
+    assert_eq!(
+        port.labels.get("app").map(String::as_str),
+        Some("web"),
+        "{:?}",
+        port.labels
+    );
+    assert!(!port.labels.contains_key("plexus.io/pod"));
+}
+
 both_backends!(
+    a_long_named_pod_is_found_by_its_address,
     services_become_vips,
     policy_follows_its_manifest,
     a_large_policy_applies_in_steps,

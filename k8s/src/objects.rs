@@ -91,7 +91,7 @@ pub struct ContainerPort {
 #[serde(rename_all = "camelCase")]
 pub struct PodStatus {
     /// The pod's primary address.
-    #[serde(default)]
+    #[serde(default, rename = "podIP")]
     pub pod_ip: Option<IpAddr>,
 }
 
@@ -399,6 +399,14 @@ spec: {clusterIP: None, ports: [{port: 80, targetPort: serve-80}]}
         assert_eq!(pod.named_port("dns", "UDP"), Some(53));
         assert_eq!(pod.named_port("dns", "TCP"), None);
         assert_eq!(objects.services[0].spec.virtual_ip(), None);
+        let mut running = Objects::default();
+        running
+            .add_yaml("kind: Pod\nmetadata: {name: p, namespace: x}\nstatus: {podIP: 10.1.2.3}\n")
+            .unwrap();
+        assert_eq!(
+            running.pods[0].status.pod_ip,
+            Some("10.1.2.3".parse().unwrap())
+        );
     }
 
     #[test]

@@ -20,7 +20,11 @@ pub fn port_labels(pod: &Pod, namespace: Option<&Namespace>) -> Labels {
         .map(|(k, v)| (k.clone(), v.clone()))
         .collect();
     labels.insert(NAMESPACE_LABEL.into(), ns.clone());
-    labels.insert(POD_LABEL.into(), pod.metadata.name.clone());
+    // A name longer than a label value can be goes without (the port is
+    // then found by the pod's address).
+    if pod.metadata.name.len() <= 63 {
+        labels.insert(POD_LABEL.into(), pod.metadata.name.clone());
+    }
     labels.insert(
         namespace_label_key("kubernetes.io/metadata.name"),
         ns.clone(),

@@ -304,7 +304,7 @@ pub async fn reconcile(
             report.errors.push(format!("the cluster chains: {error}"));
         }
     }
-    let ports = pod_ports(client, &tenant).await?;
+    let (ports, unnamed) = pod_ports(client, &tenant).await?;
     let pod_ips = ports
         .iter()
         .filter_map(|(pod, port)| {
@@ -314,8 +314,12 @@ pub async fn reconcile(
         .collect();
     services::reconcile_services(client, &tenant, objects, &pod_ips, &mut report).await?;
     let router_port = router_port_toward_pods(client, &tenant).await?;
+    let ports = PodPorts {
+        by_pod: &ports,
+        unnamed: &unnamed,
+    };
     reconcile_ports(
-        &ports,
+        ports,
         router_port,
         client,
         &cluster,
@@ -352,29 +356,51 @@ fn owner_in(record: &Record, actual: &BTreeMap<Uuid, Record>) -> Option<String> 
 }
 
 /// The ports of the cluster network's pods, by (namespace, name), as the
-/// CNI labelled them.
+/// CNI labelled them; and the pods' ports without a name label (a pod
+/// name too long for a label value), found by the pod's address.
 async fn pod_ports(
     client: &Client,
     tenant: &Tenant,
-) -> Result<BTreeMap<(String, String), Port>, ApiError> {
+) -> Result<(BTreeMap<(String, String), Port>, Vec<Port>), ApiError> {
     let Some(network) = &tenant.network else {
-        return Ok(BTreeMap::new());
+        return Ok((BTreeMap::new(), Vec::new()));
     };
     let ports: Vec<Port> = client
         .list(&format!("/v1/bridges/{}/ports", network.bridge_id))
         .await?;
-    Ok(ports
-        .into_iter()
-        .filter_map(|p| {
-            Some((
-                (
-                    p.labels.get(NAMESPACE_LABEL)?.clone(),
-                    p.labels.get(POD_LABEL)?.clone(),
-                ),
-                p,
-            ))
+    let mut by_pod = BTreeMap::new();
+    let mut unnamed = Vec::new();
+    for port in ports {
+        match (port.labels.get(NAMESPACE_LABEL), port.labels.get(POD_LABEL)) {
+            (Some(ns), Some(pod)) => {
+                by_pod.insert((ns.clone(), pod.clone()), port);
+            }
+            (Some(_), None) => unnamed.push(port),
+            _ => {}
+        }
+    }
+    Ok((by_pod, unnamed))
+}
+
+/// The pods' ports, by name and (for unnamed ones) by address.
+#[derive(Clone, Copy)]
+struct PodPorts<'a> {
+    by_pod: &'a BTreeMap<(String, String), Port>,
+    unnamed: &'a [Port],
+}
+
+impl PodPorts<'_> {
+    /// The port of `pod`.
+    fn of(&self, pod: &crate::objects::Pod) -> Option<&Port> {
+        let key = (pod.metadata.namespace.clone(), pod.metadata.name.clone());
+        self.by_pod.get(&key).or_else(|| {
+            let address = pod.status.pod_ip?;
+            self.unnamed.iter().find(|p| {
+                p.labels.get(NAMESPACE_LABEL) == Some(&key.0)
+                    && p.allowed_addresses.iter().any(|a| a.ip.addr() == address)
+            })
         })
-        .collect())
+    }
 }
 
 /// The cluster router's port linked to the pods' bridge.
@@ -435,7 +461,7 @@ async fn deferred_on_router(
 
 /// Gives every pod's port its labels and the cluster chains.
 async fn reconcile_ports(
-    by_pod: &BTreeMap<(String, String), Port>,
+    ports: PodPorts<'_>,
     router_port: Option<Uuid>,
     client: &Client,
     cluster: &Cluster,
@@ -450,7 +476,7 @@ async fn reconcile_ports(
     }
     for pod in pods {
         let key = (pod.metadata.namespace.clone(), pod.metadata.name.clone());
-        let Some(port) = by_pod.get(&key) else {
+        let Some(port) = ports.of(pod) else {
             report
                 .pods_without_port
                 .push(format!("{}/{}", key.0, key.1));
