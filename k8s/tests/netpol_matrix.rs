@@ -586,3 +586,59 @@ fn policies_see_service_traffic_after_the_translation() {
         from.ns == "x"
     });
 }
+
+/// An SCTP packet (INIT-sized common header + chunk) from `from` to `to`
+/// on `port`, with correct IPv4 and SCTP checksums.
+fn sctp_frame(from: Pod, to: Pod, port: u16) -> Vec<u8> {
+    let mut frame = Probe {
+        src_mac: from.mac(),
+        dst_mac: to.mac(),
+        src_ip: from.ip().parse().unwrap(),
+        dst_ip: to.ip().parse().unwrap(),
+        protocol: ProbeProtocol::Udp,
+        src_port: 40_000,
+        dst_port: port,
+        ttl: 64,
+    }
+    .frame()
+    .unwrap();
+    // The UDP probe's header becomes SCTP's: same ports, then a
+    // verification tag and the CRC32c over the packet.
+    let ip = 14;
+    frame[ip + 9] = 132;
+    frame[ip + 10..ip + 12].copy_from_slice(&[0, 0]);
+    let sum = vswitch::wire::checksum::checksum(&frame[ip..ip + 20]);
+    frame[ip + 10..ip + 12].copy_from_slice(&sum.to_be_bytes());
+    let l4 = ip + 20;
+    frame[l4 + 4..l4 + 12].copy_from_slice(&[0; 8]);
+    let crc = vswitch::wire::sctp::crc32c(&frame[l4..]);
+    frame[l4 + 8..l4 + 12].copy_from_slice(&crc.to_le_bytes());
+    frame
+}
+
+/// SCTP ports are read like TCP's and UDP's: a policy allowing SCTP on
+/// 80 lets SCTP to 80 through, not to 81 and not TCP to 80.
+#[test]
+fn sctp_ports_are_policed() {
+    let sctp_80 = policy(serde_json::json!({
+        "metadata": {"name": "sctp", "namespace": "y"},
+        "spec": {"podSelector": {}, "ingress": [{"ports": [{"protocol": "SCTP", "port": 80}]}]}
+    }));
+    let topo = topology(&[sctp_80]);
+    let sctp_reaches = |from: Pod, to: Pod, port: u16| {
+        let sim = simulate(
+            &topo,
+            &NothingLearned,
+            from.port(),
+            &sctp_frame(from, to, port),
+        );
+        sim.outputs.iter().any(|o| o.egress.port == to.port())
+    };
+    let all = pods();
+    let (x_a, y_b) = (all[0], all[4]);
+    assert_eq!(y_b.label(), "y/b");
+    assert!(sctp_reaches(x_a, y_b, 80), "SCTP to 80 is allowed");
+    assert!(!sctp_reaches(x_a, y_b, 81), "SCTP to 81 is not");
+    assert!(!reaches(&topo, x_a, y_b, 80), "TCP to 80 is not");
+    assert!(sctp_reaches(y_b, x_a, 81), "x is not isolated");
+}

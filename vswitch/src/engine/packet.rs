@@ -130,7 +130,7 @@ fn transport_key(
         (58, _, _, Some((_, (kind, _)))) if Icmpv6Message::from(kind).is_link_signalling() => {
             return None
         }
-        (6 | 17, None, _, _) => return None,
+        (6 | 17 | 132, None, _, _) => return None,
         _ => (0, 0),
     };
     Some(ConnKey {

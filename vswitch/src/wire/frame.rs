@@ -127,6 +127,13 @@ pub enum L4Summary {
         /// Destination port.
         dst_port: u16,
     },
+    /// An SCTP packet (its common header).
+    Sctp {
+        /// Source port.
+        src_port: u16,
+        /// Destination port.
+        dst_port: u16,
+    },
     /// An ICMP message.
     Icmp {
         /// Message type.
@@ -178,7 +185,7 @@ impl ParsedFrame {
         }
     }
 
-    /// `(src_port, dst_port)` for TCP and UDP over either IP version.
+    /// `(src_port, dst_port)` for TCP, UDP and SCTP over either IP version.
     pub fn ports(&self) -> Option<(u16, u16)> {
         let l4 = match &self.l3 {
             L3Summary::Ipv4(ip) => ip.l4,
@@ -189,7 +196,8 @@ impl ParsedFrame {
             L4Summary::Tcp {
                 src_port, dst_port, ..
             }
-            | L4Summary::Udp { src_port, dst_port } => Some((src_port, dst_port)),
+            | L4Summary::Udp { src_port, dst_port }
+            | L4Summary::Sctp { src_port, dst_port } => Some((src_port, dst_port)),
             _ => None,
         }
     }
@@ -224,11 +232,21 @@ pub fn parse_frame(data: &[u8]) -> Result<ParsedFrame, WireError> {
     })
 }
 
-/// The TCP or UDP header at the start of `payload`; `whole` says the
+/// The length of SCTP's common header (ports, verification tag, CRC32c).
+pub const SCTP_HEADER_LEN: usize = 12;
+
+/// The TCP, UDP or SCTP header at the start of `payload`; `whole` says the
 /// payload is the whole datagram (not a first fragment), so a UDP length
 /// can be checked against it.
 fn parse_ports(protocol: IpProtocol, payload: &[u8], whole: bool) -> Result<L4Summary, WireError> {
     match protocol {
+        IpProtocol::Sctp => {
+            let header = payload.get(..SCTP_HEADER_LEN).ok_or(WireError::Truncated)?;
+            Ok(L4Summary::Sctp {
+                src_port: u16::from_be_bytes([header[0], header[1]]),
+                dst_port: u16::from_be_bytes([header[2], header[3]]),
+            })
+        }
         IpProtocol::Tcp => {
             let tcp = TcpPacket::new_checked(payload)?;
             Ok(L4Summary::Tcp {
@@ -263,7 +281,7 @@ fn parse_ipv6(data: &[u8], l3_offset: usize) -> Result<Ipv6Summary, WireError> {
     let transport = &payload[upper.offset..];
     let l4 = match (upper.fragment, protocol) {
         (Some(fragment), _) if fragment.offset != 0 => L4Summary::Fragment,
-        (fragment, IpProtocol::Tcp | IpProtocol::Udp) => {
+        (fragment, IpProtocol::Tcp | IpProtocol::Udp | IpProtocol::Sctp) => {
             parse_ports(protocol, transport, fragment.is_none())?
         }
         (_, IpProtocol::Icmpv6) => {
@@ -301,7 +319,7 @@ fn parse_ipv4(data: &[u8], l3_offset: usize) -> Result<Ipv4Summary, WireError> {
         L4Summary::Fragment
     } else {
         match ip.protocol() {
-            IpProtocol::Tcp | IpProtocol::Udp => {
+            IpProtocol::Tcp | IpProtocol::Udp | IpProtocol::Sctp => {
                 parse_ports(ip.protocol(), payload, !ip.more_frags())?
             }
             IpProtocol::Icmp => {

@@ -22,6 +22,8 @@ enum_with_unknown! {
         Udp = 17,
         /// Internet Control Message Protocol for IPv6.
         Icmpv6 = 58,
+        /// Stream Control Transmission Protocol.
+        Sctp = 132,
     }
 }
 

@@ -83,6 +83,7 @@ mod icmpv6;
 mod ipv4;
 mod ipv6;
 mod nat;
+pub mod sctp;
 mod tcp;
 mod udp;
 mod vxlan;

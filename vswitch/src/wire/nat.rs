@@ -44,6 +44,7 @@ mod field {
 const TCP: u8 = 6;
 const UDP: u8 = 17;
 const ICMP: u8 = 1;
+const SCTP: u8 = 132;
 
 /// What a translation changes; `None` keeps the field. For ICMP echo
 /// messages the identifier plays both ports' part (`src_port` first).
@@ -144,6 +145,12 @@ fn rewrite_transport(
     addrs: [(Ipv4Addr, Ipv4Addr); 2],
     partial: bool,
 ) {
+    if proto == SCTP {
+        // SCTP's checksum does not cover the addresses; only a port change
+        // recomputes it.
+        super::sctp::rewrite_ports(l4, nat.src_port, nat.dst_port);
+        return;
+    }
     let sum_at = match proto {
         TCP => field::TCP_CHECKSUM,
         UDP => field::UDP_CHECKSUM,
