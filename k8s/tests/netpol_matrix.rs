@@ -642,3 +642,74 @@ fn sctp_ports_are_policed() {
     assert!(!reaches(&topo, x_a, y_b, 80), "TCP to 80 is not");
     assert!(sctp_reaches(y_b, x_a, 81), "x is not isolated");
 }
+
+/// An ARP frame from `from`: a broadcast request for `target`'s address,
+/// or (with `reply_to`) its answer to that pod.
+fn arp_frame(from: Pod, target: Pod, reply_to: bool) -> Vec<u8> {
+    let (dst_mac, op, target_mac) = if reply_to {
+        (target.mac(), 2u16, target.mac())
+    } else {
+        ([0xff; 6], 1, [0; 6])
+    };
+    let ip = |pod: Pod| pod.ip().parse::<std::net::Ipv4Addr>().unwrap().octets();
+    let mut frame = Vec::new();
+    frame.extend_from_slice(&dst_mac);
+    frame.extend_from_slice(&from.mac());
+    frame.extend_from_slice(&0x0806u16.to_be_bytes());
+    frame.extend_from_slice(&[0, 1, 8, 0, 6, 4]);
+    frame.extend_from_slice(&op.to_be_bytes());
+    frame.extend_from_slice(&from.mac());
+    frame.extend_from_slice(&ip(from));
+    frame.extend_from_slice(&target_mac);
+    frame.extend_from_slice(&ip(target));
+    frame
+}
+
+/// Policies are about IP: a pod isolated both ways still resolves its
+/// peers' addresses (the bridge answers for them) and its ARP answers
+/// reach the asker, else it could not reach even what its policies allow
+/// once its neighbour cache forgets.
+#[test]
+fn isolated_pods_still_resolve_addresses() {
+    let deny_all = policy(serde_json::json!({
+        "metadata": {"name": "deny", "namespace": "x"},
+        "spec": {"podSelector": {}, "policyTypes": ["Ingress", "Egress"]}
+    }));
+    let topo = topology(&[deny_all]);
+    let all = pods();
+    let (x_a, y_a) = (all[0], all[3]);
+    for (from, to) in [(x_a, y_a), (y_a, x_a)] {
+        let sim = simulate(
+            &topo,
+            &NothingLearned,
+            from.port(),
+            &arp_frame(from, to, false),
+        );
+        assert!(
+            sim.generated
+                .iter()
+                .any(|g| g.egress.port == from.port() && g.frame[12..14] == [8, 6]),
+            "{} asking for {}: {:?} {:?}",
+            from.label(),
+            to.label(),
+            sim.drops,
+            sim.trace
+        );
+        let sim = simulate(
+            &topo,
+            &NothingLearned,
+            from.port(),
+            &arp_frame(from, to, true),
+        );
+        assert!(
+            sim.outputs.iter().any(|o| o.egress.port == to.port()),
+            "{} answering {}: {:?}",
+            from.label(),
+            to.label(),
+            sim.drops
+        );
+    }
+    // IP stays isolated.
+    assert!(!reaches(&topo, y_a, x_a, 80));
+    assert!(!reaches(&topo, x_a, y_a, 80));
+}

@@ -24,8 +24,8 @@ mod rules;
 use std::collections::{BTreeMap, BTreeSet};
 
 use nsdb::{
-    namespace_label_key, Chain, ConnState, IpAddressGroup, LabelSelector, PortGroup, Record, Rule,
-    RuleAction, SelectorOperator, SelectorRequirement, NAMESPACE_LABEL,
+    namespace_label_key, Chain, ConnState, EthType, IpAddressGroup, LabelSelector, PortGroup,
+    Record, Rule, RuleAction, SelectorOperator, SelectorRequirement, NAMESPACE_LABEL,
 };
 use uuid::Uuid;
 
@@ -278,6 +278,7 @@ fn hooks(cluster: &Cluster, word: &str) -> Hooks {
 /// The cluster chains: the two every pod port carries, and the allow and
 /// isolation chains they jump to.
 fn cluster_records(cluster: &Cluster) -> Vec<Record> {
+    const ETHERTYPE_ARP: u16 = 0x0806;
     let mut out = Out::new(cluster);
     for direction in [Direction::Ingress, Direction::Egress] {
         let word = direction.word();
@@ -288,6 +289,13 @@ fn cluster_records(cluster: &Cluster) -> Vec<Record> {
         out.rule(chain, position, RuleAction::Accept, |r| {
             r.conn_state = vec![ConnState::Established, ConnState::Related];
             r.description = "replies of allowed connections".into();
+        });
+        position += 1;
+        // Policies are about IP: an isolated pod still resolves and
+        // answers addresses (the isolation rules match any frame).
+        out.rule(chain, position, RuleAction::Accept, |r| {
+            r.eth_type = Some(EthType(ETHERTYPE_ARP));
+            r.description = "ARP (policies are about IP)".into();
         });
         position += 1;
         if let (Direction::Ingress, Some(nodes)) = (direction, cluster.nodes) {
