@@ -14,20 +14,22 @@
 //! selector, an endpoint marked not ready stops getting new connections,
 //! and `sessionAffinity: ClientIP` keeps each client on one endpoint.
 //!
-//! The source address the endpoints see (the test prints it):
+//! The source address the endpoints see (the test prints it, and checks
+//! it):
 //! - a pod client, whether the endpoint is on its host or the other one,
-//!   TCP and UDP alike: the cluster router's address on the pod subnet
-//!   (the pods' gateway, 10.128.0.1 in the cluster harness), not the
-//!   pod's own. The cluster network is one bridge and one subnet for all
-//!   pods, so client and member sit behind the same router port and the
-//!   load balancer's hairpin translates the source as well (`docs/lb.md`).
-//!   The test accepts either address and does not require the pod's own.
-//!   Upstream keeps the client's address, and a NetworkPolicy on the
-//!   endpoints that admits the client pods relies on it: here it drops
-//!   their Service traffic (the ignored test below reproduces that).
+//!   TCP and UDP alike: the pod's own address, as upstream (since the
+//!   bridge sends a member's replies of balanced connections to the
+//!   router, `docs/lb.md`; before, the router's hairpin NAT made it the
+//!   router's address). An endpoint that is a client of its own Service
+//!   and lands on itself sees the router's address on the pod subnet (the
+//!   pods' gateway): the hairpin NAT stays for that case only.
 //! - the host through a NodePort: the host's own address (100.64.0.1);
 //!   the provider router's load balancer translates only the destination
 //!   and the answer goes back through the routers.
+//!
+//! A second test applies NetworkPolicies with the Service: the endpoints
+//! admit the client pods only, the clients may only reach the endpoints;
+//! Service traffic is judged after the translation, as upstream requires.
 //!
 //! Needs root.
 
@@ -385,12 +387,6 @@ impl Bed {
         }
         batches
     }
-
-    /// The client addresses the endpoints may see from `client`: its own,
-    /// or the cluster router's (the load balancer's hairpin).
-    fn allowed_peers(&self, client: Ipv4Addr) -> [String; 2] {
-        [client.to_string(), self.gateway.clone()]
-    }
 }
 
 /// Every connection answered, by exactly the endpoints `want`, each of
@@ -454,9 +450,10 @@ async fn a_service_with_three_endpoints_is_reachable_by_cluster_ip_and_node_port
         );
         for answer in &tally.answers {
             let endpoint = bed.pod("x", &answer.tag[2..]);
-            assert!(
-                bed.allowed_peers(ip).contains(&answer.peer),
-                "{} (host {}) saw {} from {label} ({ip}, host {host})",
+            assert_eq!(
+                answer.peer,
+                ip.to_string(),
+                "{} (host {}) saw {} from {label} (host {host})",
                 answer.tag,
                 endpoint.host,
                 answer.peer
@@ -468,10 +465,11 @@ async fn a_service_with_three_endpoints_is_reachable_by_cluster_ip_and_node_port
         let tally = connect_many(&netns, true, CLUSTER_IP, 53, CONNECTIONS).await;
         spread_over(ALL)(&tally)
             .unwrap_or_else(|why| panic!("UDP from {label}: {why}: {:?}", tally.counts()));
-        assert!(tally
-            .peers()
-            .iter()
-            .all(|p| bed.allowed_peers(ip).contains(p)));
+        assert_eq!(
+            tally.peers(),
+            BTreeSet::from([ip.to_string()]),
+            "UDP from {label}"
+        );
         let _ = writeln!(
             report,
             "ClusterIP UDP from {label}: {:?}, the endpoints saw {:?}",
@@ -489,12 +487,7 @@ async fn a_service_with_three_endpoints_is_reachable_by_cluster_ip_and_node_port
                 bed.pods.cluster.logs()
             )
         });
-        let allowed = [WORLD.to_string(), UPLINK.to_string()];
-        assert!(
-            tally.peers().iter().all(|p| allowed.contains(p)),
-            "{:?}",
-            tally.peers()
-        );
+        assert_eq!(tally.peers(), BTreeSet::from([WORLD.to_string()]));
         let _ = writeln!(
             report,
             "NodePort {} {port} from the host ({WORLD}): {:?}, the endpoints saw {:?}",
@@ -503,6 +496,31 @@ async fn a_service_with_three_endpoints_is_reachable_by_cluster_ip_and_node_port
             tally.peers()
         );
     }
+    // An endpoint as a client of its own Service: the others see its own
+    // address; it sees the router's when it lands on itself (the hairpin
+    // NAT: never a packet from its own address to itself).
+    let member = bed.pod("x", "a");
+    let tally = connect_many(&member.netns.0, false, CLUSTER_IP, 80, CONNECTIONS).await;
+    spread_over(ALL)(&tally).unwrap_or_else(|why| panic!("from x/a: {why}: {:?}", tally.counts()));
+    for answer in &tally.answers {
+        let want = if answer.tag == "x/a" {
+            bed.gateway.clone()
+        } else {
+            member.ip.to_string()
+        };
+        assert_eq!(
+            answer.peer, want,
+            "{} saw {} from x/a",
+            answer.tag, answer.peer
+        );
+    }
+    let _ = writeln!(
+        report,
+        "ClusterIP TCP from the endpoint x/a ({}): {:?}, the endpoints saw {:?}",
+        member.ip,
+        tally.counts(),
+        tally.peers()
+    );
     eprintln!("{report}(gateway {})", bed.gateway);
 
     // EndpointSlices instead of the selector: all three ready, then x/b
@@ -558,19 +576,41 @@ spec:
           app: client
 ";
 
+/// Lets the client pods (y, `app: client`) reach the endpoints only.
+const CLIENTS_TO_ENDPOINTS: &str = "apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata:
+  name: to-endpoints
+  namespace: y
+spec:
+  podSelector:
+    matchLabels:
+      app: client
+  policyTypes: [Egress]
+  egress:
+  - to:
+    - namespaceSelector:
+        matchLabels:
+          kubernetes.io/metadata.name: x
+      podSelector:
+        matchLabels:
+          app: web
+";
+
 /// Upstream: policies see Service traffic after the translation, with the
-/// client's own address, so a policy admitting the client pods admits
-/// their connections to the ClusterIP. Here the endpoint's policy sees
-/// the cluster router's address instead (the hairpin, see the module
-/// comment) and drops them, while the same clients reach the endpoints
-/// directly.
+/// client's own address, and a client's egress is judged by the endpoint
+/// it reaches, not the ClusterIP. So with the endpoints admitting the
+/// client pods only and the clients allowed to reach the endpoints only,
+/// the clients reach the ClusterIP (TCP and UDP, every endpoint, on both
+/// hosts), while another pod reaches neither the endpoints nor the
+/// Service, and the clients reach no other pod.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "the load balancer's hairpin SNAT hides the client pod's address from the endpoint's NetworkPolicy"]
-async fn a_policy_admitting_the_clients_admits_their_service_traffic() {
+async fn policies_judge_service_traffic_after_the_translation() {
     let bed = Bed::start().await;
     bed.apply(Endpoints::Selector, false, "").await;
     bed.converge("no policy", &spread_over(ALL)).await;
-    bed.apply(Endpoints::Selector, false, FROM_CLIENTS).await;
+    let policies = format!("{FROM_CLIENTS}---\n{CLIENTS_TO_ENDPOINTS}");
+    bed.apply(Endpoints::Selector, false, &policies).await;
     // Another pod is kept out, directly and through the Service.
     let other = bed.pod("z", "a");
     let a = bed.pod("x", "a").ip.to_string();
@@ -590,7 +630,9 @@ async fn a_policy_admitting_the_clients_admits_their_service_traffic() {
         "z/a through the Service: {:?}",
         tally.counts()
     );
-    // The clients reach the endpoints directly, and through the Service.
+    // The clients reach the endpoints directly and through the Service,
+    // seen with their own addresses, and no other pod.
+    let z = bed.pod("z", "a").ip.to_string();
     for (label, netns, _, _) in bed.clients() {
         let direct = connect_many(&netns, false, &a, 8080, 3).await;
         assert_eq!(
@@ -599,11 +641,17 @@ async fn a_policy_admitting_the_clients_admits_their_service_traffic() {
             "{label} to x/a directly: {:?}",
             direct.counts()
         );
+        let other = connect_many(&netns, false, &z, 80, 1).await;
+        assert_eq!(other.errors(), 1, "{label} to z/a: {:?}", other.counts());
     }
-    bed.converge("admitted clients", &spread_over(ALL)).await;
-    for (label, netns, _, _) in bed.clients() {
+    let batches = bed.converge("admitted clients", &spread_over(ALL)).await;
+    for (label, netns, ip, _) in bed.clients() {
         let tally = connect_many(&netns, true, CLUSTER_IP, 53, CONNECTIONS).await;
         spread_over(ALL)(&tally)
             .unwrap_or_else(|why| panic!("UDP from {label}: {why}: {:?}", tally.counts()));
+        let (_, tcp) = batches.iter().find(|(l, _)| *l == label).unwrap();
+        for peers in [tcp.peers(), tally.peers()] {
+            assert_eq!(peers, BTreeSet::from([ip.to_string()]), "{label}");
+        }
     }
 }
