@@ -21,7 +21,27 @@ use support::world::{
 /// Opens `count` connections at once from `pod` to `dst:port` (the first
 /// from source port `sport`), sends a line on each while all are open and
 /// prints each answer; returns the answers.
-fn concurrent_connections(pod: &Pod, dst: &str, port: u16, count: u32, sport: u16) -> Vec<String> {
+/// `count` connections from `pod` to `dst:port`, the first from `sport`,
+/// all open at once; and they stay open until every pod sharing `barrier`
+/// (a directory, and how many pods use it) has opened its own, so the
+/// connections of different pods overlap too (a closed connection's
+/// translated port may be reused).
+fn concurrent_connections(
+    pod: &Pod,
+    dst: &str,
+    port: u16,
+    count: u32,
+    sport: u16,
+    (dir, parties): (&std::path::Path, usize),
+) -> Vec<String> {
+    let wait = format!(
+        "import os,time
+open(os.path.join('{dir}',str(os.getpid())),'w').close()
+deadline=time.time()+15
+while len(os.listdir('{dir}'))<{parties} and time.time()<deadline: time.sleep(0.02)
+",
+        dir = dir.display()
+    );
     let script = format!(
         "import socket
 conns=[]
@@ -30,7 +50,7 @@ for i in range({count}):
   if i==0:
     s.setsockopt(socket.SOL_SOCKET,socket.SO_REUSEADDR,1);s.bind(('0.0.0.0',{sport}))
   s.connect(('{dst}',{port}));conns.append(s)
-for s in conns:
+{wait}for s in conns:
   s.sendall(b'hi\\n')
 for s in conns:
   print(s.makefile().readline().strip())
@@ -92,10 +112,16 @@ async fn masquerade_hides_pods_behind_the_uplink_without_port_collisions() {
     // Every pod opens 40 connections at once, the first of each from the
     // same source port 40000: all must get distinct translated ports.
     let per_pod = 40;
+    let barrier = tempfile::tempdir().unwrap();
+    let barrier = (barrier.path(), pods.len());
     let answers: Vec<Vec<String>> = std::thread::scope(|s| {
         let handles: Vec<_> = pods
             .iter()
-            .map(|pod| s.spawn(move || concurrent_connections(pod, STRANGER, 8080, per_pod, 40000)))
+            .map(|pod| {
+                s.spawn(move || {
+                    concurrent_connections(pod, STRANGER, 8080, per_pod, 40000, barrier)
+                })
+            })
             .collect();
         handles.into_iter().map(|h| h.join().unwrap()).collect()
     });
