@@ -3,6 +3,7 @@
 //! files exactly as `run` reconciles what its watches see.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -11,6 +12,7 @@ use k8s::controller::{self, Reconciler, Timing};
 use k8s::objects::Objects;
 use k8s::reconcile::{reconcile, ApiReconciler, Settings, DEFAULT_TENANT};
 
+use crate::k8s_health::{Health, Recorded};
 use crate::tools::ApiClientArgs;
 
 /// `plexus k8s` subcommands.
@@ -96,6 +98,10 @@ pub struct RunArgs {
     /// one reconcile).
     #[arg(long, env = "PLEXUS_K8S_DEBOUNCE", default_value = "150ms", value_parser = humantime::parse_duration)]
     debounce: Duration,
+    /// Serve `/healthz` (alive) and `/readyz` (the last reconcile
+    /// succeeded) here, for the Deployment's probes.
+    #[arg(long, env = "PLEXUS_K8S_HEALTH_LISTEN", value_name = "ADDR")]
+    health_listen: Option<std::net::SocketAddr>,
 }
 
 /// Logs the state each reconcile would be given.
@@ -186,13 +192,25 @@ async fn follow(args: RunArgs) -> anyhow::Result<()> {
             },
         })
     };
+    let health = Arc::new(Health::default());
+    let reconciler = Recorded {
+        inner: reconciler,
+        health: health.clone(),
+    };
+    let probes = async {
+        match args.health_listen {
+            Some(listen) => crate::k8s_health::serve(listen, health).await,
+            None => std::future::pending().await,
+        }
+    };
     let client = args.kube.client().await?;
     tracing::info!(dry_run = args.dry_run, "following the cluster");
     tokio::select! {
-        stopped = controller::run(client, &*reconciler, timing) => {
+        stopped = controller::run(client, &reconciler, timing) => {
             let Err(error) = stopped;
             Err(error).context("the controller stopped")
         }
+        served = probes => served.context("the health endpoints stopped"),
         _ = crate::shutdown_signal() => Ok(()),
     }
 }

@@ -8,6 +8,7 @@ use clap::{Parser, Subcommand};
 use nsdb::{EtcdConfig, Nsdb, StoreConfig};
 
 mod k8s_cmd;
+mod k8s_health;
 mod provider_args;
 mod tenant_cmd;
 mod tools;

@@ -173,3 +173,62 @@ async fn reconciles_the_cluster_into_plexus_through_a_410() {
     until_policies(&s, &["x/allow-dns", "x/allow-web"]).await;
     assert_eq!(server.lists("networkpolicies"), 2);
 }
+
+/// The status and body of `GET url`, or `None` when nothing answers.
+async fn probe(url: &str) -> Option<(u16, String)> {
+    let answer = reqwest::get(url).await.ok()?;
+    let status = answer.status().as_u16();
+    Some((status, answer.text().await.unwrap_or_default()))
+}
+
+/// `/healthz` answers while the controller runs; `/readyz` only once a
+/// reconcile has succeeded: not while the API server cannot list.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_endpoints_say_alive_and_ready_after_a_reconcile() {
+    let s = TestServer::embedded().await;
+    ensure_provider(&s.nsdb, &ProviderPlan::default())
+        .await
+        .unwrap();
+    let server = FakeApiServer::start().await;
+    server.apply(json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "x"}}));
+    server.go_down();
+    let dir = tempfile::tempdir().unwrap();
+    let kubeconfig = dir.path().join("kubeconfig");
+    std::fs::write(&kubeconfig, server.kubeconfig()).unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let listen = format!("127.0.0.1:{port}");
+    let _run = Run::start(
+        &kubeconfig,
+        &[
+            "--api",
+            &s.base,
+            "--token",
+            ADMIN_TOKEN,
+            "--health-listen",
+            &listen,
+        ],
+    );
+    let until = |path: &'static str, want: u16| {
+        let url = format!("http://{listen}{path}");
+        async move {
+            let deadline = Instant::now() + Duration::from_secs(10);
+            loop {
+                let got = probe(&url).await;
+                if got.as_ref().is_some_and(|(status, _)| *status == want) {
+                    return got.unwrap().1;
+                }
+                assert!(Instant::now() < deadline, "{url}: {got:?}, want {want}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    };
+    until("/healthz", 200).await;
+    let waiting = until("/readyz", 503).await;
+    assert!(waiting.contains("no reconcile yet"), "{waiting}");
+    server.go_up();
+    until("/readyz", 200).await;
+}
