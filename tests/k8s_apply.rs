@@ -11,30 +11,12 @@ mod support;
 use std::collections::BTreeMap;
 use std::process::Command;
 
-use api::provision::{ensure_provider, AttachmentKey, AttachmentRequest, ProviderPlan, UplinkPlan};
+use api::provision::{AttachmentKey, AttachmentRequest};
 use k8s::objects::Objects;
 use k8s::reconcile::{reconcile, Report, Settings};
 use nsdb::{Chain, IpAddressGroup, Port, PortGroup, Rule, Tenant};
 use support::api::*;
 use uuid::Uuid;
-
-async fn provider(s: &TestServer) {
-    let host = s
-        .admin
-        .create_host(&format!("gw-{}", Uuid::new_v4()), "192.0.2.1")
-        .await
-        .unwrap();
-    let plan = ProviderPlan {
-        uplink: Some(UplinkPlan {
-            host_id: host.id,
-            interface: "plexus0".into(),
-            address: "100.64.0.2/24".parse().unwrap(),
-            gateway: "100.64.0.1".parse().unwrap(),
-        }),
-        ..ProviderPlan::default()
-    };
-    ensure_provider(&s.nsdb, &plan).await.unwrap();
-}
 
 /// Attaches pod `ns/name` as the CNI's cluster mode does.
 async fn attach(s: &TestServer, tenant: &str, host: Uuid, ns: &str, name: &str) -> Port {
@@ -135,7 +117,7 @@ async fn owned_names(s: &TestServer, tenant: Uuid) -> Vec<String> {
 }
 
 async fn policy_follows_its_manifest(s: &TestServer) {
-    provider(s).await;
+    provider_with_uplink(s).await;
     let host = s.admin.create_host("node-1", "192.0.2.21").await.unwrap();
     let a = attach(s, "kubernetes", host.id, "x", "a").await;
     let b = attach(s, "kubernetes", host.id, "y", "b").await;
@@ -241,7 +223,7 @@ async fn policy_follows_its_manifest(s: &TestServer) {
 /// A policy with more records than one transaction carries is built,
 /// switched and cleaned up in steps, and ends exactly as desired.
 async fn a_large_policy_applies_in_steps(s: &TestServer) {
-    provider(s).await;
+    provider_with_uplink(s).await;
     let mut peers = String::new();
     for n in 0..30 {
         peers.push_str(&format!(
@@ -280,7 +262,7 @@ async fn a_large_policy_applies_in_steps(s: &TestServer) {
 }
 
 async fn an_isolated_namespace_gets_its_own_tenant(s: &TestServer) {
-    provider(s).await;
+    provider_with_uplink(s).await;
     let isolated = r#"
 kind: Namespace
 metadata: {name: vault, annotations: {plexus.io/isolated-network: "true"}}
@@ -309,7 +291,7 @@ spec: {podSelector: {}}
 /// NodePort is a VIP on the provider's uplink address; headless gets
 /// nothing; a Service gone takes its objects along.
 async fn services_become_vips(s: &TestServer) {
-    provider(s).await;
+    provider_with_uplink(s).await;
     let host = s.admin.create_host("node-s", "192.0.2.31").await.unwrap();
     let mut addresses = Vec::new();
     for name in ["a", "b", "c"] {
@@ -493,7 +475,7 @@ spec: {{clusterIP: None, selector: {{app: web}}, ports: [{{port: 80}}]}}
 /// its namespace label (what the CNI can set); the reconcile finds it by
 /// the pod's address and labels it without the name.
 async fn a_long_named_pod_is_found_by_its_address(s: &TestServer) {
-    provider(s).await;
+    provider_with_uplink(s).await;
     let host = s.admin.create_host("node-l", "192.0.2.41").await.unwrap();
     let name = "a".repeat(70);
     let key = AttachmentKey {
@@ -545,7 +527,7 @@ both_backends!(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn apply_reads_a_directory() {
     let s = TestServer::embedded().await;
-    provider(&s).await;
+    provider_with_uplink(&s).await;
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("00-pods.yaml"), NAMESPACES_AND_PODS).unwrap();
     std::fs::write(dir.path().join("10-policy.yml"), ALLOW_FROM_Y).unwrap();

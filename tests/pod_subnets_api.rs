@@ -6,30 +6,11 @@
 
 mod support;
 
-use api::provision::{ensure_provider, ProviderPlan, UplinkPlan};
 use nsdb::{NsdbError, Provider, Route, Router, Rule, RuleAction, Tenant, TenantNetworkRef};
 use reqwest::Method;
 use serde_json::json;
 use support::api::*;
 use uuid::Uuid;
-
-async fn provider(s: &TestServer) -> Provider {
-    let host = s
-        .admin
-        .create_host(&format!("gw-{}", Uuid::new_v4()), "192.0.2.1")
-        .await
-        .unwrap();
-    let plan = ProviderPlan {
-        uplink: Some(UplinkPlan {
-            host_id: host.id,
-            interface: "plexus0".into(),
-            address: "100.64.0.2/24".parse().unwrap(),
-            gateway: "100.64.0.1".parse().unwrap(),
-        }),
-        ..ProviderPlan::default()
-    };
-    ensure_provider(&s.nsdb, &plan).await.unwrap()
-}
 
 async fn provider_routes_to(s: &TestServer, provider: &Provider, cidr: &str) -> usize {
     let routes: Vec<Route> = s
@@ -53,7 +34,7 @@ async fn rules_of(s: &TestServer, chain: Uuid) -> Vec<Rule> {
 /// An overlap is a 409 naming the other tenant and its range, and writes
 /// nothing; a range inside or around another counts.
 async fn overlap_is_refused_naming_the_other_tenant(s: &TestServer) {
-    let provider = provider(s).await;
+    let provider = provider_with_uplink(s).await;
     let a = s.admin.create_tenant("alpha").await.unwrap();
     let b = s.admin.create_tenant("bravo").await.unwrap();
     let na = s
@@ -106,7 +87,7 @@ async fn overlap_is_refused_naming_the_other_tenant(s: &TestServer) {
 /// `nat_only` provisions an overlapping range without host access: no
 /// provider route, no host rules, masquerade only; shown by the API.
 async fn nat_only_is_an_explicit_opt_in(s: &TestServer) {
-    let provider = provider(s).await;
+    let provider = provider_with_uplink(s).await;
     let a = s.admin.create_tenant("alpha").await.unwrap();
     let b = s.admin.create_tenant("bravo").await.unwrap();
     let na = s
@@ -178,7 +159,7 @@ async fn nat_only_is_an_explicit_opt_in(s: &TestServer) {
 /// API servers: exactly one gets it routed, the others are refused naming
 /// the winner, and none of the losers has anything written.
 async fn concurrent_inits_on_one_range_have_one_winner(s: &TestServer) {
-    let provider = provider(s).await;
+    let provider = provider_with_uplink(s).await;
     let peer = s.peer().await;
     let mut tenants = Vec::new();
     for n in 0..8 {

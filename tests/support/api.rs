@@ -713,3 +713,26 @@ macro_rules! both_backends {
 }
 #[allow(unused_imports)]
 pub(crate) use both_backends;
+
+/// The provider with its uplink on a fresh host (`plexus0`,
+/// 100.64.0.2/24, the host side 100.64.0.1), as a deployment with an
+/// uplink has it.
+pub async fn provider_with_uplink(s: &TestServer) -> nsdb::Provider {
+    let host = s
+        .admin
+        .create_host(&format!("gw-{}", Uuid::new_v4()), "192.0.2.1")
+        .await
+        .unwrap();
+    let plan = ::api::provision::ProviderPlan {
+        uplink: Some(::api::provision::UplinkPlan {
+            host_id: host.id,
+            interface: "plexus0".into(),
+            address: "100.64.0.2/24".parse().unwrap(),
+            gateway: "100.64.0.1".parse().unwrap(),
+        }),
+        ..::api::provision::ProviderPlan::default()
+    };
+    ::api::provision::ensure_provider(&s.nsdb, &plan)
+        .await
+        .unwrap()
+}
