@@ -12,11 +12,11 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use uuid::Uuid;
 
-use crate::datapath::{Datapath, PortCounters, PortHandle};
+use crate::datapath::{serve_tunnel, Datapath, PortCounters, PortHandle};
 use crate::feed::{run_feed, SharedTopology};
 use crate::io::{AfPacket, Port, Tap, VtepPort};
 use crate::snapshot::Topology;
-use crate::tunnel::{serve_tunnel, Tunnel, TunnelConfig};
+use crate::tunnel::{Tunnel, TunnelConfig};
 use crate::uplink::UplinkHost;
 use crate::wire::Vni;
 

@@ -4,6 +4,7 @@
 
 pub mod agent;
 pub mod conntrack;
+pub mod core;
 pub mod datapath;
 pub mod engine;
 pub mod feed;

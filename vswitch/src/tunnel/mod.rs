@@ -11,10 +11,7 @@
 //! external VTEPs a local port reaches) and frames with unknown keys are
 //! dropped and counted.
 
-mod rx;
 pub mod state;
-
-pub use rx::serve_tunnel;
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;

@@ -1,0 +1,275 @@
+//! The datapath core: every forwarding decision of one host, without I/O.
+//!
+//! [`DatapathCore`] owns the flow cache, the learned tables (MACs, ARP
+//! answers, connections), the frames held for an ARP answer or a first
+//! fragment, the path-MTU refusal and the choice of what flow state goes
+//! to which host. It takes a frame with its ingress port, offload header,
+//! the time and the topology in force, and returns what to do as typed
+//! [`Action`]s: send on a local port, send through the tunnel to a host
+//! (state messages ahead), hand to the local agent, drop with a reason.
+//!
+//! It is deterministic and does no I/O: no sockets, no clock (the caller
+//! passes `now` in milliseconds from any origin it keeps), no globals. The
+//! datapath's driver ([`crate::datapath`]) reads the clock, moves frames
+//! and performs the actions; the unit tests drive several cores with a
+//! simulated clock and no sockets at all. A core serves one host; nothing
+//! in it assumes it is the only one, so workers may each own one later.
+//!
+//! The hit path (a cached flow) allocates nothing: the received frame is
+//! rewritten in place and the actions go to a vector the caller reuses.
+
+mod action;
+mod held;
+mod replicate;
+mod tunnel;
+
+#[cfg(test)]
+mod tests;
+
+pub use action::{Action, Fate, Peer, Reason};
+pub use held::{FRAGMENT_HELD_FOR_MS, HELD_FOR_MS, HELD_FRAGMENTS, HELD_PER_NEXT_HOP};
+pub use replicate::SYNC_INTERVAL_MS;
+pub use tunnel::{classify, Arrival};
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+
+use uuid::Uuid;
+
+use crate::engine::{self, apply_rewrite, DropReason, Egress, Output, PacketInfo, Simulation, Tag};
+use crate::flows::{FlowCache, FlowKey, FlowStats};
+use crate::io::VnetHeader;
+use crate::learned::LearnedTables;
+use crate::snapshot::Topology;
+
+use held::Held;
+
+/// Idle flows are dropped after this long.
+pub const FLOW_IDLE_MS: u64 = 30_000;
+
+/// The core's counters and table sizes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CoreStats {
+    /// The flow cache's counters.
+    pub flows: FlowStats,
+    /// Flows cached.
+    pub flow_count: usize,
+    /// Learned MACs.
+    pub macs: usize,
+    /// ARP answers.
+    pub arps: usize,
+    /// Tracked connections.
+    pub conns: usize,
+    /// New connections not tracked because the table was full.
+    pub conns_refused: u64,
+    /// Frames waiting for an ARP answer.
+    pub held_frames: usize,
+    /// Later fragments waiting for their first.
+    pub held_fragments: usize,
+}
+
+/// Buffers reused from one frame to the next.
+#[derive(Debug, Default)]
+struct Scratch {
+    outputs: Vec<Output>,
+    remote: Vec<Egress>,
+}
+
+/// The decisions of one host's datapath. See the module documentation.
+#[derive(Debug)]
+pub struct DatapathCore {
+    host: Uuid,
+    /// The largest inner IP packet the tunnel carries; `None`: no tunnel.
+    tunnel_mtu: Option<usize>,
+    flows: FlowCache,
+    learned: LearnedTables,
+    held: Held,
+    /// When each peer's last sync request was answered.
+    sync_answered: HashMap<IpAddr, u64>,
+    scratch: Scratch,
+}
+
+impl DatapathCore {
+    /// A core for `host`, without a tunnel until [`Self::set_tunnel_mtu`].
+    pub fn new(host: Uuid) -> DatapathCore {
+        DatapathCore {
+            host,
+            tunnel_mtu: None,
+            flows: FlowCache::default(),
+            learned: LearnedTables::default(),
+            held: Held::default(),
+            sync_answered: HashMap::new(),
+            scratch: Scratch::default(),
+        }
+    }
+
+    /// The host this core decides for.
+    pub fn host(&self) -> Uuid {
+        self.host
+    }
+
+    /// Frames for other hosts go through a tunnel carrying inner IP packets
+    /// of up to `max_ip_len` bytes (`None`: no tunnel, they are dropped).
+    pub fn set_tunnel_mtu(&mut self, max_ip_len: Option<usize>) {
+        self.tunnel_mtu = max_ip_len;
+    }
+
+    /// Decides the fate of `frame`, received on the local port `in_port`
+    /// with offload header `vnet` at `now`: rewrites it in place and
+    /// appends what to do with it (and with anything the decision made or
+    /// released) to `actions`.
+    pub fn process(
+        &mut self,
+        topo: &Topology,
+        in_port: Uuid,
+        frame: &mut [u8],
+        vnet: VnetHeader,
+        now: u64,
+        actions: &mut Vec<Action>,
+    ) -> Fate {
+        let info = match PacketInfo::parse(frame) {
+            Ok(info) => info,
+            Err(error) => {
+                actions.push(Action::Drop(DropReason::Malformed(error).into()));
+                return Fate::Dropped;
+            }
+        };
+        let key = FlowKey {
+            in_port,
+            packet: info,
+        };
+        let mut outputs = std::mem::take(&mut self.scratch.outputs);
+        outputs.clear();
+        match self.flows.lookup(&key, now) {
+            Some(cached) => outputs.extend_from_slice(cached),
+            None => {
+                let sim = engine::simulate(topo, &self.learned, in_port, frame);
+                self.settle(topo, &key, frame, sim, &mut outputs, now, actions);
+            }
+        }
+        let fate = self.send(topo, &key, frame, vnet, &mut outputs, actions);
+        self.scratch.outputs = outputs;
+        fate
+    }
+
+    /// Records what a simulation learned and decided: drops, frames for the
+    /// agent, learnings (and what they release), held frames, replicated
+    /// state, the cached flow; fills `outputs` with the bound outputs.
+    #[allow(clippy::too_many_arguments)]
+    fn settle(
+        &mut self,
+        topo: &Topology,
+        key: &FlowKey,
+        frame: &[u8],
+        mut sim: Simulation,
+        outputs: &mut Vec<Output>,
+        now: u64,
+        actions: &mut Vec<Action>,
+    ) {
+        actions.extend(sim.drops.iter().map(|d| Action::Drop((*d).into())));
+        actions.extend(sim.local.drain(..).map(Action::Agent));
+        let mut released = std::collections::VecDeque::new();
+        self.record(&sim.learned, now, &mut released);
+        if let Some(next_hop) = sim.held_for {
+            self.held
+                .until_resolved(next_hop, key.in_port, frame.to_vec(), now);
+        }
+        if let Some(datagram) = sim.held_fragment {
+            self.held
+                .until_first_fragment(datagram, key.in_port, frame.to_vec(), now);
+        }
+        self.replicate(topo, &sim, actions);
+        outputs.extend(sim.outputs.iter().filter(|o| o.egress.host.is_some()));
+        // Fragments are decided one by one: each datagram is a new key.
+        if sim.is_cacheable() && key.packet.fragment_key().is_none() {
+            self.flows
+                .insert(*key, outputs.clone(), std::mem::take(&mut sim.tags), now);
+        }
+        for generated in sim.generated.drain(..) {
+            if generated.egress.host.is_some() {
+                self.emit(topo, generated.egress, generated.frame, actions);
+            }
+        }
+        self.release(topo, released, now, actions);
+    }
+
+    /// Sends the received frame where `outputs` say: refuses what the
+    /// tunnel cannot carry, copies the outputs rewritten unlike the first,
+    /// rewrites the frame in place for the others.
+    fn send(
+        &mut self,
+        topo: &Topology,
+        key: &FlowKey,
+        frame: &mut [u8],
+        vnet: VnetHeader,
+        outputs: &mut Vec<Output>,
+        actions: &mut Vec<Action>,
+    ) -> Fate {
+        if outputs.is_empty() {
+            return Fate::Dropped;
+        }
+        if self.refuse_oversize(key, vnet, frame, outputs, actions) {
+            return Fate::Answered;
+        }
+        let first = outputs[0].rewrite;
+        // Outputs rewritten differently from the first get copies of the
+        // frame as received, before it is rewritten in place (rare: the
+        // engine never produces them today).
+        let partial = vnet.needs_csum();
+        for output in outputs.iter().filter(|o| o.rewrite != first) {
+            let mut copy = frame.to_vec();
+            if apply_rewrite(&mut copy, &output.rewrite, partial) {
+                self.emit(topo, output.egress, copy, actions);
+            }
+        }
+        if !apply_rewrite(frame, &first, partial) {
+            return Fate::Dropped;
+        }
+        let mut remote = std::mem::take(&mut self.scratch.remote);
+        remote.clear();
+        for output in outputs.iter().filter(|o| o.rewrite == first) {
+            if output.egress.host == Some(self.host) {
+                actions.push(Action::Forward(output.egress.port));
+            } else {
+                remote.push(output.egress);
+            }
+        }
+        if !remote.is_empty() {
+            self.tunnel_out(topo, &mut remote, actions);
+        }
+        self.scratch.remote = remote;
+        Fate::Sent
+    }
+
+    /// Removes the flows that depend on `tags`; returns how many.
+    pub fn invalidate(&mut self, tags: &[Tag]) -> usize {
+        self.flows.invalidate(tags)
+    }
+
+    /// What the engine decides for `frame` entering by `ingress` with what
+    /// this core has learned, without doing it (plans, not traffic).
+    pub fn dry_run(&self, topo: &Topology, ingress: Uuid, frame: &[u8]) -> Simulation {
+        engine::simulate(topo, &self.learned, ingress, frame)
+    }
+
+    /// The learned tables (read-only).
+    pub fn learned(&self) -> &LearnedTables {
+        &self.learned
+    }
+
+    /// Counters and table sizes.
+    pub fn stats(&self) -> CoreStats {
+        let (macs, arps) = self.learned.sizes();
+        let (held_frames, held_fragments) = self.held.sizes();
+        CoreStats {
+            flows: self.flows.stats(),
+            flow_count: self.flows.len(),
+            macs,
+            arps,
+            conns: self.learned.conns().len(),
+            conns_refused: self.learned.conns_refused(),
+            held_frames,
+            held_fragments,
+        }
+    }
+}

@@ -1,0 +1,90 @@
+//! The hit path allocates nothing: a counting allocator for this test
+//! binary, counting only on the thread that asks and only while it asks.
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::cell::Cell;
+
+use super::*;
+
+struct Counting;
+
+thread_local! {
+    /// Allocations on this thread since counting began (`None`: not counting).
+    static COUNT: Cell<Option<usize>> = const { Cell::new(None) };
+}
+
+fn counted() {
+    let _ = COUNT.try_with(|count| {
+        if let Some(n) = count.get() {
+            count.set(Some(n + 1));
+        }
+    });
+}
+
+// SAFETY: every call is forwarded unchanged to the system allocator, which
+// upholds GlobalAlloc's contract; counting touches only a thread-local
+// `Cell` that needs no allocation (const-initialised, no destructor).
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        counted();
+        // SAFETY: the caller's layout contract is passed on as is.
+        unsafe { System.alloc(layout) }
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        // SAFETY: `ptr` came from `System` with this layout (see `alloc`).
+        unsafe { System.dealloc(ptr, layout) }
+    }
+
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        counted();
+        // SAFETY: as for `dealloc`; the new size is the caller's.
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+}
+
+#[global_allocator]
+static ALLOCATOR: Counting = Counting;
+
+/// How many allocations `f` makes on this thread.
+fn allocations(f: impl FnOnce()) -> usize {
+    COUNT.with(|count| count.set(Some(0)));
+    f();
+    COUNT.with(|count| count.replace(None)).unwrap_or(0)
+}
+
+#[test]
+fn a_cache_hit_allocates_nothing() {
+    let topo = topology();
+    let mut core = core(H1);
+    let mut actions = Vec::with_capacity(16);
+    let routed = ping(mac(1), mac(0xa1), "10.0.1.10", "10.0.2.10");
+    let flood = ping(mac(1), [0xff; 6], "10.0.1.10", "10.0.1.255");
+    let local = ping(mac(1), mac(4), "10.0.1.10", "10.0.1.12");
+    let frames = [routed, flood, local];
+    // Warm up: the misses cache the flows and size the scratch buffers.
+    for now in 0..2 {
+        for frame in &frames {
+            core.process(
+                &topo,
+                A1,
+                &mut frame.clone(),
+                VnetHeader::NONE,
+                now,
+                &mut actions,
+            );
+            actions.clear();
+        }
+    }
+    for (i, original) in frames.iter().enumerate() {
+        let mut frame = original.clone();
+        let n = allocations(|| {
+            let fate = core.process(&topo, A1, &mut frame, VnetHeader::NONE, 10, &mut actions);
+            assert_eq!(fate, Fate::Sent);
+        });
+        assert_eq!(n, 0, "frame {i}: {actions:?}");
+        assert!(!actions.is_empty());
+        actions.clear();
+    }
+    assert_eq!(core.stats().flows.misses, 3);
+}

@@ -1,0 +1,76 @@
+//! The datapath's counters in Prometheus text format.
+
+use std::fmt::Write;
+use std::sync::atomic::Ordering;
+
+use super::Datapath;
+use crate::io::PortIo;
+
+impl Datapath {
+    /// Prometheus text of the datapath's counters.
+    pub fn metrics_text(&self) -> String {
+        let mut out = String::new();
+        let stats = self.core_stats();
+        let _ = writeln!(
+            out,
+            "# TYPE plexus_flow_cache_hits_total counter\nplexus_flow_cache_hits_total {}",
+            stats.flows.hits
+        );
+        let _ = writeln!(
+            out,
+            "# TYPE plexus_flow_cache_misses_total counter\nplexus_flow_cache_misses_total {}",
+            stats.flows.misses
+        );
+        let _ = writeln!(
+            out,
+            "# TYPE plexus_flow_cache_invalidations_total counter\nplexus_flow_cache_invalidations_total {}",
+            stats.flows.invalidations
+        );
+        let _ = writeln!(
+            out,
+            "# TYPE plexus_flow_cache_flows gauge\nplexus_flow_cache_flows {}",
+            stats.flow_count
+        );
+        let _ = writeln!(
+            out,
+            "# TYPE plexus_learned_entries gauge\nplexus_learned_entries{{table=\"mac\"}} {}",
+            stats.macs
+        );
+        let _ = writeln!(
+            out,
+            "plexus_learned_entries{{table=\"arp\"}} {}",
+            stats.arps
+        );
+        let _ = writeln!(
+            out,
+            "# TYPE plexus_conntrack_entries gauge\nplexus_conntrack_entries {}",
+            stats.conns
+        );
+        let _ = writeln!(
+            out,
+            "# TYPE plexus_conntrack_refused_total counter\nplexus_conntrack_refused_total {}",
+            stats.conns_refused
+        );
+        let _ = writeln!(out, "# TYPE plexus_port_packets_total counter");
+        let ports = self.ports.read().unwrap_or_else(|p| p.into_inner());
+        for (id, port) in ports.iter() {
+            let c = &port.counters;
+            for (dir, value) in [("rx", &c.rx), ("tx", &c.tx), ("drop", &c.drops)] {
+                let _ = writeln!(
+                    out,
+                    "plexus_port_packets_total{{port=\"{id}\",interface=\"{}\",direction=\"{dir}\"}} {}",
+                    port.io.ifname(),
+                    value.load(Ordering::Relaxed)
+                );
+            }
+        }
+        let _ = writeln!(out, "# TYPE plexus_datapath_drops_total counter");
+        for (reason, count) in self.drops.lock().unwrap_or_else(|p| p.into_inner()).iter() {
+            let _ = writeln!(
+                out,
+                "plexus_datapath_drops_total{{reason=\"{reason}\"}} {count}"
+            );
+        }
+        out
+    }
+}
