@@ -17,6 +17,7 @@ ensure_packages \
   openssl:openssl \
   curl:curl \
   traceroute:traceroute \
+  dot:graphviz \
   tshark:tshark \
   podman:podman \
   runc:runc \

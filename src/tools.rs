@@ -142,6 +142,19 @@ pub enum OutputFormat {
     Json,
 }
 
+/// How `plexus topology` prints.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum TopologyFormat {
+    /// Indented text for people.
+    Tree,
+    /// JSON for programs.
+    Json,
+    /// A Graphviz graph.
+    Dot,
+    /// The graph drawn as SVG (needs Graphviz's `dot`).
+    Svg,
+}
+
 #[derive(Parser)]
 pub struct TopologyArgs {
     /// Only this tenant (name or id).
@@ -149,7 +162,7 @@ pub struct TopologyArgs {
     tenant: Option<String>,
     /// Output format.
     #[arg(long, value_enum, default_value = "tree")]
-    format: OutputFormat,
+    format: TopologyFormat,
     #[command(flatten)]
     api: ApiClientArgs,
 }
@@ -213,10 +226,36 @@ pub async fn show_topology(args: TopologyArgs) -> anyhow::Result<()> {
         );
     }
     match args.format {
-        OutputFormat::Tree => print!("{}", dump.render_tree()),
-        OutputFormat::Json => println!("{}", serde_json::to_string_pretty(&dump)?),
+        TopologyFormat::Tree => print!("{}", dump.render_tree()),
+        TopologyFormat::Json => println!("{}", serde_json::to_string_pretty(&dump)?),
+        TopologyFormat::Dot => print!("{}", dump.render_dot()),
+        TopologyFormat::Svg => print!("{}", draw_svg(&dump.render_dot())?),
     }
     Ok(())
+}
+
+/// `dot` drawn as SVG by Graphviz.
+fn draw_svg(dot: &str) -> anyhow::Result<String> {
+    use std::io::Write;
+    let mut child = std::process::Command::new("dot")
+        .arg("-Tsvg")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .context("running Graphviz's dot (install graphviz; --format dot prints the graph)")?;
+    child
+        .stdin
+        .take()
+        .context("dot's input")?
+        .write_all(dot.as_bytes())?;
+    let out = child.wait_with_output()?;
+    anyhow::ensure!(
+        out.status.success(),
+        "dot failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(String::from_utf8(out.stdout)?)
 }
 
 /// How a command that talks to the API finds and authenticates to it.

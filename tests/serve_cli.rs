@@ -313,5 +313,16 @@ fn topology_shows_what_the_api_holds() {
     let json: serde_json::Value =
         serde_json::from_str(&run(token, &["--format", "json", "--tenant", "acme"])).unwrap();
     assert_eq!(json["tenants"][0]["routers"][0]["router"]["name"], "edge");
+    // As a graph: DOT text, and SVG drawn by Graphviz.
+    let dot = run(token, &["--format", "dot", "--tenant", "acme"]);
+    assert!(dot.starts_with("graph plexus {"), "{dot}");
+    for expected in ["tenant acme", "router edge", "bridge web", "10.0.1.1/24"] {
+        assert!(dot.contains(expected), "missing '{expected}' in:\n{dot}");
+    }
+    let svg = run(token, &["--format", "svg", "--tenant", "acme"]);
+    assert!(svg.contains("<svg"), "{svg}");
+    for expected in ["router edge", "bridge web", "10.0.1.1/24"] {
+        assert!(svg.contains(expected), "missing '{expected}' in the SVG");
+    }
     stop(serve);
 }

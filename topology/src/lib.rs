@@ -3,6 +3,7 @@
 //! or as JSON, and packet traces step by step.
 #![warn(missing_docs)]
 
+pub mod dot;
 pub mod dump;
 pub mod lb;
 pub mod trace;
