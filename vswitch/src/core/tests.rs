@@ -1,6 +1,6 @@
 //! The core driven with a simulated clock and no sockets: three hosts, a
-//! router between two bridges, pods spread over the hosts; one core plays
-//! one of the hosts.
+//! router between two bridges, pods spread over the hosts. A core plays
+//! one host here; `tests_hosts.rs` moves tunnel datagrams between several.
 
 use std::net::{IpAddr, Ipv4Addr};
 
@@ -18,6 +18,8 @@ use crate::wire::{Ipv4Packet, TcpFlags, TcpPacket};
 mod alloc;
 #[path = "tests_held.rs"]
 mod held;
+#[path = "tests_hosts.rs"]
+mod hosts;
 
 pub(super) const H1: Uuid = Uuid::from_u128(0x4001);
 pub(super) const H2: Uuid = Uuid::from_u128(0x4002);
