@@ -6,7 +6,9 @@
 //! retries with backoff.
 
 use std::collections::HashMap;
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
 use std::time::Duration;
 
 use nsdb::{Kind, Nsdb, ObjectEvent, Record, WatchItem};
@@ -16,28 +18,21 @@ use uuid::Uuid;
 use crate::engine::Tag;
 use crate::snapshot::Topology;
 
-/// The current topology, readable from any thread without waiting on writers
-/// for longer than a pointer swap.
+/// The current topology, readable from any thread without a lock: a load
+/// is an atomic pointer read (`arc-swap`), a swap never waits for readers.
 #[derive(Default)]
 pub struct SharedTopology {
-    current: RwLock<Arc<Topology>>,
+    current: ArcSwap<Topology>,
 }
 
 impl SharedTopology {
     /// The snapshot in force now.
     pub fn load(&self) -> Arc<Topology> {
-        match self.current.read() {
-            Ok(guard) => guard.clone(),
-            Err(poisoned) => poisoned.into_inner().clone(),
-        }
+        self.current.load_full()
     }
 
     fn store(&self, topology: Topology) {
-        let topology = Arc::new(topology);
-        match self.current.write() {
-            Ok(mut guard) => *guard = topology,
-            Err(poisoned) => *poisoned.into_inner() = topology,
-        }
+        self.current.store(Arc::new(topology));
     }
 }
 
