@@ -88,3 +88,21 @@ fn a_cache_hit_allocates_nothing() {
     }
     assert_eq!(core.stats().flows.misses, 3);
 }
+
+#[test]
+fn borrowing_a_port_workspace_allocates_nothing() {
+    use crate::datapath::WorkspacePool;
+    let pool = WorkspacePool::default();
+    // Two tasks at once make two workspaces; after that none is made.
+    let (a, b) = (pool.take(), pool.take());
+    pool.put(a);
+    pool.put(b);
+    let n = allocations(|| {
+        let a = pool.take();
+        let b = pool.take();
+        pool.put(b);
+        pool.put(a);
+    });
+    assert_eq!(n, 0);
+    assert_eq!(pool.free(), 2);
+}

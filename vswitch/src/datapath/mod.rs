@@ -1,12 +1,16 @@
 //! The datapath's driver: frames in from bound ports and the tunnel,
 //! decisions from the [`DatapathCore`], frames out.
 //!
-//! Each bound port has a receive task that reads a batch, hands every frame
+//! Each bound port has a receive task that waits for frames without holding
+//! any buffer, then borrows a [`Workspace`] (receive buffers and scratch)
+//! from a pool shared by all ports, reads a batch, hands every frame
 //! to the core (a cache hit costs a parse, a hash lookup and an in-place
 //! rewrite; a miss runs [`crate::engine::simulate`]), performs the actions
 //! the core returns, and sends each egress port its frames in one batch
 //! straight out of the receive buffers, offload headers included. Nothing
-//! on the hit path allocates. The driver owns the I/O (ports, tunnel
+//! on the hit path allocates: the borrow lasts from the receive to the end
+//! of the batch, with no await in between, so the pool holds at most about
+//! one workspace per worker thread, however many ports are bound. The driver owns the I/O (ports, tunnel
 //! socket, counters) and the clock; the core owns every decision and its
 //! state, behind one lock for now.
 
@@ -67,6 +71,53 @@ pub struct Datapath {
     local: Mutex<Vec<Vec<u8>>>,
     /// Wakes the taker of `local`.
     local_ready: tokio::sync::Notify,
+    /// Receive buffers and scratch lent to port tasks for one batch.
+    workspaces: WorkspacePool,
+}
+
+/// Frames a port task receives in one batch.
+const RX_BATCH: usize = 64;
+
+/// What a port task needs for one batch: receive buffers and scratch.
+pub struct Workspace {
+    /// The receive buffers.
+    rx: RxBatch,
+    /// The scratch space.
+    scratch: Scratch,
+}
+
+/// Workspaces shared by the port tasks. A task borrows one after its port
+/// is readable and returns it once the batch is handled, without awaiting
+/// in between, so no more are ever made than tasks run at once (about one
+/// per worker thread). Taking and returning do not allocate once the pool
+/// has grown to that size.
+#[derive(Default)]
+pub(crate) struct WorkspacePool {
+    free: Mutex<Vec<Workspace>>,
+}
+
+impl WorkspacePool {
+    /// A free workspace, or a new one if all are lent.
+    pub(crate) fn take(&self) -> Workspace {
+        let free = self.free.lock().unwrap_or_else(|p| p.into_inner()).pop();
+        free.unwrap_or_else(|| Workspace {
+            rx: RxBatch::new(RX_BATCH),
+            scratch: Scratch::default(),
+        })
+    }
+
+    /// Returns a workspace for other tasks.
+    pub(crate) fn put(&self, workspace: Workspace) {
+        self.free
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(workspace);
+    }
+
+    /// How many workspaces exist and are not lent.
+    pub(crate) fn free(&self) -> usize {
+        self.free.lock().unwrap_or_else(|p| p.into_inner()).len()
+    }
 }
 
 /// Per-task scratch space, reused across batches so the hot path does not allocate.
@@ -95,6 +146,7 @@ impl Datapath {
             tunnel: OnceLock::new(),
             local: Mutex::default(),
             local_ready: tokio::sync::Notify::new(),
+            workspaces: WorkspacePool::default(),
         }
     }
 
@@ -210,16 +262,35 @@ impl Datapath {
         self.finish(&mut scratch);
     }
 
-    /// Receives and forwards on `port` until it fails.
+    /// Receives and forwards on `port` until it fails. Between batches the
+    /// task holds no buffer: it waits for the port to be readable, then
+    /// borrows a workspace for one batch.
     pub async fn serve_port(&self, port: Arc<PortHandle>) -> std::io::Result<()> {
-        let mut rx = RxBatch::new(64);
-        let mut scratch = Scratch::default();
         loop {
-            let n = port.io.recv_batch(&mut rx).await?;
+            port.io.readable().await?;
+            self.serve_ready(&port)?;
+        }
+    }
+
+    /// Receives one batch from a readable port (none if another reader
+    /// took it first) and handles it, in a borrowed workspace.
+    pub fn serve_ready(&self, port: &PortHandle) -> std::io::Result<usize> {
+        let mut workspace = self.workspaces.take();
+        let Workspace { rx, scratch } = &mut workspace;
+        let received = port.io.try_recv_batch(rx);
+        if let Ok(n) = received {
             if n > 0 {
-                self.handle_batch(&port, &mut rx, &mut scratch);
+                self.handle_batch(port, rx, scratch);
             }
         }
+        self.workspaces.put(workspace);
+        received
+    }
+
+    /// Workspaces made so far and not lent right now (at most about one per
+    /// worker thread, whatever the number of ports).
+    pub fn free_workspaces(&self) -> usize {
+        self.workspaces.free()
     }
 
     /// Decides and sends every frame of a received batch.
