@@ -267,7 +267,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let metrics: api::server::ExtraMetrics = std::sync::Arc::new(move || datapath.metrics_text());
     let app = api::app_with_metrics(nsdb, api::auth::token_hash(&admin_token), Some(metrics));
     let result = run_http(app, args.listen).await;
-    drop(agent);
+    agent.stop().await;
     result
 }
 
@@ -305,7 +305,9 @@ async fn agent(args: AgentArgs) -> anyhow::Result<()> {
                 async move { datapath.metrics_text() }
             }),
         );
-    run_http(app, args.listen).await
+    let result = run_http(app, args.listen).await;
+    agent.stop().await;
+    result
 }
 
 async fn api_server(args: ApiServerArgs) -> anyhow::Result<()> {

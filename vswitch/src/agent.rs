@@ -42,11 +42,15 @@ pub struct Agent {
     applied: watch::Receiver<nsdb::Revision>,
     _liveness: HostLiveness,
     tasks: Vec<JoinHandle<()>>,
+    /// Tells the port reconciler to stop serving every port.
+    stopping: watch::Sender<bool>,
+    /// The port reconciler, which closes the ports once told to stop.
+    reconciler: Option<JoinHandle<()>>,
 }
 
 impl Drop for Agent {
     fn drop(&mut self) {
-        for task in &self.tasks {
+        for task in self.tasks.iter().chain(&self.reconciler) {
             task.abort();
         }
     }
@@ -154,12 +158,14 @@ impl Agent {
             topology.clone(),
             host.id,
         )));
-        tasks.push(tokio::spawn(reconcile_ports(
+        let (stopping, stop) = watch::channel(false);
+        let reconciler = tokio::spawn(reconcile_ports(
             status,
             datapath.clone(),
             topology.clone(),
             applied.clone(),
-        )));
+            stop,
+        ));
         tracing::info!(host = %host.name, id = %host.id, "agent started");
         Ok(Agent {
             host,
@@ -168,7 +174,19 @@ impl Agent {
             applied,
             _liveness: liveness,
             tasks,
+            stopping,
+            reconciler: Some(reconciler),
         })
+    }
+
+    /// Stops the agent: stops serving every port, closes their interfaces
+    /// all at once, then stops everything else it started. The ports'
+    /// active markers go with the host's liveness lease.
+    pub async fn stop(mut self) {
+        let _ = self.stopping.send(true);
+        if let Some(reconciler) = self.reconciler.take() {
+            let _ = reconciler.await;
+        }
     }
 
     /// The host this agent serves.
@@ -308,6 +326,7 @@ async fn reconcile_ports(
     datapath: Arc<Datapath>,
     topology: Arc<SharedTopology>,
     mut applied: watch::Receiver<nsdb::Revision>,
+    mut stop: watch::Receiver<bool>,
 ) {
     let mut serving: HashMap<Uuid, (String, JoinHandle<()>)> = HashMap::new();
     let mut uplinks: HashMap<Uuid, (UplinkHost, Option<String>)> = HashMap::new();
@@ -371,7 +390,36 @@ async fn reconcile_ports(
         // that appeared or failed.
         tokio::select! {
             changed = applied.changed() => if changed.is_err() { return },
+            _ = stop.wait_for(|stop| *stop) => break,
             _ = tokio::time::sleep(Duration::from_secs(1)) => {}
         }
     }
+    close_ports(&datapath, serving).await;
+}
+
+/// Stops serving every port and closes their interfaces all at once (see
+/// [`crate::io::close_all`]: one at a time, 1,000 ports took 16 s).
+async fn close_ports(datapath: &Datapath, serving: HashMap<Uuid, (String, JoinHandle<()>)>) {
+    let tasks: Vec<JoinHandle<()>> = serving.into_values().map(|(_, task)| task).collect();
+    for task in &tasks {
+        task.abort();
+    }
+    for task in tasks {
+        let _ = task.await;
+    }
+    let count = datapath.attached().len();
+    let started = std::time::Instant::now();
+    // A handle still shared (a batch in flight elsewhere) closes when its
+    // last user lets go.
+    let ports: Vec<PortHandle> = datapath
+        .detach_all()
+        .into_iter()
+        .filter_map(|handle| Arc::try_unwrap(handle).ok())
+        .collect();
+    let _ = tokio::task::spawn_blocking(move || crate::io::close_all(ports)).await;
+    tracing::info!(
+        ports = count,
+        elapsed_ms = started.elapsed().as_millis() as u64,
+        "ports closed"
+    );
 }

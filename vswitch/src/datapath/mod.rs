@@ -219,6 +219,20 @@ impl Datapath {
         handle
     }
 
+    /// Stops serving every port; returns their handles.
+    pub fn detach_all(&self) -> Vec<Arc<PortHandle>> {
+        let handles: Vec<Arc<PortHandle>> = self
+            .ports
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .drain()
+            .map(|(_, handle)| handle)
+            .collect();
+        let tags: Vec<Tag> = handles.iter().map(|h| Tag::Port(h.id)).collect();
+        self.core().invalidate(&tags);
+        handles
+    }
+
     /// The ids of the ports being served.
     pub fn attached(&self) -> Vec<Uuid> {
         self.ports
