@@ -106,3 +106,23 @@ fn borrowing_a_port_workspace_allocates_nothing() {
     assert_eq!(n, 0);
     assert_eq!(pool.free(), 2);
 }
+
+#[test]
+fn a_batch_visits_only_its_own_egress_ports_and_allocates_nothing() {
+    use crate::datapath::PortSends;
+    let mut sends = PortSends::default();
+    let ports: Vec<Uuid> = (0..3).map(|_| Uuid::new_v4()).collect();
+    for (i, port) in ports.iter().enumerate() {
+        sends.push(*port, i);
+        sends.push(*port, i + 10);
+    }
+    sends.clear();
+    let n = allocations(|| {
+        sends.push(ports[2], 0);
+        sends.push(ports[0], 1);
+        sends.push(ports[2], 2);
+    });
+    assert_eq!(n, 0);
+    let batch: Vec<(Uuid, Vec<usize>)> = sends.iter().map(|(p, l)| (*p, l.clone())).collect();
+    assert_eq!(batch, vec![(ports[2], vec![0, 2]), (ports[0], vec![1])]);
+}

@@ -120,13 +120,60 @@ impl WorkspacePool {
     }
 }
 
+/// Receive-batch indexes to send, by egress port, for one batch. Only the
+/// ports of the batch at hand are visited (a pooled workspace meets every
+/// port of the host over time), and their index buffers are kept for the
+/// next batches.
+#[derive(Default)]
+pub(crate) struct PortSends {
+    /// `lists[..used]` are this batch's; the rest keep their buffers.
+    lists: Vec<(Uuid, Vec<usize>)>,
+    used: usize,
+    /// Where each of this batch's ports is in `lists`.
+    slot: HashMap<Uuid, usize>,
+}
+
+impl PortSends {
+    /// Forgets the previous batch.
+    pub(crate) fn clear(&mut self) {
+        self.slot.clear();
+        self.used = 0;
+    }
+
+    /// Adds frame `i` to `port`'s sends.
+    pub(crate) fn push(&mut self, port: Uuid, i: usize) {
+        let slot = match self.slot.get(&port) {
+            Some(&slot) => slot,
+            None => {
+                let slot = self.used;
+                match self.lists.get_mut(slot) {
+                    Some((id, list)) => {
+                        *id = port;
+                        list.clear();
+                    }
+                    None => self.lists.push((port, Vec::new())),
+                }
+                self.used += 1;
+                self.slot.insert(port, slot);
+                slot
+            }
+        };
+        self.lists[slot].1.push(i);
+    }
+
+    /// This batch's ports and the frames each sends.
+    pub(crate) fn iter(&self) -> impl Iterator<Item = (&Uuid, &Vec<usize>)> {
+        self.lists[..self.used].iter().map(|(id, list)| (id, list))
+    }
+}
+
 /// Per-task scratch space, reused across batches so the hot path does not allocate.
 #[derive(Default)]
 pub struct Scratch {
     /// What the core decided for the frame at hand.
     actions: Vec<Action>,
     /// Receive-batch indexes to send, by local egress port.
-    sends: HashMap<Uuid, Vec<usize>>,
+    sends: PortSends,
     /// Frames the core made, sent once the batch's own frames are.
     made: Vec<Action>,
     /// Tunnel datagrams, in the order the actions named them.
@@ -310,9 +357,7 @@ impl Datapath {
     /// Decides and sends every frame of a received batch.
     pub fn handle_batch(&self, port: &PortHandle, rx: &mut RxBatch, scratch: &mut Scratch) {
         let topology = self.topology.load();
-        for sends in scratch.sends.values_mut() {
-            sends.clear();
-        }
+        scratch.sends.clear();
         scratch.datagrams.clear();
         port.counters
             .rx
@@ -333,7 +378,7 @@ impl Datapath {
             }
             self.perform(scratch, Some((rx, i)));
         }
-        for (egress, indexes) in scratch.sends.iter().filter(|(_, v)| !v.is_empty()) {
+        for (egress, indexes) in scratch.sends.iter() {
             match self.port(*egress) {
                 Some(out) => match out.io.send_rx(rx, indexes) {
                     Ok(sent) => {
@@ -366,7 +411,7 @@ impl Datapath {
             match action {
                 Action::Forward(port) => {
                     if let Some((_, i)) = received {
-                        sends.entry(port).or_default().push(i);
+                        sends.push(port, i);
                     }
                 }
                 Action::Tunnel { peer, key } => {
