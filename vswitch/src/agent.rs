@@ -385,7 +385,12 @@ async fn reconcile_ports(
             }
         }
         sync_uplinks(&topo, &mut uplinks);
-        status.publish(&serving, &mut published).await;
+        // Publishing waits on the NSDB (for as long as it is unreachable):
+        // a stop does not wait for it.
+        tokio::select! {
+            () = status.publish(&serving, &mut published) => {}
+            _ = stop.wait_for(|stop| *stop) => break,
+        }
         // Re-check on every NSDB change, and every second for interfaces
         // that appeared or failed.
         tokio::select! {
