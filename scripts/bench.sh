@@ -18,6 +18,7 @@ as_root "$@"
 ensure_packages protoc:protobuf-compiler /usr/include/google/protobuf/descriptor.proto:libprotobuf-dev \
   iperf3:iperf3 ping:iputils-ping ip:iproute2 curl:curl python3:python3 ovs-vswitchd:openvswitch-switch
 SECS=${1:-10}
+load_start=$(cut -d' ' -f1 /proc/loadavg)
 release_build --bin plexus
 P=$PWD/target/release/plexus
 tag=b$$
@@ -149,14 +150,16 @@ done
 sleep 1
 out=$(measure p); read -r c_tcp c_rtt c_udp <<<"$out"
 
-python3 - "$SECS" "$k_tcp" "$k_rtt" "$k_udp" "$o_tcp" "$o_rtt" "$o_udp" "$p_tcp" "$p_rtt" "$p_udp" \
+python3 - "$SECS" "$load_start" "$(cut -d' ' -f1 /proc/loadavg)" "$k_tcp" "$k_rtt" "$k_udp" "$o_tcp" "$o_rtt" "$o_udp" "$p_tcp" "$p_rtt" "$p_udp" \
   "$c_tcp" "$c_rtt" "$c_udp" "$k2_tcp" "$k2_udp" "$p2_tcp" "$p2_udp" <<'PY'
-import sys
-secs = sys.argv[1]
+import os, sys
+secs, load_start, load_end = sys.argv[1:4]
 (k_tcp, k_rtt, k_udp, o_tcp, o_rtt, o_udp, p_tcp, p_rtt, p_udp,
- c_tcp, c_rtt, c_udp, k2_tcp, k2_udp, p2_tcp, p2_udp) = map(float, sys.argv[2:])
+ c_tcp, c_rtt, c_udp, k2_tcp, k2_udp, p2_tcp, p2_udp) = map(float, sys.argv[4:])
 yes = lambda ok: "met" if ok else "NOT met"
 print(f"one flow, pod to pod on one host ({secs} s per iperf3 run); ratio = to the Linux bridge")
+print(f"load average (1 min) at the start and the end: {load_start}, {load_end} on {os.cpu_count()} CPUs"
+      " (anything else running skews every figure)")
 print(f"{'metric':<16}{'linux bridge':>13}{'ovs netdev':>11}{'ratio':>7}{'plexus':>9}{'ratio':>7}"
       f"{'plexus+ct':>11}{'ratio':>7}   target (plexus, issue 17)")
 rows = [
