@@ -87,6 +87,18 @@ impl Cluster {
         self.id("cluster:services")
     }
 
+    /// The chains whose rules make a policy apply (its hooks): the allow
+    /// and isolation chains of ingress, egress and deferred egress.
+    pub fn hook_chains(&self) -> Vec<Uuid> {
+        ["ingress", "egress", "deferred"]
+            .into_iter()
+            .flat_map(|word| {
+                let own = hooks(self, word);
+                [own.allow, own.isolation]
+            })
+            .collect()
+    }
+
     /// The outbound chain of the cluster router's port toward the pods:
     /// egress policies of Service traffic, after the translation.
     pub fn deferred_chain(&self) -> Uuid {

@@ -229,16 +229,7 @@ pub async fn reconcile(
         .collect();
 
     // What is, by owner: the cluster's (None) and each policy's.
-    let hooks: BTreeSet<Uuid> = translation
-        .cluster
-        .iter()
-        .filter_map(|r| match r {
-            Record::Chain(c) if c.name.ends_with(":allow") || c.name.ends_with(":isolation") => {
-                Some(c.id)
-            }
-            _ => None,
-        })
-        .collect();
+    let hooks: BTreeSet<Uuid> = cluster.hook_chains().into_iter().collect();
     let actual = records::owned(client, tenant.id).await?;
     let mut actual_by_owner: BTreeMap<Option<String>, BTreeMap<Uuid, Record>> = BTreeMap::new();
     for (id, record) in &actual {

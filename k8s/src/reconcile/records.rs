@@ -4,30 +4,14 @@
 use std::collections::BTreeMap;
 
 use api::client::{ApiError, Client};
+use api::resource::ApiResource;
 use api::routes::batch::BatchOperation;
-use nsdb::{Chain, IpAddressGroup, Kind, PortGroup, Record, Rule};
+use nsdb::{Chain, IpAddressGroup, PortGroup, Record, Rule};
 use serde::Serialize;
 use serde_json::Value;
 use uuid::Uuid;
 
 use crate::policy::OWNED_PREFIX;
-
-/// The batch collection of a record kind.
-pub(crate) fn collection(kind: Kind) -> &'static str {
-    match kind {
-        Kind::Chain => "chains",
-        Kind::Rule => "rules",
-        Kind::PortGroup => "port_groups",
-        Kind::IpAddressGroup => "ip_address_groups",
-        Kind::Port => "ports",
-        Kind::LoadBalancer => "load_balancers",
-        Kind::Pool => "pools",
-        Kind::Vip => "vips",
-        Kind::PoolMember => "members",
-        Kind::HealthMonitor => "health_monitors",
-        _ => "unsupported",
-    }
-}
 
 fn object<T: Serialize>(record: &T) -> serde_json::Map<String, Value> {
     match serde_json::to_value(record) {
@@ -39,24 +23,34 @@ fn object<T: Serialize>(record: &T) -> serde_json::Map<String, Value> {
     }
 }
 
+/// A record's batch collection (the API's own name for it) and its body
+/// without the revision.
+fn parts(record: &Record) -> (&'static str, serde_json::Map<String, Value>) {
+    fn of<R: ApiResource>(record: &R) -> (&'static str, serde_json::Map<String, Value>) {
+        (R::COLLECTION, object(record))
+    }
+    match record {
+        Record::Chain(r) => of(r),
+        Record::Rule(r) => of(r),
+        Record::PortGroup(r) => of(r),
+        Record::IpAddressGroup(r) => of(r),
+        Record::Port(r) => of(r),
+        Record::LoadBalancer(r) => of(r),
+        Record::Pool(r) => of(r),
+        Record::Vip(r) => of(r),
+        Record::PoolMember(r) => of(r),
+        Record::HealthMonitor(r) => of(r),
+        // Not a batch collection: the server refuses it by name.
+        other => (other.kind().as_str(), serde_json::Map::new()),
+    }
+}
+
 /// A put of `record`.
 pub(crate) fn put(record: &Record) -> BatchOperation {
-    let record_json = match record {
-        Record::Chain(r) => object(r),
-        Record::Rule(r) => object(r),
-        Record::PortGroup(r) => object(r),
-        Record::IpAddressGroup(r) => object(r),
-        Record::Port(r) => object(r),
-        Record::LoadBalancer(r) => object(r),
-        Record::Pool(r) => object(r),
-        Record::Vip(r) => object(r),
-        Record::PoolMember(r) => object(r),
-        Record::HealthMonitor(r) => object(r),
-        _ => serde_json::Map::new(),
-    };
+    let (collection, record) = parts(record);
     BatchOperation::Put {
-        collection: collection(record.kind()).into(),
-        record: record_json,
+        collection: collection.into(),
+        record,
         if_revision: None,
     }
 }
@@ -64,7 +58,7 @@ pub(crate) fn put(record: &Record) -> BatchOperation {
 /// A delete of `record`.
 pub(crate) fn delete(record: &Record) -> BatchOperation {
     BatchOperation::Delete {
-        collection: collection(record.kind()).into(),
+        collection: parts(record).0.into(),
         id: record.id(),
         if_revision: None,
     }
