@@ -83,20 +83,26 @@ fn node(etcd: &support::etcd::EtcdServer, prefix: &str) -> Node {
 
 impl Node {
     /// The agent's host once it is registered and alive (within `within`).
-    async fn live_host(&self, within: Duration) -> nsdb::Host {
+    async fn live_host(&mut self, within: Duration) -> nsdb::Host {
         let deadline = Instant::now() + within;
         loop {
-            if let Ok(hosts) = self.client.list::<nsdb::Host>("/v1/hosts").await {
-                if let Some(host) = hosts
-                    .into_iter()
-                    .find(|h| h.name == self.host_name && h.alive)
-                {
-                    return host;
+            let seen = match self.client.list::<nsdb::Host>("/v1/hosts").await {
+                Ok(hosts) => {
+                    if let Some(host) = hosts.iter().find(|h| h.name == self.host_name && h.alive) {
+                        return host.clone();
+                    }
+                    format!("hosts {hosts:?}")
+                }
+                Err(error) => format!("listing hosts: {error}"),
+            };
+            for (name, process) in [("api", &mut self.api), ("agent", &mut self.agent)] {
+                if let Ok(Some(status)) = process.0.try_wait() {
+                    panic!("plexus {name} exited ({status}) before the host was alive");
                 }
             }
             assert!(
                 Instant::now() < deadline,
-                "the agent never registered a live host"
+                "the agent never registered a live host; last seen: {seen}"
             );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
@@ -116,9 +122,9 @@ fn reachable(pod: &Pod, dst: &str, within: Duration) -> bool {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn agent_and_api_over_etcd_survive_an_etcd_outage() {
     let mut etcd = support::etcd::EtcdServer::start();
-    let node = node(&etcd, "plexus-agent-test");
-    let (client, agent_addr) = (&node.client, &node.agent_addr);
+    let mut node = node(&etcd, "plexus-agent-test");
     let host = node.live_host(Duration::from_secs(20)).await;
+    let (client, agent_addr) = (&node.client, &node.agent_addr);
 
     let tenant = client.create_tenant("over-etcd").await.unwrap();
     let bridge = client.create_bridge(tenant.id, "b").await.unwrap();

@@ -26,6 +26,69 @@ pub struct EtcdServer {
     data_dir: PathBuf,
     /// Directory of `ca.pem`, `server.pem`, `server-key.pem` when serving TLS.
     tls: Option<PathBuf>,
+    /// While stopped: the client and peer ports, bound but not listening, so
+    /// clients are refused as by a stopped server and no other test's
+    /// `bind(:0)` is handed them before [`Self::restart`].
+    held_ports: Vec<PortHold>,
+}
+
+/// A TCP port bound on 127.0.0.1 without listening: connections to it are
+/// refused, and the kernel gives it to nobody else while it is held.
+struct PortHold(libc::c_int);
+
+impl PortHold {
+    fn bind(port: u16) -> PortHold {
+        // SAFETY: socket(2) with constant arguments; the descriptor is owned
+        // by the returned PortHold and closed once, in its Drop.
+        let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0) };
+        assert!(fd >= 0, "socket: {}", std::io::Error::last_os_error());
+        let hold = PortHold(fd);
+        let one: libc::c_int = 1;
+        // SAFETY: setsockopt(2) reading a c_int that outlives the call. Reuse
+        // lets the hold bind past the stopped server's TIME_WAIT connections.
+        unsafe {
+            libc::setsockopt(
+                fd,
+                libc::SOL_SOCKET,
+                libc::SO_REUSEADDR,
+                (&one as *const libc::c_int).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        };
+        let addr = libc::sockaddr_in {
+            sin_family: libc::AF_INET as libc::sa_family_t,
+            sin_port: port.to_be(),
+            sin_addr: libc::in_addr {
+                s_addr: u32::from(std::net::Ipv4Addr::LOCALHOST).to_be(),
+            },
+            sin_zero: [0; 8],
+        };
+        // SAFETY: `addr` is a valid sockaddr_in that outlives the call and
+        // the length passed is its size.
+        let rc = unsafe {
+            libc::bind(
+                fd,
+                (&addr as *const libc::sockaddr_in).cast(),
+                std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t,
+            )
+        };
+        // A port in TIME_WAIT or taken in the instant after the stop cannot
+        // be held; the restart then finds out whether it is free.
+        if rc != 0 {
+            eprintln!(
+                "etcd test server: cannot hold port {port}: {}",
+                std::io::Error::last_os_error()
+            );
+        }
+        hold
+    }
+}
+
+impl Drop for PortHold {
+    fn drop(&mut self) {
+        // SAFETY: closing the descriptor this PortHold owns, exactly once.
+        unsafe { libc::close(self.0) };
+    }
 }
 
 /// Two distinct free loopback ports (both held while probing, so the
@@ -77,6 +140,7 @@ impl EtcdServer {
                 peer_port,
                 data_dir,
                 tls: tls.clone(),
+                held_ports: Vec::new(),
             };
             match server.wait_ready() {
                 Ok(()) => return server,
@@ -91,15 +155,10 @@ impl EtcdServer {
     /// data, as an operator restart or a crash-and-recover would.
     pub fn restart(&mut self) {
         self.stop();
-        let client_port: u16 = self
-            .endpoint
-            .rsplit(':')
-            .next()
-            .and_then(|p| p.parse().ok())
-            .unwrap_or(0);
+        self.held_ports.clear();
         self.child = spawn(
             &self.data_dir,
-            client_port,
+            self.client_port(),
             self.peer_port,
             self.tls.as_deref(),
         );
@@ -108,11 +167,46 @@ impl EtcdServer {
         }
     }
 
-    /// Stops the server without removing its data.
+    /// Stops the server without removing its data; its ports stay reserved
+    /// (refusing connections) until [`Self::restart`] or the drop.
     pub fn stop(&mut self) {
+        if !matches!(self.child.try_wait(), Ok(None)) {
+            return; // Already reaped: its PID may belong to another process.
+        }
         // SAFETY: kill(2) on the PID of a child we spawned and have not reaped.
         unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
         let _ = self.child.wait();
+        self.held_ports = vec![
+            PortHold::bind(self.client_port()),
+            PortHold::bind(self.peer_port),
+        ];
+    }
+
+    fn client_port(&self) -> u16 {
+        self.endpoint
+            .rsplit(':')
+            .next()
+            .and_then(|p| p.parse().ok())
+            .unwrap_or(0)
+    }
+
+    /// Whether the server answers as a healthy etcd: `GET /health` over plain
+    /// HTTP (so another test's server on a reused port is not taken for it);
+    /// with TLS, that it accepts connections.
+    fn answers(&self) -> bool {
+        use std::io::{Read, Write};
+        let Ok(mut stream) = std::net::TcpStream::connect(&self.endpoint) else {
+            return false;
+        };
+        if self.tls.is_some() {
+            return true;
+        }
+        let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
+        let request = format!("GET /health HTTP/1.0\r\nHost: {}\r\n\r\n", self.endpoint);
+        let mut reply = String::new();
+        stream.write_all(request.as_bytes()).is_ok()
+            && stream.read_to_string(&mut reply).is_ok()
+            && reply.contains("\"health\":\"true\"")
     }
 
     fn wait_ready(&mut self) -> Result<(), String> {
@@ -127,13 +221,13 @@ impl EtcdServer {
                     tail.join(" | ")
                 ));
             }
-            if std::net::TcpStream::connect(&self.endpoint).is_ok() {
+            if self.answers() {
                 return Ok(());
             }
             std::thread::sleep(Duration::from_millis(50));
         }
         Err(format!(
-            "etcd did not start listening on {} within 20 s",
+            "etcd did not report itself healthy on {} within 20 s",
             self.endpoint
         ))
     }
