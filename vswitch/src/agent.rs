@@ -140,8 +140,8 @@ impl Agent {
         }
         let dp = datapath.clone();
         tasks.push(tokio::spawn(async move {
-            while let Some(tags) = invalidate_rx.recv().await {
-                dp.invalidate(&tags);
+            while let Some(change) = invalidate_rx.recv().await {
+                dp.invalidate_for(change.generation, &change.tags);
             }
         }));
         let dp = datapath.clone();

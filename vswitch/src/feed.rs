@@ -31,9 +31,28 @@ impl SharedTopology {
         self.current.load_full()
     }
 
-    fn store(&self, topology: Topology) {
-        self.current.store(Arc::new(topology));
+    /// The snapshot in force now, borrowed for a short while (a batch)
+    /// without touching its shared reference count.
+    pub fn borrow(&self) -> arc_swap::Guard<Arc<Topology>> {
+        self.current.load()
     }
+
+    /// Puts `topology` in force as the next generation; returns it.
+    fn store(&self, mut topology: Topology) -> u64 {
+        topology.generation = self.current.load().generation + 1;
+        let generation = topology.generation;
+        self.current.store(Arc::new(topology));
+        generation
+    }
+}
+
+/// The tags a new topology invalidates, with its generation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Invalidation {
+    /// The generation of the topology now in force.
+    pub generation: u64,
+    /// What changed.
+    pub tags: Vec<Tag>,
 }
 
 /// The tags a change to `record` (before and/or after) invalidates.
@@ -62,7 +81,7 @@ pub fn tags_of(record: &Record) -> Vec<Tag> {
 pub async fn run_feed(
     nsdb: Nsdb,
     shared: Arc<SharedTopology>,
-    invalidations: mpsc::UnboundedSender<Vec<Tag>>,
+    invalidations: mpsc::UnboundedSender<Invalidation>,
     applied: watch::Sender<nsdb::Revision>,
 ) {
     let mut backoff = Duration::from_millis(100);
@@ -83,9 +102,12 @@ pub async fn run_feed(
             .map(|r| ((r.kind(), r.id()), r))
             .collect();
         let mut revision = snapshot.revision;
-        let _ = publish(&shared, revision, &records);
+        let (generation, _) = publish(&shared, revision, &records);
         // Everything may have changed since the last snapshot we had.
-        let _ = invalidations.send(records.values().flat_map(tags_of).collect());
+        let _ = invalidations.send(Invalidation {
+            generation,
+            tags: records.values().flat_map(tags_of).collect(),
+        });
         let _ = applied.send(revision);
         let mut watcher = match nsdb.watch(revision + 1).await {
             Ok(watcher) => watcher,
@@ -106,8 +128,9 @@ pub async fn run_feed(
                         apply_event(&mut records, event, &mut tags);
                     }
                     revision = rev;
-                    tags.extend(publish(&shared, revision, &records));
-                    let _ = invalidations.send(tags);
+                    let (generation, changed) = publish(&shared, revision, &records);
+                    tags.extend(changed);
+                    let _ = invalidations.send(Invalidation { generation, tags });
                     let _ = applied.send(revision);
                 }
                 Some(WatchItem::Compacted { compact_revision }) => {
@@ -173,15 +196,15 @@ pub(crate) fn changed_groups(before: &Topology, after: &Topology) -> Vec<Tag> {
     tags
 }
 
-/// Builds and swaps in the topology; returns the devices whose connection
-/// tracking turned on or off and the groups whose members changed (a
-/// label change moves ports in and out of selector groups): their flows
-/// must be decided again.
+/// Builds and swaps in the topology; returns its generation, and the
+/// devices whose connection tracking turned on or off and the groups whose
+/// members changed (a label change moves ports in and out of selector
+/// groups): their flows must be decided again.
 fn publish(
     shared: &SharedTopology,
     revision: nsdb::Revision,
     records: &HashMap<(Kind, Uuid), Record>,
-) -> Vec<Tag> {
+) -> (u64, Vec<Tag>) {
     let list: Vec<Record> = records.values().cloned().collect();
     let topology = Topology::build(revision, &list);
     let before = shared.load();
@@ -191,6 +214,5 @@ fn publish(
         .map(|device| Tag::Device(*device))
         .collect();
     changed.extend(changed_groups(&before, &topology));
-    shared.store(topology);
-    changed
+    (shared.store(topology), changed)
 }

@@ -1,7 +1,13 @@
 //! The flow cache: the first packet of a flow runs the engine; later ones
 //! reuse its decision until a tag it depended on changes or it idles out.
+//! Every worker uses it at once: a hit takes one shard's read lock, never
+//! a lock shared by all flows.
 
+use std::collections::hash_map::RandomState;
 use std::collections::{HashMap, HashSet};
+use std::hash::BuildHasher;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use uuid::Uuid;
 
@@ -18,16 +24,16 @@ pub struct FlowKey {
 }
 
 /// A cached decision.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct Flow {
     /// Where the packet goes, rewritten how.
     pub outputs: Vec<Output>,
     /// What the decision depended on.
     pub tags: Vec<Tag>,
     /// When it was last used (datapath milliseconds).
-    pub last_used_ms: u64,
+    pub last_used_ms: AtomicU64,
     /// How many packets it served.
-    pub hits: u64,
+    pub hits: AtomicU64,
 }
 
 /// Cache counters.
@@ -48,12 +54,40 @@ pub struct FlowStats {
 /// memory without bound.
 pub const MAX_FLOWS: usize = 200_000;
 
-/// The cache, with an index from tag to the flows that carry it.
+/// How many shards the cache is split into: flows of different shards are
+/// looked up on different cores without touching a common cache line.
+const SHARDS: usize = 64;
+
+/// One shard: its flows and hit/miss counters, alone on its cache lines.
+#[derive(Debug, Default)]
+#[repr(align(128))]
+struct Shard {
+    flows: RwLock<HashMap<FlowKey, Flow>>,
+    hits: AtomicU64,
+    misses: AtomicU64,
+}
+
+/// What only changes with the cache's contents, under one lock: the index
+/// from tag to flows, and the newest topology generation whose
+/// invalidations were applied.
+#[derive(Debug, Default)]
+struct Index {
+    by_tag: HashMap<Tag, HashSet<FlowKey>>,
+    len: usize,
+    invalidated_through: u64,
+    invalidations: u64,
+    expirations: u64,
+}
+
+/// The cache, safe to use from every worker at once. A hit takes only its
+/// shard's read lock (shards are chosen by the flow key's hash, so flows on
+/// different cores rarely share one); inserting, invalidating and expiring
+/// take the index lock, then the write locks of the shards they change.
 #[derive(Debug)]
 pub struct FlowCache {
-    flows: HashMap<FlowKey, Flow>,
-    by_tag: HashMap<Tag, HashSet<FlowKey>>,
-    stats: FlowStats,
+    shards: Box<[Shard]>,
+    hasher: RandomState,
+    index: Mutex<Index>,
     capacity: usize,
 }
 
@@ -63,142 +97,213 @@ impl Default for FlowCache {
     }
 }
 
+fn read<T>(lock: &RwLock<T>) -> RwLockReadGuard<'_, T> {
+    lock.read().unwrap_or_else(|p| p.into_inner())
+}
+
+fn write<T>(lock: &RwLock<T>) -> RwLockWriteGuard<'_, T> {
+    lock.write().unwrap_or_else(|p| p.into_inner())
+}
+
 impl FlowCache {
     /// A cache holding at most `capacity` flows.
     pub fn with_capacity(capacity: usize) -> FlowCache {
         FlowCache {
-            flows: HashMap::new(),
-            by_tag: HashMap::new(),
-            stats: FlowStats::default(),
+            shards: (0..SHARDS).map(|_| Shard::default()).collect(),
+            hasher: RandomState::new(),
+            index: Mutex::default(),
             capacity,
         }
     }
 
-    /// The outputs cached for `key`, counting a hit or a miss.
-    pub fn lookup(&mut self, key: &FlowKey, now_ms: u64) -> Option<&[Output]> {
-        match self.flows.get_mut(key) {
+    fn shard(&self, key: &FlowKey) -> &Shard {
+        let hash = self.hasher.hash_one(key);
+        &self.shards[(hash >> 58) as usize % SHARDS]
+    }
+
+    fn index(&self) -> MutexGuard<'_, Index> {
+        self.index.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Copies the outputs cached for `key` into `outputs` (cleared first)
+    /// and returns true, or counts a miss and returns false.
+    pub fn lookup(&self, key: &FlowKey, now_ms: u64, outputs: &mut Vec<Output>) -> bool {
+        let shard = self.shard(key);
+        let flows = read(&shard.flows);
+        match flows.get(key) {
             Some(flow) => {
-                flow.last_used_ms = now_ms;
-                flow.hits += 1;
-                self.stats.hits += 1;
-                Some(&flow.outputs)
+                flow.last_used_ms.store(now_ms, Ordering::Relaxed);
+                flow.hits.fetch_add(1, Ordering::Relaxed);
+                shard.hits.fetch_add(1, Ordering::Relaxed);
+                outputs.clear();
+                outputs.extend_from_slice(&flow.outputs);
+                true
             }
             None => {
-                self.stats.misses += 1;
-                None
+                shard.misses.fetch_add(1, Ordering::Relaxed);
+                false
             }
         }
     }
 
-    /// Caches a decision (unless the cache is full).
-    pub fn insert(&mut self, key: FlowKey, outputs: Vec<Output>, tags: Vec<Tag>, now_ms: u64) {
-        if self.flows.len() >= self.capacity && !self.flows.contains_key(&key) {
+    /// Caches a decision made on the topology of `generation` (unless the
+    /// cache is full, or a newer topology's invalidations were already
+    /// applied: the decision may be stale, so it is not kept).
+    pub fn insert(
+        &self,
+        key: FlowKey,
+        outputs: Vec<Output>,
+        tags: Vec<Tag>,
+        now_ms: u64,
+        generation: u64,
+    ) {
+        let mut index = self.index();
+        if generation < index.invalidated_through {
+            return;
+        }
+        let mut flows = write(&self.shard(&key).flows);
+        if index.len >= self.capacity && !flows.contains_key(&key) {
             return;
         }
         for tag in &tags {
-            self.by_tag.entry(*tag).or_default().insert(key);
+            index.by_tag.entry(*tag).or_default().insert(key);
         }
-        if let Some(old) = self.flows.insert(
-            key,
-            Flow {
-                outputs,
-                tags,
-                last_used_ms: now_ms,
-                hits: 0,
-            },
-        ) {
-            self.unindex(&key, &old.tags);
-        }
-    }
-
-    fn unindex(&mut self, key: &FlowKey, tags: &[Tag]) {
-        for tag in tags {
-            if let Some(keys) = self.by_tag.get_mut(tag) {
-                keys.remove(key);
-                if keys.is_empty() {
-                    self.by_tag.remove(tag);
-                }
-            }
-        }
-    }
-
-    fn remove(&mut self, key: &FlowKey) -> bool {
-        match self.flows.remove(key) {
-            Some(flow) => {
-                self.unindex(key, &flow.tags);
-                true
-            }
-            None => false,
+        let flow = Flow {
+            outputs,
+            tags,
+            last_used_ms: AtomicU64::new(now_ms),
+            hits: AtomicU64::new(0),
+        };
+        match flows.insert(key, flow) {
+            Some(old) => unindex(&mut index, &key, &old.tags),
+            None => index.len += 1,
         }
     }
 
     /// Removes every flow carrying one of `tags`; returns how many.
-    pub fn invalidate(&mut self, tags: &[Tag]) -> usize {
+    pub fn invalidate(&self, tags: &[Tag]) -> usize {
+        let mut index = self.index();
+        self.invalidate_locked(&mut index, tags)
+    }
+
+    /// Removes every flow carrying one of `tags`, which the topology of
+    /// `generation` changed; decisions made on older topologies are no
+    /// longer cached from now on. Returns how many flows were removed.
+    pub fn invalidate_for(&self, generation: u64, tags: &[Tag]) -> usize {
+        let mut index = self.index();
+        index.invalidated_through = index.invalidated_through.max(generation);
+        self.invalidate_locked(&mut index, tags)
+    }
+
+    fn invalidate_locked(&self, index: &mut Index, tags: &[Tag]) -> usize {
         let keys: Vec<FlowKey> = tags
             .iter()
-            .filter_map(|t| self.by_tag.get(t))
+            .filter_map(|t| index.by_tag.get(t))
             .flatten()
             .copied()
             .collect();
-        let removed = keys.iter().filter(|k| self.remove(k)).count();
-        self.stats.invalidations += removed as u64;
+        let mut removed = 0;
+        for key in keys {
+            if let Some(flow) = write(&self.shard(&key).flows).remove(&key) {
+                unindex(index, &key, &flow.tags);
+                index.len -= 1;
+                removed += 1;
+            }
+        }
+        index.invalidations += removed as u64;
         removed
     }
 
     /// When a flow carrying `tag` last served a packet.
     pub fn last_used(&self, tag: &Tag) -> Option<u64> {
-        self.by_tag
+        let index = self.index();
+        index
+            .by_tag
             .get(tag)?
             .iter()
-            .filter_map(|key| self.flows.get(key))
-            .map(|flow| flow.last_used_ms)
+            .filter_map(|key| {
+                let flows = read(&self.shard(key).flows);
+                flows
+                    .get(key)
+                    .map(|flow| flow.last_used_ms.load(Ordering::Relaxed))
+            })
             .max()
     }
 
     /// Removes flows unused for `idle_ms`, telling `evicted` each one's
     /// tags and when it was last used; returns how many.
-    pub fn expire(
-        &mut self,
-        now_ms: u64,
-        idle_ms: u64,
-        mut evicted: impl FnMut(&[Tag], u64),
-    ) -> usize {
-        let idle: Vec<FlowKey> = self
-            .flows
-            .iter()
-            .filter(|(_, f)| now_ms.saturating_sub(f.last_used_ms) >= idle_ms)
-            .map(|(k, _)| *k)
-            .collect();
-        for key in &idle {
-            if let Some(flow) = self.flows.remove(key) {
-                self.unindex(key, &flow.tags);
-                evicted(&flow.tags, flow.last_used_ms);
+    pub fn expire(&self, now_ms: u64, idle_ms: u64, mut evicted: impl FnMut(&[Tag], u64)) -> usize {
+        let mut index = self.index();
+        let mut expired = 0;
+        for shard in self.shards.iter() {
+            let mut gone = Vec::new();
+            write(&shard.flows).retain(|key, flow| {
+                let used = flow.last_used_ms.load(Ordering::Relaxed);
+                let keep = now_ms.saturating_sub(used) < idle_ms;
+                if !keep {
+                    gone.push((*key, std::mem::take(&mut flow.tags), used));
+                }
+                keep
+            });
+            for (key, tags, used) in gone {
+                unindex(&mut index, &key, &tags);
+                index.len -= 1;
+                expired += 1;
+                evicted(&tags, used);
             }
         }
-        self.stats.expirations += idle.len() as u64;
-        idle.len()
+        index.expirations += expired as u64;
+        expired
     }
 
     /// Removes everything (a new snapshot after re-listing).
-    pub fn clear(&mut self) {
-        self.stats.invalidations += self.flows.len() as u64;
-        self.flows.clear();
-        self.by_tag.clear();
+    pub fn clear(&self) {
+        let mut index = self.index();
+        for shard in self.shards.iter() {
+            write(&shard.flows).clear();
+        }
+        index.invalidations += index.len as u64;
+        index.len = 0;
+        index.by_tag.clear();
     }
 
     /// How many flows are cached.
     pub fn len(&self) -> usize {
-        self.flows.len()
+        self.index().len
     }
 
     /// Whether no flow is cached.
     pub fn is_empty(&self) -> bool {
-        self.flows.is_empty()
+        self.len() == 0
     }
 
     /// The counters.
     pub fn stats(&self) -> FlowStats {
-        self.stats
+        let index = self.index();
+        let sum = |counter: fn(&Shard) -> &AtomicU64| {
+            self.shards
+                .iter()
+                .map(|s| counter(s).load(Ordering::Relaxed))
+                .sum()
+        };
+        FlowStats {
+            hits: sum(|s| &s.hits),
+            misses: sum(|s| &s.misses),
+            invalidations: index.invalidations,
+            expirations: index.expirations,
+        }
+    }
+}
+
+/// Removes `key` from the index entries of `tags`.
+fn unindex(index: &mut Index, key: &FlowKey, tags: &[Tag]) {
+    for tag in tags {
+        if let Some(keys) = index.by_tag.get_mut(tag) {
+            keys.remove(key);
+            if keys.is_empty() {
+                index.by_tag.remove(tag);
+            }
+        }
     }
 }
 
@@ -228,25 +333,31 @@ mod tests {
         }]
     }
 
+    /// The outputs cached for `key`, if any.
+    fn get(cache: &FlowCache, key: &FlowKey, now: u64) -> Option<Vec<Output>> {
+        let mut outputs = Vec::new();
+        cache.lookup(key, now, &mut outputs).then_some(outputs)
+    }
+
     #[test]
     fn hits_misses_and_tag_invalidation() {
-        let mut cache = FlowCache::default();
-        assert!(cache.lookup(&key(1), 0).is_none());
+        let cache = FlowCache::default();
+        assert!(get(&cache, &key(1), 0).is_none());
         let (a, b) = (
             Tag::Device(Uuid::from_u128(7)),
             Tag::Route(Uuid::from_u128(8)),
         );
-        cache.insert(key(1), out(2), vec![a, b], 0);
-        cache.insert(key(2), out(3), vec![a], 0);
-        cache.insert(key(3), out(4), vec![Tag::Port(Uuid::from_u128(9))], 0);
-        assert_eq!(cache.lookup(&key(1), 5).unwrap(), &out(2)[..]);
+        cache.insert(key(1), out(2), vec![a, b], 0, 0);
+        cache.insert(key(2), out(3), vec![a], 0, 0);
+        cache.insert(key(3), out(4), vec![Tag::Port(Uuid::from_u128(9))], 0, 0);
+        assert_eq!(get(&cache, &key(1), 5).unwrap(), out(2));
         assert_eq!(
             cache.invalidate(&[b]),
             1,
             "only the flow that used the route"
         );
-        assert!(cache.lookup(&key(1), 6).is_none());
-        assert!(cache.lookup(&key(2), 6).is_some());
+        assert!(get(&cache, &key(1), 6).is_none());
+        assert!(get(&cache, &key(2), 6).is_some());
         assert_eq!(cache.invalidate(&[a, a]), 1);
         assert_eq!(cache.len(), 1);
         let stats = cache.stats();
@@ -255,36 +366,87 @@ mod tests {
 
     #[test]
     fn a_full_cache_stops_caching_but_keeps_what_it_has() {
-        let mut cache = FlowCache::with_capacity(2);
+        let cache = FlowCache::with_capacity(2);
         for n in 1..=3 {
-            cache.insert(key(n), out(n as u128), vec![], 0);
+            cache.insert(key(n), out(n as u128), vec![], 0, 0);
         }
         assert_eq!(cache.len(), 2);
         assert!(
-            cache.lookup(&key(3), 0).is_none(),
+            get(&cache, &key(3), 0).is_none(),
             "the third flow was not cached"
         );
-        cache.insert(key(1), out(9), vec![], 0);
+        cache.insert(key(1), out(9), vec![], 0, 0);
         assert_eq!(
-            cache.lookup(&key(1), 0).unwrap(),
-            &out(9)[..],
+            get(&cache, &key(1), 0).unwrap(),
+            out(9),
             "updating a cached flow still works"
         );
     }
 
     #[test]
     fn idle_flows_expire_and_used_ones_stay() {
-        let mut cache = FlowCache::default();
-        cache.insert(key(1), out(2), vec![], 0);
-        cache.insert(key(2), out(3), vec![], 0);
-        cache.lookup(&key(2), 900);
+        let cache = FlowCache::default();
+        cache.insert(key(1), out(2), vec![], 0, 0);
+        cache.insert(key(2), out(3), vec![], 0, 0);
+        get(&cache, &key(2), 900);
         let mut evicted = Vec::new();
         assert_eq!(
             cache.expire(1000, 500, |tags, used| evicted.push((tags.to_vec(), used))),
             1
         );
         assert_eq!(evicted, vec![(vec![], 0)]);
-        assert!(cache.lookup(&key(2), 1000).is_some());
+        assert!(get(&cache, &key(2), 1000).is_some());
         assert_eq!(cache.stats().expirations, 1);
+    }
+
+    #[test]
+    fn a_decision_on_a_topology_older_than_an_applied_invalidation_is_not_cached() {
+        let cache = FlowCache::default();
+        let route = Tag::Route(Uuid::from_u128(8));
+        cache.insert(key(1), out(2), vec![route], 0, 4);
+        // Topology 5 changed the route: the flow decided on 4 goes, and a
+        // worker still deciding on topology 4 cannot bring it back.
+        assert_eq!(cache.invalidate_for(5, &[route]), 1);
+        cache.insert(key(1), out(2), vec![route], 0, 4);
+        assert!(
+            get(&cache, &key(1), 1).is_none(),
+            "a stale decision was cached"
+        );
+        cache.insert(key(1), out(3), vec![route], 0, 5);
+        assert_eq!(get(&cache, &key(1), 2).unwrap(), out(3));
+    }
+
+    #[test]
+    fn workers_hit_and_invalidate_at_once_and_the_index_stays_exact() {
+        let cache = std::sync::Arc::new(FlowCache::default());
+        let tag = |n: u8| Tag::Device(Uuid::from_u128(u128::from(n % 4)));
+        let workers: Vec<_> = (0..4u8)
+            .map(|w| {
+                let cache = cache.clone();
+                std::thread::spawn(move || {
+                    for round in 0..2_000u64 {
+                        let n = (round % 50) as u8 + w * 50;
+                        if get(&cache, &key(n), round).is_none() {
+                            cache.insert(key(n), out(u128::from(n)), vec![tag(n)], round, 0);
+                        }
+                        if round % 97 == 0 {
+                            cache.invalidate(&[tag(w)]);
+                        }
+                    }
+                })
+            })
+            .collect();
+        for worker in workers {
+            worker.join().unwrap();
+        }
+        let cached = (0..200u8)
+            .filter(|n| get(&cache, &key(*n), 0).is_some())
+            .count();
+        assert_eq!(cache.len(), cached);
+        for n in 0..4u8 {
+            cache.invalidate(&[tag(n)]);
+        }
+        assert_eq!(cache.len(), 0, "every flow was reachable through its tag");
+        assert!(cache.index().by_tag.is_empty());
     }
 }

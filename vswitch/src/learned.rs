@@ -200,7 +200,7 @@ impl LearnedTables {
     /// connections go (those a cached flow still uses are kept), and the
     /// flows that depended on what was forgotten are invalidated. An entry
     /// so lives its full age after the last packet that used it.
-    pub fn age(&mut self, flows: &mut FlowCache, now_ms: u64, flow_idle_ms: u64) {
+    pub fn age(&mut self, flows: &FlowCache, now_ms: u64, flow_idle_ms: u64) {
         flows.expire(now_ms, flow_idle_ms, |tags, used| self.touch(tags, used));
         let aged = self.expire(now_ms, |tag| flows.last_used(tag));
         flows.invalidate(&aged);

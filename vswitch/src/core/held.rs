@@ -8,7 +8,7 @@ use std::net::Ipv4Addr;
 
 use uuid::Uuid;
 
-use super::{Action, DatapathCore, Reason, FLOW_IDLE_MS};
+use super::{Action, DatapathCore, Reason, State, FLOW_IDLE_MS};
 use crate::engine::{self, apply_rewrite, FragmentKey, Learning, Tag};
 use crate::snapshot::Topology;
 
@@ -117,21 +117,22 @@ impl DatapathCore {
     /// tunnel), invalidating the flows it changes. Frames held for an ARP
     /// answer learned this way go on now: their actions are appended.
     pub fn import(
-        &mut self,
+        &self,
         topo: &Topology,
         learnings: &[Learning],
         now: u64,
         actions: &mut Vec<Action>,
     ) {
+        let mut state = self.state();
         let mut released = VecDeque::new();
-        self.record(learnings, now, &mut released);
-        self.release(topo, released, now, actions);
+        self.record(&mut state, learnings, now, &mut released);
+        self.release(&mut state, topo, released, now, actions);
     }
 
     /// Sends `frame` into the virtual network as if it arrived by the
     /// interior port `ingress` (the agent's own traffic: health probes).
     pub fn inject(
-        &mut self,
+        &self,
         topo: &Topology,
         ingress: Uuid,
         frame: Vec<u8>,
@@ -144,46 +145,55 @@ impl DatapathCore {
             frame,
             since_ms: now,
         };
-        self.release(topo, VecDeque::from([held]), now, actions);
+        self.release(
+            &mut self.state(),
+            topo,
+            VecDeque::from([held]),
+            now,
+            actions,
+        );
     }
 
     /// Housekeeping at `now`: idle flows, aged entries and connections,
     /// stale held frames. Next hops that did not answer in time fail: their
     /// frames go back through the engine, which answers them with ICMP
     /// host unreachable (appended to `actions`).
-    pub fn tick(&mut self, topo: &Topology, now: u64, actions: &mut Vec<Action>) {
-        self.learned.age(&mut self.flows, now, FLOW_IDLE_MS);
-        let (timed_out, orphans) = self.held.expire(now);
+    pub fn tick(&self, topo: &Topology, now: u64, actions: &mut Vec<Action>) {
+        let mut state = self.state();
+        state.learned.age(&self.flows, now, FLOW_IDLE_MS);
+        let (timed_out, orphans) = state.held.expire(now);
         for _ in 0..orphans {
             actions.push(Action::Drop(Reason::FragmentTimeout));
         }
         let failed: HashSet<(Uuid, Ipv4Addr)> =
             timed_out.iter().filter_map(|f| f.next_hop).collect();
         for (router, ip) in failed {
-            self.learned.arp_gave_up(router, ip, now);
+            state.learned.arp_gave_up(router, ip, now);
         }
-        self.release(topo, timed_out.into(), now, actions);
+        self.release(&mut state, topo, timed_out.into(), now, actions);
     }
 
     /// Records learnings, invalidating the flows they change; frames held
     /// for a next hop they resolve, or for a first fragment that passed, go
     /// to `released`.
     pub(super) fn record(
-        &mut self,
+        &self,
+        state: &mut State,
         learnings: &[Learning],
         now: u64,
         released: &mut impl Extend<HeldFrame>,
     ) {
         for learning in learnings {
-            let tags = self.learned.learn(learning, now);
+            let tags = state.learned.learn(learning, now);
             self.flows.invalidate(&tags);
             for tag in tags {
                 if let Tag::Arp(router, ip) = tag {
-                    released.extend(self.held.for_arp.remove(&(router, ip)).unwrap_or_default());
+                    let waiting = state.held.for_arp.remove(&(router, ip));
+                    released.extend(waiting.unwrap_or_default());
                 }
             }
             if let Learning::Fragment { zone, key, .. } = learning {
-                let waiting = self.held.for_first_fragment.remove(&(*zone, *key));
+                let waiting = state.held.for_first_fragment.remove(&(*zone, *key));
                 released.extend(waiting.unwrap_or_default());
             }
         }
@@ -193,7 +203,8 @@ impl DatapathCore {
     /// recorded and replicated, frames that teaching frees go on too, and
     /// a frame still unresolved waits again.
     pub(super) fn release(
-        &mut self,
+        &self,
+        state: &mut State,
         topo: &Topology,
         mut queue: VecDeque<HeldFrame>,
         now: u64,
@@ -205,10 +216,10 @@ impl DatapathCore {
                 break;
             }
             budget -= 1;
-            let mut sim = engine::simulate(topo, &self.learned, held.in_port, &held.frame);
+            let mut sim = engine::simulate(topo, &state.learned, held.in_port, &held.frame);
             actions.extend(sim.drops.iter().map(|d| Action::Drop((*d).into())));
             actions.extend(sim.local.drain(..).map(Action::Agent));
-            self.record(&sim.learned, now, &mut queue);
+            self.record(state, &sim.learned, now, &mut queue);
             self.replicate(topo, &sim, actions);
             for output in sim.outputs.iter().filter(|o| o.egress.host.is_some()) {
                 let mut copy = held.frame.clone();
@@ -223,7 +234,8 @@ impl DatapathCore {
             }
             if let Some(next_hop) = sim.held_for {
                 // Still unresolved (an injected frame): wait for the answer.
-                self.held
+                state
+                    .held
                     .until_resolved(next_hop, held.in_port, held.frame, now);
             }
         }

@@ -15,8 +15,12 @@
 //! simulated clock and no sockets at all. A core serves one host; nothing
 //! in it assumes it is the only one, so workers may each own one later.
 //!
-//! The hit path (a cached flow) allocates nothing: the received frame is
-//! rewritten in place and the actions go to a vector the caller reuses.
+//! The hit path (a cached flow) allocates nothing and takes no lock shared
+//! by all flows: the flow cache is sharded for concurrent readers, the
+//! received frame is rewritten in place, and the actions and scratch go to
+//! buffers the caller reuses. Only a miss (running the engine, learning,
+//! holding frames) takes the core's one lock, so workers on several cores
+//! forward cached flows in parallel.
 
 mod action;
 mod held;
@@ -33,6 +37,8 @@ pub use tunnel::{classify, Arrival};
 
 use std::collections::HashMap;
 use std::net::IpAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Mutex, MutexGuard};
 
 use uuid::Uuid;
 
@@ -68,25 +74,32 @@ pub struct CoreStats {
     pub held_fragments: usize,
 }
 
-/// Buffers reused from one frame to the next.
+/// Buffers a caller lends [`DatapathCore::process`], reused from one frame
+/// to the next (one per worker).
 #[derive(Debug, Default)]
-struct Scratch {
+pub struct CoreScratch {
     outputs: Vec<Output>,
     remote: Vec<Egress>,
+}
+
+/// What only a miss changes (learning, holding frames, answering syncs),
+/// behind the core's one lock.
+#[derive(Debug, Default)]
+struct State {
+    learned: LearnedTables,
+    held: Held,
+    /// When each peer's last sync request was answered.
+    sync_answered: HashMap<IpAddr, u64>,
 }
 
 /// The decisions of one host's datapath. See the module documentation.
 #[derive(Debug)]
 pub struct DatapathCore {
     host: Uuid,
-    /// The largest inner IP packet the tunnel carries; `None`: no tunnel.
-    tunnel_mtu: Option<usize>,
+    /// The largest inner IP packet the tunnel carries; 0: no tunnel.
+    tunnel_mtu: AtomicUsize,
     flows: FlowCache,
-    learned: LearnedTables,
-    held: Held,
-    /// When each peer's last sync request was answered.
-    sync_answered: HashMap<IpAddr, u64>,
-    scratch: Scratch,
+    state: Mutex<State>,
 }
 
 impl DatapathCore {
@@ -94,12 +107,9 @@ impl DatapathCore {
     pub fn new(host: Uuid) -> DatapathCore {
         DatapathCore {
             host,
-            tunnel_mtu: None,
+            tunnel_mtu: AtomicUsize::new(0),
             flows: FlowCache::default(),
-            learned: LearnedTables::default(),
-            held: Held::default(),
-            sync_answered: HashMap::new(),
-            scratch: Scratch::default(),
+            state: Mutex::default(),
         }
     }
 
@@ -110,21 +120,33 @@ impl DatapathCore {
 
     /// Frames for other hosts go through a tunnel carrying inner IP packets
     /// of up to `max_ip_len` bytes (`None`: no tunnel, they are dropped).
-    pub fn set_tunnel_mtu(&mut self, max_ip_len: Option<usize>) {
-        self.tunnel_mtu = max_ip_len;
+    pub fn set_tunnel_mtu(&self, max_ip_len: Option<usize>) {
+        self.tunnel_mtu
+            .store(max_ip_len.unwrap_or(0), Ordering::Relaxed);
+    }
+
+    /// The largest inner IP packet the tunnel carries, if there is one.
+    fn tunnel_mtu(&self) -> Option<usize> {
+        Some(self.tunnel_mtu.load(Ordering::Relaxed)).filter(|mtu| *mtu > 0)
+    }
+
+    fn state(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Decides the fate of `frame`, received on the local port `in_port`
     /// with offload header `vnet` at `now`: rewrites it in place and
     /// appends what to do with it (and with anything the decision made or
-    /// released) to `actions`.
+    /// released) to `actions`. Safe to call from several workers at once.
+    #[allow(clippy::too_many_arguments)]
     pub fn process(
-        &mut self,
+        &self,
         topo: &Topology,
         in_port: Uuid,
         frame: &mut [u8],
         vnet: VnetHeader,
         now: u64,
+        scratch: &mut CoreScratch,
         actions: &mut Vec<Action>,
     ) -> Fate {
         let info = match PacketInfo::parse(frame) {
@@ -138,18 +160,14 @@ impl DatapathCore {
             in_port,
             packet: info,
         };
-        let mut outputs = std::mem::take(&mut self.scratch.outputs);
-        outputs.clear();
-        match self.flows.lookup(&key, now) {
-            Some(cached) => outputs.extend_from_slice(cached),
-            None => {
-                let sim = engine::simulate(topo, &self.learned, in_port, frame);
-                self.settle(topo, &key, frame, sim, &mut outputs, now, actions);
-            }
+        let CoreScratch { outputs, remote } = scratch;
+        if !self.flows.lookup(&key, now, outputs) {
+            outputs.clear();
+            let mut state = self.state();
+            let sim = engine::simulate(topo, &state.learned, in_port, frame);
+            self.settle(&mut state, topo, &key, frame, sim, outputs, now, actions);
         }
-        let fate = self.send(topo, &key, frame, vnet, &mut outputs, actions);
-        self.scratch.outputs = outputs;
-        fate
+        self.send(topo, &key, frame, vnet, outputs, remote, actions)
     }
 
     /// Records what a simulation learned and decided: drops, frames for the
@@ -157,7 +175,8 @@ impl DatapathCore {
     /// state, the cached flow; fills `outputs` with the bound outputs.
     #[allow(clippy::too_many_arguments)]
     fn settle(
-        &mut self,
+        &self,
+        state: &mut State,
         topo: &Topology,
         key: &FlowKey,
         frame: &[u8],
@@ -169,40 +188,45 @@ impl DatapathCore {
         actions.extend(sim.drops.iter().map(|d| Action::Drop((*d).into())));
         actions.extend(sim.local.drain(..).map(Action::Agent));
         let mut released = std::collections::VecDeque::new();
-        self.record(&sim.learned, now, &mut released);
+        self.record(state, &sim.learned, now, &mut released);
         if let Some(next_hop) = sim.held_for {
-            self.held
+            state
+                .held
                 .until_resolved(next_hop, key.in_port, frame.to_vec(), now);
         }
         if let Some(datagram) = sim.held_fragment {
-            self.held
+            state
+                .held
                 .until_first_fragment(datagram, key.in_port, frame.to_vec(), now);
         }
         self.replicate(topo, &sim, actions);
         outputs.extend(sim.outputs.iter().filter(|o| o.egress.host.is_some()));
         // Fragments are decided one by one: each datagram is a new key.
         if sim.is_cacheable() && key.packet.fragment_key().is_none() {
+            let tags = std::mem::take(&mut sim.tags);
             self.flows
-                .insert(*key, outputs.clone(), std::mem::take(&mut sim.tags), now);
+                .insert(*key, outputs.clone(), tags, now, topo.generation);
         }
         for generated in sim.generated.drain(..) {
             if generated.egress.host.is_some() {
                 self.emit(topo, generated.egress, generated.frame, actions);
             }
         }
-        self.release(topo, released, now, actions);
+        self.release(state, topo, released, now, actions);
     }
 
     /// Sends the received frame where `outputs` say: refuses what the
     /// tunnel cannot carry, copies the outputs rewritten unlike the first,
     /// rewrites the frame in place for the others.
+    #[allow(clippy::too_many_arguments)]
     fn send(
-        &mut self,
+        &self,
         topo: &Topology,
         key: &FlowKey,
         frame: &mut [u8],
         vnet: VnetHeader,
         outputs: &mut Vec<Output>,
+        remote: &mut Vec<Egress>,
         actions: &mut Vec<Action>,
     ) -> Fate {
         if outputs.is_empty() {
@@ -225,7 +249,6 @@ impl DatapathCore {
         if !apply_rewrite(frame, &first, partial) {
             return Fate::Dropped;
         }
-        let mut remote = std::mem::take(&mut self.scratch.remote);
         remote.clear();
         for output in outputs.iter().filter(|o| o.rewrite == first) {
             if output.egress.host == Some(self.host) {
@@ -235,39 +258,46 @@ impl DatapathCore {
             }
         }
         if !remote.is_empty() {
-            self.tunnel_out(topo, &mut remote, actions);
+            self.tunnel_out(topo, remote, actions);
         }
-        self.scratch.remote = remote;
         Fate::Sent
     }
 
     /// Removes the flows that depend on `tags`; returns how many.
-    pub fn invalidate(&mut self, tags: &[Tag]) -> usize {
+    pub fn invalidate(&self, tags: &[Tag]) -> usize {
         self.flows.invalidate(tags)
+    }
+
+    /// Removes the flows that depend on `tags`, which the topology of
+    /// `generation` changed: flows decided on older topologies are not
+    /// cached from now on. Returns how many were removed.
+    pub fn invalidate_for(&self, generation: u64, tags: &[Tag]) -> usize {
+        self.flows.invalidate_for(generation, tags)
     }
 
     /// What the engine decides for `frame` entering by `ingress` with what
     /// this core has learned, without doing it (plans, not traffic).
     pub fn dry_run(&self, topo: &Topology, ingress: Uuid, frame: &[u8]) -> Simulation {
-        engine::simulate(topo, &self.learned, ingress, frame)
+        engine::simulate(topo, &self.state().learned, ingress, frame)
     }
 
-    /// The learned tables (read-only).
-    pub fn learned(&self) -> &LearnedTables {
-        &self.learned
+    /// Reads the learned tables.
+    pub fn with_learned<R>(&self, read: impl FnOnce(&LearnedTables) -> R) -> R {
+        read(&self.state().learned)
     }
 
     /// Counters and table sizes.
     pub fn stats(&self) -> CoreStats {
-        let (macs, arps) = self.learned.sizes();
-        let (held_frames, held_fragments) = self.held.sizes();
+        let state = self.state();
+        let (macs, arps) = state.learned.sizes();
+        let (held_frames, held_fragments) = state.held.sizes();
         CoreStats {
             flows: self.flows.stats(),
             flow_count: self.flows.len(),
             macs,
             arps,
-            conns: self.learned.conns().len(),
-            conns_refused: self.learned.conns_refused(),
+            conns: state.learned.conns().len(),
+            conns_refused: state.learned.conns_refused(),
             held_frames,
             held_fragments,
         }

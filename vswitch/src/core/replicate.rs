@@ -20,7 +20,7 @@ impl DatapathCore {
     /// connections (with their NAT bindings) to the hosts the packet or
     /// its answers go to, learned MACs and ARP answers to every live host.
     pub(super) fn replicate(&self, topo: &Topology, sim: &Simulation, actions: &mut Vec<Action>) {
-        if sim.learned.is_empty() || self.tunnel_mtu.is_none() {
+        if sim.learned.is_empty() || self.tunnel_mtu().is_none() {
             return;
         }
         let egress_hosts: BTreeSet<Uuid> = sim
@@ -65,7 +65,7 @@ impl DatapathCore {
     /// the registered host at `source`: imports its learnings, or answers
     /// its sync request. Returns true if a sync request was answered.
     pub fn receive_state(
-        &mut self,
+        &self,
         topo: &Topology,
         source: SocketAddr,
         message: &[u8],
@@ -86,7 +86,7 @@ impl DatapathCore {
     /// connection and learned address this host holds, at most once per
     /// [`SYNC_INTERVAL_MS`] per requester. Returns true if it answered.
     fn answer_sync(
-        &mut self,
+        &self,
         topo: &Topology,
         requester: SocketAddr,
         now: u64,
@@ -97,20 +97,21 @@ impl DatapathCore {
             actions.push(Action::Drop(Reason::TunnelUnknownPeer));
             return false;
         };
-        if self.tunnel_mtu.is_none() {
+        if self.tunnel_mtu().is_none() {
             return false;
         }
-        let answered = self.sync_answered.get(&ip);
+        let mut state = self.state();
+        let answered = state.sync_answered.get(&ip);
         if answered.is_some_and(|at| now.saturating_sub(*at) < SYNC_INTERVAL_MS) {
             actions.push(Action::Drop(Reason::TunnelSyncThrottled));
             return false;
         }
-        self.sync_answered.insert(ip, now);
+        state.sync_answered.insert(ip, now);
         let mut writer = StateWriter::default();
-        for entry in self.learned.conns().entries() {
+        for entry in state.learned.conns().entries() {
             writer.push(&Learning::Conn(*entry));
         }
-        for learning in self.learned.addresses() {
+        for learning in state.learned.addresses() {
             writer.push(&learning);
         }
         let peer = Peer { host, ip };
@@ -128,7 +129,7 @@ impl DatapathCore {
     /// bindings, MACs and ARP answers of traffic already passing through
     /// it. The answers arrive as state messages.
     pub fn request_sync(&self, topo: &Topology, actions: &mut Vec<Action>) {
-        if self.tunnel_mtu.is_none() {
+        if self.tunnel_mtu().is_none() {
             return;
         }
         let request = state::sync_request();

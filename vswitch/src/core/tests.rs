@@ -179,7 +179,7 @@ pub(super) fn only_established_from(port: Uuid) -> Topology {
 
 /// A core for `host` with a 1450-byte tunnel.
 pub(super) fn core(host: Uuid) -> DatapathCore {
-    let mut core = DatapathCore::new(host);
+    let core = DatapathCore::new(host);
     core.set_tunnel_mtu(Some(1450));
     core
 }
@@ -276,12 +276,20 @@ pub(super) fn emitted(actions: &[Action]) -> Vec<(Uuid, Vec<u8>)> {
 #[test]
 fn a_miss_runs_the_engine_and_the_hit_replays_it_in_place() {
     let topo = topology();
-    let mut core = core(H1);
+    let core = core(H1);
     let mut actions = Vec::new();
     // Across the router to a pod on H2: rewritten, then tunnelled.
     let sent = ping(mac(1), mac(0xa1), "10.0.1.10", "10.0.2.10");
     let mut first = sent.clone();
-    let fate = core.process(&topo, A1, &mut first, VnetHeader::NONE, 0, &mut actions);
+    let fate = core.process(
+        &topo,
+        A1,
+        &mut first,
+        VnetHeader::NONE,
+        0,
+        &mut CoreScratch::default(),
+        &mut actions,
+    );
     assert_eq!(fate, Fate::Sent, "{actions:#?}");
     assert_eq!(tunnels(&actions), vec![(H2, 3)], "B1's key, to H2");
     assert_eq!((&first[..6], &first[6..12]), (&mac(3)[..], &mac(0xb1)[..]));
@@ -290,7 +298,15 @@ fn a_miss_runs_the_engine_and_the_hit_replays_it_in_place() {
 
     actions.clear();
     let mut again = sent.clone();
-    let fate = core.process(&topo, A1, &mut again, VnetHeader::NONE, 5, &mut actions);
+    let fate = core.process(
+        &topo,
+        A1,
+        &mut again,
+        VnetHeader::NONE,
+        5,
+        &mut CoreScratch::default(),
+        &mut actions,
+    );
     assert_eq!(fate, Fate::Sent);
     assert_eq!(
         actions,
@@ -313,7 +329,15 @@ fn a_miss_runs_the_engine_and_the_hit_replays_it_in_place() {
     actions.clear();
     let mut local = ping(mac(1), mac(4), "10.0.1.10", "10.0.1.12");
     let unchanged = local.clone();
-    core.process(&topo, A1, &mut local, VnetHeader::NONE, 6, &mut actions);
+    core.process(
+        &topo,
+        A1,
+        &mut local,
+        VnetHeader::NONE,
+        6,
+        &mut CoreScratch::default(),
+        &mut actions,
+    );
     assert_eq!(forwards(&actions), vec![A3]);
     assert_eq!(local, unchanged);
 
@@ -327,6 +351,7 @@ fn a_miss_runs_the_engine_and_the_hit_replays_it_in_place() {
         &mut sent.clone(),
         VnetHeader::NONE,
         7,
+        &mut CoreScratch::default(),
         &mut actions,
     );
     assert_eq!(core.stats().flows.misses, 3);
@@ -335,10 +360,18 @@ fn a_miss_runs_the_engine_and_the_hit_replays_it_in_place() {
 #[test]
 fn a_flood_reaching_every_port_of_a_bridge_on_a_host_travels_once() {
     let topo = topology();
-    let mut core = core(H1);
+    let core = core(H1);
     let mut actions = Vec::new();
     let mut frame = ping(mac(1), [0xff; 6], "10.0.1.10", "10.0.1.255");
-    let fate = core.process(&topo, A1, &mut frame, VnetHeader::NONE, 0, &mut actions);
+    let fate = core.process(
+        &topo,
+        A1,
+        &mut frame,
+        VnetHeader::NONE,
+        0,
+        &mut CoreScratch::default(),
+        &mut actions,
+    );
     assert_eq!(fate, Fate::Sent, "{actions:#?}");
     assert_eq!(forwards(&actions), vec![A3]);
     assert_eq!(
@@ -363,8 +396,16 @@ fn learnings_are_replicated_to_the_hosts_that_need_them_ahead_of_the_frame() {
         &[TcpFlags::SYN],
         false,
     );
-    let mut h3 = core(H3);
-    let fate = h3.process(&topo, B2, &mut syn, VnetHeader::NONE, 0, &mut actions);
+    let h3 = core(H3);
+    let fate = h3.process(
+        &topo,
+        B2,
+        &mut syn,
+        VnetHeader::NONE,
+        0,
+        &mut CoreScratch::default(),
+        &mut actions,
+    );
     assert_eq!(fate, Fate::Sent, "{actions:#?}");
     let state: Vec<(Uuid, Vec<Learning>)> = actions
         .iter()
@@ -412,7 +453,7 @@ fn learnings_are_replicated_to_the_hosts_that_need_them_ahead_of_the_frame() {
     assert_eq!(tunnels(&actions), vec![(H1, 4)]);
 
     // Without a tunnel nothing is replicated.
-    let mut alone = DatapathCore::new(H3);
+    let alone = DatapathCore::new(H3);
     actions.clear();
     let mut syn = tcp(
         hidden,
@@ -422,7 +463,15 @@ fn learnings_are_replicated_to_the_hosts_that_need_them_ahead_of_the_frame() {
         &[TcpFlags::SYN],
         false,
     );
-    alone.process(&topo, B2, &mut syn, VnetHeader::NONE, 0, &mut actions);
+    alone.process(
+        &topo,
+        B2,
+        &mut syn,
+        VnetHeader::NONE,
+        0,
+        &mut CoreScratch::default(),
+        &mut actions,
+    );
     assert!(!actions.iter().any(|a| matches!(a, Action::State { .. })));
     assert!(actions.contains(&Action::Drop(Reason::TunnelUnavailable)));
 }
@@ -430,14 +479,22 @@ fn learnings_are_replicated_to_the_hosts_that_need_them_ahead_of_the_frame() {
 #[test]
 fn too_big_for_the_tunnel_is_answered_with_fragmentation_needed() {
     let topo = topology();
-    let mut core = core(H1);
+    let core = core(H1);
     let mut actions = Vec::new();
     let mut big = ping(mac(1), mac(0xa1), "10.0.1.10", "10.0.2.10");
     big.resize(14 + 1500, 0);
     let mut ip = Ipv4Packet::new_unchecked(&mut big[14..]);
     ip.set_total_len(1500);
     ip.fill_checksum();
-    let fate = core.process(&topo, A1, &mut big, VnetHeader::NONE, 0, &mut actions);
+    let fate = core.process(
+        &topo,
+        A1,
+        &mut big,
+        VnetHeader::NONE,
+        0,
+        &mut CoreScratch::default(),
+        &mut actions,
+    );
     assert_eq!(fate, Fate::Answered, "{actions:#?}");
     assert!(tunnels(&actions).is_empty());
     assert!(actions.contains(&Action::Drop(Reason::TunnelFragNeeded)));
@@ -445,4 +502,51 @@ fn too_big_for_the_tunnel_is_answered_with_fragmentation_needed() {
     assert_eq!(answers.len(), 1);
     assert_eq!(answers[0].0, A1);
     assert_eq!(ipv4(&answers[0].1).icmp, Some((IcmpKind::Error, (3, 4))));
+}
+
+/// A cached flow forwards while another worker is inside the miss path
+/// (holding the core's lock): hits on several cores do not wait for it.
+#[test]
+fn a_cache_hit_does_not_wait_for_a_miss_in_progress() {
+    let topo = topology();
+    let core = core(H1);
+    let routed = ping(mac(1), mac(0xa1), "10.0.1.10", "10.0.2.10");
+    let mut actions = Vec::new();
+    let first = core.process(
+        &topo,
+        A1,
+        &mut routed.clone(),
+        VnetHeader::NONE,
+        0,
+        &mut CoreScratch::default(),
+        &mut actions,
+    );
+    assert_eq!(first, Fate::Sent, "{actions:?}");
+    let (done, result) = std::sync::mpsc::channel();
+    let miss_in_progress = core.state();
+    std::thread::scope(|scope| {
+        scope.spawn(|| {
+            let mut actions = Vec::new();
+            let mut frame = routed.clone();
+            let fate = core.process(
+                &topo,
+                A1,
+                &mut frame,
+                VnetHeader::NONE,
+                1,
+                &mut CoreScratch::default(),
+                &mut actions,
+            );
+            let _ = done.send((fate, actions));
+        });
+        let hit = result.recv_timeout(std::time::Duration::from_secs(5));
+        drop(miss_in_progress);
+        let (fate, actions) = hit.expect("the hit waited for the miss path's lock");
+        assert_eq!(fate, Fate::Sent);
+        assert!(
+            matches!(actions[..], [Action::Tunnel { key: 3, .. }]),
+            "routed to B2 on the other host: {actions:?}"
+        );
+    });
+    assert_eq!(core.stats().flows.hits, 1);
 }

@@ -56,8 +56,9 @@ fn allocations(f: impl FnOnce()) -> usize {
 #[test]
 fn a_cache_hit_allocates_nothing() {
     let topo = topology();
-    let mut core = core(H1);
+    let core = core(H1);
     let mut actions = Vec::with_capacity(16);
+    let mut scratch = CoreScratch::default();
     let routed = ping(mac(1), mac(0xa1), "10.0.1.10", "10.0.2.10");
     let flood = ping(mac(1), [0xff; 6], "10.0.1.10", "10.0.1.255");
     let local = ping(mac(1), mac(4), "10.0.1.10", "10.0.1.12");
@@ -71,6 +72,7 @@ fn a_cache_hit_allocates_nothing() {
                 &mut frame.clone(),
                 VnetHeader::NONE,
                 now,
+                &mut scratch,
                 &mut actions,
             );
             actions.clear();
@@ -79,7 +81,15 @@ fn a_cache_hit_allocates_nothing() {
     for (i, original) in frames.iter().enumerate() {
         let mut frame = original.clone();
         let n = allocations(|| {
-            let fate = core.process(&topo, A1, &mut frame, VnetHeader::NONE, 10, &mut actions);
+            let fate = core.process(
+                &topo,
+                A1,
+                &mut frame,
+                VnetHeader::NONE,
+                10,
+                &mut scratch,
+                &mut actions,
+            );
             assert_eq!(fate, Fate::Sent);
         });
         assert_eq!(n, 0, "frame {i}: {actions:?}");

@@ -7,10 +7,18 @@ use super::*;
 #[test]
 fn a_frame_held_for_arp_goes_when_the_answer_is_imported() {
     let topo = topology();
-    let mut core = core(H1);
+    let core = core(H1);
     let mut actions = Vec::new();
     let mut frame = ping(mac(1), mac(0xa1), "10.0.1.10", "10.0.2.20");
-    let fate = core.process(&topo, A1, &mut frame, VnetHeader::NONE, 0, &mut actions);
+    let fate = core.process(
+        &topo,
+        A1,
+        &mut frame,
+        VnetHeader::NONE,
+        0,
+        &mut CoreScratch::default(),
+        &mut actions,
+    );
     assert_eq!(fate, Fate::Dropped);
     let mut asked: Vec<Uuid> = emitted(&actions).into_iter().map(|(to, _)| to).collect();
     asked.sort();
@@ -47,7 +55,7 @@ fn a_frame_held_for_arp_goes_when_the_answer_is_imported() {
 #[test]
 fn a_frame_held_for_arp_is_answered_host_unreachable_when_the_wait_ends() {
     let topo = topology();
-    let mut core = core(H1);
+    let core = core(H1);
     let mut actions = Vec::new();
     let sent = ping(mac(1), mac(0xa1), "10.0.1.10", "10.0.2.20");
     core.process(
@@ -56,6 +64,7 @@ fn a_frame_held_for_arp_is_answered_host_unreachable_when_the_wait_ends() {
         &mut sent.clone(),
         VnetHeader::NONE,
         0,
+        &mut CoreScratch::default(),
         &mut actions,
     );
     actions.clear();
@@ -81,6 +90,7 @@ fn a_frame_held_for_arp_is_answered_host_unreachable_when_the_wait_ends() {
         &mut sent.clone(),
         VnetHeader::NONE,
         HELD_FOR_MS + 10,
+        &mut CoreScratch::default(),
         &mut actions,
     );
     assert_eq!(fate, Fate::Dropped);
@@ -113,7 +123,7 @@ fn fragments() -> (Vec<u8>, Vec<u8>) {
 fn a_later_fragment_waits_until_its_first_passes() {
     // A3's chain tracks connections: bridge A is a tracking zone.
     let topo = only_established_from(A3);
-    let mut core = core(H1);
+    let core = core(H1);
     let mut actions = Vec::new();
     let (first, later) = fragments();
     let fate = core.process(
@@ -122,6 +132,7 @@ fn a_later_fragment_waits_until_its_first_passes() {
         &mut later.clone(),
         VnetHeader::NONE,
         0,
+        &mut CoreScratch::default(),
         &mut actions,
     );
     assert_eq!(fate, Fate::Dropped);
@@ -138,6 +149,7 @@ fn a_later_fragment_waits_until_its_first_passes() {
         &mut first.clone(),
         VnetHeader::NONE,
         10,
+        &mut CoreScratch::default(),
         &mut actions,
     );
     assert_eq!(fate, Fate::Sent);
@@ -154,7 +166,15 @@ fn a_later_fragment_waits_until_its_first_passes() {
     Ipv4Packet::new_unchecked(&mut orphan[14..]).set_ident(0x4343);
     Ipv4Packet::new_unchecked(&mut orphan[14..]).fill_checksum();
     actions.clear();
-    core.process(&topo, A1, &mut orphan, VnetHeader::NONE, 100, &mut actions);
+    core.process(
+        &topo,
+        A1,
+        &mut orphan,
+        VnetHeader::NONE,
+        100,
+        &mut CoreScratch::default(),
+        &mut actions,
+    );
     actions.clear();
     core.tick(&topo, 100 + FRAGMENT_HELD_FOR_MS - 1, &mut actions);
     assert!(actions.is_empty());

@@ -63,6 +63,7 @@ impl Cluster {
             &mut frame,
             VnetHeader::NONE,
             self.now,
+            &mut CoreScratch::default(),
             &mut actions,
         );
         self.perform(host, actions, &frame);
@@ -296,9 +297,7 @@ fn an_arp_answer_seen_on_one_host_releases_the_frame_held_on_another() {
     );
     assert_eq!(ipv4(&at_b2[0]).ttl, 63);
     assert_eq!(
-        cluster.cores[&H2]
-            .learned()
-            .arp(ROUTER, "10.0.2.20".parse().unwrap()),
+        cluster.cores[&H2].with_learned(|l| l.arp(ROUTER, "10.0.2.20".parse().unwrap())),
         Some(mac(5)),
         "every live host learned it"
     );

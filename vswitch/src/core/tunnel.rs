@@ -46,7 +46,7 @@ impl DatapathCore {
 
     /// The tunnel's way to `host`, or the reason there is none (appended).
     fn peer(&self, topo: &Topology, host: Option<Uuid>, actions: &mut Vec<Action>) -> Option<Peer> {
-        if self.tunnel_mtu.is_none() {
+        if self.tunnel_mtu().is_none() {
             actions.push(Action::Drop(Reason::TunnelUnavailable));
             return None;
         }
@@ -72,7 +72,7 @@ impl DatapathCore {
         egresses: &mut [Egress],
         actions: &mut Vec<Action>,
     ) {
-        if self.tunnel_mtu.is_none() {
+        if self.tunnel_mtu().is_none() {
             actions.push(Action::Drop(Reason::TunnelUnavailable));
             return;
         }
@@ -109,7 +109,7 @@ impl DatapathCore {
         outputs: &mut Vec<Output>,
         actions: &mut Vec<Action>,
     ) -> bool {
-        let Some(mtu) = self.tunnel_mtu else {
+        let Some(mtu) = self.tunnel_mtu() else {
             return false;
         };
         if vnet.is_gso() || outputs.iter().all(|o| o.egress.host == Some(self.host)) {

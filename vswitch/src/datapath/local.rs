@@ -22,7 +22,7 @@ impl Datapath {
     /// this datapath has learned, without doing it (plans, not traffic).
     pub fn dry_run(&self, ingress: Uuid, frame: &[u8]) -> Simulation {
         let topology = self.topology.load();
-        self.core().dry_run(&topology, ingress, frame)
+        self.core.dry_run(&topology, ingress, frame)
     }
 
     /// The frames routers handed to this agent since the last call.

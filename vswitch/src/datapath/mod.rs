@@ -12,16 +12,17 @@
 //! of the batch, with no await in between, so the pool holds at most about
 //! one workspace per worker thread, however many ports are bound. The driver owns the I/O (ports, tunnel
 //! socket, counters) and the clock; the core owns every decision and its
-//! state, behind one lock for now.
+//! state, and forwards cached flows on every worker at once (see
+//! `docs/datapath-core.md`, Concurrency).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock, RwLock};
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use std::time::Instant;
 
 use uuid::Uuid;
 
-use crate::core::{Action, CoreStats, DatapathCore, Fate};
+use crate::core::{Action, CoreScratch, CoreStats, DatapathCore, Fate};
 use crate::engine::Tag;
 use crate::feed::SharedTopology;
 use crate::flows::FlowStats;
@@ -62,7 +63,7 @@ pub struct PortHandle {
 pub struct Datapath {
     host: Uuid,
     topology: Arc<SharedTopology>,
-    core: Mutex<DatapathCore>,
+    core: DatapathCore,
     ports: RwLock<HashMap<Uuid, Arc<PortHandle>>>,
     drops: Mutex<HashMap<&'static str, u64>>,
     started: Instant,
@@ -172,6 +173,8 @@ impl PortSends {
 pub struct Scratch {
     /// What the core decided for the frame at hand.
     actions: Vec<Action>,
+    /// The core's own scratch.
+    core: CoreScratch,
     /// Receive-batch indexes to send, by local egress port.
     sends: PortSends,
     /// Frames the core made, sent once the batch's own frames are.
@@ -186,7 +189,7 @@ impl Datapath {
         Datapath {
             host,
             topology,
-            core: Mutex::new(DatapathCore::new(host)),
+            core: DatapathCore::new(host),
             ports: RwLock::default(),
             drops: Mutex::default(),
             started: Instant::now(),
@@ -202,7 +205,7 @@ impl Datapath {
     pub fn set_tunnel(&self, tunnel: Arc<Tunnel>) {
         let max_ip_len = tunnel.config().max_ip_len();
         if self.tunnel.set(tunnel).is_ok() {
-            self.core().set_tunnel_mtu(Some(max_ip_len));
+            self.core.set_tunnel_mtu(Some(max_ip_len));
         }
     }
 
@@ -232,12 +235,6 @@ impl Datapath {
         self.started.elapsed().as_millis() as u64
     }
 
-    fn core(&self) -> MutexGuard<'_, DatapathCore> {
-        self.core
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-    }
-
     /// The handle of a bound port.
     pub fn port(&self, id: Uuid) -> Option<Arc<PortHandle>> {
         self.ports
@@ -262,7 +259,7 @@ impl Datapath {
             .write()
             .unwrap_or_else(|p| p.into_inner())
             .remove(&id);
-        self.core().invalidate(&[Tag::Port(id)]);
+        self.core.invalidate(&[Tag::Port(id)]);
         handle
     }
 
@@ -276,7 +273,7 @@ impl Datapath {
             .map(|(_, handle)| handle)
             .collect();
         let tags: Vec<Tag> = handles.iter().map(|h| Tag::Port(h.id)).collect();
-        self.core().invalidate(&tags);
+        self.core.invalidate(&tags);
         handles
     }
 
@@ -292,7 +289,13 @@ impl Datapath {
 
     /// Removes the flows that depend on `tags`.
     pub fn invalidate(&self, tags: &[Tag]) -> usize {
-        self.core().invalidate(tags)
+        self.core.invalidate(tags)
+    }
+
+    /// Removes the flows that depend on `tags`, which the topology of
+    /// `generation` changed (see [`DatapathCore::invalidate_for`]).
+    pub fn invalidate_for(&self, generation: u64, tags: &[Tag]) -> usize {
+        self.core.invalidate_for(generation, tags)
     }
 
     /// Periodic housekeeping: idle flows, aged entries, stale held frames
@@ -303,22 +306,22 @@ impl Datapath {
 
     /// The flow cache counters.
     pub fn flow_stats(&self) -> FlowStats {
-        self.core().stats().flows
+        self.core.stats().flows
     }
 
     /// The core's counters and table sizes.
     pub fn core_stats(&self) -> CoreStats {
-        self.core().stats()
+        self.core.stats()
     }
 
     /// Runs `decide` on the core with the topology and time in force, then
     /// performs and sends what it returns (the slow paths: housekeeping,
     /// imported state, injected frames).
-    fn decide(&self, decide: impl FnOnce(&mut DatapathCore, &Topology, u64, &mut Vec<Action>)) {
+    fn decide(&self, decide: impl FnOnce(&DatapathCore, &Topology, u64, &mut Vec<Action>)) {
         let topology = self.topology.load();
         let mut scratch = Scratch::default();
         let now = self.now_ms();
-        decide(&mut self.core(), &topology, now, &mut scratch.actions);
+        decide(&self.core, &topology, now, &mut scratch.actions);
         self.perform(&mut scratch, None);
         self.finish(&mut scratch);
     }
@@ -356,7 +359,7 @@ impl Datapath {
 
     /// Decides and sends every frame of a received batch.
     pub fn handle_batch(&self, port: &PortHandle, rx: &mut RxBatch, scratch: &mut Scratch) {
-        let topology = self.topology.load();
+        let topology = self.topology.borrow();
         scratch.sends.clear();
         scratch.datagrams.clear();
         port.counters
@@ -365,12 +368,13 @@ impl Datapath {
         for i in 0..rx.len() {
             let vnet = rx.vnet(i);
             let now = self.now_ms();
-            let fate = self.core().process(
+            let fate = self.core.process(
                 &topology,
                 port.id,
                 rx.frame_mut(i),
                 vnet,
                 now,
+                &mut scratch.core,
                 &mut scratch.actions,
             );
             if fate == Fate::Dropped {
@@ -406,6 +410,7 @@ impl Datapath {
             sends,
             made,
             datagrams,
+            ..
         } = scratch;
         for action in actions.drain(..) {
             match action {

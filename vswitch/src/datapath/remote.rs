@@ -96,7 +96,7 @@ impl Datapath {
     ) {
         let now = self.now_ms();
         let answered =
-            self.core()
+            self.core
                 .receive_state(topology, source, message, now, &mut scratch.actions);
         if answered {
             self.count("tunnel_sync_answered");

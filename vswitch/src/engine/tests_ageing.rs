@@ -36,7 +36,8 @@ impl Switch {
             in_port: port,
             packet: PacketInfo::parse(frame).unwrap(),
         };
-        if let Some(outputs) = self.flows.lookup(&key, now) {
+        let mut outputs = Vec::new();
+        if self.flows.lookup(&key, now, &mut outputs) {
             return outputs.iter().map(|o| o.egress.port).collect();
         }
         let sim = simulate(&self.topo, &self.learned, port, frame);
@@ -51,7 +52,7 @@ impl Switch {
         }
         if sim.is_cacheable() {
             self.flows
-                .insert(key, sim.outputs.clone(), sim.tags.clone(), now);
+                .insert(key, sim.outputs.clone(), sim.tags.clone(), now, 0);
         }
         let mut out: Vec<Uuid> = sim.outputs.iter().map(|o| o.egress.port).collect();
         out.extend(sim.generated.iter().map(|g| g.egress.port));
@@ -59,7 +60,7 @@ impl Switch {
     }
 
     fn tick(&mut self, now: u64) {
-        self.learned.age(&mut self.flows, now, FLOW_IDLE_MS);
+        self.learned.age(&self.flows, now, FLOW_IDLE_MS);
     }
 }
 

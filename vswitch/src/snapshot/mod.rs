@@ -110,6 +110,10 @@ pub struct RouterInfo {
 pub struct Topology {
     /// The NSDB revision it was built from.
     pub revision: Revision,
+    /// Its place in the agent's sequence of snapshots (set when it comes
+    /// into force): flows decided on an older one are not cached once a
+    /// newer one's invalidations were applied.
+    pub generation: u64,
     /// Ports by id.
     pub ports: HashMap<Uuid, PortInfo>,
     /// Bridges by id.
