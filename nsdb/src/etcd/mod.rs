@@ -1,8 +1,10 @@
 //! The etcd v3 backend of [`KvBackend`].
 //!
 //! Every key is stored under the configured prefix, which is added on the way
-//! in and stripped on the way out. A commit is one etcd `Txn`; a watch is one
-//! etcd watch that is transparently re-created after disconnects.
+//! in and stripped on the way out. A range is read in pages at one revision
+//! (any size fits); a commit is one etcd `Txn`, which etcd bounds (128
+//! operations, 1.5 MiB by default), so callers keep commits small; a watch
+//! is one etcd watch that is transparently re-created after disconnects.
 
 use std::future::Future;
 use std::time::Duration;
@@ -14,6 +16,7 @@ use tokio::sync::mpsc;
 use crate::error::StoreError;
 
 mod config;
+mod range;
 use crate::kv::{
     CommitOutcome, Compare, KvBackend, KvEntry, KvEvent, KvEventKind, LeaseId, Op, RangeResult,
     Revision, WatchMessage, WatchReceiver,
@@ -26,8 +29,15 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(15);
 const BACKOFF: (Duration, Duration) = (Duration::from_millis(50), Duration::from_secs(2));
 /// gRPC status code `NOT_FOUND` (etcd: "requested lease not found").
 const GRPC_NOT_FOUND: i32 = 5;
-/// gRPC status code `OUT_OF_RANGE` (etcd: compacted or future revision).
+/// gRPC status code `OUT_OF_RANGE` (etcd: compacted or future revision;
+/// the client: a response over its message limit).
 const GRPC_OUT_OF_RANGE: i32 = 11;
+/// The largest watch response the client accepts: any. etcd bounds one
+/// revision by its `--max-request-bytes` (1.5 MiB by default) but sends a
+/// watch that catches up up to 1,000 revisions in one response; at the
+/// client's default 4 MiB such a response fails to decode, and the watch
+/// re-opened at the same revision fails again, forever.
+const WATCH_MESSAGE_LIMIT: usize = usize::MAX;
 
 /// A [`KvBackend`] stored in etcd under a key prefix.
 #[derive(Clone)]
@@ -168,17 +178,10 @@ impl KvBackend for EtcdBackend {
             .transpose()
     }
 
+    /// Reads in pages at one revision (see [`range`]): one response could
+    /// not hold a large NSDB.
     async fn range(&self, prefix: &str) -> Result<RangeResult, StoreError> {
-        let (mut client, options) = (self.client.clone(), ec::GetOptions::new().with_prefix());
-        let resp = call("range", client.get(self.full(prefix), Some(options))).await?;
-        let revision = header_revision("range", resp.header())?;
-        let mut entries: Vec<KvEntry> = resp
-            .kvs()
-            .iter()
-            .map(|kv| entry(&self.prefix, kv))
-            .collect::<Result<_, _>>()?;
-        entries.sort_by(|a, b| a.key.cmp(&b.key));
-        Ok(RangeResult { entries, revision })
+        range::read(&self.client, &self.full(prefix), &self.prefix).await
     }
 
     /// One etcd `Txn`. etcd rejects a Txn that writes the same key twice
@@ -246,7 +249,10 @@ impl KvBackend for EtcdBackend {
         }
         let (tx, rx) = mpsc::channel(1024);
         let watcher = Watcher {
-            client: self.client.clone(),
+            client: self
+                .client
+                .watch_client()
+                .max_decoding_message_size(WATCH_MESSAGE_LIMIT),
             key: self.full(prefix),
             strip: self.prefix.clone(),
             next: from_revision,
@@ -320,8 +326,8 @@ impl KvBackend for EtcdBackend {
 
 /// The task behind one [`KvBackend::watch`] call.
 struct Watcher {
-    /// The etcd client (a cheap clone of the backend's).
-    client: ec::Client,
+    /// The backend's watch client (a cheap clone), without a message limit.
+    client: ec::WatchClient,
     /// The full (prefixed) key prefix watched.
     key: String,
     /// The backend prefix stripped from event keys.

@@ -1,0 +1,173 @@
+//! The NSDB at the sizes of a large host (issue 17): reads and watches
+//! larger than one etcd message, on both backends.
+
+mod support;
+
+use std::time::Duration;
+
+use nsdb::kv::{CommitOutcome, KvBackend, Op, Revision, WatchMessage};
+use support::Fixture;
+
+/// The etcd client's default message limit, which a whole NSDB exceeds.
+const MESSAGE_LIMIT: usize = 4 << 20;
+/// A value large enough that a few dozen exceed [`MESSAGE_LIMIT`].
+const LARGE: usize = 128 << 10;
+
+/// Puts `(key, value)` pairs in commits of `per_commit`; the last revision.
+async fn put_all(kv: &dyn KvBackend, pairs: Vec<(String, Vec<u8>)>, per_commit: usize) -> Revision {
+    let mut revision = 0;
+    let mut pairs = pairs.into_iter().peekable();
+    while pairs.peek().is_some() {
+        let ops = pairs
+            .by_ref()
+            .take(per_commit)
+            .map(|(key, value)| Op::Put {
+                key,
+                value,
+                lease: None,
+            })
+            .collect();
+        match kv.commit(Vec::new(), ops).await.unwrap() {
+            CommitOutcome::Committed(r) => revision = r,
+            CommitOutcome::CompareFailed => unreachable!("no comparison"),
+        }
+    }
+    revision
+}
+
+/// `count` values of [`LARGE`] bytes under `prefix`, each telling its index.
+fn large_values(prefix: &str, count: usize) -> Vec<(String, Vec<u8>)> {
+    (0..count)
+        .map(|i| {
+            (
+                format!("{prefix}{i:04}"),
+                vec![b'a' + (i % 26) as u8; LARGE],
+            )
+        })
+        .collect()
+}
+
+/// A range larger than one etcd message comes back whole and at one
+/// revision, while a writer keeps changing the range under the read.
+async fn large_range_reads_at_one_revision(f: Fixture) {
+    let kv = f.nsdb.backend().clone();
+    let mut pairs = large_values("big/large/", 40);
+    pairs.extend((0..1_200).map(|i| (format!("big/small/{i:05}"), format!("{i}").into_bytes())));
+    let expected: Vec<(String, Vec<u8>)> = {
+        let mut sorted = pairs.clone();
+        sorted.sort();
+        sorted
+    };
+    let (large, small) = pairs.split_at(40);
+    put_all(kv.as_ref(), large.to_vec(), 8).await;
+    let written = put_all(kv.as_ref(), small.to_vec(), 100).await;
+
+    // A writer changing the first and the last key of the range, and
+    // adding keys, all through the read.
+    let writer_kv = kv.clone();
+    let writer = tokio::spawn(async move {
+        for i in 0.. {
+            let pairs = vec![
+                ("big/large/0000".to_string(), vec![b'!'; 16]),
+                (format!("big/zzz/{i:05}"), Vec::new()),
+            ];
+            put_all(writer_kv.as_ref(), pairs, 2).await;
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    });
+    let range = kv.range("big/").await.unwrap();
+    writer.abort();
+    let _ = writer.await;
+
+    let size: usize = range
+        .entries
+        .iter()
+        .map(|e| e.key.len() + e.value.len())
+        .sum();
+    assert!(
+        size > MESSAGE_LIMIT,
+        "the range must exceed one message: {size} bytes"
+    );
+    assert!(range.revision >= written);
+    for entry in &range.entries {
+        assert!(
+            entry.mod_revision <= range.revision,
+            "{} changed at {} after the read's revision {}: pages read at different revisions",
+            entry.key,
+            entry.mod_revision,
+            range.revision
+        );
+    }
+    // What the writer did up to the read's revision, and nothing after it.
+    let at_revision = kv.range("big/zzz/").await.unwrap().entries;
+    let added: Vec<_> = at_revision
+        .iter()
+        .filter(|e| e.mod_revision <= range.revision)
+        .map(|e| e.key.clone())
+        .collect();
+    let read: Vec<(String, Vec<u8>)> = range
+        .entries
+        .iter()
+        .map(|e| (e.key.clone(), e.value.clone()))
+        .collect();
+    let rewritten = read[0].1 != expected[0].1;
+    let mut want = expected.clone();
+    if rewritten {
+        want[0].1 = vec![b'!'; 16];
+    }
+    want.extend(added.into_iter().map(|key| (key, Vec::new())));
+    assert_eq!(read.len(), want.len(), "every key, once");
+    assert!(read == want, "the range read differs from what was written");
+}
+
+/// A watch that catches up over history larger than one etcd message
+/// delivers all of it.
+async fn watch_catches_up_over_a_large_history(f: Fixture) {
+    let kv = f.nsdb.backend().clone();
+    let from = kv.current_revision().await.unwrap() + 1;
+    put_all(kv.as_ref(), large_values("history/", 40), 1).await;
+    let mut watch = kv.watch("history/", from).await.unwrap();
+    let mut seen = Vec::new();
+    while seen.len() < 40 {
+        let message = tokio::time::timeout(Duration::from_secs(15), watch.recv())
+            .await
+            .unwrap_or_else(|_| panic!("the watch stalled after {} of 40 events", seen.len()));
+        match message {
+            Some(WatchMessage::Events(events)) => seen.extend(events),
+            other => panic!("the watch ended: {other:?}"),
+        }
+    }
+    let keys: Vec<String> = seen.iter().map(|e| e.key.clone()).collect();
+    let want: Vec<String> = large_values("history/", 40)
+        .into_iter()
+        .map(|(k, _)| k)
+        .collect();
+    assert_eq!(keys, want);
+    assert!(seen.iter().all(|e| e.value.len() == LARGE));
+}
+
+macro_rules! on_both_backends {
+    ($($case:ident),* $(,)?) => {
+        mod embedded {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $case() {
+                    super::$case(super::support::embedded()).await
+                }
+            )*
+        }
+        mod etcd {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $case() {
+                    super::$case(super::support::etcd_shared().await).await
+                }
+            )*
+        }
+    };
+}
+
+on_both_backends!(
+    large_range_reads_at_one_revision,
+    watch_catches_up_over_a_large_history,
+);
