@@ -22,7 +22,12 @@ struct Net {
 
 impl Net {
     async fn new() -> Net {
-        let plexus = Plexus::start().await;
+        Net::with(&["--no-uplink"]).await
+    }
+
+    /// A network on a `plexus serve` given `args`.
+    async fn with(args: &[&str]) -> Net {
+        let plexus = Plexus::start_with(args).await;
         let client = plexus.client();
         let host = plexus.host().await;
         let tenant = client
@@ -164,6 +169,61 @@ async fn pods_on_one_bridge_ping_and_transfer_through_the_flow_cache() {
         "few packets run the engine: {hits} hits, {misses} misses"
     );
     assert!(net.plexus.metric("plexus_port_packets_total").await > 0);
+}
+
+/// Sends `count` numbered UDP datagrams from `from` to `to_ip` as fast as
+/// it can; returns the numbers `to` received, in arrival order.
+fn udp_sequence(from: &Pod, to: &Pod, to_ip: &str, count: u32) -> Vec<u32> {
+    let receiver = "import socket,struct\ns=socket.socket(socket.AF_INET,socket.SOCK_DGRAM)\n\
+         s.setsockopt(socket.SOL_SOCKET,socket.SO_RCVBUF,1<<22);s.bind(('0.0.0.0',5002));s.settimeout(2)\n\
+         print('ready',flush=True);got=[]\ntry:\n  while True: got.append(struct.unpack('!I',s.recv(64)[:4])[0])\n\
+         except socket.timeout: pass\nprint(' '.join(map(str,got)),flush=True)";
+    let mut child = std::process::Command::new("ip")
+        .args(["netns", "exec", &to.netns, "python3", "-c", receiver])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut stdout, &mut line).unwrap();
+    assert_eq!(line.trim(), "ready");
+    let sender = format!(
+        "import socket,struct\ns=socket.socket(socket.AF_INET,socket.SOCK_DGRAM)\n\
+         for i in range({count}): s.sendto(struct.pack('!I',i)+bytes(60),('{to_ip}',5002))"
+    );
+    from.exec(&["python3", "-c", &sender]);
+    line.clear();
+    std::io::BufRead::read_line(&mut stdout, &mut line).unwrap();
+    let _ = child.wait();
+    line.split_whitespace()
+        .filter_map(|n| n.parse().ok())
+        .collect()
+}
+
+/// Every poll mode forwards, and keeps each port's frames in order: the
+/// poller and the ports' tasks never receive from one port at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_poll_mode_forwards_in_order() {
+    for (mode, polls) in [("off", false), ("adaptive:100", true), ("always", true)] {
+        let net = Net::with(&["--no-uplink", "--poll-mode", mode]).await;
+        let (bridge, _) = net.subnet(1).await;
+        let (a, _) = net.pod(bridge, 1, 10).await;
+        let (b, _) = net.pod(bridge, 1, 11).await;
+        wait_reachable(&a, "10.0.1.11");
+        let (received, text) = a.ping("10.0.1.11", 5, &["-i", "0.05"]);
+        assert_eq!(received, 5, "{mode}: {text}");
+        tcp_transfer_checked(&a, &b, "10.0.1.11", 8 << 20);
+        let got = udp_sequence(&a, &b, "10.0.1.11", 20_000);
+        assert!(
+            got.len() > 10_000,
+            "{mode}: {} of 20000 datagrams",
+            got.len()
+        );
+        let reordered = got.windows(2).filter(|w| w[1] < w[0]).count();
+        assert_eq!(reordered, 0, "{mode}: datagrams arrived out of order");
+        let polled = net.plexus.metric("plexus_poller_batches_total").await;
+        assert_eq!(polled > 0, polls, "{mode}: {polled} batches polled");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

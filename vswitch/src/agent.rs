@@ -12,7 +12,7 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use uuid::Uuid;
 
-use crate::datapath::{serve_tunnel, Datapath, PortCounters, PortHandle};
+use crate::datapath::{serve_tunnel, Datapath, PollMode, PortCounters, PortHandle};
 use crate::feed::{run_feed, SharedTopology};
 use crate::io::{AfPacket, Port, Tap, VtepPort};
 use crate::snapshot::Topology;
@@ -32,6 +32,8 @@ pub struct AgentConfig {
     pub tunnel_ip: IpAddr,
     /// The tunnel's UDP port and underlay MTU.
     pub tunnel: TunnelConfig,
+    /// How ports are received from (busy polling).
+    pub poll: PollMode,
 }
 
 /// A running agent; dropping it stops everything it started.
@@ -53,6 +55,7 @@ impl Drop for Agent {
         for task in self.tasks.iter().chain(&self.reconciler) {
             task.abort();
         }
+        self.datapath.stop_poller();
     }
 }
 
@@ -97,6 +100,7 @@ impl Agent {
         let liveness = nsdb.keep_host_alive(host.id, LIVENESS_TTL).await?;
         let topology = Arc::new(SharedTopology::default());
         let datapath = Arc::new(Datapath::new(host.id, topology.clone()));
+        datapath.start_poller(config.poll);
         let (invalidate_tx, mut invalidate_rx) = mpsc::unbounded_channel();
         let (applied_tx, applied) = watch::channel(0);
         let nsdb_for_health = nsdb.clone();
@@ -365,6 +369,7 @@ async fn reconcile_ports(
                         id,
                         io,
                         counters: PortCounters::default(),
+                        poll: Default::default(),
                     });
                     datapath.attach(handle.clone());
                     let dp = datapath.clone();
@@ -405,6 +410,8 @@ async fn reconcile_ports(
 /// Stops serving every port and closes their interfaces all at once (see
 /// [`crate::io::close_all`]: one at a time, 1,000 ports took 16 s).
 async fn close_ports(datapath: &Datapath, serving: HashMap<Uuid, (String, JoinHandle<()>)>) {
+    // The poller lets go of its ports first (it exits within a loop).
+    datapath.stop_poller();
     let tasks: Vec<JoinHandle<()>> = serving.into_values().map(|(_, task)| task).collect();
     for task in &tasks {
         task.abort();

@@ -51,6 +51,11 @@ impl Datapath {
             "# TYPE plexus_conntrack_refused_total counter\nplexus_conntrack_refused_total {}",
             stats.conns_refused
         );
+        let _ = writeln!(
+            out,
+            "# TYPE plexus_poller_batches_total counter\nplexus_poller_batches_total {}",
+            self.polled_batches()
+        );
         let _ = writeln!(out, "# TYPE plexus_port_packets_total counter");
         let ports = self.ports.read().unwrap_or_else(|p| p.into_inner());
         for (id, port) in ports.iter() {

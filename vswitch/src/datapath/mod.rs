@@ -32,9 +32,11 @@ use crate::tunnel::Tunnel;
 
 mod local;
 mod metrics;
+mod poller;
 mod remote;
 
 pub use crate::core::FLOW_IDLE_MS;
+pub use poller::{PollMode, PortPoll};
 pub use remote::serve_tunnel;
 
 /// Counters of one port.
@@ -57,6 +59,8 @@ pub struct PortHandle {
     pub io: Port,
     /// Counters.
     pub counters: PortCounters,
+    /// Who receives from it: its task or the poller.
+    pub poll: PortPoll,
 }
 
 /// The datapath of one host.
@@ -74,6 +78,8 @@ pub struct Datapath {
     local_ready: tokio::sync::Notify,
     /// Receive buffers and scratch lent to port tasks for one batch.
     workspaces: WorkspacePool,
+    /// The busy-polling thread, when started.
+    poller: poller::Poller,
 }
 
 /// Frames a port task receives in one batch.
@@ -197,6 +203,7 @@ impl Datapath {
             local: Mutex::default(),
             local_ready: tokio::sync::Notify::new(),
             workspaces: WorkspacePool::default(),
+            poller: poller::Poller::default(),
         }
     }
 
@@ -259,6 +266,9 @@ impl Datapath {
             .write()
             .unwrap_or_else(|p| p.into_inner())
             .remove(&id);
+        if let Some(handle) = &handle {
+            handle.poll.detach();
+        }
         self.core.invalidate(&[Tag::Port(id)]);
         handle
     }
@@ -272,6 +282,9 @@ impl Datapath {
             .drain()
             .map(|(_, handle)| handle)
             .collect();
+        for handle in &handles {
+            handle.poll.detach();
+        }
         let tags: Vec<Tag> = handles.iter().map(|h| Tag::Port(h.id)).collect();
         self.core.invalidate(&tags);
         handles
@@ -329,10 +342,18 @@ impl Datapath {
     /// Receives and forwards on `port` until it fails. Between batches the
     /// task holds no buffer: it waits for the port to be readable, then
     /// borrows a workspace for one batch.
+    /// While the poller has the port (see [`PollMode`]), the task waits for
+    /// it to let go.
     pub async fn serve_port(&self, port: Arc<PortHandle>) -> std::io::Result<()> {
         loop {
+            port.poll.wait_cold().await;
             port.io.readable().await?;
-            self.serve_ready(&port)?;
+            if port.poll.is_hot() {
+                continue;
+            }
+            if self.serve_ready(&port)? > 0 {
+                self.warm(&port);
+            }
         }
     }
 
@@ -340,14 +361,25 @@ impl Datapath {
     /// took it first) and handles it, in a borrowed workspace.
     pub fn serve_ready(&self, port: &PortHandle) -> std::io::Result<usize> {
         let mut workspace = self.workspaces.take();
-        let Workspace { rx, scratch } = &mut workspace;
+        let received = self.serve_with(port, &mut workspace);
+        self.workspaces.put(workspace);
+        received
+    }
+
+    /// Receives one batch from `port` and handles it in `workspace`,
+    /// unless someone else is receiving from the port right now (`Ok(0)`).
+    fn serve_with(&self, port: &PortHandle, workspace: &mut Workspace) -> std::io::Result<usize> {
+        if !port.poll.try_serve() {
+            return Ok(0);
+        }
+        let Workspace { rx, scratch } = workspace;
         let received = port.io.try_recv_batch(rx);
         if let Ok(n) = received {
             if n > 0 {
                 self.handle_batch(port, rx, scratch);
             }
         }
-        self.workspaces.put(workspace);
+        port.poll.served();
         received
     }
 
@@ -387,6 +419,8 @@ impl Datapath {
                 Some(out) => match out.io.send_rx(rx, indexes) {
                     Ok(sent) => {
                         out.counters.tx.fetch_add(sent as u64, Ordering::Relaxed);
+                        // Its answer is likely next: poll for it.
+                        self.warm(&out);
                     }
                     Err(error) => {
                         out.counters
