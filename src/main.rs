@@ -270,12 +270,45 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     api::provision::ensure_provider(&nsdb, &plan)
         .await
         .context("creating the provider router")?;
-    let datapath = agent.datapath().clone();
-    let metrics: api::server::ExtraMetrics = std::sync::Arc::new(move || datapath.metrics_text());
-    let app = api::app_with_metrics(nsdb, api::auth::token_hash(&admin_token), Some(metrics));
+    let app = api::app_with_datapath(
+        nsdb,
+        api::auth::token_hash(&admin_token),
+        datapath_hooks(&agent),
+    );
     let result = run_http(app, args.listen).await;
     agent.stop().await;
     result
+}
+
+/// What the API of `plexus serve` reads from its own agent's datapath.
+fn datapath_hooks(agent: &vswitch::agent::Agent) -> api::DatapathHooks {
+    use api::routes::counters::{DatapathCounters, PortCounterSample};
+    use std::sync::atomic::Ordering::Relaxed;
+    use vswitch::io::PortIo;
+    let datapath = agent.datapath().clone();
+    let metrics: api::server::ExtraMetrics = std::sync::Arc::new(move || datapath.metrics_text());
+    let datapath = agent.datapath().clone();
+    let host_id = agent.host().id;
+    let counters: api::routes::counters::PortCounterSource = std::sync::Arc::new(move || {
+        let ports = datapath
+            .attached()
+            .into_iter()
+            .filter_map(|id| datapath.port(id))
+            .map(|port| PortCounterSample {
+                port_id: port.id,
+                host_id,
+                interface: port.io.ifname().to_string(),
+                rx_packets: port.counters.rx.load(Relaxed),
+                tx_packets: port.counters.tx.load(Relaxed),
+                rx_dropped: port.counters.drops.load(Relaxed),
+            })
+            .collect();
+        DatapathCounters { host_id, ports }
+    });
+    api::DatapathHooks {
+        metrics: Some(metrics),
+        port_counters: Some(counters),
+    }
 }
 
 async fn agent(args: AgentArgs) -> anyhow::Result<()> {

@@ -52,54 +52,13 @@ pub struct TraceArgs {
 }
 
 pub async fn trace(args: TraceArgs) -> anyhow::Result<()> {
-    use vswitch::snapshot::{Device, Topology};
     let records = fetch_records(&args.api.client()?).await?;
-    let topo = Topology::build(0, &records);
-    let port = topo
-        .ports
-        .get(&args.port)
-        .with_context(|| format!("no port {} (or not visible to this token)", args.port))?;
-    let src_ip = match args.src_ip {
-        Some(ip) => ip,
-        None => port
-            .allowed
-            .iter()
-            .find_map(|(_, net)| match net.addr() {
-                std::net::IpAddr::V4(ip) => Some(ip),
-                _ => None,
-            })
-            .or(port.address.map(|a| a.addr()))
-            .context("the port has no IPv4 address; give --src-ip")?,
-    };
-    let dst_mac = match (args.dst_mac, port.device) {
-        (Some(mac), _) => mac.0,
-        (None, Device::Bridge(bridge)) => {
-            let info = topo
-                .bridges
-                .get(&bridge)
-                .context("the port's bridge is missing")?;
-            let gateway = info
-                .ports
-                .iter()
-                .filter_map(|p| topo.ports.get(p)?.peer)
-                .filter_map(|peer| topo.ports.get(&peer))
-                .find(|peer| matches!(peer.device, Device::Router(_)))
-                .map(|peer| peer.mac);
-            info.arp
-                .get(&args.dst_ip)
-                .copied()
-                .or(gateway)
-                .unwrap_or([0xff; 6])
-        }
-        (None, Device::Router(_)) => {
-            anyhow::bail!("give --dst-mac for a packet entering at a router port")
-        }
-    };
-    let probe = vswitch::probe::Probe {
-        src_mac: args.src_mac.map_or(port.mac, |m| m.0),
-        dst_mac,
-        src_ip,
+    let spec = topology::TraceSpec {
+        port: args.port,
         dst_ip: args.dst_ip,
+        src_ip: args.src_ip,
+        src_mac: args.src_mac.map(|m| m.0),
+        dst_mac: args.dst_mac.map(|m| m.0),
         protocol: match args.proto {
             TraceProtocol::Icmp => vswitch::probe::ProbeProtocol::Icmp,
             TraceProtocol::Tcp => vswitch::probe::ProbeProtocol::Tcp,
@@ -109,27 +68,13 @@ pub async fn trace(args: TraceArgs) -> anyhow::Result<()> {
         dst_port: args.dport,
         ttl: args.ttl,
     };
-    let frame = probe
-        .frame()
-        .map_err(|e| anyhow::anyhow!("cannot build the probe: {e}"))?;
-    let sim = vswitch::engine::simulate(&topo, &vswitch::engine::NothingLearned, args.port, &frame);
-    let names = topology::Names::of(&records);
+    let run = topology::run_trace(&records, &spec)?;
     match args.format {
         OutputFormat::Tree => {
-            println!(
-                "trace: {} {} > {} ttl {} from port {}",
-                format!("{:?}", args.proto).to_lowercase(),
-                src_ip,
-                args.dst_ip,
-                args.ttl,
-                names.name(args.port)
-            );
-            print!("{}", topology::render_trace(&sim, &names));
+            println!("{}", run.header());
+            print!("{}", run.text());
         }
-        OutputFormat::Json => println!(
-            "{}",
-            serde_json::to_string_pretty(&topology::trace_json(&sim, &names))?
-        ),
+        OutputFormat::Json => println!("{}", serde_json::to_string_pretty(&run.json())?),
     }
     Ok(())
 }

@@ -25,9 +25,13 @@ use uuid::Uuid;
 
 use support::api::*;
 use tour::openapi_tour;
+use trace_counters::{port_counters_over_http, trace_over_http};
 
 #[path = "api_http/tour.rs"]
 mod tour;
+
+#[path = "api_http/trace_counters.rs"]
+mod trace_counters;
 
 // ---------------------------------------------------------------------------
 // 1. CRUD of every resource
@@ -4317,6 +4321,8 @@ macro_rules! api_cases {
 
 api_cases!(
     openapi_tour,
+    trace_over_http,
+    port_counters_over_http,
     tenants_crud,
     routers_crud,
     bridges_crud,

@@ -23,4 +23,4 @@ pub use client::{ApiError, Client};
 pub use problem::Problem;
 pub use provision::TenantNetwork;
 pub use resource::Page;
-pub use server::{api_routes, app, app_with_metrics};
+pub use server::{api_routes, app, app_with_datapath, app_with_metrics, DatapathHooks};

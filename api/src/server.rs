@@ -19,6 +19,7 @@ use crate::extract::MAX_BODY_BYTES;
 use crate::openapi::{ApiRouter, RouteDoc};
 use crate::problem::Problem;
 use crate::routes;
+use crate::routes::counters::PortCounterSource;
 
 /// Request counters for `/metrics`.
 #[derive(Default)]
@@ -49,6 +50,17 @@ pub struct AppState {
     pub openapi: Arc<Value>,
     /// More Prometheus text to append to `/metrics` (e.g. the datapath's).
     pub extra_metrics: Option<ExtraMetrics>,
+    /// The per-port counters of the datapath in this process, if any.
+    pub port_counters: Option<PortCounterSource>,
+}
+
+/// What a server that runs a datapath in its own process adds to the API.
+#[derive(Clone, Default)]
+pub struct DatapathHooks {
+    /// More Prometheus text for `/metrics`.
+    pub metrics: Option<ExtraMetrics>,
+    /// The counters `GET /v1/port_counters` answers with.
+    pub port_counters: Option<PortCounterSource>,
 }
 
 /// A source of extra Prometheus text.
@@ -201,6 +213,8 @@ pub fn api_routes() -> ApiRouter {
     let api = routes::lb::routes(api);
     let api = routes::tokens::routes(api);
     let api = routes::batch::routes(api);
+    let api = routes::trace::routes(api);
+    let api = routes::counters::routes(api);
     routes::infra::routes(api)
 }
 
@@ -216,13 +230,27 @@ pub fn app_with_metrics(
     admin_token_hash: [u8; 32],
     extra_metrics: Option<ExtraMetrics>,
 ) -> axum::Router {
+    let hooks = DatapathHooks {
+        metrics: extra_metrics,
+        port_counters: None,
+    };
+    app_with_datapath(nsdb, admin_token_hash, hooks)
+}
+
+/// [`app`], reporting on the datapath that runs in this process.
+pub fn app_with_datapath(
+    nsdb: Nsdb,
+    admin_token_hash: [u8; 32],
+    hooks: DatapathHooks,
+) -> axum::Router {
     let (router, openapi) = api_routes().finish();
     let state = AppState {
         nsdb,
         admin_token_hash,
         metrics: Arc::default(),
         openapi: Arc::new(openapi),
-        extra_metrics,
+        extra_metrics: hooks.metrics,
+        port_counters: hooks.port_counters,
     };
     router
         .fallback(no_such_route)

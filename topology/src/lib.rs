@@ -6,7 +6,9 @@
 pub mod dot;
 pub mod dump;
 pub mod lb;
+pub mod probe;
 pub mod trace;
 
 pub use dump::{Dump, Names};
+pub use probe::{run_trace, TraceError, TraceRun, TraceSpec};
 pub use trace::{render_trace, trace_json};

@@ -3,6 +3,7 @@
 pub mod attachments;
 pub mod batch;
 pub mod chains;
+pub mod counters;
 pub mod devices;
 pub mod groups;
 pub mod infra;
@@ -11,6 +12,7 @@ pub mod network;
 pub mod ports;
 pub mod tenants;
 pub mod tokens;
+pub mod trace;
 
 use axum::http::Method;
 use axum::routing::{delete, get, patch, MethodRouter};

@@ -1,0 +1,173 @@
+//! `POST /v1/trace`: the offline trace `plexus trace` prints, run by the
+//! server on the records the caller may see, so that a client without the
+//! engine (the web UI) can ask what happens to a packet.
+
+use std::net::Ipv4Addr;
+
+use axum::extract::State;
+use axum::http::{Method, StatusCode};
+use axum::routing::post;
+use axum::Json;
+use nsdb::MacAddr;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use topology::probe::{ProbeProtocol, TraceError, TraceSpec};
+use uuid::Uuid;
+
+use crate::auth::Caller;
+use crate::extract::{from_json, JsonObject};
+use crate::openapi::{ApiRouter, RouteDoc};
+use crate::problem::Problem;
+use crate::resource::Visibility;
+use crate::server::AppState;
+
+/// The transport of a traced packet.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum TraceProtocol {
+    /// An ICMP echo request.
+    #[default]
+    Icmp,
+    /// A TCP SYN.
+    Tcp,
+    /// A UDP datagram.
+    Udp,
+}
+
+fn default_src_port() -> u16 {
+    49152
+}
+
+fn default_dst_port() -> u16 {
+    80
+}
+
+fn default_ttl() -> u8 {
+    64
+}
+
+/// The body of `POST /v1/trace`: the fields of `plexus trace`.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TraceRequest {
+    /// The port the packet enters at.
+    pub port_id: Uuid,
+    /// Destination IPv4 address.
+    pub dst_ip: Ipv4Addr,
+    /// Source IPv4 address (default: the port's allowed or own address).
+    #[serde(default)]
+    pub src_ip: Option<Ipv4Addr>,
+    /// Source MAC (default: the port's MAC).
+    #[serde(default)]
+    pub src_mac: Option<MacAddr>,
+    /// Destination MAC (default: the owner of `dst_ip` on the bridge, else
+    /// its gateway; required at a router port).
+    #[serde(default)]
+    pub dst_mac: Option<MacAddr>,
+    /// Transport.
+    #[serde(default)]
+    pub protocol: TraceProtocol,
+    /// Source port (TCP/UDP).
+    #[serde(default = "default_src_port")]
+    pub src_port: u16,
+    /// Destination port (TCP/UDP).
+    #[serde(default = "default_dst_port")]
+    pub dst_port: u16,
+    /// Time to live.
+    #[serde(default = "default_ttl")]
+    pub ttl: u8,
+}
+
+/// The answer of `POST /v1/trace`.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+pub struct TraceAnswer {
+    /// What was sent, from where (the first line of `plexus trace`).
+    pub summary: String,
+    /// The trace as `plexus trace` prints it, without the summary line.
+    pub text: String,
+    /// The trace as `plexus trace --format json` prints it: `verdict`,
+    /// `steps` (each with `device`, `port`, `stage`, `detail`), `outputs`,
+    /// `replies`, `drops` and `held_for`.
+    pub trace: Map<String, Value>,
+}
+
+impl TraceRequest {
+    fn spec(&self) -> TraceSpec {
+        TraceSpec {
+            port: self.port_id,
+            dst_ip: self.dst_ip,
+            src_ip: self.src_ip,
+            src_mac: self.src_mac.map(|m| m.0),
+            dst_mac: self.dst_mac.map(|m| m.0),
+            protocol: match self.protocol {
+                TraceProtocol::Icmp => ProbeProtocol::Icmp,
+                TraceProtocol::Tcp => ProbeProtocol::Tcp,
+                TraceProtocol::Udp => ProbeProtocol::Udp,
+            },
+            src_port: self.src_port,
+            dst_port: self.dst_port,
+            ttl: self.ttl,
+        }
+    }
+}
+
+fn trace_problem(error: TraceError) -> Problem {
+    let field = match &error {
+        TraceError::NoSuchPort(id) => return Problem::not_found(format!("port {id}")),
+        TraceError::NoSourceAddress => "src_ip",
+        TraceError::RouterPortNeedsDstMac => "dst_mac",
+        TraceError::MissingBridge(_) | TraceError::Probe(_) => "port_id",
+    };
+    Problem::new(
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "untraceable",
+        "The packet cannot be traced as given",
+        error.to_string(),
+    )
+    .with_field(field)
+}
+
+async fn run_trace(
+    State(state): State<AppState>,
+    caller: Caller,
+    JsonObject(body): JsonObject,
+) -> Result<Json<TraceAnswer>, Problem> {
+    let request: TraceRequest = from_json(body.into())?;
+    // The trace sees what the caller sees, as `plexus trace` does when it
+    // reads the records through the API with the same token.
+    let visibility = Visibility::of(&state.nsdb, caller).await?;
+    let records: Vec<nsdb::Record> = state
+        .nsdb
+        .snapshot()
+        .await?
+        .records
+        .into_iter()
+        .filter(|r| visibility.sees(r))
+        .collect();
+    let run = topology::run_trace(&records, &request.spec()).map_err(trace_problem)?;
+    let trace = match run.json() {
+        Value::Object(map) => map,
+        other => Map::from_iter([("trace".to_string(), other)]),
+    };
+    Ok(Json(TraceAnswer {
+        summary: run.header(),
+        text: run.text(),
+        trace,
+    }))
+}
+
+/// Adds `POST /v1/trace`.
+pub fn routes(api: ApiRouter) -> ApiRouter {
+    api.add(
+        RouteDoc::new(
+            Method::POST,
+            "/v1/trace",
+            "trace",
+            "Simulate a packet entering at a port, on the records the caller sees, with nothing learned (what `plexus trace` prints)",
+        )
+        .request::<TraceRequest>()
+        .response::<TraceAnswer>(200),
+        post(run_trace),
+    )
+}
