@@ -18,6 +18,7 @@ pub mod provision;
 pub mod resource;
 pub mod routes;
 pub mod server;
+pub mod ui;
 
 pub use client::{ApiError, Client};
 pub use problem::Problem;

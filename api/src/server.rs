@@ -253,6 +253,7 @@ pub fn app_with_datapath(
         port_counters: hooks.port_counters,
     };
     router
+        .merge(crate::ui::routes())
         .fallback(no_such_route)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
