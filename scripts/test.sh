@@ -18,6 +18,7 @@ ensure_packages \
   curl:curl \
   traceroute:traceroute \
   dot:graphviz \
+  chromium:chromium \
   tshark:tshark \
   podman:podman \
   runc:runc \
