@@ -200,6 +200,61 @@ fn udp_sequence(from: &Pod, to: &Pod, to_ip: &str, count: u32) -> Vec<u32> {
         .collect()
 }
 
+/// A port's counter in the agent's metrics (`kind`: packets or bytes).
+async fn port_counter(plexus: &Plexus, kind: &str, port: Uuid, pod: &Pod, direction: &str) -> u64 {
+    let series = format!(
+        "plexus_port_{kind}_total{{port=\"{port}\",interface=\"{}\",direction=\"{direction}\"}}",
+        pod.host_if
+    );
+    plexus.metric(&series).await
+}
+
+/// The router's answers (ARP, echo replies) count as answered and
+/// generated, not as drops; bytes are counted both ways.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn device_answers_are_counted_as_answered_and_bytes_both_ways() {
+    let net = Net::new().await;
+    let (bridge, _) = net.subnet(1).await;
+    let (a, port) = net.pod(bridge, 1, 10).await;
+    // No IPv6 chatter (router solicitations, MLD) the router would drop.
+    a.exec(&["sysctl", "-qw", "net.ipv6.conf.all.disable_ipv6=1"]);
+    wait_reachable(&a, "10.0.1.1");
+    let before = |dir| port_counter(&net.plexus, "packets", port, &a, dir);
+    let (answered, dropped) = (before("answered").await, before("drop").await);
+    let (rx_bytes, tx_bytes) = (
+        port_counter(&net.plexus, "bytes", port, &a, "rx").await,
+        port_counter(&net.plexus, "bytes", port, &a, "tx").await,
+    );
+    let generated = net.plexus.metric("plexus_generated_frames_total").await;
+    let (received, text) = a.ping("10.0.1.1", 5, &["-s", "1000"]);
+    assert_eq!(received, 5, "{text}");
+    let after = |dir| port_counter(&net.plexus, "packets", port, &a, dir);
+    assert!(
+        after("answered").await >= answered + 5,
+        "5 echo requests answered"
+    );
+    let metrics = reqwest::get(format!("{}/metrics", net.plexus.url))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let drops: Vec<&str> = metrics
+        .lines()
+        .filter(|l| l.starts_with("plexus_datapath_drops_total"))
+        .collect();
+    assert_eq!(
+        after("drop").await,
+        dropped,
+        "answers are not drops: {drops:?}"
+    );
+    let rx = port_counter(&net.plexus, "bytes", port, &a, "rx").await - rx_bytes;
+    let tx = port_counter(&net.plexus, "bytes", port, &a, "tx").await - tx_bytes;
+    assert!(rx >= 5 * 1042 && tx >= 5 * 1042, "{rx} bytes in, {tx} out");
+    let made = net.plexus.metric("plexus_generated_frames_total").await - generated;
+    assert!(made >= 5, "{made} frames generated");
+}
+
 /// Every poll mode forwards, and keeps each port's frames in order: the
 /// poller and the ports' tasks never receive from one port at once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -73,9 +73,13 @@ pub enum Fate {
     Sent,
     /// It goes nowhere: a drop of its ingress port.
     Dropped,
-    /// It was answered instead (too big for the tunnel: the sender got
-    /// ICMP fragmentation-needed).
+    /// It was answered instead of forwarded: a device replied (ARP, ICMP
+    /// echo or error, fragmentation-needed for the tunnel) or took it for
+    /// the agent. Not a drop.
     Answered,
+    /// It waits: for its next hop's ARP answer, or for its datagram's
+    /// first fragment. Not a drop (yet).
+    Held,
 }
 
 /// Why something was dropped, beyond the engine's own reasons.

@@ -161,13 +161,25 @@ impl DatapathCore {
             packet: info,
         };
         let CoreScratch { outputs, remote } = scratch;
+        let mut unsent = Fate::Dropped;
         if !self.flows.lookup(&key, now, outputs) {
             outputs.clear();
             let mut state = self.state();
             let sim = engine::simulate(topo, &state.learned, in_port, frame);
+            unsent = if sim.held_for.is_some() || sim.held_fragment.is_some() {
+                Fate::Held
+            } else if !sim.generated.is_empty() || !sim.local.is_empty() {
+                Fate::Answered
+            } else {
+                Fate::Dropped
+            };
             self.settle(&mut state, topo, &key, frame, sim, outputs, now, actions);
         }
-        self.send(topo, &key, frame, vnet, outputs, remote, actions)
+        match self.send(topo, &key, frame, vnet, outputs, remote, actions) {
+            // Nothing left by a port: say whether it was answered or held.
+            Fate::Dropped => unsent,
+            fate => fate,
+        }
     }
 
     /// Records what a simulation learned and decided: drops, frames for the

@@ -19,7 +19,7 @@ fn a_frame_held_for_arp_goes_when_the_answer_is_imported() {
         &mut CoreScratch::default(),
         &mut actions,
     );
-    assert_eq!(fate, Fate::Dropped);
+    assert_eq!(fate, Fate::Held);
     let mut asked: Vec<Uuid> = emitted(&actions).into_iter().map(|(to, _)| to).collect();
     asked.sort();
     assert_eq!(
@@ -93,7 +93,11 @@ fn a_frame_held_for_arp_is_answered_host_unreachable_when_the_wait_ends() {
         &mut CoreScratch::default(),
         &mut actions,
     );
-    assert_eq!(fate, Fate::Dropped);
+    assert_eq!(
+        fate,
+        Fate::Answered,
+        "the sender is told its next hop never answered"
+    );
     assert_eq!(emitted(&actions).len(), 1);
     assert_eq!(core.stats().held_frames, 0, "not held again");
 }
@@ -135,7 +139,7 @@ fn a_later_fragment_waits_until_its_first_passes() {
         &mut CoreScratch::default(),
         &mut actions,
     );
-    assert_eq!(fate, Fate::Dropped);
+    assert_eq!(fate, Fate::Held);
     assert_eq!(
         actions,
         vec![Action::Drop(DropReason::FragmentPending.into())]

@@ -270,7 +270,7 @@ fn an_arp_answer_seen_on_one_host_releases_the_frame_held_on_another() {
     let mut cluster = Cluster::new(topology(), &[H1, H2, H3]);
     // A1 on H1 pings 10.0.2.20, behind B2 on H3, which no host has resolved.
     let echo = ping(mac(1), mac(0xa1), "10.0.1.10", "10.0.2.20");
-    assert_eq!(cluster.send(H1, A1, &echo), Fate::Dropped);
+    assert_eq!(cluster.send(H1, A1, &echo), Fate::Held);
     cluster.drive();
     assert_eq!(cluster.cores[&H1].stats().held_frames, 1);
     let asked = cluster.take(B2);

@@ -56,14 +56,38 @@ impl Datapath {
             "# TYPE plexus_poller_batches_total counter\nplexus_poller_batches_total {}",
             self.polled_batches()
         );
-        let _ = writeln!(out, "# TYPE plexus_port_packets_total counter");
+        let _ = writeln!(
+            out,
+            "# TYPE plexus_generated_frames_total counter\nplexus_generated_frames_total {}",
+            self.generated.load(Ordering::Relaxed)
+        );
         let ports = self.ports.read().unwrap_or_else(|p| p.into_inner());
+        let _ = writeln!(out, "# TYPE plexus_port_packets_total counter");
         for (id, port) in ports.iter() {
             let c = &port.counters;
-            for (dir, value) in [("rx", &c.rx), ("tx", &c.tx), ("drop", &c.drops)] {
+            let packets = [
+                ("rx", &c.rx),
+                ("tx", &c.tx),
+                ("drop", &c.drops),
+                ("answered", &c.answered),
+                ("held", &c.held),
+            ];
+            for (dir, value) in packets {
                 let _ = writeln!(
                     out,
                     "plexus_port_packets_total{{port=\"{id}\",interface=\"{}\",direction=\"{dir}\"}} {}",
+                    port.io.ifname(),
+                    value.load(Ordering::Relaxed)
+                );
+            }
+        }
+        let _ = writeln!(out, "# TYPE plexus_port_bytes_total counter");
+        for (id, port) in ports.iter() {
+            let c = &port.counters;
+            for (dir, value) in [("rx", &c.rx_bytes), ("tx", &c.tx_bytes)] {
+                let _ = writeln!(
+                    out,
+                    "plexus_port_bytes_total{{port=\"{id}\",interface=\"{}\",direction=\"{dir}\"}} {}",
                     port.io.ifname(),
                     value.load(Ordering::Relaxed)
                 );

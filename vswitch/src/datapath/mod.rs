@@ -44,10 +44,27 @@ pub use remote::serve_tunnel;
 pub struct PortCounters {
     /// Frames received.
     pub rx: AtomicU64,
+    /// Bytes received (frames as the port gave them, offloaded ones whole).
+    pub rx_bytes: AtomicU64,
     /// Frames sent.
     pub tx: AtomicU64,
+    /// Bytes sent.
+    pub tx_bytes: AtomicU64,
     /// Frames received and dropped.
     pub drops: AtomicU64,
+    /// Frames received and answered by a device instead of forwarded
+    /// (ARP, ICMP echo or errors): not drops.
+    pub answered: AtomicU64,
+    /// Frames received and held (for an ARP answer or a first fragment).
+    pub held: AtomicU64,
+}
+
+impl PortCounters {
+    /// Counts `frames` frames of `bytes` bytes sent.
+    pub fn sent(&self, frames: usize, bytes: usize) {
+        self.tx.fetch_add(frames as u64, Ordering::Relaxed);
+        self.tx_bytes.fetch_add(bytes as u64, Ordering::Relaxed);
+    }
 }
 
 /// A bound port: its I/O and counters.
@@ -80,6 +97,9 @@ pub struct Datapath {
     workspaces: WorkspacePool,
     /// The busy-polling thread, when started.
     poller: poller::Poller,
+    /// Frames the core made (device answers, released frames) and sent
+    /// out of a local port.
+    generated: AtomicU64,
 }
 
 /// Frames a port task receives in one batch.
@@ -204,6 +224,7 @@ impl Datapath {
             local_ready: tokio::sync::Notify::new(),
             workspaces: WorkspacePool::default(),
             poller: poller::Poller::default(),
+            generated: AtomicU64::new(0),
         }
     }
 
@@ -394,9 +415,13 @@ impl Datapath {
         let topology = self.topology.borrow();
         scratch.sends.clear();
         scratch.datagrams.clear();
+        let bytes: usize = (0..rx.len()).map(|i| rx.frame(i).len()).sum();
         port.counters
             .rx
             .fetch_add(rx.len() as u64, Ordering::Relaxed);
+        port.counters
+            .rx_bytes
+            .fetch_add(bytes as u64, Ordering::Relaxed);
         for i in 0..rx.len() {
             let vnet = rx.vnet(i);
             let now = self.now_ms();
@@ -409,8 +434,14 @@ impl Datapath {
                 &mut scratch.core,
                 &mut scratch.actions,
             );
-            if fate == Fate::Dropped {
-                port.counters.drops.fetch_add(1, Ordering::Relaxed);
+            let counter = match fate {
+                Fate::Sent => None,
+                Fate::Dropped => Some(&port.counters.drops),
+                Fate::Answered => Some(&port.counters.answered),
+                Fate::Held => Some(&port.counters.held),
+            };
+            if let Some(counter) = counter {
+                counter.fetch_add(1, Ordering::Relaxed);
             }
             self.perform(scratch, Some((rx, i)));
         }
@@ -418,7 +449,8 @@ impl Datapath {
             match self.port(*egress) {
                 Some(out) => match out.io.send_rx(rx, indexes) {
                     Ok(sent) => {
-                        out.counters.tx.fetch_add(sent as u64, Ordering::Relaxed);
+                        let bytes = indexes[..sent].iter().map(|i| rx.frame(*i).len()).sum();
+                        out.counters.sent(sent, bytes);
                         // Its answer is likely next: poll for it.
                         self.warm(&out);
                     }
@@ -494,7 +526,8 @@ impl Datapath {
         };
         match sent {
             Ok(()) => {
-                out.counters.tx.fetch_add(1, Ordering::Relaxed);
+                out.counters.sent(1, frame.len());
+                self.generated.fetch_add(1, Ordering::Relaxed);
             }
             Err(error) => {
                 out.counters.drops.fetch_add(1, Ordering::Relaxed);

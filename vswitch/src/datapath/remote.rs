@@ -171,7 +171,11 @@ pub async fn serve_tunnel(datapath: Arc<Datapath>, tunnel: Arc<Tunnel>) -> std::
             while done < which.len() {
                 match out.io.send_rx(&rx, &which[done..]) {
                     Ok(k) if k > 0 => {
-                        out.counters.tx.fetch_add(k as u64, Ordering::Relaxed);
+                        let bytes = which[done..done + k]
+                            .iter()
+                            .map(|i| rx.frame(*i).len())
+                            .sum();
+                        out.counters.sent(k, bytes);
                         done += k;
                     }
                     _ => {
