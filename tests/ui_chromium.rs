@@ -16,9 +16,10 @@ mod cdp;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use serde_json::json;
+use serde_json::{json, Value};
+use support::lb::wait_health;
 use support::netns::Pod;
-use support::world::{wait_ping, Deployment};
+use support::world::{tcp_server, wait_ping, Deployment};
 use uuid::Uuid;
 
 /// Where the screenshot goes: `$PLEXUS_UI_ARTIFACTS`, else
@@ -35,6 +36,52 @@ fn artifact_dir() -> PathBuf {
 
 fn short(id: Uuid) -> String {
     id.to_string()[..8].to_string()
+}
+
+/// A load balancer on `router` with a TCP-monitored pool of two members on
+/// the db pod (10.200.2.10, ports 8080 and 8081) behind a VIP;
+/// returns the members' ids.
+async fn balance(c: &api::Client, router: Uuid) -> Vec<Uuid> {
+    let lb: Value = c
+        .post(
+            "/v1/load_balancers",
+            &json!({"router_id": router, "name": "lb"}),
+        )
+        .await
+        .unwrap();
+    let pool: Value = c
+        .post(
+            "/v1/pools",
+            &json!({"load_balancer_id": lb["id"], "name": "db"}),
+        )
+        .await
+        .unwrap();
+    let mut members = Vec::new();
+    for port in [8080, 8081] {
+        let member: Value = c
+            .post(
+                "/v1/members",
+                &json!({"pool_id": pool["id"], "address": "10.200.2.10", "port": port}),
+            )
+            .await
+            .unwrap();
+        members.push(member["id"].as_str().unwrap().parse().unwrap());
+    }
+    let _: Value = c
+        .post(
+            "/v1/vips",
+            &json!({"load_balancer_id": lb["id"], "name": "db", "pool_id": pool["id"], "address": "10.96.0.10", "protocol": "tcp", "port": 8080}),
+        )
+        .await
+        .unwrap();
+    let _: Value = c
+        .post(
+            "/v1/health_monitors",
+            &json!({"pool_id": pool["id"], "type": "tcp", "interval_ms": 300, "timeout_ms": 250, "failures_to_down": 2, "successes_to_up": 2}),
+        )
+        .await
+        .unwrap();
+    members
 }
 
 /// The drawn nodes as (kind, name) pairs.
@@ -124,6 +171,12 @@ async fn the_page_draws_a_tenant_with_counters_and_highlights_a_trace() {
     c.bind(db_port.id, dep.host, &db_pod.host_if).await.unwrap();
     wait_ping(&web, "10.200.2.10");
     assert_eq!(web.ping("10.200.2.10", 5, &[]).0, 5);
+    // A load balancer whose monitor finds one member up and one down
+    // (nothing listens on 8081).
+    let _backend = tcp_server(&db_pod.netns, &[8080], "db");
+    let members = balance(c, router).await;
+    wait_health(c, members[0], "up", Duration::from_secs(15)).await;
+    wait_health(c, members[1], "down", Duration::from_secs(15)).await;
     let hosts: Vec<nsdb::Host> = c.list("/v1/hosts").await.unwrap();
     let host_name = hosts
         .iter()
@@ -144,12 +197,24 @@ async fn the_page_draws_a_tenant_with_counters_and_highlights_a_trace() {
         ("endpoint", short(db_port.id)),
         ("host", host_name),
         ("uplink", "provider".to_string()),
+        ("member", "10.200.2.10:8080".to_string()),
+        ("member", "10.200.2.10:8081".to_string()),
     ] {
         assert!(
             nodes.iter().any(|(k, n)| k == kind && *n == name),
             "no {kind} '{name}' drawn: {nodes:?}"
         );
     }
+
+    let health: Vec<String> = serde_json::from_value(browser.eval(
+        "[...document.querySelectorAll('#graph .node.member')].map(n => n.dataset.name + ' ' + n.classList[2])",
+    ))
+    .unwrap();
+    assert!(
+        health.contains(&"10.200.2.10:8080 health-up".to_string())
+            && health.contains(&"10.200.2.10:8081 health-down".to_string()),
+        "{health:?}"
+    );
 
     // The pods' counters, from the datapath, on their nodes.
     let counters = |port: Uuid| {

@@ -130,11 +130,11 @@ export function buildModel(data, tenantId) {
       kind: "member",
       name: member.address + ":" + member.port,
       title: "member " + member.address + ":" + member.port,
-      lines: [(pool ? "pool " + pool.name + " " : "") + "health " + member.health],
+      lines: [(lb ? lb.name + "/" : "") + (pool ? pool.name + ", " : "") + "health " + member.health],
       health: member.health,
     });
     if (lb && nodes.has(lb.router_id)) {
-      addEdge({ id: "member:" + member.id, kind: "member", from: lb.router_id, to: id, label: lb.name });
+      addEdge({ id: "member:" + member.id, kind: "member", from: lb.router_id, to: id });
     }
   }
 
