@@ -69,7 +69,7 @@ async fn a_port_chain_drops_ssh_and_the_trace_names_the_rule() {
         Some("b")
     );
 
-    guard_port(
+    let chain = guard_port(
         &d,
         t.id,
         b_port,
@@ -85,6 +85,19 @@ async fn a_port_chain_drops_ssh_and_the_trace_names_the_rule() {
     assert!(ssh.contains("Timeout"), "TCP/22 must time out: {ssh}");
     let web = tcp_probe(&a, &b_ip, 8080, 3.0, None);
     assert!(web.starts_with("b "), "TCP/8080 still works: {web}");
+    // The drop rule counted the SYNs it dropped (first ones through the
+    // engine, retransmissions through the cached flow).
+    let rules: Vec<nsdb::Rule> = d
+        .client
+        .list(&format!("/v1/chains/{chain}/rules"))
+        .await
+        .unwrap();
+    let series = format!(
+        "plexus_rule_hits_total{{chain=\"{chain}\",rule=\"{}\"}}",
+        rules[0].id
+    );
+    let hits = d.plexus.metric(&series).await;
+    assert!(hits >= 2, "{series} = {hits}");
 
     let port = a_port.to_string();
     let base = [

@@ -11,7 +11,7 @@ use std::sync::{Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use uuid::Uuid;
 
-use crate::engine::{Output, PacketInfo, Tag};
+use crate::engine::{Output, PacketInfo, RuleHit, Tag};
 
 /// What identifies a flow: where it entered and every header the engine
 /// may have decided on.
@@ -30,6 +30,8 @@ pub struct Flow {
     pub outputs: Vec<Output>,
     /// What the decision depended on.
     pub tags: Vec<Tag>,
+    /// The rules that matched its first packet (each hit counts for them).
+    pub rules: Vec<RuleHit>,
     /// When it was last used (datapath milliseconds).
     pub last_used_ms: AtomicU64,
     /// How many packets it served.
@@ -77,6 +79,22 @@ struct Index {
     invalidated_through: u64,
     invalidations: u64,
     expirations: u64,
+    /// Packets rules matched that no cached flow counts any more: packets
+    /// that ran the engine, and hits of flows that left the cache.
+    rule_hits: HashMap<RuleHit, u64>,
+}
+
+impl Index {
+    /// Unindexes a flow that left the cache and keeps its rule hits.
+    fn retire(&mut self, key: &FlowKey, flow: &Flow) {
+        unindex(self, key, &flow.tags);
+        let hits = flow.hits.load(Ordering::Relaxed);
+        if hits > 0 {
+            for rule in &flow.rules {
+                *self.rule_hits.entry(*rule).or_default() += hits;
+            }
+        }
+    }
 }
 
 /// The cache, safe to use from every worker at once. A hit takes only its
@@ -154,6 +172,7 @@ impl FlowCache {
         key: FlowKey,
         outputs: Vec<Output>,
         tags: Vec<Tag>,
+        rules: Vec<RuleHit>,
         now_ms: u64,
         generation: u64,
     ) {
@@ -171,13 +190,45 @@ impl FlowCache {
         let flow = Flow {
             outputs,
             tags,
+            rules,
             last_used_ms: AtomicU64::new(now_ms),
             hits: AtomicU64::new(0),
         };
         match flows.insert(key, flow) {
-            Some(old) => unindex(&mut index, &key, &old.tags),
+            Some(old) => index.retire(&key, &old),
             None => index.len += 1,
         }
+    }
+
+    /// Counts one packet for each rule in `rules` (a packet that ran the
+    /// engine; packets served by a cached flow count through its hits).
+    pub fn count_rules(&self, rules: &[RuleHit]) {
+        if rules.is_empty() {
+            return;
+        }
+        let mut index = self.index();
+        for rule in rules {
+            *index.rule_hits.entry(*rule).or_default() += 1;
+        }
+    }
+
+    /// Packets each rule matched so far: those counted by
+    /// [`Self::count_rules`], and the hits of cached flows, present and
+    /// past.
+    pub fn rule_hits(&self) -> HashMap<RuleHit, u64> {
+        let index = self.index();
+        let mut totals = index.rule_hits.clone();
+        for shard in self.shards.iter() {
+            for flow in read(&shard.flows).values() {
+                let hits = flow.hits.load(Ordering::Relaxed);
+                if hits > 0 {
+                    for rule in &flow.rules {
+                        *totals.entry(*rule).or_default() += hits;
+                    }
+                }
+            }
+        }
+        totals
     }
 
     /// Removes every flow carrying one of `tags`; returns how many.
@@ -205,7 +256,7 @@ impl FlowCache {
         let mut removed = 0;
         for key in keys {
             if let Some(flow) = write(&self.shard(&key).flows).remove(&key) {
-                unindex(index, &key, &flow.tags);
+                index.retire(&key, &flow);
                 index.len -= 1;
                 removed += 1;
             }
@@ -236,20 +287,21 @@ impl FlowCache {
         let mut index = self.index();
         let mut expired = 0;
         for shard in self.shards.iter() {
-            let mut gone = Vec::new();
-            write(&shard.flows).retain(|key, flow| {
-                let used = flow.last_used_ms.load(Ordering::Relaxed);
-                let keep = now_ms.saturating_sub(used) < idle_ms;
-                if !keep {
-                    gone.push((*key, std::mem::take(&mut flow.tags), used));
+            let mut flows = write(&shard.flows);
+            let idle: Vec<FlowKey> = flows
+                .iter()
+                .filter(|(_, f)| {
+                    now_ms.saturating_sub(f.last_used_ms.load(Ordering::Relaxed)) >= idle_ms
+                })
+                .map(|(k, _)| *k)
+                .collect();
+            for key in idle {
+                if let Some(flow) = flows.remove(&key) {
+                    index.retire(&key, &flow);
+                    index.len -= 1;
+                    expired += 1;
+                    evicted(&flow.tags, flow.last_used_ms.load(Ordering::Relaxed));
                 }
-                keep
-            });
-            for (key, tags, used) in gone {
-                unindex(&mut index, &key, &tags);
-                index.len -= 1;
-                expired += 1;
-                evicted(&tags, used);
             }
         }
         index.expirations += expired as u64;
@@ -260,7 +312,9 @@ impl FlowCache {
     pub fn clear(&self) {
         let mut index = self.index();
         for shard in self.shards.iter() {
-            write(&shard.flows).clear();
+            for (key, flow) in write(&shard.flows).drain() {
+                index.retire(&key, &flow);
+            }
         }
         index.invalidations += index.len as u64;
         index.len = 0;
@@ -347,9 +401,16 @@ mod tests {
             Tag::Device(Uuid::from_u128(7)),
             Tag::Route(Uuid::from_u128(8)),
         );
-        cache.insert(key(1), out(2), vec![a, b], 0, 0);
-        cache.insert(key(2), out(3), vec![a], 0, 0);
-        cache.insert(key(3), out(4), vec![Tag::Port(Uuid::from_u128(9))], 0, 0);
+        cache.insert(key(1), out(2), vec![a, b], vec![], 0, 0);
+        cache.insert(key(2), out(3), vec![a], vec![], 0, 0);
+        cache.insert(
+            key(3),
+            out(4),
+            vec![Tag::Port(Uuid::from_u128(9))],
+            vec![],
+            0,
+            0,
+        );
         assert_eq!(get(&cache, &key(1), 5).unwrap(), out(2));
         assert_eq!(
             cache.invalidate(&[b]),
@@ -368,14 +429,14 @@ mod tests {
     fn a_full_cache_stops_caching_but_keeps_what_it_has() {
         let cache = FlowCache::with_capacity(2);
         for n in 1..=3 {
-            cache.insert(key(n), out(n as u128), vec![], 0, 0);
+            cache.insert(key(n), out(n as u128), vec![], vec![], 0, 0);
         }
         assert_eq!(cache.len(), 2);
         assert!(
             get(&cache, &key(3), 0).is_none(),
             "the third flow was not cached"
         );
-        cache.insert(key(1), out(9), vec![], 0, 0);
+        cache.insert(key(1), out(9), vec![], vec![], 0, 0);
         assert_eq!(
             get(&cache, &key(1), 0).unwrap(),
             out(9),
@@ -386,8 +447,8 @@ mod tests {
     #[test]
     fn idle_flows_expire_and_used_ones_stay() {
         let cache = FlowCache::default();
-        cache.insert(key(1), out(2), vec![], 0, 0);
-        cache.insert(key(2), out(3), vec![], 0, 0);
+        cache.insert(key(1), out(2), vec![], vec![], 0, 0);
+        cache.insert(key(2), out(3), vec![], vec![], 0, 0);
         get(&cache, &key(2), 900);
         let mut evicted = Vec::new();
         assert_eq!(
@@ -403,16 +464,16 @@ mod tests {
     fn a_decision_on_a_topology_older_than_an_applied_invalidation_is_not_cached() {
         let cache = FlowCache::default();
         let route = Tag::Route(Uuid::from_u128(8));
-        cache.insert(key(1), out(2), vec![route], 0, 4);
+        cache.insert(key(1), out(2), vec![route], vec![], 0, 4);
         // Topology 5 changed the route: the flow decided on 4 goes, and a
         // worker still deciding on topology 4 cannot bring it back.
         assert_eq!(cache.invalidate_for(5, &[route]), 1);
-        cache.insert(key(1), out(2), vec![route], 0, 4);
+        cache.insert(key(1), out(2), vec![route], vec![], 0, 4);
         assert!(
             get(&cache, &key(1), 1).is_none(),
             "a stale decision was cached"
         );
-        cache.insert(key(1), out(3), vec![route], 0, 5);
+        cache.insert(key(1), out(3), vec![route], vec![], 0, 5);
         assert_eq!(get(&cache, &key(1), 2).unwrap(), out(3));
     }
 
@@ -427,7 +488,14 @@ mod tests {
                     for round in 0..2_000u64 {
                         let n = (round % 50) as u8 + w * 50;
                         if get(&cache, &key(n), round).is_none() {
-                            cache.insert(key(n), out(u128::from(n)), vec![tag(n)], round, 0);
+                            cache.insert(
+                                key(n),
+                                out(u128::from(n)),
+                                vec![tag(n)],
+                                vec![],
+                                round,
+                                0,
+                            );
                         }
                         if round % 97 == 0 {
                             cache.invalidate(&[tag(w)]);
@@ -448,5 +516,23 @@ mod tests {
         }
         assert_eq!(cache.len(), 0, "every flow was reachable through its tag");
         assert!(cache.index().by_tag.is_empty());
+    }
+
+    #[test]
+    fn rule_hits_count_misses_and_every_hit_of_live_and_gone_flows() {
+        let cache = FlowCache::default();
+        let rule = RuleHit {
+            chain: Uuid::from_u128(1),
+            rule: Uuid::from_u128(2),
+        };
+        let tag = Tag::Chain(rule.chain);
+        cache.count_rules(&[rule]);
+        cache.insert(key(1), vec![], vec![tag], vec![rule], 0, 0);
+        for now in 1..=4 {
+            assert!(get(&cache, &key(1), now).is_some());
+        }
+        assert_eq!(cache.rule_hits()[&rule], 5, "one miss and four hits");
+        cache.invalidate(&[tag]);
+        assert_eq!(cache.rule_hits()[&rule], 5, "hits outlive their flow");
     }
 }

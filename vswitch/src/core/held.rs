@@ -219,6 +219,7 @@ impl DatapathCore {
             let mut sim = engine::simulate(topo, &state.learned, held.in_port, &held.frame);
             actions.extend(sim.drops.iter().map(|d| Action::Drop((*d).into())));
             actions.extend(sim.local.drain(..).map(Action::Agent));
+            self.flows.count_rules(&sim.rules);
             self.record(state, &sim.learned, now, &mut queue);
             self.replicate(topo, &sim, actions);
             for output in sim.outputs.iter().filter(|o| o.egress.host.is_some()) {

@@ -214,10 +214,12 @@ impl DatapathCore {
         self.replicate(topo, &sim, actions);
         outputs.extend(sim.outputs.iter().filter(|o| o.egress.host.is_some()));
         // Fragments are decided one by one: each datagram is a new key.
+        self.flows.count_rules(&sim.rules);
         if sim.is_cacheable() && key.packet.fragment_key().is_none() {
             let tags = std::mem::take(&mut sim.tags);
+            let rules = std::mem::take(&mut sim.rules);
             self.flows
-                .insert(*key, outputs.clone(), tags, now, topo.generation);
+                .insert(*key, outputs.clone(), tags, rules, now, topo.generation);
         }
         for generated in sim.generated.drain(..) {
             if generated.egress.host.is_some() {
@@ -291,6 +293,11 @@ impl DatapathCore {
     /// this core has learned, without doing it (plans, not traffic).
     pub fn dry_run(&self, topo: &Topology, ingress: Uuid, frame: &[u8]) -> Simulation {
         engine::simulate(topo, &self.state().learned, ingress, frame)
+    }
+
+    /// Packets each rule matched so far (see [`FlowCache::rule_hits`]).
+    pub fn rule_hits(&self) -> HashMap<crate::engine::RuleHit, u64> {
+        self.flows.rule_hits()
     }
 
     /// Reads the learned tables.

@@ -93,6 +93,16 @@ impl Datapath {
                 );
             }
         }
+        let mut rules: Vec<_> = self.core.rule_hits().into_iter().collect();
+        rules.sort_unstable();
+        let _ = writeln!(out, "# TYPE plexus_rule_hits_total counter");
+        for (hit, count) in rules {
+            let _ = writeln!(
+                out,
+                "plexus_rule_hits_total{{chain=\"{}\",rule=\"{}\"}} {count}",
+                hit.chain, hit.rule
+            );
+        }
         let _ = writeln!(out, "# TYPE plexus_datapath_drops_total counter");
         for (reason, count) in self.drops.lock().unwrap_or_else(|p| p.into_inner()).iter() {
             let _ = writeln!(

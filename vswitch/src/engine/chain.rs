@@ -225,6 +225,10 @@ fn evaluate_inner<'t>(
         if !matches(topo, sim, rule, packet, m) {
             continue;
         }
+        sim.rules.push(super::RuleHit {
+            chain,
+            rule: rule.id,
+        });
         let note = if rule.description.is_empty() {
             String::new()
         } else {

@@ -376,6 +376,17 @@ pub struct Simulation {
     /// Frames for the local agent: replies to its health probes, as they
     /// reached the router (see [`PROBE_PORTS`]).
     pub local: Vec<Vec<u8>>,
+    /// The rules that matched, as (chain, rule), in the order they did.
+    pub rules: Vec<RuleHit>,
+}
+
+/// A rule that matched a packet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct RuleHit {
+    /// Its chain.
+    pub chain: Uuid,
+    /// The rule.
+    pub rule: Uuid,
 }
 
 impl Simulation {

@@ -52,7 +52,7 @@ impl Switch {
         }
         if sim.is_cacheable() {
             self.flows
-                .insert(key, sim.outputs.clone(), sim.tags.clone(), now, 0);
+                .insert(key, sim.outputs.clone(), sim.tags.clone(), vec![], now, 0);
         }
         let mut out: Vec<Uuid> = sim.outputs.iter().map(|o| o.egress.port).collect();
         out.extend(sim.generated.iter().map(|g| g.egress.port));
