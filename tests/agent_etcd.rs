@@ -178,3 +178,75 @@ async fn agent_and_api_wait_for_etcd_to_come_up() {
     etcd.restart();
     node.live_host(Duration::from_secs(30)).await;
 }
+
+/// Revokes every lease of `etcd` (the agent's liveness lease, which holds
+/// its host's marker and its ports' markers); how many there were.
+fn revoke_every_lease(etcd: &support::etcd::EtcdServer) -> usize {
+    let etcdctl = |args: &[&str]| {
+        let out = Command::new("etcdctl")
+            .arg(format!("--endpoints={}", etcd.client_url))
+            .args(args)
+            .output()
+            .expect("run etcdctl");
+        assert!(out.status.success(), "etcdctl {args:?}: {out:?}");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let leases: Vec<String> = etcdctl(&["lease", "list"])
+        .lines()
+        .skip(1)
+        .map(|l| l.trim().to_string())
+        .filter(|l| !l.is_empty())
+        .collect();
+    for lease in &leases {
+        etcdctl(&["lease", "revoke", lease]);
+    }
+    leases.len()
+}
+
+/// An agent whose etcd lease is lost behind its back (etcd away longer than
+/// the TTL, or the agent stalled) grants itself a new one: its host comes
+/// back alive, and so do its served ports' markers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn agent_comes_back_alive_after_losing_its_lease() {
+    let etcd = support::etcd::EtcdServer::start();
+    let mut node = node(&etcd, "plexus-lease-test");
+    let host = node.live_host(Duration::from_secs(20)).await;
+    let nsdb = support::etcd_at_prefix(&etcd.endpoint, "/plexus-lease-test/").await;
+    let client = &node.client;
+    let tenant = client.create_tenant("lease").await.unwrap();
+    let bridge = client.create_bridge(tenant.id, "b").await.unwrap();
+    let pod = Pod::new("10.0.8.1/24", None);
+    let port = client
+        .create_bridge_port(bridge.id, json!({"mac": pod.mac}))
+        .await
+        .unwrap();
+    client.bind(port.id, host.id, &pod.host_if).await.unwrap();
+    let served_within = |within: Duration| {
+        let nsdb = nsdb.clone();
+        async move {
+            let deadline = Instant::now() + within;
+            while Instant::now() < deadline {
+                if nsdb.port_active_on(port.id).await.unwrap() == Some(host.id) {
+                    return true;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            false
+        }
+    };
+    assert!(
+        served_within(Duration::from_secs(10)).await,
+        "the agent never published its port as active"
+    );
+
+    assert!(revoke_every_lease(&etcd) > 0, "the agent holds a lease");
+    assert!(
+        nsdb.port_active_on(port.id).await.unwrap().is_none(),
+        "the port's marker goes with the lease"
+    );
+    node.live_host(Duration::from_secs(15)).await;
+    assert!(
+        served_within(Duration::from_secs(10)).await,
+        "the port's marker must come back under the new lease"
+    );
+}

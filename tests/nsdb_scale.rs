@@ -1,11 +1,13 @@
-//! The NSDB at the sizes of a large host (issue 17): reads and watches
-//! larger than one etcd message, on both backends.
+//! The NSDB as a large host's agent uses it (issue 17), on both backends:
+//! reads and watches larger than one etcd message, a liveness lease lost
+//! behind the agent's back.
 
 mod support;
 
 use std::time::Duration;
 
 use nsdb::kv::{CommitOutcome, KvBackend, Op, Revision, WatchMessage};
+use nsdb::{Host, ObjectEvent, WatchItem};
 use support::Fixture;
 
 /// The etcd client's default message limit, which a whole NSDB exceeds.
@@ -146,6 +148,60 @@ async fn watch_catches_up_over_a_large_history(f: Fixture) {
     assert!(seen.iter().all(|e| e.value.len() == LARGE));
 }
 
+/// A host whose liveness lease is lost (revoked here; expired when etcd
+/// was away longer than its TTL) comes back alive under a new lease.
+async fn liveness_comes_back_after_its_lease_is_lost(f: Fixture) {
+    let db = &f.nsdb;
+    let h = db
+        .create(Host {
+            id: uuid::Uuid::new_v4(),
+            revision: 0,
+            name: "lease-lost".into(),
+            tunnel_ip: "192.0.2.60".parse().unwrap(),
+            underlay_mtu: 1500,
+            alive: false,
+        })
+        .await
+        .unwrap();
+    let alive = db
+        .keep_host_alive(h.id, Duration::from_secs(1))
+        .await
+        .unwrap();
+    let mut leases = alive.leases();
+    let lost = alive.lease();
+    let mut watch = db
+        .watch(db.current_revision().await.unwrap() + 1)
+        .await
+        .unwrap();
+    db.backend().revoke_lease(lost).await.unwrap();
+    let mut seen = Vec::new();
+    while seen.len() < 2 {
+        let item = tokio::time::timeout(Duration::from_secs(5), watch.next())
+            .await
+            .unwrap_or_else(|_| panic!("the host's liveness went {seen:?}, then nothing for 5 s"));
+        let Some(WatchItem::Commit { events, .. }) = item else {
+            panic!("the watch ended: {item:?}");
+        };
+        seen.extend(events.into_iter().filter_map(|e| match e {
+            ObjectEvent::HostLiveness { host_id, alive } if host_id == h.id => Some(alive),
+            _ => None,
+        }));
+    }
+    assert_eq!(
+        seen,
+        vec![false, true],
+        "dead with the lost lease, then alive again"
+    );
+    leases.wait_for(|l| *l != lost).await.unwrap();
+    assert_ne!(alive.lease(), lost);
+    assert!(db.fetch::<Host>(h.id).await.unwrap().alive);
+    // And stays so: the new lease is renewed.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(db.fetch::<Host>(h.id).await.unwrap().alive);
+    alive.stop().await.unwrap();
+    assert!(!db.fetch::<Host>(h.id).await.unwrap().alive);
+}
+
 macro_rules! on_both_backends {
     ($($case:ident),* $(,)?) => {
         mod embedded {
@@ -170,4 +226,5 @@ macro_rules! on_both_backends {
 on_both_backends!(
     large_range_reads_at_one_revision,
     watch_catches_up_over_a_large_history,
+    liveness_comes_back_after_its_lease_is_lost,
 );

@@ -107,7 +107,9 @@ impl Agent {
         let status = PortStatus {
             nsdb: nsdb.clone(),
             host_id: host.id,
-            lease: liveness.lease(),
+            lease: liveness.leases(),
+            published: HashSet::new(),
+            published_under: liveness.lease(),
         };
         let mut tasks = vec![tokio::spawn(run_feed(
             nsdb,
@@ -278,24 +280,36 @@ fn sync_uplinks(topo: &Topology, uplinks: &mut HashMap<Uuid, (UplinkHost, Option
 struct PortStatus {
     nsdb: Nsdb,
     host_id: Uuid,
-    lease: nsdb::kv::LeaseId,
+    /// The host's liveness lease, which the markers live and die with; a
+    /// lost lease is replaced, and its markers are gone.
+    lease: watch::Receiver<nsdb::kv::LeaseId>,
+    /// The ports whose markers are in the NSDB.
+    published: HashSet<Uuid>,
+    /// The lease they are under.
+    published_under: nsdb::kv::LeaseId,
 }
 
 impl PortStatus {
     /// Publishes the served ports not published yet; failures are retried
     /// on the next round.
-    async fn publish(
-        &self,
-        serving: &HashMap<Uuid, (String, JoinHandle<()>)>,
-        published: &mut HashSet<Uuid>,
-    ) {
+    async fn publish(&mut self, serving: &HashMap<Uuid, (String, JoinHandle<()>)>) {
+        let lease = *self.lease.borrow();
+        if lease != self.published_under {
+            tracing::info!(
+                markers = self.published.len(),
+                "the liveness lease was replaced; publishing every served port again"
+            );
+            self.published.clear();
+            self.published_under = lease;
+        }
+        let published = &mut self.published;
         for id in serving.keys() {
             if published.contains(id) {
                 continue;
             }
             match self
                 .nsdb
-                .publish_port_active(*id, self.host_id, self.lease)
+                .publish_port_active(*id, self.host_id, lease)
                 .await
             {
                 Ok(()) => {
@@ -326,7 +340,7 @@ impl PortStatus {
 
 /// Keeps the served ports equal to the ports bound on this host.
 async fn reconcile_ports(
-    status: PortStatus,
+    mut status: PortStatus,
     datapath: Arc<Datapath>,
     topology: Arc<SharedTopology>,
     mut applied: watch::Receiver<nsdb::Revision>,
@@ -334,7 +348,7 @@ async fn reconcile_ports(
 ) {
     let mut serving: HashMap<Uuid, (String, JoinHandle<()>)> = HashMap::new();
     let mut uplinks: HashMap<Uuid, (UplinkHost, Option<String>)> = HashMap::new();
-    let mut published = HashSet::new();
+    let mut leases = status.lease.clone();
     // The VTEP endpoint each served VTEP port was opened for.
     let mut endpoints: HashMap<Uuid, nsdb::VtepEndpoint> = HashMap::new();
     loop {
@@ -393,13 +407,14 @@ async fn reconcile_ports(
         // Publishing waits on the NSDB (for as long as it is unreachable):
         // a stop does not wait for it.
         tokio::select! {
-            () = status.publish(&serving, &mut published) => {}
+            () = status.publish(&serving) => {}
             _ = stop.wait_for(|stop| *stop) => break,
         }
-        // Re-check on every NSDB change, and every second for interfaces
-        // that appeared or failed.
+        // Re-check on every NSDB change and new liveness lease, and every
+        // second for interfaces that appeared or failed.
         tokio::select! {
             changed = applied.changed() => if changed.is_err() { return },
+            _ = leases.changed(), if leases.has_changed().is_ok() => {}
             _ = stop.wait_for(|stop| *stop) => break,
             _ = tokio::time::sleep(Duration::from_secs(1)) => {}
         }
