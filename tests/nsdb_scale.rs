@@ -1,14 +1,16 @@
 //! The NSDB as a large host's agent uses it (issue 17), on both backends:
 //! reads and watches larger than one etcd message, a liveness lease lost
-//! behind the agent's back.
+//! behind the agent's back, port markers many to a commit.
 
 mod support;
 
 use std::time::Duration;
 
 use nsdb::kv::{CommitOutcome, KvBackend, Op, Revision, WatchMessage};
-use nsdb::{Host, ObjectEvent, WatchItem};
+use nsdb::{keys, Host, ObjectEvent, WatchItem, PORT_MARKERS_PER_COMMIT};
+use std::collections::HashSet;
 use support::Fixture;
+use uuid::Uuid;
 
 /// The etcd client's default message limit, which a whole NSDB exceeds.
 const MESSAGE_LIMIT: usize = 4 << 20;
@@ -148,21 +150,22 @@ async fn watch_catches_up_over_a_large_history(f: Fixture) {
     assert!(seen.iter().all(|e| e.value.len() == LARGE));
 }
 
+fn host(name: &str, ip: &str) -> Host {
+    Host {
+        id: Uuid::new_v4(),
+        revision: 0,
+        name: name.into(),
+        tunnel_ip: ip.parse().unwrap(),
+        underlay_mtu: 1500,
+        alive: false,
+    }
+}
+
 /// A host whose liveness lease is lost (revoked here; expired when etcd
 /// was away longer than its TTL) comes back alive under a new lease.
 async fn liveness_comes_back_after_its_lease_is_lost(f: Fixture) {
     let db = &f.nsdb;
-    let h = db
-        .create(Host {
-            id: uuid::Uuid::new_v4(),
-            revision: 0,
-            name: "lease-lost".into(),
-            tunnel_ip: "192.0.2.60".parse().unwrap(),
-            underlay_mtu: 1500,
-            alive: false,
-        })
-        .await
-        .unwrap();
+    let h = db.create(host("lease-lost", "192.0.2.60")).await.unwrap();
     let alive = db
         .keep_host_alive(h.id, Duration::from_secs(1))
         .await
@@ -202,6 +205,51 @@ async fn liveness_comes_back_after_its_lease_is_lost(f: Fixture) {
     assert!(!db.fetch::<Host>(h.id).await.unwrap().alive);
 }
 
+/// Port markers are written many to a commit (one commit for
+/// [`PORT_MARKERS_PER_COMMIT`], within etcd's 128 operations), and go with
+/// the lease they were written under.
+async fn port_markers_are_written_many_to_a_commit(f: Fixture) {
+    let db = &f.nsdb;
+    let h = db.create(host("markers", "192.0.2.61")).await.unwrap();
+    let alive = db
+        .keep_host_alive(h.id, Duration::from_secs(5))
+        .await
+        .unwrap();
+    let ports: Vec<Uuid> = (0..PORT_MARKERS_PER_COMMIT)
+        .map(|_| Uuid::new_v4())
+        .collect();
+    db.write_port_markers(h.id, alive.lease(), &ports, &[])
+        .await
+        .unwrap();
+    let mut revisions = HashSet::new();
+    for port in &ports {
+        assert_eq!(db.port_active_on(*port).await.unwrap(), Some(h.id));
+        let marker = db.backend().get(&keys::port_status(*port)).await.unwrap();
+        revisions.insert(marker.unwrap().mod_revision);
+    }
+    assert_eq!(revisions.len(), 1, "one commit: {revisions:?}");
+
+    let (gone, kept) = ports.split_at(40);
+    let more = [Uuid::new_v4()];
+    db.write_port_markers(h.id, alive.lease(), &more, gone)
+        .await
+        .unwrap();
+    for port in gone {
+        assert_eq!(db.port_active_on(*port).await.unwrap(), None);
+    }
+    for port in kept.iter().chain(&more) {
+        assert_eq!(db.port_active_on(*port).await.unwrap(), Some(h.id));
+    }
+    alive.stop().await.unwrap();
+    for port in kept.iter().chain(&more) {
+        assert_eq!(
+            db.port_active_on(*port).await.unwrap(),
+            None,
+            "gone with the lease"
+        );
+    }
+}
+
 macro_rules! on_both_backends {
     ($($case:ident),* $(,)?) => {
         mod embedded {
@@ -227,4 +275,5 @@ on_both_backends!(
     large_range_reads_at_one_revision,
     watch_catches_up_over_a_large_history,
     liveness_comes_back_after_its_lease_is_lost,
+    port_markers_are_written_many_to_a_commit,
 );

@@ -4,17 +4,23 @@
 //!
 //! Agents publish which ports they serve under `status/port/{port_id}`,
 //! attached to their liveness lease: the marker disappears with the agent.
+//! A host serves thousands of ports, so markers are written many to a
+//! commit.
 
 use ipnet::IpNet;
 use uuid::Uuid;
 
-use crate::error::NsdbError;
+use crate::error::{NsdbError, StoreError};
 use crate::integrity::{self, Mutation};
 use crate::keys;
 use crate::kv::LeaseId;
 use crate::model::{AllowedAddress, IpLease, Kind, Port, Record};
 use crate::store::Nsdb;
 use crate::txn::{self, Tx, MAX_ATTEMPTS};
+
+/// The most port markers [`Nsdb::write_port_markers`] writes in one
+/// commit: etcd takes at most 128 operations in one transaction by default.
+pub const PORT_MARKERS_PER_COMMIT: usize = 100;
 
 impl Nsdb {
     /// Creates `port` with the lease of `owner` in `pool_id`, the leased
@@ -105,40 +111,36 @@ impl Nsdb {
         Err(txn::contention())
     }
 
-    /// Publishes that this host's agent serves `port_id`, for as long as
-    /// `lease` (the agent's liveness lease) lives.
-    pub async fn publish_port_active(
+    /// Publishes that this host's agent serves each port of `active`, for
+    /// as long as `lease` (the agent's liveness lease) lives, and withdraws
+    /// the markers of `inactive`, in one commit: at most
+    /// [`PORT_MARKERS_PER_COMMIT`] of both together.
+    pub async fn write_port_markers(
         &self,
-        port_id: Uuid,
         host_id: Uuid,
         lease: LeaseId,
+        active: &[Uuid],
+        inactive: &[Uuid],
     ) -> Result<(), NsdbError> {
-        for attempt in 0..MAX_ATTEMPTS {
-            let mut tx = Tx::new(self.backend().clone());
-            tx.put_with_lease(
-                keys::port_status(port_id),
-                host_id.to_string().into_bytes(),
-                lease,
-            );
-            if tx.commit().await?.is_some() {
-                return Ok(());
-            }
-            txn::backoff(attempt).await;
+        if active.is_empty() && inactive.is_empty() {
+            return Ok(());
         }
-        Err(txn::contention())
-    }
-
-    /// Withdraws the marker [`Self::publish_port_active`] wrote.
-    pub async fn retract_port_active(&self, port_id: Uuid) -> Result<(), NsdbError> {
-        for attempt in 0..MAX_ATTEMPTS {
-            let mut tx = Tx::new(self.backend().clone());
-            tx.delete(keys::port_status(port_id));
-            if tx.commit().await?.is_some() {
-                return Ok(());
-            }
-            txn::backoff(attempt).await;
+        let mut tx = Tx::new(self.backend().clone());
+        let host = host_id.to_string().into_bytes();
+        for port_id in active {
+            tx.put_with_lease(keys::port_status(*port_id), host.clone(), lease);
         }
-        Err(txn::contention())
+        for port_id in inactive {
+            tx.delete(keys::port_status(*port_id));
+        }
+        match tx.commit().await? {
+            Some(_) => Ok(()),
+            // Nothing was read, so no comparison can fail.
+            None => Err(StoreError::Backend(
+                "port markers: a commit without comparisons failed".into(),
+            )
+            .into()),
+        }
     }
 
     /// The host whose agent currently serves `port_id`, if any.

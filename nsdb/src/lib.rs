@@ -26,6 +26,7 @@ mod store;
 mod txn;
 pub mod watch;
 
+pub use attachment::PORT_MARKERS_PER_COMMIT;
 pub use embedded::EmbeddedBackend;
 pub use error::{NsdbError, Referrer, StoreError};
 pub use etcd::{EtcdBackend, EtcdConfig};

@@ -1,7 +1,7 @@
 //! The agent: registers its host, follows the NSDB, opens the interfaces of
 //! the ports bound to the host and runs the datapath on them.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::net::IpAddr;
 use std::path::Path;
 use std::sync::Arc;
@@ -15,6 +15,7 @@ use uuid::Uuid;
 use crate::datapath::{serve_tunnel, Datapath, PollMode, PortCounters, PortHandle};
 use crate::feed::{run_feed, SharedTopology};
 use crate::io::{AfPacket, Port, Tap, VtepPort};
+use crate::markers::PortMarkers;
 use crate::snapshot::Topology;
 use crate::tunnel::{Tunnel, TunnelConfig};
 use crate::uplink::UplinkHost;
@@ -104,13 +105,7 @@ impl Agent {
         let (invalidate_tx, mut invalidate_rx) = mpsc::unbounded_channel();
         let (applied_tx, applied) = watch::channel(0);
         let nsdb_for_health = nsdb.clone();
-        let status = PortStatus {
-            nsdb: nsdb.clone(),
-            host_id: host.id,
-            lease: liveness.leases(),
-            published: HashSet::new(),
-            published_under: liveness.lease(),
-        };
+        let markers = PortMarkers::new(nsdb.clone(), host.id, liveness.leases());
         let mut tasks = vec![tokio::spawn(run_feed(
             nsdb,
             topology.clone(),
@@ -166,7 +161,7 @@ impl Agent {
         )));
         let (stopping, stop) = watch::channel(false);
         let reconciler = tokio::spawn(reconcile_ports(
-            status,
+            markers,
             datapath.clone(),
             topology.clone(),
             applied.clone(),
@@ -275,72 +270,9 @@ fn sync_uplinks(topo: &Topology, uplinks: &mut HashMap<Uuid, (UplinkHost, Option
     }
 }
 
-/// Where the agent publishes which ports it serves (see
-/// [`Nsdb::publish_port_active`]), so that a CNI ADD knows when traffic flows.
-struct PortStatus {
-    nsdb: Nsdb,
-    host_id: Uuid,
-    /// The host's liveness lease, which the markers live and die with; a
-    /// lost lease is replaced, and its markers are gone.
-    lease: watch::Receiver<nsdb::kv::LeaseId>,
-    /// The ports whose markers are in the NSDB.
-    published: HashSet<Uuid>,
-    /// The lease they are under.
-    published_under: nsdb::kv::LeaseId,
-}
-
-impl PortStatus {
-    /// Publishes the served ports not published yet; failures are retried
-    /// on the next round.
-    async fn publish(&mut self, serving: &HashMap<Uuid, (String, JoinHandle<()>)>) {
-        let lease = *self.lease.borrow();
-        if lease != self.published_under {
-            tracing::info!(
-                markers = self.published.len(),
-                "the liveness lease was replaced; publishing every served port again"
-            );
-            self.published.clear();
-            self.published_under = lease;
-        }
-        let published = &mut self.published;
-        for id in serving.keys() {
-            if published.contains(id) {
-                continue;
-            }
-            match self
-                .nsdb
-                .publish_port_active(*id, self.host_id, lease)
-                .await
-            {
-                Ok(()) => {
-                    published.insert(*id);
-                }
-                Err(error) => {
-                    tracing::warn!(port = %id, %error, "cannot publish the port as active; retrying")
-                }
-            }
-        }
-        let gone: Vec<Uuid> = published
-            .iter()
-            .filter(|id| !serving.contains_key(id))
-            .copied()
-            .collect();
-        for id in gone {
-            match self.nsdb.retract_port_active(id).await {
-                Ok(()) => {
-                    published.remove(&id);
-                }
-                Err(error) => {
-                    tracing::warn!(port = %id, %error, "cannot retract the port's active marker; retrying")
-                }
-            }
-        }
-    }
-}
-
 /// Keeps the served ports equal to the ports bound on this host.
 async fn reconcile_ports(
-    mut status: PortStatus,
+    mut markers: PortMarkers,
     datapath: Arc<Datapath>,
     topology: Arc<SharedTopology>,
     mut applied: watch::Receiver<nsdb::Revision>,
@@ -348,7 +280,7 @@ async fn reconcile_ports(
 ) {
     let mut serving: HashMap<Uuid, (String, JoinHandle<()>)> = HashMap::new();
     let mut uplinks: HashMap<Uuid, (UplinkHost, Option<String>)> = HashMap::new();
-    let mut leases = status.lease.clone();
+    let mut leases = markers.leases();
     // The VTEP endpoint each served VTEP port was opened for.
     let mut endpoints: HashMap<Uuid, nsdb::VtepEndpoint> = HashMap::new();
     loop {
@@ -407,7 +339,7 @@ async fn reconcile_ports(
         // Publishing waits on the NSDB (for as long as it is unreachable):
         // a stop does not wait for it.
         tokio::select! {
-            () = status.publish(&serving) => {}
+            () = markers.sync(&serving) => {}
             _ = stop.wait_for(|stop| *stop) => break,
         }
         // Re-check on every NSDB change and new liveness lease, and every

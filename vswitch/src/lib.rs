@@ -12,6 +12,7 @@ pub mod flows;
 pub mod health;
 pub mod io;
 pub mod learned;
+mod markers;
 pub mod probe;
 pub mod snapshot;
 pub mod tunnel;
