@@ -9,6 +9,7 @@ use nsdb::{EtcdConfig, Nsdb, StoreConfig};
 
 mod k8s_cmd;
 mod k8s_health;
+mod limits;
 mod provider_args;
 mod tenant_cmd;
 mod tools;
@@ -258,6 +259,7 @@ impl AdminTokenArgs {
 }
 
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    limits::raise_open_files_limit();
     let config = args.nsdb.store_config(&args.data)?;
     let admin_token = args.admin.resolve(Some(&args.data))?;
     let nsdb = Nsdb::open(&config)
@@ -312,6 +314,7 @@ fn datapath_hooks(agent: &vswitch::agent::Agent) -> api::DatapathHooks {
 }
 
 async fn agent(args: AgentArgs) -> anyhow::Result<()> {
+    limits::raise_open_files_limit();
     let config = args.nsdb.store_config(&args.data)?;
     let host = args.host.config()?;
     let mut delay = std::time::Duration::from_millis(200);

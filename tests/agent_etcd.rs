@@ -250,3 +250,50 @@ async fn agent_comes_back_alive_after_losing_its_lease() {
         "the port's marker must come back under the new lease"
     );
 }
+
+/// The soft and hard open-file limits of a running process.
+fn open_files_limit(pid: u32) -> Option<(u64, u64)> {
+    let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).ok()?;
+    let line = limits.lines().find(|l| l.starts_with("Max open files"))?;
+    let mut numbers = line["Max open files".len()..].split_whitespace();
+    Some((numbers.next()?.parse().ok()?, numbers.next()?.parse().ok()?))
+}
+
+/// Every bound port holds descriptors: the agent raises its soft open-file
+/// limit to the hard one as it starts (before it reaches etcd).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn agent_raises_its_open_file_limit() {
+    use std::os::unix::process::CommandExt;
+    let nowhere = format!("etcd://{}/plexus-nofile/", free_addr());
+    let mut command = Command::new(env!("CARGO_BIN_EXE_plexus"));
+    command
+        .args(["agent", "--nsdb", &nowhere, "--listen", &free_addr()])
+        .env_remove("PLEXUS_NSDB")
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit());
+    // SAFETY: the hook runs in the child between fork and exec and only
+    // calls setrlimit(2), which is async-signal-safe, on a local value.
+    unsafe {
+        command.pre_exec(|| {
+            let low = libc::rlimit {
+                rlim_cur: 256,
+                rlim_max: 4096,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &low) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        })
+    };
+    let agent = Process(command.spawn().expect("run plexus agent"));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut seen = None;
+    while Instant::now() < deadline {
+        seen = open_files_limit(agent.0.id());
+        if seen == Some((4096, 4096)) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("the agent's open-file limit (soft, hard) stayed {seen:?}");
+}
