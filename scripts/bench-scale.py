@@ -5,6 +5,8 @@ usage (inside the bench's host namespace, where the API and agent listen):
   bench-scale.py ports STATE N PER_BRIDGE  N ports (batches of 25), bound to s0..s<N-1>; prints timings
   bench-scale.py served URL N TIMEOUT LOG  waits until the agent's /metrics shows N ports;
                                            prints the seconds since $BENCH_T0 (epoch seconds)
+  bench-scale.py nsdb-read URL              prints the agent's initial NSDB read from its /metrics:
+                                           "done_epoch_s read_s records" (nan until it is done)
   bench-scale.py flips STATE COUNT         flips the route's next hop COUNT times; prints
                                            "p50_ms p99_ms max_ms api_p50_ms timeouts"
 Environment: PLEXUS_API (http://HOST:PORT), PLEXUS_TOKEN.
@@ -127,6 +129,22 @@ def served(url, n, timeout, log):
     sys.exit(f"bench-scale: the agent served {seen} of {n} ports after {timeout} s")
 
 
+def nsdb_read(url):
+    """The plexus_agent_nsdb_initial_read_* gauges of the agent's /metrics."""
+    u = urllib.parse.urlsplit(url)
+    conn = http.client.HTTPConnection(u.hostname, u.port, timeout=10)
+    conn.request("GET", u.path)
+    text = conn.getresponse().read().decode()
+    conn.close()
+    gauges = {}
+    for line in text.splitlines():
+        if line.startswith("plexus_agent_nsdb_initial_read_"):
+            name, _, value = line.partition(" ")
+            gauges[name] = value
+    names = ("done_timestamp_seconds", "seconds", "records")
+    print(" ".join(gauges.get("plexus_agent_nsdb_initial_read_" + n, "nan") for n in names))
+
+
 def enter(path):
     libc = ctypes.CDLL(None, use_errno=True)
     fd = os.open(path, os.O_RDONLY)
@@ -227,6 +245,8 @@ if __name__ == "__main__":
         ports(args[0], int(args[1]), int(args[2]))
     elif cmd == "served":
         served(args[0], int(args[1]), float(args[2]), args[3])
+    elif cmd == "nsdb-read":
+        nsdb_read(args[0])
     elif cmd == "flips":
         flips(args[0], int(args[1]))
     else:

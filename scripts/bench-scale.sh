@@ -5,7 +5,8 @@
 #  - agent cold start to all ports served (a restart with every port bound:
 #    the last "port attached" in the agent's log, checked against the
 #    agent's /metrics, which has counters for each served port), and the
-#    part after the NSDB read (first port attached to last);
+#    part after the NSDB read ("NSDB read done" in the log, and the
+#    plexus_agent_nsdb_initial_read_* gauges of /metrics, to the last port);
 #  - a route change reaching the datapath: from the PATCH of a route's next
 #    hop to the first probe packet (one every 0.5 ms) that takes the new
 #    next hop, p50/p99 over CHANGES changes (default 200), every port served;
@@ -180,12 +181,14 @@ awk -v n="$N" -v veth="$veth_s" -v create="$create_s" -v bind="$bind_s" -v live=
 # --- cold start with N + 3 ports bound
 start_agent agent
 cold_s=$(served $((N + 3)) 600)
+read -r read_epoch read_took read_records <<<"$(inh python3 "$PY" nsdb-read "$metrics")"
+read_m=$(awk -v e="$read_epoch" -v t0="$T0" 'BEGIN { if (e == "nan") print "nan"; else printf "%.3f\n", e - t0 }')
 sleep 2
 full_kb=$(rss_kb)
 out=$(python3 - "$T0" "$log" <<'PY'
 import datetime, re, sys
 t0 = float(sys.argv[1])
-started = first = last = None
+started = read = first = last = None
 for line in open(sys.argv[2], errors="replace"):
     line = re.sub(r"\x1b\[[0-9;]*m", "", line)
     m = re.match(r"(\d{4}-\d\d-\d\dT[\d:.]+Z)", line)
@@ -194,14 +197,16 @@ for line in open(sys.argv[2], errors="replace"):
     t = datetime.datetime.fromisoformat(m.group(1).replace("Z", "+00:00")).timestamp() - t0
     if "agent started" in line and started is None:
         started = t
+    if "NSDB read done" in line and read is None:
+        read = t
     if "port attached" in line:
         first = t if first is None else first
         last = t
 f = lambda v: "nan" if v is None else f"{v:.2f}"
-print(f(started), f(first), f(last))
+print(f(started), f(read), f(first), f(last))
 PY
 )
-read -r started_s first_s last_s <<<"$out"
+read -r started_s read_s first_s last_s <<<"$out"
 
 # --- route changes, with every port served
 out=$(inh python3 "$PY" flips "$work/state.json" "$CHANGES")
@@ -212,7 +217,7 @@ stop_agent; stop_s=$stopped_s
 
 python3 - "$NSDB" "$N" "$PER_BRIDGE" "$CHANGES" "$veth_s" "$create_s" "$bind_s" "$live_s" "$cold_s" "$started_s" \
   "$first_s" "$last_s" "$idle_kb" "$live_kb" "$full_kb" "$flip_p50" "$flip_p99" "$flip_max" "$api_p50" "$flip_lost" \
-  "$stop_s" "$live_stop" <<'PY'
+  "$stop_s" "$live_stop" "$read_s" "$read_m" "$read_took" "$read_records" <<'PY'
 import math, sys
 a = sys.argv[1:]
 mode, n, per_bridge, changes = a[0], int(a[1]), int(a[2]), int(a[3])
@@ -221,6 +226,7 @@ idle_kb, live_kb, full_kb = int(a[12]), int(a[13]), int(a[14])
 p50, p99, mx, api50 = map(float, a[15:19])
 lost = int(a[19])
 stop, live_stop = a[20], a[21]
+read_log, read_metrics, read_took, read_records = map(float, a[22:26])
 yes = lambda ok: "met" if ok else "NOT met"
 print(f"after a restart with every port bound (load average now: {open('/proc/loadavg').read().split()[0]})")
 print(f"{'figure':<44}{'measured':>12}   target (issue 17)")
@@ -229,9 +235,14 @@ if math.isnan(last):
 print(f"{'cold start to all ports served':<44}{last:>10.2f} s   (the last port attached, in the log)")
 print(f"{'  seen in /metrics (polled every 0.1 s)':<44}{cold:>10.2f} s")
 print(f"{'  registered (agent started)':<44}{started:>10.2f} s")
-print(f"{'  first port attached (~ NSDB read done)':<44}{first:>10.2f} s")
-after_read = last - first
-print(f"{'  after the NSDB read (first to last port)':<44}{after_read:>10.2f} s   <= 2 s: {yes(after_read <= 2)}")
+print(f"{'  NSDB read done (log)':<44}{read_log:>10.2f} s   (/metrics: {read_metrics:.2f} s; "
+      f"{read_records:.0f} records read in {read_took:.2f} s)")
+print(f"{'  first port attached':<44}{first:>10.2f} s")
+if math.isnan(read_log):
+    read_log = read_metrics
+after_read = last - read_log
+print(f"{'  after the NSDB read (to the last port)':<44}{after_read:>10.2f} s   <= 2 s: {yes(after_read <= 2)}")
+print(f"{'    seen in /metrics':<44}{cold - read_metrics:>10.2f} s")
 print(f"{'route change to first packet, p50':<44}{p50:>9.1f} ms")
 print(f"{'route change to first packet, p99':<44}{p99:>9.1f} ms   <= 100 ms over {changes}: {yes(p99 <= 100 and lost == 0)}")
 print(f"{'  max; the PATCH itself (p50); lost':<44}{mx:>9.1f} ms   {api50:.1f} ms; {lost} of {changes} not through within 5 s")

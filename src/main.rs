@@ -287,8 +287,7 @@ fn datapath_hooks(agent: &vswitch::agent::Agent) -> api::DatapathHooks {
     use api::routes::counters::{DatapathCounters, PortCounterSample};
     use std::sync::atomic::Ordering::Relaxed;
     use vswitch::io::PortIo;
-    let datapath = agent.datapath().clone();
-    let metrics: api::server::ExtraMetrics = std::sync::Arc::new(move || datapath.metrics_text());
+    let metrics: api::server::ExtraMetrics = std::sync::Arc::new(agent.metrics());
     let datapath = agent.datapath().clone();
     let host_id = agent.host().id;
     let counters: api::routes::counters::PortCounterSource = std::sync::Arc::new(move || {
@@ -338,14 +337,14 @@ async fn agent(args: AgentArgs) -> anyhow::Result<()> {
         agent.host().name,
         agent.host().id
     );
-    let datapath = agent.datapath().clone();
+    let metrics = std::sync::Arc::new(agent.metrics());
     let app = axum::Router::new()
         .route("/healthz", axum::routing::get(|| async { "ok\n" }))
         .route(
             "/metrics",
             axum::routing::get(move || {
-                let datapath = datapath.clone();
-                async move { datapath.metrics_text() }
+                let metrics = metrics.clone();
+                async move { metrics() }
             }),
         );
     let result = run_http(app, args.listen).await;

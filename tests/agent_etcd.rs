@@ -153,6 +153,25 @@ async fn agent_and_api_over_etcd_survive_an_etcd_outage() {
         metrics.contains("plexus_flow_cache_misses_total") && metrics.contains(&a.host_if),
         "{metrics}"
     );
+    // And when its initial NSDB read was done, with what it read.
+    let gauge = |name: &str| {
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse::<f64>().ok())
+            .unwrap_or_else(|| panic!("no {name} in {metrics}"))
+    };
+    assert!(gauge("plexus_agent_nsdb_initial_read_records") >= 1.0);
+    let read_s = gauge("plexus_agent_nsdb_initial_read_seconds");
+    assert!((0.0..20.0).contains(&read_s), "{read_s}");
+    let done = gauge("plexus_agent_nsdb_initial_read_done_timestamp_seconds");
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64();
+    assert!(
+        done <= now && now - done < 120.0,
+        "read done at {done}, now {now}"
+    );
 
     // The NSDB goes away: forwarding goes on with the last topology.
     etcd.stop();

@@ -2,9 +2,10 @@
 //! the ports bound to the host and runs the datapath on them.
 
 use std::collections::HashMap;
+use std::fmt::Write;
 use std::net::IpAddr;
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use nsdb::{Host, HostLiveness, Nsdb, NsdbError};
@@ -13,7 +14,7 @@ use tokio::task::JoinHandle;
 use uuid::Uuid;
 
 use crate::datapath::{serve_tunnel, Datapath, PollMode, PortCounters, PortHandle};
-use crate::feed::{run_feed, SharedTopology};
+use crate::feed::{run_feed, InitialRead, SharedTopology};
 use crate::io::{AfPacket, Port, Tap, VtepPort};
 use crate::markers::PortMarkers;
 use crate::snapshot::Topology;
@@ -43,6 +44,7 @@ pub struct Agent {
     datapath: Arc<Datapath>,
     topology: Arc<SharedTopology>,
     applied: watch::Receiver<nsdb::Revision>,
+    initial_read: Arc<OnceLock<InitialRead>>,
     _liveness: HostLiveness,
     tasks: Vec<JoinHandle<()>>,
     /// Tells the port reconciler to stop serving every port.
@@ -106,11 +108,13 @@ impl Agent {
         let (applied_tx, applied) = watch::channel(0);
         let nsdb_for_health = nsdb.clone();
         let markers = PortMarkers::new(nsdb.clone(), host.id, liveness.leases());
+        let initial_read = Arc::new(OnceLock::new());
         let mut tasks = vec![tokio::spawn(run_feed(
             nsdb,
             topology.clone(),
             invalidate_tx,
             applied_tx,
+            initial_read.clone(),
         ))];
         match Tunnel::bind(config.tunnel_ip, config.tunnel) {
             Ok(tunnel) => {
@@ -173,6 +177,7 @@ impl Agent {
             datapath,
             topology,
             applied,
+            initial_read,
             _liveness: liveness,
             tasks,
             stopping,
@@ -205,11 +210,53 @@ impl Agent {
         &self.topology
     }
 
+    /// The agent's first full read of the NSDB, once done.
+    pub fn initial_read(&self) -> Option<InitialRead> {
+        self.initial_read.get().copied()
+    }
+
+    /// The agent's metrics in Prometheus text, for its `/metrics`: the
+    /// datapath's counters and the initial NSDB read.
+    pub fn metrics(&self) -> impl Fn() -> String + Send + Sync + 'static {
+        let (datapath, initial_read) = (self.datapath.clone(), self.initial_read.clone());
+        move || {
+            let mut text = datapath.metrics_text();
+            if let Some(read) = initial_read.get() {
+                initial_read_metrics(&mut text, read);
+            }
+            text
+        }
+    }
+
     /// Waits until the agent has applied the NSDB up to `revision`.
     pub async fn wait_for_revision(&self, revision: nsdb::Revision) {
         let mut applied = self.applied.clone();
         let _ = applied.wait_for(|r| *r >= revision).await;
     }
+}
+
+/// The gauges of the initial NSDB read (absent until it is done), so that
+/// a benchmark can time cold start from the end of the read.
+fn initial_read_metrics(out: &mut String, read: &InitialRead) {
+    let done_at = read
+        .done_at
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    let _ = writeln!(
+        out,
+        "# TYPE plexus_agent_nsdb_initial_read_seconds gauge\nplexus_agent_nsdb_initial_read_seconds {:.6}",
+        read.duration.as_secs_f64()
+    );
+    let _ = writeln!(
+        out,
+        "# TYPE plexus_agent_nsdb_initial_read_records gauge\nplexus_agent_nsdb_initial_read_records {}",
+        read.records
+    );
+    let _ = writeln!(
+        out,
+        "# TYPE plexus_agent_nsdb_initial_read_done_timestamp_seconds gauge\nplexus_agent_nsdb_initial_read_done_timestamp_seconds {:.6}",
+        done_at.as_secs_f64()
+    );
 }
 
 /// Opens the interface of a bound port: a VTEP port reaches its endpoint

@@ -6,10 +6,10 @@
 //! retries with backoff.
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant, SystemTime};
 
 use arc_swap::ArcSwap;
-use std::time::Duration;
 
 use nsdb::{Kind, Nsdb, ObjectEvent, Record, WatchItem};
 use tokio::sync::{mpsc, watch};
@@ -55,6 +55,18 @@ pub struct Invalidation {
     pub tags: Vec<Tag>,
 }
 
+/// The agent's first full read of the NSDB: what cold start waits for
+/// before the agent can serve anything.
+#[derive(Debug, Clone, Copy)]
+pub struct InitialRead {
+    /// The records read (liveness markers not counted).
+    pub records: usize,
+    /// How long the successful read took.
+    pub duration: Duration,
+    /// When it was done.
+    pub done_at: SystemTime,
+}
+
 /// The tags a change to `record` (before and/or after) invalidates.
 pub fn tags_of(record: &Record) -> Vec<Tag> {
     match record {
@@ -77,15 +89,18 @@ pub fn tags_of(record: &Record) -> Vec<Tag> {
 }
 
 /// Keeps `shared` equal to the NSDB's topology; sends the tags each commit
-/// invalidates on `invalidations`, and the revision applied on `applied`.
+/// invalidates on `invalidations`, and the revision applied on `applied`;
+/// sets `initial_read` once the first full read is done.
 pub async fn run_feed(
     nsdb: Nsdb,
     shared: Arc<SharedTopology>,
     invalidations: mpsc::UnboundedSender<Invalidation>,
     applied: watch::Sender<nsdb::Revision>,
+    initial_read: Arc<OnceLock<InitialRead>>,
 ) {
     let mut backoff = Duration::from_millis(100);
     loop {
+        let started = Instant::now();
         let snapshot = match nsdb.snapshot().await {
             Ok(snapshot) => snapshot,
             Err(error) => {
@@ -96,6 +111,20 @@ pub async fn run_feed(
             }
         };
         backoff = Duration::from_millis(100);
+        if initial_read.get().is_none() {
+            let read = InitialRead {
+                records: snapshot.records.len(),
+                duration: started.elapsed(),
+                done_at: SystemTime::now(),
+            };
+            tracing::info!(
+                records = read.records,
+                revision = snapshot.revision,
+                elapsed_ms = read.duration.as_millis() as u64,
+                "NSDB read done"
+            );
+            let _ = initial_read.set(read);
+        }
         let mut records: HashMap<(Kind, Uuid), Record> = snapshot
             .records
             .into_iter()
