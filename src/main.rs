@@ -300,8 +300,12 @@ fn datapath_hooks(agent: &vswitch::agent::Agent) -> api::DatapathHooks {
                 host_id,
                 interface: port.io.ifname().to_string(),
                 rx_packets: port.counters.rx.load(Relaxed),
+                rx_bytes: port.counters.rx_bytes.load(Relaxed),
                 tx_packets: port.counters.tx.load(Relaxed),
+                tx_bytes: port.counters.tx_bytes.load(Relaxed),
                 rx_dropped: port.counters.drops.load(Relaxed),
+                rx_answered: port.counters.answered.load(Relaxed),
+                rx_held: port.counters.held.load(Relaxed),
             })
             .collect();
         DatapathCounters { host_id, ports }

@@ -218,11 +218,16 @@ async fn the_page_draws_a_tenant_with_counters_and_highlights_a_trace() {
 
     // The pods' counters, from the datapath, on their nodes.
     let counters = |port: Uuid| {
-        format!("document.querySelector('#graph text.counters[data-port=\"{port}\"]')?.textContent")
+        format!(
+            "[...document.querySelectorAll('#graph text.counters[data-port=\"{port}\"]')].map(t => t.textContent).join('; ')"
+        )
     };
     for port in [web_port, db_port.id] {
         browser.wait_for(
-            &format!("/rx [1-9]\\d* tx [1-9]/.test({})", counters(port)),
+            &format!(
+                "/^rx [1-9]\\d* pkt, [\\d.]+ k?B; tx [1-9]\\d* pkt, [\\d.]+ k?B; .*answered [1-9]/.test({})",
+                counters(port)
+            ),
             Duration::from_secs(10),
             &format!("packet counters on port {}", short(port)),
         );

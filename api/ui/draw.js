@@ -8,6 +8,8 @@ const LINE_H = 15;
 const GAP_X = 28;
 const GAP_Y = 64;
 const MARGIN = 24;
+/** The counter lines of a port: received, sent, and what was not forwarded. */
+const COUNTER_LINES = ["rx", "tx", "other"];
 
 function el(name, attrs, parent) {
   const node = document.createElementNS(SVG, name);
@@ -18,7 +20,7 @@ function el(name, attrs, parent) {
 
 function size(node) {
   const lines = [node.title, ...node.lines];
-  if (node.counters) lines.push("rx 0000000 tx 0000000 +000/s");
+  if (node.counters) lines.push(...COUNTER_LINES.map(() => "rx 0000000 pkt, 0000.0 kB"));
   const widest = Math.max(...lines.map((l) => l.length));
   return { w: Math.max(96, Math.round(widest * CHAR_W) + 20), h: 12 + LINE_H * lines.length };
 }
@@ -152,12 +154,34 @@ export function draw(svg, model) {
       t.textContent = line;
     });
     if (n.counters) {
-      const t = el("text", { x: 10, y: 20 + lines.length * LINE_H, class: "counters", "data-port": n.portId }, g);
-      t.textContent = "counters …";
+      COUNTER_LINES.forEach((line, i) => {
+        const y = 20 + (lines.length + i) * LINE_H;
+        const t = el("text", { x: 10, y, class: "counters", "data-port": n.portId, "data-line": line }, g);
+        t.textContent = i === 0 ? "counters …" : "";
+      });
     }
     const tip = el("title", {}, g);
     tip.textContent = n.title + (n.portId ? " (" + n.portId + ")" : "");
   }
+}
+
+function bytes(n) {
+  if (n < 1000) return n + " B";
+  if (n < 1e6) return (n / 1e3).toFixed(1) + " kB";
+  if (n < 1e9) return (n / 1e6).toFixed(1) + " MB";
+  return (n / 1e9).toFixed(1) + " GB";
+}
+
+/** The text of one counter line of `sample`; `rate` is packets per second. */
+function counterLine(line, sample, rate) {
+  if (line === "rx") return `rx ${sample.rx_packets} pkt, ${bytes(sample.rx_bytes)}`;
+  if (line === "tx") return `tx ${sample.tx_packets} pkt, ${bytes(sample.tx_bytes)}`;
+  const parts = [];
+  if (sample.rx_answered) parts.push(`answered ${sample.rx_answered}`);
+  if (sample.rx_held) parts.push(`held ${sample.rx_held}`);
+  if (sample.rx_dropped) parts.push(`dropped ${sample.rx_dropped}`);
+  if (rate) parts.push(`${rate} pkt/s`);
+  return parts.join(", ");
 }
 
 /** Shows per-port counters; `previous` (same shape) gives the rates. */
@@ -167,17 +191,16 @@ export function showCounters(svg, samples, previous, seconds, served) {
   for (const text of svg.querySelectorAll("text.counters")) {
     const sample = now.get(text.dataset.port);
     const node = text.parentNode;
+    const first = text.dataset.line === "rx";
     if (!sample) {
-      text.textContent = served ? "not served on this host" : "no counters here";
+      text.textContent = !first ? "" : served ? "not served on this host" : "no counters here";
       node.classList.remove("busy");
       continue;
     }
     const old = before.get(sample.port_id);
     const delta = old ? sample.rx_packets + sample.tx_packets - old.rx_packets - old.tx_packets : 0;
     const rate = seconds > 0 ? Math.round(delta / seconds) : 0;
-    let line = `rx ${sample.rx_packets} tx ${sample.tx_packets}`;
-    if (sample.rx_dropped) line += ` drop ${sample.rx_dropped}`;
-    text.textContent = line + (rate ? ` +${rate}/s` : "");
+    text.textContent = counterLine(text.dataset.line, sample, rate);
     node.classList.toggle("busy", rate > 0);
   }
 }

@@ -37,10 +37,20 @@ pub struct PortCounterSample {
     pub interface: String,
     /// Frames received from the interface.
     pub rx_packets: u64,
+    /// Bytes received (offloaded frames counted whole).
+    pub rx_bytes: u64,
     /// Frames sent to the interface.
     pub tx_packets: u64,
+    /// Bytes sent.
+    pub tx_bytes: u64,
     /// Frames received and dropped.
     pub rx_dropped: u64,
+    /// Frames received and answered by a device instead of forwarded (ARP,
+    /// ICMP echo and errors): not drops.
+    pub rx_answered: u64,
+    /// Frames received and held (waiting for an ARP answer or a first
+    /// fragment).
+    pub rx_held: u64,
 }
 
 /// The counters of one host's datapath.
