@@ -131,11 +131,12 @@ struct HostArgs {
     /// The underlay's MTU; frames crossing hosts carry at most this minus 50 bytes of IP.
     #[arg(long, env = "PLEXUS_UNDERLAY_MTU", default_value_t = vswitch::tunnel::DEFAULT_UNDERLAY_MTU)]
     underlay_mtu: usize,
-    /// How ports are received from: `adaptive` (busy ports are polled for
-    /// 200 µs after traffic; `adaptive:<µs>` sets the hold), `always` (a
-    /// thread polls every port without sleeping: lowest latency, keeps one
-    /// core busy) or `off` (every port waits for the kernel's wakeup).
-    #[arg(long, env = "PLEXUS_POLL_MODE", default_value = "adaptive")]
+    /// How ports are received from: `off` (every port waits for the
+    /// kernel's wakeup), `always` (a thread polls every port without
+    /// sleeping: lowest latency, keeps one core busy) or `adaptive` (busy
+    /// ports are polled for 200 µs after traffic; `adaptive:<µs>` sets the
+    /// hold; experimental: slower than `off` on 2 cores).
+    #[arg(long, env = "PLEXUS_POLL_MODE", default_value = "off")]
     poll_mode: vswitch::datapath::PollMode,
 }
 
