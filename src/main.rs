@@ -311,9 +311,15 @@ fn datapath_hooks(agent: &vswitch::agent::Agent) -> api::DatapathHooks {
             .collect();
         DatapathCounters { host_id, ports }
     });
+    let datapath = agent.datapath().clone();
+    let live_trace: api::server::LiveTrace = std::sync::Arc::new(move |records, spec| {
+        let run = datapath.with_learned(|learned| topology::run_trace_with(records, spec, learned));
+        (host_id, run)
+    });
     api::DatapathHooks {
         metrics: Some(metrics),
         port_counters: Some(counters),
+        live_trace: Some(live_trace),
     }
 }
 

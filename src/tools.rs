@@ -47,11 +47,72 @@ pub struct TraceArgs {
     /// Output format.
     #[arg(long, value_enum, default_value = "tree")]
     format: OutputFormat,
+    /// What the engine knows: `empty` (nothing learned: what the NSDB
+    /// alone says; run here) or `live` (what the server's own agent has
+    /// learned — MACs, ARP answers, connections and NAT; `plexus serve`
+    /// runs the trace).
+    #[arg(long, value_enum, default_value = "empty")]
+    state: TraceStateArg,
     #[command(flatten)]
     api: ApiClientArgs,
 }
 
+/// The learned state `plexus trace` runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum TraceStateArg {
+    /// Nothing learned.
+    Empty,
+    /// The server's agent's learned state.
+    Live,
+}
+
+/// `plexus trace --state live`: the server runs the trace on its agent's
+/// state and says so.
+async fn trace_live(args: &TraceArgs) -> anyhow::Result<()> {
+    let proto = match args.proto {
+        TraceProtocol::Icmp => "icmp",
+        TraceProtocol::Tcp => "tcp",
+        TraceProtocol::Udp => "udp",
+    };
+    let mut body = serde_json::json!({
+        "port_id": args.port,
+        "dst_ip": args.dst_ip,
+        "protocol": proto,
+        "src_port": args.sport,
+        "dst_port": args.dport,
+        "ttl": args.ttl,
+        "state": "live",
+    });
+    for (field, value) in [
+        ("src_ip", args.src_ip.map(|ip| ip.to_string())),
+        ("src_mac", args.src_mac.map(|m| m.to_string())),
+        ("dst_mac", args.dst_mac.map(|m| m.to_string())),
+    ] {
+        if let Some(value) = value {
+            body[field] = serde_json::Value::String(value);
+        }
+    }
+    let answer: serde_json::Value = args.api.client()?.post("/v1/trace", &body).await?;
+    let text = |field: &str| answer[field].as_str().unwrap_or_default().to_string();
+    match args.format {
+        OutputFormat::Tree => {
+            println!("{}", text("summary"));
+            println!("state: {}", text("state"));
+            print!("{}", text("text"));
+        }
+        OutputFormat::Json => {
+            let mut trace = answer["trace"].clone();
+            trace["state"] = answer["state"].clone();
+            println!("{}", serde_json::to_string_pretty(&trace)?);
+        }
+    }
+    Ok(())
+}
+
 pub async fn trace(args: TraceArgs) -> anyhow::Result<()> {
+    if args.state == TraceStateArg::Live {
+        return trace_live(&args).await;
+    }
     let records = fetch_records(&args.api.client()?).await?;
     let spec = topology::TraceSpec {
         port: args.port,
@@ -72,9 +133,14 @@ pub async fn trace(args: TraceArgs) -> anyhow::Result<()> {
     match args.format {
         OutputFormat::Tree => {
             println!("{}", run.header());
+            println!("state: empty (nothing learned)");
             print!("{}", run.text());
         }
-        OutputFormat::Json => println!("{}", serde_json::to_string_pretty(&run.json())?),
+        OutputFormat::Json => {
+            let mut trace = run.json();
+            trace["state"] = "empty (nothing learned)".into();
+            println!("{}", serde_json::to_string_pretty(&trace)?)
+        }
     }
     Ok(())
 }

@@ -128,7 +128,7 @@ async fn a_port_chain_drops_ssh_and_the_trace_names_the_rule() {
 async fn allow_established_drop_new_lets_only_the_pods_own_connections_in() {
     let d = Deployment::start().await;
     let t = d.tenant(None).await;
-    let (a, _) = d.pod(&t, 10).await;
+    let (a, a_port) = d.pod(&t, 10).await;
     let (b, b_port) = d.pod(&t, 11).await;
     let (a_ip, b_ip) = (t.address(10).to_string(), t.address(11).to_string());
     let _a_server = tcp_server(&a.netns, &[8080], "a");
@@ -157,6 +157,57 @@ async fn allow_established_drop_new_lets_only_the_pods_own_connections_in() {
     );
     let (received, text) = b.ping(&a_ip, 3, &[]);
     assert_eq!(received, 3, "b's own pings get their replies: {text}");
+
+    // A trace of the reply to b's open connection: with nothing learned it
+    // is a new connection (dropped); on the agent's live state it is
+    // established (delivered), and the output says which state it used.
+    let client = format!(
+        "import socket,time\ns=socket.socket();s.bind(('{b_ip}',40001))\n\
+         s.connect(('{a_ip}',8080));s.sendall(b'hi\\n');print(s.makefile().readline().strip(),flush=True)\n\
+         time.sleep(5)"
+    );
+    let mut open = std::process::Command::new("ip")
+        .args(["netns", "exec", &b.netns, "python3", "-c", &client])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(open.stdout.take().unwrap()),
+        &mut line,
+    )
+    .unwrap();
+    assert!(line.starts_with("a "), "b's connection is open: {line}");
+    let port = a_port.to_string();
+    let reply = [
+        "trace",
+        "--api",
+        &d.plexus.url,
+        "--token",
+        &d.plexus.token,
+        "--port",
+        &port,
+        "--dst-ip",
+        &b_ip,
+        "--proto",
+        "tcp",
+        "--sport",
+        "8080",
+        "--dport",
+        "40001",
+    ];
+    let empty = plexus(&reply);
+    assert!(
+        empty.contains("state: empty") && empty.contains("verdict: drop"),
+        "{empty}"
+    );
+    let live = plexus(&[&reply[..], &["--state", "live"]].concat());
+    assert!(
+        live.contains("state: live (learned by host") && live.contains("verdict: deliver"),
+        "{live}"
+    );
+    let _ = open.kill();
+    let _ = open.wait();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -52,6 +52,8 @@ pub struct AppState {
     pub extra_metrics: Option<ExtraMetrics>,
     /// The per-port counters of the datapath in this process, if any.
     pub port_counters: Option<PortCounterSource>,
+    /// Traces on the learned state of the datapath in this process, if any.
+    pub live_trace: Option<LiveTrace>,
 }
 
 /// What a server that runs a datapath in its own process adds to the API.
@@ -61,7 +63,20 @@ pub struct DatapathHooks {
     pub metrics: Option<ExtraMetrics>,
     /// The counters `GET /v1/port_counters` answers with.
     pub port_counters: Option<PortCounterSource>,
+    /// Runs a trace on what this process's datapath has learned.
+    pub live_trace: Option<LiveTrace>,
 }
+
+/// Runs a trace of `spec` on `records` with a datapath's learned state;
+/// also names the host whose state it used.
+pub type LiveTrace = Arc<
+    dyn Fn(
+            &[nsdb::Record],
+            &topology::TraceSpec,
+        ) -> (uuid::Uuid, Result<topology::TraceRun, topology::TraceError>)
+        + Send
+        + Sync,
+>;
 
 /// A source of extra Prometheus text.
 pub type ExtraMetrics = Arc<dyn Fn() -> String + Send + Sync>;
@@ -232,7 +247,7 @@ pub fn app_with_metrics(
 ) -> axum::Router {
     let hooks = DatapathHooks {
         metrics: extra_metrics,
-        port_counters: None,
+        ..DatapathHooks::default()
     };
     app_with_datapath(nsdb, admin_token_hash, hooks)
 }
@@ -251,6 +266,7 @@ pub fn app_with_datapath(
         openapi: Arc::new(openapi),
         extra_metrics: hooks.metrics,
         port_counters: hooks.port_counters,
+        live_trace: hooks.live_trace,
     };
     router
         .merge(crate::ui::routes())

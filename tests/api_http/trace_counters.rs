@@ -81,6 +81,15 @@ pub async fn trace_over_http(s: &TestServer) {
     let body = json!({"port_id": rport, "dst_ip": "10.0.2.10"});
     let answer = send(s.json(Method::POST, "/v1/trace", &body)).await;
     answer.problem(422, Some("dst_mac"));
+
+    // The state it ran on is named; a server without a datapath (this one)
+    // has no live state to offer.
+    let body = json!({"port_id": pods[0], "dst_ip": "10.0.2.10"});
+    let answer = send(s.json(Method::POST, "/v1/trace", &body)).await;
+    assert_eq!(answer.json()["state"], "empty (nothing learned)");
+    let live = json!({"port_id": pods[0], "dst_ip": "10.0.2.10", "state": "live"});
+    let answer = send(s.json(Method::POST, "/v1/trace", &live)).await;
+    answer.problem(422, Some("state"));
 }
 
 /// A server without a datapath (this one) says so: no hosts, no counters;

@@ -10,5 +10,5 @@ pub mod probe;
 pub mod trace;
 
 pub use dump::{Dump, Names};
-pub use probe::{run_trace, TraceError, TraceRun, TraceSpec};
+pub use probe::{run_trace, run_trace_with, TraceError, TraceRun, TraceSpec};
 pub use trace::{render_trace, trace_json};

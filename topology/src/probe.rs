@@ -11,7 +11,7 @@ use std::net::{IpAddr, Ipv4Addr};
 use nsdb::Record;
 use serde_json::Value;
 use uuid::Uuid;
-use vswitch::engine::{simulate, NothingLearned, Simulation};
+use vswitch::engine::{simulate, Learned, NothingLearned, Simulation};
 use vswitch::probe::Probe;
 use vswitch::snapshot::{Device, Mac, Topology};
 
@@ -104,6 +104,17 @@ pub fn protocol_name(protocol: ProbeProtocol) -> &'static str {
 /// Simulates `spec` on `records` with nothing learned (no MACs, no
 /// connections): what the NSDB alone says happens to the packet.
 pub fn run_trace(records: &[Record], spec: &TraceSpec) -> Result<TraceRun, TraceError> {
+    run_trace_with(records, spec, &NothingLearned)
+}
+
+/// Simulates `spec` on `records` with what an agent has `learned` (MACs,
+/// ARP answers, connections and their NAT): what that agent's datapath
+/// would do with the packet now.
+pub fn run_trace_with<L: Learned + ?Sized>(
+    records: &[Record],
+    spec: &TraceSpec,
+    learned: &L,
+) -> Result<TraceRun, TraceError> {
     let topo = Topology::build(0, records);
     let port = topo
         .ports
@@ -156,7 +167,7 @@ pub fn run_trace(records: &[Record], spec: &TraceSpec) -> Result<TraceRun, Trace
     let frame = probe
         .frame()
         .map_err(|e| TraceError::Probe(e.to_string()))?;
-    let simulation = simulate(&topo, &NothingLearned, spec.port, &frame);
+    let simulation = simulate(&topo, learned, spec.port, &frame);
     Ok(TraceRun {
         probe,
         port: spec.port,

@@ -77,6 +77,22 @@ pub struct TraceRequest {
     /// Time to live.
     #[serde(default = "default_ttl")]
     pub ttl: u8,
+    /// What the engine knows: `empty` (nothing learned: what the NSDB
+    /// alone says) or `live` (what this server's agent has learned: MACs,
+    /// ARP answers, connections and their NAT; only `plexus serve` has one).
+    #[serde(default)]
+    pub state: TraceState,
+}
+
+/// The learned state a trace runs on.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum TraceState {
+    /// Nothing learned.
+    #[default]
+    Empty,
+    /// The state of the agent in this server's process.
+    Live,
 }
 
 /// The answer of `POST /v1/trace`.
@@ -90,6 +106,9 @@ pub struct TraceAnswer {
     /// `steps` (each with `device`, `port`, `stage`, `detail`), `outputs`,
     /// `replies`, `drops` and `held_for`.
     pub trace: Map<String, Value>,
+    /// The state it ran on, in words: `empty (nothing learned)` or
+    /// `live (learned by host <id>)`.
+    pub state: String,
 }
 
 impl TraceRequest {
@@ -145,7 +164,27 @@ async fn run_trace(
         .into_iter()
         .filter(|r| visibility.sees(r))
         .collect();
-    let run = topology::run_trace(&records, &request.spec()).map_err(trace_problem)?;
+    let (run, state) = match request.state {
+        TraceState::Empty => (
+            topology::run_trace(&records, &request.spec()),
+            "empty (nothing learned)".to_string(),
+        ),
+        TraceState::Live => {
+            let Some(live) = &state.live_trace else {
+                return Err(Problem::new(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "no-live-state",
+                    "No learned state here",
+                    "this API server runs no datapath: a live-state trace needs plexus serve \
+                     (or trace with state empty)",
+                )
+                .with_field("state"));
+            };
+            let (host, run) = live(&records, &request.spec());
+            (run, format!("live (learned by host {host})"))
+        }
+    };
+    let run = run.map_err(trace_problem)?;
     let trace = match run.json() {
         Value::Object(map) => map,
         other => Map::from_iter([("trace".to_string(), other)]),
@@ -154,6 +193,7 @@ async fn run_trace(
         summary: run.header(),
         text: run.text(),
         trace,
+        state,
     }))
 }
 
@@ -164,7 +204,7 @@ pub fn routes(api: ApiRouter) -> ApiRouter {
             Method::POST,
             "/v1/trace",
             "trace",
-            "Simulate a packet entering at a port, on the records the caller sees, with nothing learned (what `plexus trace` prints)",
+            "Simulate a packet entering at a port, on the records the caller sees, with nothing learned (what `plexus trace` prints) or with what this server's agent learned (`state: live`)",
         )
         .request::<TraceRequest>()
         .response::<TraceAnswer>(200),

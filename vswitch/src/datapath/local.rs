@@ -18,6 +18,12 @@ impl Datapath {
         });
     }
 
+    /// Reads what this datapath has learned (MACs, ARP answers,
+    /// connections), e.g. to trace a packet on it.
+    pub fn with_learned<R>(&self, read: impl FnOnce(&crate::learned::LearnedTables) -> R) -> R {
+        self.core.with_learned(read)
+    }
+
     /// What the engine decides for `frame` entering by `ingress` with what
     /// this datapath has learned, without doing it (plans, not traffic).
     pub fn dry_run(&self, ingress: Uuid, frame: &[u8]) -> Simulation {
