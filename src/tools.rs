@@ -67,42 +67,39 @@ pub enum TraceStateArg {
 }
 
 /// `plexus trace --state live`: the server runs the trace on its agent's
-/// state and says so.
+/// state (`POST /v1/trace`) and says so.
 async fn trace_live(args: &TraceArgs) -> anyhow::Result<()> {
-    let proto = match args.proto {
-        TraceProtocol::Icmp => "icmp",
-        TraceProtocol::Tcp => "tcp",
-        TraceProtocol::Udp => "udp",
+    use api::routes::trace::{TraceAnswer, TraceProtocol as Proto, TraceRequest, TraceState};
+    let request = TraceRequest {
+        port_id: args.port,
+        dst_ip: args.dst_ip,
+        src_ip: args.src_ip,
+        src_mac: args.src_mac,
+        dst_mac: args.dst_mac,
+        protocol: match args.proto {
+            TraceProtocol::Icmp => Proto::Icmp,
+            TraceProtocol::Tcp => Proto::Tcp,
+            TraceProtocol::Udp => Proto::Udp,
+        },
+        src_port: args.sport,
+        dst_port: args.dport,
+        ttl: args.ttl,
+        state: TraceState::Live,
     };
-    let mut body = serde_json::json!({
-        "port_id": args.port,
-        "dst_ip": args.dst_ip,
-        "protocol": proto,
-        "src_port": args.sport,
-        "dst_port": args.dport,
-        "ttl": args.ttl,
-        "state": "live",
-    });
-    for (field, value) in [
-        ("src_ip", args.src_ip.map(|ip| ip.to_string())),
-        ("src_mac", args.src_mac.map(|m| m.to_string())),
-        ("dst_mac", args.dst_mac.map(|m| m.to_string())),
-    ] {
-        if let Some(value) = value {
-            body[field] = serde_json::Value::String(value);
-        }
-    }
-    let answer: serde_json::Value = args.api.client()?.post("/v1/trace", &body).await?;
-    let text = |field: &str| answer[field].as_str().unwrap_or_default().to_string();
+    let answer: TraceAnswer = args
+        .api
+        .client()?
+        .post("/v1/trace", &serde_json::to_value(&request)?)
+        .await?;
     match args.format {
         OutputFormat::Tree => {
-            println!("{}", text("summary"));
-            println!("state: {}", text("state"));
-            print!("{}", text("text"));
+            println!("{}", answer.summary);
+            println!("state: {}", answer.state);
+            print!("{}", answer.text);
         }
         OutputFormat::Json => {
-            let mut trace = answer["trace"].clone();
-            trace["state"] = answer["state"].clone();
+            let mut trace = answer.trace;
+            trace.insert("state".into(), answer.state.into());
             println!("{}", serde_json::to_string_pretty(&trace)?);
         }
     }

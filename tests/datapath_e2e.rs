@@ -253,6 +253,15 @@ async fn device_answers_are_counted_as_answered_and_bytes_both_ways() {
     assert!(rx >= 5 * 1042 && tx >= 5 * 1042, "{rx} bytes in, {tx} out");
     let made = net.plexus.metric("plexus_generated_frames_total").await - generated;
     assert!(made >= 5, "{made} frames generated");
+
+    // A packet for a next hop nobody answers waits for ARP: held, then
+    // answered host unreachable — never a drop.
+    net.subnet(2).await;
+    let held = after("held").await;
+    let (_, text) = a.ping("10.0.2.99", 1, &["-W", "5"]);
+    assert!(text.contains("Unreachable"), "{text}");
+    assert!(after("held").await > held, "the packet was held: {text}");
+    assert_eq!(after("drop").await, dropped, "held is not dropped");
 }
 
 /// Every poll mode forwards, and keeps each port's frames in order: the

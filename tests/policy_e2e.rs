@@ -56,6 +56,15 @@ fn plexus(args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+/// `plexus trace` of a TCP packet from `port` to `dst`, with `extra` flags.
+fn trace_tcp(d: &Deployment, port: Uuid, dst: &str, extra: &[&str]) -> String {
+    let (url, token, port) = (&d.plexus.url, &d.plexus.token, port.to_string());
+    let base = [
+        "trace", "--api", url, "--token", token, "--port", &port, "--dst-ip", dst, "--proto", "tcp",
+    ];
+    plexus(&[&base[..], extra].concat())
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_port_chain_drops_ssh_and_the_trace_names_the_rule() {
     let d = Deployment::start().await;
@@ -99,28 +108,14 @@ async fn a_port_chain_drops_ssh_and_the_trace_names_the_rule() {
     let hits = d.plexus.metric(&series).await;
     assert!(hits >= 2, "{series} = {hits}");
 
-    let port = a_port.to_string();
-    let base = [
-        "trace",
-        "--api",
-        &d.plexus.url,
-        "--token",
-        &d.plexus.token,
-        "--port",
-        &port,
-        "--dst-ip",
-        &b_ip,
-        "--proto",
-        "tcp",
-    ];
-    let dropped = plexus(&[&base[..], &["--dport", "22"]].concat());
+    let dropped = trace_tcp(&d, a_port, &b_ip, &["--dport", "22"]);
     for expected in ["no-ssh", "rule 1", "(no ssh): drop", "verdict: drop"] {
         assert!(
             dropped.contains(expected),
             "missing '{expected}' in:\n{dropped}"
         );
     }
-    let allowed = plexus(&[&base[..], &["--dport", "8080"]].concat());
+    let allowed = trace_tcp(&d, a_port, &b_ip, &["--dport", "8080"]);
     assert!(allowed.contains("verdict: deliver"), "{allowed}");
 }
 
@@ -178,30 +173,18 @@ async fn allow_established_drop_new_lets_only_the_pods_own_connections_in() {
     )
     .unwrap();
     assert!(line.starts_with("a "), "b's connection is open: {line}");
-    let port = a_port.to_string();
-    let reply = [
-        "trace",
-        "--api",
-        &d.plexus.url,
-        "--token",
-        &d.plexus.token,
-        "--port",
-        &port,
-        "--dst-ip",
-        &b_ip,
-        "--proto",
-        "tcp",
-        "--sport",
-        "8080",
-        "--dport",
-        "40001",
-    ];
-    let empty = plexus(&reply);
+    let reply = ["--sport", "8080", "--dport", "40001"];
+    let empty = trace_tcp(&d, a_port, &b_ip, &reply);
     assert!(
         empty.contains("state: empty") && empty.contains("verdict: drop"),
         "{empty}"
     );
-    let live = plexus(&[&reply[..], &["--state", "live"]].concat());
+    let live = trace_tcp(
+        &d,
+        a_port,
+        &b_ip,
+        &[&reply[..], &["--state", "live"]].concat(),
+    );
     assert!(
         live.contains("state: live (learned by host") && live.contains("verdict: deliver"),
         "{live}"

@@ -415,7 +415,7 @@ impl Datapath {
         let topology = self.topology.borrow();
         scratch.sends.clear();
         scratch.datagrams.clear();
-        let bytes: usize = (0..rx.len()).map(|i| rx.frame(i).len()).sum();
+        let bytes = rx.bytes_of(0..rx.len());
         port.counters
             .rx
             .fetch_add(rx.len() as u64, Ordering::Relaxed);
@@ -449,7 +449,7 @@ impl Datapath {
             match self.port(*egress) {
                 Some(out) => match out.io.send_rx(rx, indexes) {
                     Ok(sent) => {
-                        let bytes = indexes[..sent].iter().map(|i| rx.frame(*i).len()).sum();
+                        let bytes = rx.bytes_of(indexes[..sent].iter().copied());
                         out.counters.sent(sent, bytes);
                         // Its answer is likely next: poll for it.
                         self.warm(&out);

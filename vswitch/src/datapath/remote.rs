@@ -171,10 +171,7 @@ pub async fn serve_tunnel(datapath: Arc<Datapath>, tunnel: Arc<Tunnel>) -> std::
             while done < which.len() {
                 match out.io.send_rx(&rx, &which[done..]) {
                     Ok(k) if k > 0 => {
-                        let bytes = which[done..done + k]
-                            .iter()
-                            .map(|i| rx.frame(*i).len())
-                            .sum();
+                        let bytes = rx.bytes_of(which[done..done + k].iter().copied());
                         out.counters.sent(k, bytes);
                         done += k;
                     }

@@ -95,6 +95,11 @@ impl RxBatch {
         true
     }
 
+    /// The bytes of the frames at `indexes` (without vnet headers).
+    pub fn bytes_of(&self, indexes: impl IntoIterator<Item = usize>) -> usize {
+        indexes.into_iter().map(|i| self.frame(i).len()).sum()
+    }
+
     /// The Ethernet frame `i` (without vnet header); empty if out of range.
     pub fn frame(&self, i: usize) -> &[u8] {
         self.wire(i).map(|w| &w[VNET_HDR_LEN..]).unwrap_or(&[])
