@@ -184,6 +184,8 @@ fn udp_sequence(from: &Pod, to: &Pod, to_ip: &str, count: u32) -> Vec<u32> {
         .spawn()
         .unwrap();
     let mut stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+    // Killed by its guard if the test fails before it ends.
+    let mut child = support::cluster::Process(child);
     let mut line = String::new();
     std::io::BufRead::read_line(&mut stdout, &mut line).unwrap();
     assert_eq!(line.trim(), "ready");
@@ -194,7 +196,7 @@ fn udp_sequence(from: &Pod, to: &Pod, to_ip: &str, count: u32) -> Vec<u32> {
     from.exec(&["python3", "-c", &sender]);
     line.clear();
     std::io::BufRead::read_line(&mut stdout, &mut line).unwrap();
-    let _ = child.wait();
+    let _ = child.0.wait();
     line.split_whitespace()
         .filter_map(|n| n.parse().ok())
         .collect()

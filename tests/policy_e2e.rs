@@ -166,12 +166,11 @@ async fn allow_established_drop_new_lets_only_the_pods_own_connections_in() {
         .stdout(std::process::Stdio::piped())
         .spawn()
         .unwrap();
+    let stdout = open.stdout.take().unwrap();
+    // Killed by its guard, also when an assertion below fails.
+    let _open = support::cluster::Process(open);
     let mut line = String::new();
-    std::io::BufRead::read_line(
-        &mut std::io::BufReader::new(open.stdout.take().unwrap()),
-        &mut line,
-    )
-    .unwrap();
+    std::io::BufRead::read_line(&mut std::io::BufReader::new(stdout), &mut line).unwrap();
     assert!(line.starts_with("a "), "b's connection is open: {line}");
     let reply = ["--sport", "8080", "--dport", "40001"];
     let empty = trace_tcp(&d, a_port, &b_ip, &reply);
@@ -189,8 +188,6 @@ async fn allow_established_drop_new_lets_only_the_pods_own_connections_in() {
         live.contains("state: live (learned by host") && live.contains("verdict: deliver"),
         "{live}"
     );
-    let _ = open.kill();
-    let _ = open.wait();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
