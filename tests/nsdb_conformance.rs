@@ -55,6 +55,7 @@ fn bridge_port(bridge: Uuid) -> Port {
         device_type: DeviceType::Bridge,
         mac: MacAddr::random_local(),
         address: None,
+        extra_addresses: Vec::new(),
         peer_id: None,
         host_id: None,
         interface_name: None,
@@ -71,6 +72,7 @@ fn router_port(router: Uuid, address: &str) -> Port {
     Port {
         device_type: DeviceType::Router,
         address: Some(address.parse().unwrap()),
+        extra_addresses: Vec::new(),
         ..bridge_port(router)
     }
 }

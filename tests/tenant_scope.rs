@@ -61,6 +61,7 @@ fn port(bridge: Uuid, mac: u8) -> Port {
         device_type: nsdb::DeviceType::Bridge,
         mac: MacAddr([2, 0, 0, 0, 9, mac]),
         address: None,
+        extra_addresses: Vec::new(),
         peer_id: None,
         host_id: None,
         interface_name: None,

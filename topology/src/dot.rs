@@ -168,6 +168,7 @@ mod tests {
             device_type,
             mac: MacAddr([2, 0, 0, 0, 0, id as u8]),
             address: None,
+            extra_addresses: Vec::new(),
             peer_id: peer.map(Uuid::from_u128),
             host_id: None,
             interface_name: None,

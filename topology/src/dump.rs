@@ -380,6 +380,7 @@ mod tests {
             device_type,
             mac: MacAddr([2, 0, 0, 0, 0, mac]),
             address: address.map(|a| a.parse().unwrap()),
+            extra_addresses: Vec::new(),
             peer_id: None,
             host_id: None,
             interface_name: None,

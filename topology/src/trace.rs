@@ -167,6 +167,7 @@ mod tests {
             device_type: DeviceType::Bridge,
             mac: MacAddr([2, 0, 0, 0, 0, mac]),
             address: None,
+            extra_addresses: Vec::new(),
             peer_id: None,
             host_id: Some(id(3)),
             interface_name: Some(format!("veth{mac}")),

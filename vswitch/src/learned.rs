@@ -3,7 +3,7 @@
 //! age out; every change returns the tags whose flows it invalidates.
 
 use std::collections::HashMap;
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::IpAddr;
 
 use uuid::Uuid;
 
@@ -33,8 +33,8 @@ pub const MAX_ENTRIES: usize = 65_536;
 #[derive(Debug, Default)]
 pub struct LearnedTables {
     macs: HashMap<(Uuid, Mac), (Uuid, u64)>,
-    arp: HashMap<(Uuid, Ipv4Addr), (Mac, u64)>,
-    arp_failed: HashMap<(Uuid, Ipv4Addr), u64>,
+    arp: HashMap<(Uuid, IpAddr), (Mac, u64)>,
+    arp_failed: HashMap<(Uuid, IpAddr), u64>,
     fragments: HashMap<(Uuid, FragmentKey), ((u16, u16), u64)>,
     /// Session affinity: (VIP, client) → (member, until).
     affinity: HashMap<(Uuid, IpAddr), (Uuid, u64)>,
@@ -174,7 +174,7 @@ impl LearnedTables {
     }
 
     /// Records that `router` gave up resolving `ip` at `now_ms`.
-    pub fn arp_gave_up(&mut self, router: Uuid, ip: Ipv4Addr, now_ms: u64) {
+    pub fn arp_gave_up(&mut self, router: Uuid, ip: IpAddr, now_ms: u64) {
         if self.arp_failed.len() < MAX_ENTRIES {
             self.arp_failed.insert((router, ip), now_ms);
         }
@@ -245,11 +245,11 @@ impl Learned for LearnedTables {
         self.macs.get(&(bridge, mac)).map(|e| e.0)
     }
 
-    fn arp(&self, router: Uuid, ip: Ipv4Addr) -> Option<Mac> {
+    fn arp(&self, router: Uuid, ip: IpAddr) -> Option<Mac> {
         self.arp.get(&(router, ip)).map(|e| e.0)
     }
 
-    fn arp_failed(&self, router: Uuid, ip: Ipv4Addr) -> bool {
+    fn arp_failed(&self, router: Uuid, ip: IpAddr) -> bool {
         self.arp_failed.contains_key(&(router, ip))
     }
 

@@ -57,6 +57,7 @@ fn new_port(device_id: Uuid, device_type: DeviceType, address: Option<Ipv4Net>) 
         device_type,
         mac: MacAddr::random_local(),
         address: address.map(IpNet::V4),
+        extra_addresses: Vec::new(),
         peer_id: None,
         host_id: None,
         interface_name: None,

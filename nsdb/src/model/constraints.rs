@@ -426,6 +426,27 @@ fn validate_port(p: &super::Port) -> Result<(), Violation> {
         }
         (DeviceType::Bridge, None) => {}
     }
+    if p.device_type == DeviceType::Bridge && !p.extra_addresses.is_empty() {
+        return Err((
+            "extra_addresses",
+            "bridge ports have no address; use allowed_addresses".into(),
+        ));
+    }
+    for (i, addr) in p.extra_addresses.iter().enumerate() {
+        if addr.addr() == addr.network() && addr.prefix_len() < addr.max_prefix_len() - 1 {
+            return Err(("extra_addresses", format!("{addr} is the network address")));
+        }
+        if p.address.map(|a| a.addr()) == Some(addr.addr())
+            || p.extra_addresses[..i]
+                .iter()
+                .any(|a| a.addr() == addr.addr())
+        {
+            return Err((
+                "extra_addresses",
+                format!("{} is listed twice", addr.addr()),
+            ));
+        }
+    }
     if p.peer_id == Some(p.id) {
         return Err(("peer_id", "a port cannot be linked to itself".into()));
     }

@@ -146,6 +146,10 @@ pub struct Port {
     /// Router ports only: the port's address with its prefix, e.g. `10.0.1.1/24`.
     #[serde(default)]
     pub address: Option<IpNet>,
+    /// Router ports only: further addresses with their prefixes, of either
+    /// family (e.g. `2001:db8:1::1/64` beside `10.0.1.1/24`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub extra_addresses: Vec<IpNet>,
     /// The peer port of an interior link.
     #[serde(default)]
     pub peer_id: Option<Uuid>,

@@ -4,7 +4,7 @@
 //! never comes), and later fragments waiting for their first fragment.
 
 use std::collections::{HashMap, HashSet, VecDeque};
-use std::net::Ipv4Addr;
+use std::net::IpAddr;
 
 use uuid::Uuid;
 
@@ -28,7 +28,7 @@ const MAX_FREED: usize = 1_024;
 #[derive(Debug)]
 pub(super) struct HeldFrame {
     /// The next hop it waits for (frames held for ARP).
-    pub(super) next_hop: Option<(Uuid, Ipv4Addr)>,
+    pub(super) next_hop: Option<(Uuid, IpAddr)>,
     pub(super) in_port: Uuid,
     pub(super) frame: Vec<u8>,
     pub(super) since_ms: u64,
@@ -37,7 +37,7 @@ pub(super) struct HeldFrame {
 /// The held frames, by what they wait for.
 #[derive(Debug, Default)]
 pub(super) struct Held {
-    for_arp: HashMap<(Uuid, Ipv4Addr), Vec<HeldFrame>>,
+    for_arp: HashMap<(Uuid, IpAddr), Vec<HeldFrame>>,
     for_first_fragment: HashMap<(Uuid, FragmentKey), Vec<HeldFrame>>,
 }
 
@@ -45,7 +45,7 @@ impl Held {
     /// Holds `frame` until `router` resolves `ip` (dropped past the cap).
     pub(super) fn until_resolved(
         &mut self,
-        next_hop: (Uuid, Ipv4Addr),
+        next_hop: (Uuid, IpAddr),
         in_port: Uuid,
         frame: Vec<u8>,
         now: u64,
@@ -165,8 +165,7 @@ impl DatapathCore {
         for _ in 0..orphans {
             actions.push(Action::Drop(Reason::FragmentTimeout));
         }
-        let failed: HashSet<(Uuid, Ipv4Addr)> =
-            timed_out.iter().filter_map(|f| f.next_hop).collect();
+        let failed: HashSet<(Uuid, IpAddr)> = timed_out.iter().filter_map(|f| f.next_hop).collect();
         for (router, ip) in failed {
             state.learned.arp_gave_up(router, ip, now);
         }

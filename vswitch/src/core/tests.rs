@@ -20,6 +20,8 @@ mod alloc;
 mod held;
 #[path = "tests_hosts.rs"]
 mod hosts;
+#[path = "tests_ipv6.rs"]
+mod ipv6;
 
 pub(super) const H1: Uuid = Uuid::from_u128(0x4001);
 pub(super) const H2: Uuid = Uuid::from_u128(0x4002);
@@ -63,6 +65,7 @@ fn port(id: Uuid, device: Uuid, kind: DeviceType, n: u8, address: Option<&str>) 
         device_type: kind,
         mac: MacAddr(mac(n)),
         address: address.map(|a| a.parse().unwrap()),
+        extra_addresses: Vec::new(),
         peer_id: None,
         host_id: None,
         interface_name: None,

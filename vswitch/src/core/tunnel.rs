@@ -1,6 +1,7 @@
 //! The core's tunnel decisions: which host and key a frame for another
 //! host travels with, which frames the tunnel cannot carry (answered with
-//! ICMP fragmentation-needed), and what a received datagram is.
+//! ICMP fragmentation-needed, or ICMPv6 packet-too-big: IPv6 is never
+//! fragmented on the way), and what a received datagram is.
 
 use std::net::SocketAddr;
 
@@ -8,6 +9,7 @@ use uuid::Uuid;
 
 use super::{Action, DatapathCore, Peer, Reason};
 use crate::engine::frames::{icmp_error, IcmpError};
+use crate::engine::frames6::{self, Icmp6Error};
 use crate::engine::{Egress, Output};
 use crate::flows::FlowKey;
 use crate::io::{ipv4_of, VnetHeader, OFFLOAD_KEY};
@@ -98,9 +100,9 @@ impl DatapathCore {
     }
 
     /// When the received frame must cross the tunnel but is too big for it
-    /// and may not be fragmented, answers the sender with ICMP
-    /// fragmentation-needed and removes the remote outputs. Returns true if
-    /// no output is left.
+    /// and may not be fragmented (IPv4 with DF, or IPv6), answers the
+    /// sender with ICMP fragmentation-needed (ICMPv6 packet-too-big) and
+    /// removes the remote outputs. Returns true if no output is left.
     pub(super) fn refuse_oversize(
         &self,
         key: &FlowKey,
@@ -115,15 +117,23 @@ impl DatapathCore {
         if vnet.is_gso() || outputs.iter().all(|o| o.egress.host == Some(self.host)) {
             return false;
         }
-        let dst = match ipv4_of(frame) {
-            Some(ip) if ip.dont_frag() && usize::from(ip.total_len()) > mtu => ip.dst_addr(),
+        let info = &key.packet;
+        let answer = match (ipv4_of(frame), info.ipv6()) {
+            (Some(ip), _) if ip.dont_frag() && usize::from(ip.total_len()) > mtu => {
+                let kind = IcmpError::FragmentationNeeded {
+                    mtu: u16::try_from(mtu).unwrap_or(u16::MAX),
+                };
+                icmp_error(kind, frame, ip.dst_addr(), info.eth_dst, info.eth_src)
+            }
+            (None, Some(ip)) if ipv6_len(frame) > mtu => {
+                let kind = Icmp6Error::PacketTooBig {
+                    mtu: u32::try_from(mtu).unwrap_or(u32::MAX),
+                };
+                frames6::error(kind, frame, ip.dst, info.eth_dst, info.eth_src)
+            }
             _ => return false,
         };
-        let kind = IcmpError::FragmentationNeeded {
-            mtu: u16::try_from(mtu).unwrap_or(u16::MAX),
-        };
-        let info = &key.packet;
-        if let Some(answer) = icmp_error(kind, frame, dst, info.eth_dst, info.eth_src) {
+        if let Some(answer) = answer {
             actions.push(Action::Emit {
                 port: key.in_port,
                 frame: answer,
@@ -132,6 +142,17 @@ impl DatapathCore {
         actions.push(Action::Drop(Reason::TunnelFragNeeded));
         outputs.retain(|o| o.egress.host == Some(self.host));
         outputs.is_empty()
+    }
+}
+
+/// The length of the IPv6 packet in the untagged `frame` (0 if it is not
+/// one).
+fn ipv6_len(frame: &[u8]) -> usize {
+    match frame.get(12..14) {
+        Some([0x86, 0xdd]) => crate::wire::Ipv6Packet::new_checked(&frame[14..]).map_or(0, |ip| {
+            crate::wire::IPV6_HEADER_LEN + usize::from(ip.payload_len())
+        }),
+        _ => 0,
     }
 }
 
@@ -215,6 +236,7 @@ mod tests {
             device_type: DeviceType::Bridge,
             mac: MacAddr([2, 0, 0, 0, 0, id as u8]),
             address: None,
+            extra_addresses: Vec::new(),
             peer_id: None,
             host_id: host,
             interface_name: host.map(|_| format!("veth{id}")),

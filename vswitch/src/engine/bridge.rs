@@ -4,7 +4,7 @@
 use uuid::Uuid;
 
 use super::packet::{ArpOp, PacketInfo, L3};
-use super::{frames, Decision, DropReason, Learned, Learning, Rewrite, Tag, Walk};
+use super::{frames, frames6, Decision, DropReason, Learned, Learning, Rewrite, Tag, Walk};
 use crate::conntrack::Direction;
 use crate::snapshot::{BalancerLink, Device, PortInfo};
 
@@ -71,6 +71,10 @@ pub(crate) fn process<L: Learned + ?Sized>(
         }
     }
 
+    if let Some(decision) = neighbor_suppression(walk, bridge, port, packet) {
+        return decision;
+    }
+
     if let Some(decision) = reply_to_balancer(walk, bridge, &info.balancers, port, packet) {
         return decision;
     }
@@ -113,6 +117,45 @@ pub(crate) fn process<L: Learned + ?Sized>(
             flood(walk, bridge, port.id)
         }
     }
+}
+
+/// The IPv6 twin of ARP suppression: a Neighbor Solicitation for an
+/// address the NSDB knows is answered by the bridge. Duplicate address
+/// detection (an unspecified source) and a host asking about its own
+/// address go on unanswered.
+fn neighbor_suppression<L: Learned + ?Sized>(
+    walk: &mut Walk<'_, L>,
+    bridge: Uuid,
+    port: &PortInfo,
+    packet: &PacketInfo,
+) -> Option<Decision> {
+    let ip = packet.ipv6()?;
+    let nd = ip.nd?;
+    if nd.msg_type != 135 || ip.hop_limit != 255 || ip.src.is_unspecified() {
+        return None;
+    }
+    let target = nd.target?;
+    let info = walk.topo.bridges.get(&bridge)?;
+    let mac = *info.nd.get(&target)?;
+    if mac == packet.eth_src {
+        return None;
+    }
+    let router = info
+        .static_macs
+        .get(&mac)
+        .and_then(|p| walk.topo.ports.get(p))
+        .is_some_and(|p| p.peer.is_some());
+    let answer = frames6::neighbor_advert(mac, target, (packet.eth_src, ip.src), router, true)?;
+    walk.sim.step(
+        Some(Device::Bridge(bridge)),
+        Some(port.id),
+        "nd_suppression",
+        format!(
+            "{target} is-at {} (known to the NSDB), answered by the bridge",
+            fmt_mac(&mac)
+        ),
+    );
+    Some(Decision::Emit(port.id, answer))
 }
 
 /// A member's reply to a client its router balanced to it (the

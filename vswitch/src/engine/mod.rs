@@ -19,11 +19,13 @@
 mod bridge;
 mod chain;
 pub(crate) mod frames;
+pub(crate) mod frames6;
 mod lb;
 mod nat;
 mod packet;
 mod rewrite;
 mod router;
+mod router6;
 #[cfg(test)]
 mod tests;
 mod walk;
@@ -54,11 +56,13 @@ pub const PROBE_PORTS: std::ops::RangeInclusive<u16> = 61_000..=61_999;
 pub trait Learned {
     /// The port of `bridge` behind which `mac` was last seen.
     fn mac_port(&self, bridge: Uuid, mac: Mac) -> Option<Uuid>;
-    /// The MAC that `ip` resolved to for `router`.
-    fn arp(&self, router: Uuid, ip: Ipv4Addr) -> Option<Mac>;
+    /// The MAC that `ip` resolved to for `router` (by ARP, or by Neighbor
+    /// Discovery for IPv6).
+    fn arp(&self, router: Uuid, ip: IpAddr) -> Option<Mac>;
     /// Whether `router` recently failed to resolve `ip` (frames held for it
-    /// timed out): packets toward it get ICMP host unreachable at once.
-    fn arp_failed(&self, router: Uuid, ip: Ipv4Addr) -> bool {
+    /// timed out): packets toward it get ICMP host (ICMPv6 address)
+    /// unreachable at once.
+    fn arp_failed(&self, router: Uuid, ip: IpAddr) -> bool {
         let _ = (router, ip);
         false
     }
@@ -89,7 +93,7 @@ impl Learned for NothingLearned {
     fn mac_port(&self, _: Uuid, _: Mac) -> Option<Uuid> {
         None
     }
-    fn arp(&self, _: Uuid, _: Ipv4Addr) -> Option<Mac> {
+    fn arp(&self, _: Uuid, _: IpAddr) -> Option<Mac> {
         None
     }
 }
@@ -266,8 +270,9 @@ pub enum Tag {
     Route(Uuid),
     /// What a bridge knows about a MAC (learning changes it).
     Mac(Uuid, Mac),
-    /// What a router knows about an IP's MAC (ARP changes it).
-    Arp(Uuid, Ipv4Addr),
+    /// What a router knows about an IP's MAC (ARP or Neighbor Discovery
+    /// changes it).
+    Arp(Uuid, IpAddr),
     /// A chain's rules.
     Chain(Uuid),
     /// A port group's or IP address group's members.
@@ -290,12 +295,13 @@ pub enum Learning {
         /// The port it came in by.
         port: Uuid,
     },
-    /// `ip` of `router`'s neighbour has `mac`.
+    /// `ip` of `router`'s neighbour has `mac` (learned by ARP, or by
+    /// Neighbor Discovery for IPv6).
     Arp {
         /// The router.
         router: Uuid,
         /// The neighbour's address.
-        ip: Ipv4Addr,
+        ip: IpAddr,
         /// Its MAC.
         mac: Mac,
     },
@@ -366,9 +372,10 @@ pub struct Simulation {
     pub tags: Vec<Tag>,
     /// What was learned.
     pub learned: Vec<Learning>,
-    /// The packet is waiting for ARP resolution of (router, ip): hold it
-    /// and simulate it again once that is learned.
-    pub held_for: Option<(Uuid, Ipv4Addr)>,
+    /// The packet is waiting for ARP (or, for IPv6, Neighbor Discovery)
+    /// resolution of (router, ip): hold it and simulate it again once that
+    /// is learned.
+    pub held_for: Option<(Uuid, IpAddr)>,
     /// The packet is a later fragment whose first fragment a tracking zone
     /// has not seen yet: hold it briefly and simulate it again once a
     /// [`Learning::Fragment`] for (zone, datagram) is recorded.

@@ -435,6 +435,9 @@ impl PacketInfo {
                 *ident = rewrite.src_port.or(rewrite.dst_port).unwrap_or(*ident);
             }
         }
+        if let L3::Ipv6(ip) = &mut self.l3 {
+            ip.hop_limit = ip.hop_limit.saturating_sub(rewrite.ttl_decrement);
+        }
         self
     }
 

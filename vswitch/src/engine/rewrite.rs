@@ -1,9 +1,9 @@
-//! Applying a [`Rewrite`] to frame bytes in place: MACs, TTL and NAT, with
-//! the checksums updated incrementally. The datapath runs it on every
+//! Applying a [`Rewrite`] to frame bytes in place: MACs, TTL (or IPv6 hop
+//! limit) and NAT, with the checksums updated incrementally. The datapath runs it on every
 //! forwarded frame; the engine runs it when it must hand on whole bytes.
 
 use super::Rewrite;
-use crate::wire::{nat_ipv4, Ipv4Packet};
+use crate::wire::{nat_ipv4, Ipv4Packet, Ipv6Packet};
 
 /// Where the IPv4 header starts (after one optional VLAN tag).
 fn l3_offset(frame: &[u8]) -> usize {
@@ -36,6 +36,18 @@ pub fn apply_rewrite(frame: &mut [u8], rewrite: &Rewrite, partial_l4_checksum: b
     let Some(ip) = frame.get_mut(offset..) else {
         return false;
     };
+    if ip.first().is_some_and(|b| b >> 4 == 6) {
+        // IPv6: no NAT here, and no header checksum to mend.
+        let Ok(mut packet) = Ipv6Packet::new_checked(ip) else {
+            return false;
+        };
+        let hop_limit = packet.hop_limit();
+        if !nat.is_identity() || hop_limit < rewrite.ttl_decrement {
+            return false;
+        }
+        packet.set_hop_limit(hop_limit - rewrite.ttl_decrement);
+        return true;
+    }
     if !nat.is_identity() && nat_ipv4(ip, &nat, partial_l4_checksum).is_err() {
         return false;
     }

@@ -1,7 +1,8 @@
 //! The router: ARP and ICMP echo for its own addresses, route lookup,
-//! next-hop resolution, TTL handling and ICMP errors.
+//! next-hop resolution, TTL handling and ICMP errors (IPv6 in
+//! [`super::router6`]).
 
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr};
 
 use nsdb::RouteKind;
 use uuid::Uuid;
@@ -30,22 +31,32 @@ pub(crate) fn process<L: Learned + ?Sized>(
     if !info.admin_up {
         return Decision::Drop(DropReason::AdminDown);
     }
-    let Some(in_addr) = port.address else {
-        return Decision::Drop(DropReason::Unsupported("router port without an address"));
-    };
+    if let L3::Ipv6(ip) = &packet.l3 {
+        return super::router6::process(walk, router, port, packet, ip, frame);
+    }
+    if port.address.is_none() {
+        return Decision::Drop(DropReason::Unsupported(
+            "router port without an IPv4 address",
+        ));
+    }
     if packet.eth_dst != port.mac && packet.eth_dst != BROADCAST {
         return Decision::Drop(DropReason::NotForRouter);
     }
     let ip = match &packet.l3 {
         L3::Arp(arp) => {
-            if arp.op == ArpOp::Reply || arp.target_ip == in_addr.addr() {
+            let own = port
+                .ipv4_addresses()
+                .find(|a| a.addr() == arp.target_ip)
+                .map(|a| a.addr());
+            if arp.op == ArpOp::Reply || own.is_some() {
                 // Whoever talks ARP to us tells us its MAC.
-                if in_addr.contains(&arp.sender_ip)
-                    && walk.learned.arp(router, arp.sender_ip) != Some(arp.sender_mac)
+                let sender = IpAddr::V4(arp.sender_ip);
+                if port.ipv4_addresses().any(|a| a.contains(&arp.sender_ip))
+                    && walk.learned.arp(router, sender) != Some(arp.sender_mac)
                 {
                     walk.sim.learned.push(Learning::Arp {
                         router,
-                        ip: arp.sender_ip,
+                        ip: sender,
                         mac: arp.sender_mac,
                     });
                     walk.sim.step(
@@ -56,23 +67,24 @@ pub(crate) fn process<L: Learned + ?Sized>(
                     );
                 }
             }
-            if arp.op == ArpOp::Request && arp.target_ip == in_addr.addr() {
+            if let (ArpOp::Request, Some(own)) = (arp.op, own) {
                 walk.sim.step(
                     device,
                     Some(port.id),
                     "arp_reply",
-                    format!("{} is-at {}", in_addr.addr(), fmt_mac(&port.mac)),
+                    format!("{own} is-at {}", fmt_mac(&port.mac)),
                 );
                 return Decision::Emit(
                     port.id,
-                    frames::arp_reply(port.mac, in_addr.addr(), arp.sender_mac, arp.sender_ip),
+                    frames::arp_reply(port.mac, own, arp.sender_mac, arp.sender_ip),
                 );
             }
             return Decision::Drop(DropReason::Unsupported("ARP not for this router"));
         }
         L3::Ipv4(ip) => *ip,
-        L3::Ipv6(_) => return Decision::Drop(DropReason::Unsupported("IPv6 is not routed yet")),
-        L3::Other(_) => return Decision::Drop(DropReason::Unsupported("not IPv4 or ARP")),
+        L3::Ipv6(_) | L3::Other(_) => {
+            return Decision::Drop(DropReason::Unsupported("not IP or ARP"))
+        }
     };
     if packet.eth_dst == BROADCAST {
         return Decision::Drop(DropReason::NotForRouter);
@@ -187,7 +199,7 @@ pub(crate) fn process<L: Learned + ?Sized>(
         format!("{route_name} port {} next hop {next_hop}", out.id),
     );
     let Some(next_mac) = resolve(walk, router, out, next_hop) else {
-        if walk.learned.arp_failed(router, next_hop) {
+        if walk.learned.arp_failed(router, IpAddr::V4(next_hop)) {
             walk.sim.step(
                 device,
                 Some(out.id),
@@ -204,14 +216,18 @@ pub(crate) fn process<L: Learned + ?Sized>(
                 DropReason::HostUnreachable,
             );
         }
-        walk.sim.held_for = Some((router, next_hop));
+        walk.sim.held_for = Some((router, IpAddr::V4(next_hop)));
         walk.sim.step(
             device,
             Some(out.id),
             "arp_resolve",
             format!("who-has {next_hop}: holding the packet"),
         );
-        let Some(src) = out.address else {
+        let Some(src) = out
+            .ipv4_addresses()
+            .find(|a| a.contains(&next_hop))
+            .or(out.address)
+        else {
             return Decision::Drop(DropReason::ArpPending);
         };
         return Decision::Emit(out.id, frames::arp_request(out.mac, src.addr(), next_hop));
@@ -253,14 +269,14 @@ fn resolve<L: Learned + ?Sized>(
                 }
             }
             Device::Router(_) => {
-                if peer.address.is_some_and(|a| a.addr() == ip) {
+                if peer.ipv4_addresses().any(|a| a.addr() == ip) {
                     return Some(peer.mac);
                 }
             }
         }
     }
-    walk.sim.tag(Tag::Arp(router, ip));
-    walk.learned.arp(router, ip)
+    walk.sim.tag(Tag::Arp(router, IpAddr::V4(ip)));
+    walk.learned.arp(router, IpAddr::V4(ip))
 }
 
 /// A packet for the router's own address that is not ICMP: nothing listens

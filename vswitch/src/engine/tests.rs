@@ -15,6 +15,8 @@ mod ageing;
 mod fragments;
 #[path = "tests_ipv6.rs"]
 mod ipv6;
+#[path = "tests_ipv6_router.rs"]
+mod ipv6_router;
 #[path = "tests_lb.rs"]
 mod lb;
 #[path = "tests_policy.rs"]
@@ -52,6 +54,7 @@ fn port(id: Uuid, device: Uuid, device_type: DeviceType, mac_n: u8, address: Opt
         device_type,
         mac: MacAddr(mac(mac_n)),
         address: address.map(|a| a.parse().unwrap()),
+        extra_addresses: Vec::new(),
         peer_id: None,
         host_id: None,
         interface_name: None,
@@ -154,14 +157,14 @@ fn open_topology() -> Topology {
 #[derive(Default)]
 struct Memory {
     macs: HashMap<(Uuid, [u8; 6]), Uuid>,
-    arp: HashMap<(Uuid, Ipv4Addr), [u8; 6]>,
+    arp: HashMap<(Uuid, std::net::IpAddr), [u8; 6]>,
 }
 
 impl Learned for Memory {
     fn mac_port(&self, bridge: Uuid, mac: [u8; 6]) -> Option<Uuid> {
         self.macs.get(&(bridge, mac)).copied()
     }
-    fn arp(&self, router: Uuid, ip: Ipv4Addr) -> Option<[u8; 6]> {
+    fn arp(&self, router: Uuid, ip: std::net::IpAddr) -> Option<[u8; 6]> {
         self.arp.get(&(router, ip)).copied()
     }
 }

@@ -109,12 +109,15 @@ fn learned_macs_live_as_long_as_traffic_uses_them() {
 #[test]
 fn arp_entries_live_as_long_as_routed_traffic_uses_them() {
     let mut sw = Switch::new(open_topology());
-    let a1: Ipv4Addr = "10.0.1.10".parse().unwrap();
-    let b1: Ipv4Addr = "10.0.2.10".parse().unwrap();
+    let a1: std::net::IpAddr = "10.0.1.10".parse().unwrap();
+    let b1: std::net::IpAddr = "10.0.2.10".parse().unwrap();
     let there = ping(mac(1), mac(0xa1), "10.0.1.10", "10.0.2.10", 64);
     let back = ping(mac(3), mac(0xb1), "10.0.2.10", "10.0.1.10", 64);
     // The router resolves each pod when it first routes to it.
-    let answer = |from: [u8; 6], ip: Ipv4Addr, router_mac: [u8; 6], gateway: &str| {
+    let answer = |from: [u8; 6], ip: std::net::IpAddr, router_mac: [u8; 6], gateway: &str| {
+        let std::net::IpAddr::V4(ip) = ip else {
+            unreachable!("IPv4 pods")
+        };
         frames::arp_reply(from, ip, router_mac, gateway.parse().unwrap())
     };
     sw.forward(POD_A1, &there, 0);

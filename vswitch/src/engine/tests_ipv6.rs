@@ -62,7 +62,7 @@ fn rule(position: u32, action: RuleAction, edit: impl FnOnce(&mut Rule)) -> Rule
 }
 
 /// Ethernet / IPv6 with next header `next` and payload `l4`.
-fn v6_frame(
+pub(super) fn v6_frame(
     src_mac: [u8; 6],
     dst_mac: [u8; 6],
     src: &str,
@@ -86,7 +86,7 @@ fn v6_frame(
 }
 
 /// A TCP segment with `flags` (0x02 SYN, 0x12 SYN+ACK).
-fn tcp6(
+pub(super) fn tcp6(
     src_mac: [u8; 6],
     dst_mac: [u8; 6],
     src: &str,

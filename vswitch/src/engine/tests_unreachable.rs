@@ -39,7 +39,7 @@ fn a_next_hop_that_never_answered_arp_is_host_unreachable() {
     let topo = open_topology();
     let mut tables = LearnedTables::default();
     let frame = ping(mac(1), mac(0xa1), "10.0.1.10", "10.0.2.10", 64);
-    let b1: Ipv4Addr = "10.0.2.10".parse().unwrap();
+    let b1: std::net::IpAddr = "10.0.2.10".parse().unwrap();
     // First the router resolves and holds the packet.
     let held = simulate(&topo, &tables, POD_A1, &frame);
     assert_eq!(held.held_for, Some((ROUTER, b1)), "{:#?}", held.trace);

@@ -14,13 +14,13 @@ mod tunnel;
 
 pub use lb::{LbInfo, MemberInfo, VipInfo, VipKey};
 pub use policy::{ChainInfo, IpGroups, ProviderInfo};
-pub use routes::{RouteEntry, RouteTable};
+pub use routes::{Prefix, RouteEntry, RouteTable};
 pub use tunnel::{KeyTarget, TunnelIndex};
 
 use std::collections::{HashMap, HashSet};
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-use ipnet::{IpNet, Ipv4Net};
+use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 use nsdb::{DeviceType, Record, Revision, RouteKind};
 use uuid::Uuid;
 
@@ -45,8 +45,11 @@ pub struct PortInfo {
     pub device: Device,
     /// Its MAC (for bridge ports: the MAC of the workload behind it).
     pub mac: Mac,
-    /// Router ports: the address and its network.
+    /// Router ports: the (first) IPv4 address and its network.
     pub address: Option<Ipv4Net>,
+    /// Router ports: every address with its network, either family, the
+    /// NSDB's `address` first.
+    pub addresses: Vec<IpNet>,
     /// The linked peer port (interior ports).
     pub peer: Option<Uuid>,
     /// The host an exterior port is bound on.
@@ -73,6 +76,9 @@ pub struct BridgeInfo {
     pub static_macs: HashMap<Mac, Uuid>,
     /// ARP suppression: addresses the NSDB knows, answered by the bridge.
     pub arp: HashMap<Ipv4Addr, Mac>,
+    /// Neighbor Solicitations answered by the bridge: the IPv6 addresses
+    /// the NSDB knows (the IPv6 twin of `arp`).
+    pub nd: HashMap<Ipv6Addr, Mac>,
     /// Chains: inbound and outbound.
     pub chains: (Option<Uuid>, Option<Uuid>),
     /// Routers linked to it that carry a load balancer.
@@ -99,8 +105,13 @@ pub struct RouterInfo {
     pub ports: Vec<Uuid>,
     /// Its own addresses and the port holding each.
     pub addresses: HashMap<Ipv4Addr, Uuid>,
+    /// Its own IPv6 addresses (each port's link-local one included) and
+    /// the port holding each.
+    pub addresses6: HashMap<Ipv6Addr, Uuid>,
     /// Its forwarding table, connected networks included.
     pub routes: RouteTable,
+    /// Its IPv6 forwarding table, connected networks included.
+    pub routes6: RouteTable<Ipv6Net>,
     /// Chains: inbound and outbound.
     pub chains: (Option<Uuid>, Option<Uuid>),
 }
@@ -144,6 +155,82 @@ fn v4(net: IpNet) -> Option<Ipv4Net> {
     match net {
         IpNet::V4(n) => Some(n),
         IpNet::V6(_) => None,
+    }
+}
+
+fn v6(net: IpNet) -> Option<Ipv6Net> {
+    match net {
+        IpNet::V6(n) => Some(n),
+        IpNet::V4(_) => None,
+    }
+}
+
+fn is_link_local(ip: &Ipv6Addr) -> bool {
+    ip.segments()[0] & 0xffc0 == 0xfe80
+}
+
+impl PortInfo {
+    /// The port's IPv4 addresses.
+    pub fn ipv4_addresses(&self) -> impl Iterator<Item = Ipv4Net> + '_ {
+        self.addresses.iter().copied().filter_map(v4)
+    }
+
+    /// The port's IPv6 addresses (not its link-local one).
+    pub fn ipv6_addresses(&self) -> impl Iterator<Item = Ipv6Net> + '_ {
+        self.addresses.iter().copied().filter_map(v6)
+    }
+
+    /// The port's IPv6 link-local address (from its MAC, EUI-64).
+    pub fn link_local(&self) -> Ipv6Addr {
+        crate::wire::link_local_from_mac(self.mac)
+    }
+
+    /// Whether `ip` is one of the port's own IPv6 addresses.
+    pub fn owns6(&self, ip: &Ipv6Addr) -> bool {
+        *ip == self.link_local() || self.ipv6_addresses().any(|a| a.addr() == *ip)
+    }
+
+    /// The port's IPv6 address to speak to `peer` from: one on the peer's
+    /// network, else the first global one, else the link-local one.
+    pub fn ipv6_source_for(&self, peer: &Ipv6Addr) -> Ipv6Addr {
+        if is_link_local(peer) {
+            return self.link_local();
+        }
+        self.ipv6_addresses()
+            .find(|a| a.contains(peer))
+            .or_else(|| self.ipv6_addresses().next())
+            .map_or(self.link_local(), |a| a.addr())
+    }
+}
+
+/// The implicit route to the network of `port`'s address `addr`.
+fn connected<N: Prefix>(port: &PortInfo, addr: N) -> RouteEntry<N> {
+    RouteEntry {
+        id: None,
+        dst: addr.truncated(),
+        src: N::default(),
+        port: Some(port.id),
+        gateway: None,
+        weight: 0,
+        kind: RouteKind::Normal,
+    }
+}
+
+/// The table entry of the NSDB route `r`.
+fn configured<N: Prefix>(
+    r: &nsdb::Route,
+    dst: N,
+    src: N,
+    gateway: Option<N::Addr>,
+) -> RouteEntry<N> {
+    RouteEntry {
+        id: Some(r.id),
+        dst,
+        src,
+        port: r.next_hop_port_id,
+        gateway,
+        weight: r.weight,
+        kind: r.kind,
     }
 }
 
@@ -193,13 +280,20 @@ impl Topology {
                         DeviceType::Bridge => Device::Bridge(p.device_id),
                         DeviceType::Router => Device::Router(p.device_id),
                     };
+                    let addresses: Vec<IpNet> = p
+                        .address
+                        .iter()
+                        .chain(&p.extra_addresses)
+                        .copied()
+                        .collect();
                     topo.ports.insert(
                         p.id,
                         PortInfo {
                             id: p.id,
                             device,
                             mac: p.mac.0,
-                            address: p.address.and_then(v4),
+                            address: addresses.iter().copied().find_map(v4),
+                            addresses,
                             peer: p.peer_id,
                             host: p.host_id,
                             interface: p.interface_name.clone(),
@@ -240,8 +334,14 @@ impl Topology {
                     match peer {
                         Some(router_port) => {
                             info.static_macs.insert(router_port.mac, port.id);
-                            if let Some(addr) = router_port.address {
+                            for addr in router_port.ipv4_addresses() {
                                 info.arp.insert(addr.addr(), router_port.mac);
+                            }
+                            if matches!(router_port.device, Device::Router(_)) {
+                                info.nd.insert(router_port.link_local(), router_port.mac);
+                                for addr in router_port.ipv6_addresses() {
+                                    info.nd.insert(addr.addr(), router_port.mac);
+                                }
                             }
                         }
                         None => {
@@ -250,8 +350,14 @@ impl Topology {
                     }
                     for (mac, ip) in &port.allowed {
                         info.static_macs.insert(*mac, port.id);
-                        if let Some(net) = v4(*ip).filter(|n| n.prefix_len() == 32) {
-                            info.arp.insert(net.addr(), *mac);
+                        match ip {
+                            IpNet::V4(net) if net.prefix_len() == 32 => {
+                                info.arp.insert(net.addr(), *mac);
+                            }
+                            IpNet::V6(net) if net.prefix_len() == 128 => {
+                                info.nd.insert(net.addr(), *mac);
+                            }
+                            _ => {}
                         }
                     }
                 }
@@ -260,8 +366,12 @@ impl Topology {
                         continue;
                     };
                     info.ports.push(port.id);
-                    if let Some(addr) = port.address {
+                    for addr in port.ipv4_addresses() {
                         info.addresses.insert(addr.addr(), port.id);
+                    }
+                    info.addresses6.insert(port.link_local(), port.id);
+                    for addr in port.ipv6_addresses() {
+                        info.addresses6.insert(addr.addr(), port.id);
                     }
                 }
             }
@@ -270,41 +380,62 @@ impl Topology {
 
     fn index_routes(&mut self, records: &[Record]) {
         let mut tables: HashMap<Uuid, Vec<RouteEntry>> = HashMap::new();
+        let mut tables6: HashMap<Uuid, Vec<RouteEntry<Ipv6Net>>> = HashMap::new();
         for port in self.ports.values() {
-            if let (Device::Router(router), Some(addr)) = (port.device, port.address) {
-                tables.entry(router).or_default().push(RouteEntry {
-                    id: None,
-                    dst: addr.trunc(),
-                    src: Ipv4Net::default(),
-                    port: Some(port.id),
-                    gateway: None,
-                    weight: 0,
-                    kind: RouteKind::Normal,
-                });
+            let Device::Router(router) = port.device else {
+                continue;
+            };
+            for addr in &port.addresses {
+                match *addr {
+                    IpNet::V4(addr) => tables
+                        .entry(router)
+                        .or_default()
+                        .push(connected(port, addr)),
+                    IpNet::V6(addr) => tables6
+                        .entry(router)
+                        .or_default()
+                        .push(connected(port, addr)),
+                }
             }
         }
         for record in records {
             let Record::Route(r) = record else { continue };
-            let (Some(dst), Some(src)) = (v4(r.dst), v4(r.src).or(Some(Ipv4Net::default()))) else {
-                continue;
-            };
-            let gateway = match r.next_hop_gateway {
-                Some(IpAddr::V4(gw)) => Some(gw),
-                _ => None,
-            };
-            tables.entry(r.router_id).or_default().push(RouteEntry {
-                id: Some(r.id),
-                dst,
-                src,
-                port: r.next_hop_port_id,
-                gateway,
-                weight: r.weight,
-                kind: r.kind,
-            });
+            match (r.dst, r.next_hop_gateway) {
+                (IpNet::V4(dst), None | Some(IpAddr::V4(_))) => {
+                    let gateway = match r.next_hop_gateway {
+                        Some(IpAddr::V4(gw)) => Some(gw),
+                        _ => None,
+                    };
+                    let src = v4(r.src).unwrap_or_default();
+                    tables
+                        .entry(r.router_id)
+                        .or_default()
+                        .push(configured(r, dst, src, gateway));
+                }
+                (IpNet::V6(dst), None | Some(IpAddr::V6(_))) => {
+                    let gateway = match r.next_hop_gateway {
+                        Some(IpAddr::V6(gw)) => Some(gw),
+                        _ => None,
+                    };
+                    // The NSDB's default source is any IPv4 source: for an
+                    // IPv6 route it means any source too.
+                    let src = v6(r.src).unwrap_or_default();
+                    tables6
+                        .entry(r.router_id)
+                        .or_default()
+                        .push(configured(r, dst, src, gateway));
+                }
+                _ => {}
+            }
         }
         for (router, entries) in tables {
             if let Some(info) = self.routers.get_mut(&router) {
                 info.routes = RouteTable::new(entries);
+            }
+        }
+        for (router, entries) in tables6 {
+            if let Some(info) = self.routers.get_mut(&router) {
+                info.routes6 = RouteTable::new(entries);
             }
         }
     }

@@ -1,26 +1,89 @@
 //! A router's forwarding table: longest prefix, then most specific source,
 //! then lowest weight; equal candidates share traffic by flow hash (ECMP).
+//! One table per address family ([`RouteTable`] for IPv4,
+//! `RouteTable<Ipv6Net>` for IPv6).
 
 use std::collections::HashMap;
-use std::net::Ipv4Addr;
+use std::fmt::Debug;
+use std::net::{Ipv4Addr, Ipv6Addr};
 
-use ipnet::Ipv4Net;
+use ipnet::{Ipv4Net, Ipv6Net};
 use nsdb::RouteKind;
 use uuid::Uuid;
 
+/// A prefix type a table can be built of: IPv4 or IPv6.
+pub trait Prefix: Copy + Debug + Default + PartialEq + Eq + std::fmt::Display {
+    /// Its address type.
+    type Addr: Copy + Debug + PartialEq + Eq + std::fmt::Display;
+    /// The prefix length.
+    fn length(&self) -> u8;
+    /// The prefix with its host bits cleared.
+    fn truncated(&self) -> Self;
+    /// The network address.
+    fn net(&self) -> Self::Addr;
+    /// Whether `addr` lies in the prefix.
+    fn holds(&self, addr: &Self::Addr) -> bool;
+    /// `addr` with only its first `len` bits, as a number.
+    fn bits(addr: Self::Addr, len: u8) -> u128;
+}
+
+impl Prefix for Ipv4Net {
+    type Addr = Ipv4Addr;
+    fn length(&self) -> u8 {
+        self.prefix_len()
+    }
+    fn truncated(&self) -> Self {
+        self.trunc()
+    }
+    fn net(&self) -> Ipv4Addr {
+        self.network()
+    }
+    fn holds(&self, addr: &Ipv4Addr) -> bool {
+        self.contains(addr)
+    }
+    fn bits(addr: Ipv4Addr, len: u8) -> u128 {
+        match len {
+            0 => 0,
+            len => u128::from(u32::from(addr) & (u32::MAX << (32 - u32::from(len.min(32))))),
+        }
+    }
+}
+
+impl Prefix for Ipv6Net {
+    type Addr = Ipv6Addr;
+    fn length(&self) -> u8 {
+        self.prefix_len()
+    }
+    fn truncated(&self) -> Self {
+        self.trunc()
+    }
+    fn net(&self) -> Ipv6Addr {
+        self.network()
+    }
+    fn holds(&self, addr: &Ipv6Addr) -> bool {
+        self.contains(addr)
+    }
+    fn bits(addr: Ipv6Addr, len: u8) -> u128 {
+        match len {
+            0 => 0,
+            len => u128::from(addr) & (u128::MAX << (128 - u32::from(len.min(128)))),
+        }
+    }
+}
+
 /// One usable route (configured, or implicit for a port's own subnet).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RouteEntry {
+pub struct RouteEntry<N: Prefix = Ipv4Net> {
     /// The NSDB route, or `None` for a directly connected network.
     pub id: Option<Uuid>,
     /// Destination prefix.
-    pub dst: Ipv4Net,
+    pub dst: N,
     /// Source prefix.
-    pub src: Ipv4Net,
+    pub src: N,
     /// The router port packets leave through.
     pub port: Option<Uuid>,
     /// The gateway, or `None` when the destination is on-link.
-    pub gateway: Option<Ipv4Addr>,
+    pub gateway: Option<N::Addr>,
     /// Lower wins among equal prefixes.
     pub weight: u32,
     /// Normal, blackhole or reject.
@@ -30,44 +93,46 @@ pub struct RouteEntry {
 /// The routes of one router, kept sorted, with an index by destination
 /// prefix: a lookup probes one hash bucket per prefix length in use
 /// (longest first), not every route.
-#[derive(Debug, Clone, Default)]
-pub struct RouteTable {
+#[derive(Debug, Clone)]
+pub struct RouteTable<N: Prefix = Ipv4Net> {
     /// Sorted by destination prefix length, longest first, then source
     /// prefix length, longest first, then weight.
-    entries: Vec<RouteEntry>,
+    entries: Vec<RouteEntry<N>>,
     /// The destination prefix lengths in use, longest first.
     lengths: Vec<u8>,
     /// (prefix length, network) → the entries with that destination, in
     /// lookup order.
-    buckets: HashMap<(u8, u32), Vec<usize>>,
+    buckets: HashMap<(u8, u128), Vec<usize>>,
 }
 
-/// `address` with only its first `len` bits.
-fn network(address: Ipv4Addr, len: u8) -> u32 {
-    match len {
-        0 => 0,
-        len => u32::from(address) & (u32::MAX << (32 - u32::from(len.min(32)))),
+impl<N: Prefix> Default for RouteTable<N> {
+    fn default() -> Self {
+        RouteTable {
+            entries: Vec::new(),
+            lengths: Vec::new(),
+            buckets: HashMap::new(),
+        }
     }
 }
 
-impl RouteTable {
+impl<N: Prefix> RouteTable<N> {
     /// Builds a table from unsorted entries.
-    pub fn new(mut entries: Vec<RouteEntry>) -> RouteTable {
+    pub fn new(mut entries: Vec<RouteEntry<N>>) -> RouteTable<N> {
         entries.sort_by(|a, b| {
             b.dst
-                .prefix_len()
-                .cmp(&a.dst.prefix_len())
-                .then(b.src.prefix_len().cmp(&a.src.prefix_len()))
+                .length()
+                .cmp(&a.dst.length())
+                .then(b.src.length().cmp(&a.src.length()))
                 .then(a.weight.cmp(&b.weight))
                 .then(a.id.cmp(&b.id))
         });
-        let mut lengths: Vec<u8> = entries.iter().map(|e| e.dst.prefix_len()).collect();
+        let mut lengths: Vec<u8> = entries.iter().map(|e| e.dst.length()).collect();
         lengths.dedup();
-        let mut buckets: HashMap<(u8, u32), Vec<usize>> = HashMap::new();
+        let mut buckets: HashMap<(u8, u128), Vec<usize>> = HashMap::new();
         for (i, entry) in entries.iter().enumerate() {
-            let len = entry.dst.prefix_len();
+            let len = entry.dst.length();
             buckets
-                .entry((len, network(entry.dst.network(), len)))
+                .entry((len, N::bits(entry.dst.net(), len)))
                 .or_default()
                 .push(i);
         }
@@ -79,27 +144,27 @@ impl RouteTable {
     }
 
     /// Every entry, in lookup order.
-    pub fn entries(&self) -> &[RouteEntry] {
+    pub fn entries(&self) -> &[RouteEntry<N>] {
         &self.entries
     }
 
     /// The route for a packet, choosing among equal-cost candidates with
     /// `flow_hash` so that one flow always takes the same path.
-    pub fn lookup(&self, src: Ipv4Addr, dst: Ipv4Addr, flow_hash: u64) -> Option<&RouteEntry> {
+    pub fn lookup(&self, src: N::Addr, dst: N::Addr, flow_hash: u64) -> Option<&RouteEntry<N>> {
         // Equal candidates share the destination prefix, so they sit in
         // the bucket of the best one.
         for &len in &self.lengths {
-            let Some(bucket) = self.buckets.get(&(len, network(dst, len))) else {
+            let Some(bucket) = self.buckets.get(&(len, N::bits(dst, len))) else {
                 continue;
             };
             let mut matching = bucket
                 .iter()
                 .map(|&i| &self.entries[i])
-                .filter(|e| e.src.contains(&src));
+                .filter(|e| e.src.holds(&src));
             let Some(best) = matching.next() else {
                 continue;
             };
-            let key = |e: &RouteEntry| (e.src.prefix_len(), e.weight);
+            let key = |e: &RouteEntry<N>| (e.src.length(), e.weight);
             let equal = 1 + matching.clone().take_while(|e| key(e) == key(best)).count();
             if equal == 1 {
                 return Some(best);
@@ -257,5 +322,40 @@ mod tests {
     fn no_match_is_none() {
         let table = RouteTable::new(vec![entry("10.0.0.0/8", "0.0.0.0/0", 0, 1)]);
         assert!(table.lookup(ip("1.1.1.1"), ip("11.0.0.1"), 0).is_none());
+    }
+
+    #[test]
+    fn ipv6_tables_take_the_longest_prefix_source_routes_and_ecmp() {
+        let entry6 = |dst: &str, src: &str, weight: u32, port: u128| RouteEntry::<Ipv6Net> {
+            id: Some(Uuid::from_u128(port)),
+            dst: dst.parse().unwrap(),
+            src: src.parse().unwrap(),
+            port: Some(Uuid::from_u128(port)),
+            gateway: None,
+            weight,
+            kind: RouteKind::Normal,
+        };
+        let table = RouteTable::new(vec![
+            entry6("::/0", "::/0", 0, 1),
+            entry6("2001:db8::/32", "::/0", 0, 2),
+            entry6("2001:db8:1::/48", "::/0", 0, 3),
+            entry6("2001:db8:1::/48", "fd00::/8", 0, 4),
+            entry6("2001:db8:2::/48", "::/0", 5, 5),
+            entry6("2001:db8:2::/48", "::/0", 5, 6),
+        ]);
+        let port = |src: &str, dst: &str, hash| {
+            table
+                .lookup(src.parse().unwrap(), dst.parse().unwrap(), hash)
+                .and_then(|e| e.port)
+                .map(|p| p.as_u128())
+        };
+        assert_eq!(port("2001::1", "2002::1", 0), Some(1));
+        assert_eq!(port("2001::1", "2001:db8:9::1", 0), Some(2));
+        assert_eq!(port("2001::1", "2001:db8:1::1", 0), Some(3));
+        assert_eq!(port("fd00::1", "2001:db8:1::1", 0), Some(4));
+        let shared: std::collections::HashSet<_> = (0..16)
+            .map(|hash| port("2001::1", "2001:db8:2::1", hash))
+            .collect();
+        assert_eq!(shared.len(), 2, "equal routes share by flow hash");
     }
 }

@@ -8,7 +8,7 @@
 //! records of a kind byte and a fixed-size body. Decoding is total: a
 //! truncated or unknown record ends the message.
 
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use uuid::Uuid;
 
@@ -28,6 +28,8 @@ const ARP: u8 = 4;
 /// A request for the receiver's whole flow state (an agent that restarted
 /// or joined late asks its peers); no body.
 const SYNC: u8 = 5;
+/// A neighbour an IPv6 router port resolved (the IPv6 twin of `ARP`).
+const NEIGHBOR6: u8 = 6;
 
 fn body_len(kind: u8) -> Option<usize> {
     match kind {
@@ -36,6 +38,7 @@ fn body_len(kind: u8) -> Option<usize> {
         MAC => Some(16 + 6 + 16),
         ARP => Some(16 + 4 + 6),
         SYNC => Some(0),
+        NEIGHBOR6 => Some(16 + 16 + 6),
         _ => None,
     }
 }
@@ -104,11 +107,20 @@ fn encode(learning: &Learning) -> Option<(u8, Vec<u8>)> {
             (MAC, b)
         }
         Learning::Arp { router, ip, mac } => {
-            let mut b = Vec::with_capacity(26);
+            let mut b = Vec::with_capacity(38);
             b.extend_from_slice(router.as_bytes());
-            b.extend_from_slice(&ip.octets());
+            let kind = match ip {
+                IpAddr::V4(ip) => {
+                    b.extend_from_slice(&ip.octets());
+                    ARP
+                }
+                IpAddr::V6(ip) => {
+                    b.extend_from_slice(&ip.octets());
+                    NEIGHBOR6
+                }
+            };
             b.extend_from_slice(&mac);
-            (ARP, b)
+            (kind, b)
         }
     })
 }
@@ -136,8 +148,13 @@ fn decode_one(kind: u8, b: &[u8]) -> Option<Learning> {
         },
         ARP => Learning::Arp {
             router: uuid(&b[..16])?,
-            ip: Ipv4Addr::new(b[16], b[17], b[18], b[19]),
+            ip: IpAddr::V4(Ipv4Addr::new(b[16], b[17], b[18], b[19])),
             mac: mac(&b[20..26])?,
+        },
+        NEIGHBOR6 => Learning::Arp {
+            router: uuid(&b[..16])?,
+            ip: IpAddr::V6(Ipv6Addr::from(<[u8; 16]>::try_from(&b[16..32]).ok()?)),
+            mac: mac(&b[32..38])?,
         },
         _ => return None,
     })
@@ -237,8 +254,13 @@ mod tests {
             },
             Learning::Arp {
                 router: Uuid::new_v4(),
-                ip: Ipv4Addr::new(192, 0, 2, 1),
+                ip: IpAddr::V4(Ipv4Addr::new(192, 0, 2, 1)),
                 mac: [2, 0, 0, 0, 0, 7],
+            },
+            Learning::Arp {
+                router: Uuid::new_v4(),
+                ip: "2001:db8::1".parse().unwrap(),
+                mac: [2, 0, 0, 0, 0, 8],
             },
         ];
         for n in 0..100 {
@@ -283,7 +305,7 @@ mod tests {
         let mut w = StateWriter::default();
         w.push(&Learning::Arp {
             router: Uuid::new_v4(),
-            ip: Ipv4Addr::new(1, 2, 3, 4),
+            ip: IpAddr::V4(Ipv4Addr::new(1, 2, 3, 4)),
             mac: [2; 6],
         });
         let m = &w.messages()[0];

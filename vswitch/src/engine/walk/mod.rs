@@ -32,8 +32,8 @@ mod port_security;
 mod track;
 
 use super::{
-    bridge, frames, router, Decision, DropReason, Generated, Learned, Output, Rewrite, Simulation,
-    Tag, Walk, MAX_DEVICES_TRAVERSED,
+    bridge, frames, frames6, router, Decision, DropReason, Generated, Learned, Output, Rewrite,
+    Simulation, Tag, Walk, MAX_DEVICES_TRAVERSED,
 };
 use crate::conntrack::{ConnEntry, ConnKey, Direction};
 use crate::snapshot::{Device, PortInfo, Topology};
@@ -348,12 +348,28 @@ impl<L: Learned + ?Sized> Run<'_, L> {
                     Stop::NoMember => DropReason::NoMember,
                     _ => DropReason::RuleReject,
                 });
-                let icmp_source = match (device, port.address) {
-                    (Device::Router(_), Some(address)) => Some(address.addr()),
-                    _ => entry_packet.ipv4().map(|ip| ip.dst),
+                let answer = match &entry_packet.l3 {
+                    L3::Ipv6(ip) => {
+                        let icmp_source = match device {
+                            Device::Router(_) => port.ipv6_source_for(&ip.src),
+                            Device::Bridge(_) => ip.dst,
+                        };
+                        frames6::reject(
+                            entry_packet,
+                            &entry.current(),
+                            icmp_source,
+                            frames6::Icmp6Error::AdminProhibited,
+                        )
+                    }
+                    _ => {
+                        let icmp_source = match (device, port.address) {
+                            (Device::Router(_), Some(address)) => Some(address.addr()),
+                            _ => entry_packet.ipv4().map(|ip| ip.dst),
+                        };
+                        icmp_source
+                            .and_then(|src| frames::reject(entry_packet, &entry.current(), src))
+                    }
                 };
-                let answer =
-                    icmp_source.and_then(|src| frames::reject(entry_packet, &entry.current(), src));
                 match answer {
                     Some(frame) => {
                         self.sim.step(
@@ -362,6 +378,10 @@ impl<L: Learned + ?Sized> Run<'_, L> {
                             "reject",
                             match entry_packet.l3 {
                                 L3::Ipv4(ip) if ip.proto == 6 => "TCP RST to the sender".into(),
+                                L3::Ipv6(ip) if ip.proto == 6 => "TCP RST to the sender".into(),
+                                L3::Ipv6(_) => {
+                                    "ICMPv6 administratively prohibited to the sender".into()
+                                }
                                 _ => "ICMP port unreachable to the sender".into(),
                             },
                         );
