@@ -35,6 +35,7 @@ async fn attach(s: &TestServer, tenant: &str, host: Uuid, ns: &str, name: &str) 
         tenant: tenant.into(),
         bridge_id: None,
         mac: None,
+        pools: Vec::new(),
         labels,
     };
     s.admin.put_attachment(&key, &request).await.unwrap().port
@@ -489,6 +490,7 @@ async fn a_long_named_pod_is_found_by_its_address(s: &TestServer) {
         tenant: "kubernetes".into(),
         bridge_id: None,
         mac: None,
+        pools: Vec::new(),
         labels: [("plexus.io/namespace".to_string(), "x".to_string())]
             .into_iter()
             .collect(),

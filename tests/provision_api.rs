@@ -546,6 +546,7 @@ async fn pod_mtu_fits_the_smallest_underlay(s: &TestServer) {
         tenant: format!("mtu-{}", Uuid::new_v4()),
         bridge_id: None,
         mac: None,
+        pools: Vec::new(),
         labels: Default::default(),
     };
     let attachment = s.admin.put_attachment(&key, &request).await.unwrap();
@@ -582,6 +583,7 @@ async fn attachment_ports_carry_their_labels(s: &TestServer) {
         tenant: tenant.clone(),
         bridge_id: None,
         mac: None,
+        pools: Vec::new(),
         labels: labels
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))

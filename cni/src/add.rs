@@ -9,7 +9,7 @@ use uuid::Uuid;
 
 use crate::chain::PrevResult;
 use crate::error::{code, CniError};
-use crate::plumbing;
+use crate::plumbing::{self, PodAddress};
 use crate::result::{mac_string, Outcome};
 use crate::spec::{Env, Placement};
 use crate::Plugin;
@@ -76,26 +76,37 @@ async fn attach(
         bridge_id: plugin.conf.bridge,
         mac: Some(key.mac()),
         labels: placement.labels,
+        pools: plugin.conf.pools.clone(),
     };
     let attachment = plugin.client.put_attachment(key, &request).await?;
     let mtu = plugin.conf.mtu.unwrap_or(attachment.mtu);
     let host_mac = plumbing::configure_host_end(&host_if, &alias, Some(mtu))?;
-    plumbing::configure_pod_end(
-        netns,
-        &env.ifname,
-        mtu,
-        attachment.address,
-        attachment.gateway,
-    )?;
+    let addresses = pod_addresses(&attachment);
+    plumbing::configure_pod_end(netns, &env.ifname, mtu, &addresses)?;
     let attachment = wait_active(plugin, key, attachment).await?;
+    if addresses.iter().any(|a| a.address.addr().is_ipv6()) {
+        let timeout = Duration::from_millis(plugin.conf.active_timeout_ms);
+        plumbing::wait_ipv6_ready(netns, &env.ifname, &addresses, timeout).await?;
+    }
     Ok(Outcome {
         host_interface: (host_if, mac_string(&host_mac)),
         pod_interface: (env.ifname.clone(), attachment.port.mac.to_string(), sandbox),
         mtu,
-        address: attachment.address,
-        gateway: attachment.gateway,
+        addresses,
         dns: plugin.conf.dns.clone(),
     })
+}
+
+/// The pod's addresses (IPv4 first) with their gateways.
+pub(crate) fn pod_addresses(attachment: &Attachment) -> Vec<PodAddress> {
+    attachment
+        .addresses
+        .iter()
+        .map(|a| PodAddress {
+            address: a.address,
+            gateway: a.gateway,
+        })
+        .collect()
 }
 
 /// The pod's tenant and port labels (see [`crate::spec::NetConf::placement`]);

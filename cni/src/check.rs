@@ -1,8 +1,6 @@
 //! CHECK: the kernel and the NSDB still hold what ADD set up, and agree
 //! with `prevResult`.
 
-use std::net::IpAddr;
-
 use ipnet::IpNet;
 
 use crate::chain::PrevResult;
@@ -73,27 +71,34 @@ pub(crate) async fn check(plugin: &Plugin, env: &Env) -> Result<(), CniError> {
             }
         }
     }
-    let has_address = view
-        .addresses
-        .iter()
-        .any(|a| IpNet::V4(*a) == attachment.address);
-    if !has_address {
-        wrong.push(format!(
-            "{} lacks address {} (has {:?})",
-            env.ifname, attachment.address, view.addresses
-        ));
-    }
-    if let Some(IpAddr::V4(gateway)) = attachment.gateway {
-        if !view.default_gateways.contains(&gateway) {
-            wrong.push(format!("no default route via {gateway} on {}", env.ifname));
+    let addresses = crate::add::pod_addresses(&attachment);
+    for wanted in &addresses {
+        match view.addresses.iter().find(|a| a.address == wanted.address) {
+            None => wrong.push(format!(
+                "{} lacks address {} (has {:?})",
+                env.ifname,
+                wanted.address,
+                view.addresses.iter().map(|a| a.address).collect::<Vec<_>>()
+            )),
+            Some(a) if a.tentative() || a.dad_failed() => wrong.push(format!(
+                "{}'s address {} is not usable (flags {:#x})",
+                env.ifname, a.address, a.flags
+            )),
+            Some(_) => {}
+        }
+        if let Some(gateway) = wanted.gateway {
+            if !view.default_gateways.contains(&gateway) {
+                wrong.push(format!("no default route via {gateway} on {}", env.ifname));
+            }
         }
     }
-    wrong.extend(against_prev_result(
-        &prev,
-        &attachment.address,
-        &pod_mac,
-        &env.ifname,
-    ));
+    if addresses.iter().any(|a| a.address.addr().is_ipv6()) {
+        if let Some(problem) = view.link_local_problem() {
+            wrong.push(format!("{}: {problem}", env.ifname));
+        }
+    }
+    let listed: Vec<IpNet> = addresses.iter().map(|a| a.address).collect();
+    wrong.extend(against_prev_result(&prev, &listed, &pod_mac, &env.ifname));
     if wrong.is_empty() {
         Ok(())
     } else {
@@ -107,8 +112,13 @@ pub(crate) async fn check(plugin: &Plugin, env: &Env) -> Result<(), CniError> {
 
 /// What in `prev` (the ADD result, maybe with other plugins' entries)
 /// disagrees with the attachment: the sandbox interface `ifname` must be
-/// listed with `mac`, and `address` must be listed on it.
-fn against_prev_result(prev: &PrevResult, address: &IpNet, mac: &str, ifname: &str) -> Vec<String> {
+/// listed with `mac`, and each of `addresses` must be listed on it.
+fn against_prev_result(
+    prev: &PrevResult,
+    addresses: &[IpNet],
+    mac: &str,
+    ifname: &str,
+) -> Vec<String> {
     let mut wrong = Vec::new();
     let pod = prev
         .interfaces()
@@ -124,28 +134,30 @@ fn against_prev_result(prev: &PrevResult, address: &IpNet, mac: &str, ifname: &s
         }
         Some(_) => {}
     }
-    let address = address.to_string();
-    let listed = prev
-        .ips()
-        .iter()
-        .find(|ip| ip["address"].as_str() == Some(address.as_str()));
-    match (listed, pod) {
-        (None, _) => {
-            let ips: Vec<&str> = prev
-                .ips()
-                .iter()
-                .filter_map(|ip| ip["address"].as_str())
-                .collect();
-            wrong.push(format!("prevResult lists ips {ips:?}, not {address}"));
+    for address in addresses {
+        let address = address.to_string();
+        let listed = prev
+            .ips()
+            .iter()
+            .find(|ip| ip["address"].as_str() == Some(address.as_str()));
+        match (listed, pod) {
+            (None, _) => {
+                let ips: Vec<&str> = prev
+                    .ips()
+                    .iter()
+                    .filter_map(|ip| ip["address"].as_str())
+                    .collect();
+                wrong.push(format!("prevResult lists ips {ips:?}, not {address}"));
+            }
+            (Some(ip), Some(index)) => match ip["interface"].as_u64() {
+                Some(on) if on as usize != index => wrong.push(format!(
+                    "prevResult puts {address} on interface {on} ({}), not {index} ({ifname})",
+                    prev.interfaces()[on as usize]["name"]
+                )),
+                _ => {}
+            },
+            (Some(_), None) => {}
         }
-        (Some(ip), Some(index)) => match ip["interface"].as_u64() {
-            Some(on) if on as usize != index => wrong.push(format!(
-                "prevResult puts {address} on interface {on} ({}), not {index} ({ifname})",
-                prev.interfaces()[on as usize]["name"]
-            )),
-            _ => {}
-        },
-        (Some(_), None) => {}
     }
     wrong
 }
@@ -163,14 +175,14 @@ mod tests {
         }))
         .unwrap();
         let addr: IpNet = "10.0.0.5/24".parse().unwrap();
-        assert!(against_prev_result(&prev, &addr, "02:00:00:00:00:01", "eth0").is_empty());
+        assert!(against_prev_result(&prev, &[addr], "02:00:00:00:00:01", "eth0").is_empty());
         let other: IpNet = "10.0.0.6/24".parse().unwrap();
         assert_eq!(
-            against_prev_result(&prev, &other, "02:00:00:00:00:02", "eth0").len(),
+            against_prev_result(&prev, &[other], "02:00:00:00:00:02", "eth0").len(),
             2
         );
         assert_eq!(
-            against_prev_result(&prev, &addr, "02:00:00:00:00:01", "eth1").len(),
+            against_prev_result(&prev, &[addr], "02:00:00:00:00:01", "eth1").len(),
             1
         );
     }
@@ -191,12 +203,12 @@ mod tests {
         });
         let addr: IpNet = "10.0.0.5/24".parse().unwrap();
         let prev = PrevResult::parse(&chained).unwrap();
-        assert!(against_prev_result(&prev, &addr, "02:00:00:00:00:01", "eth0").is_empty());
+        assert!(against_prev_result(&prev, &[addr], "02:00:00:00:00:01", "eth0").is_empty());
         // The address listed on another plugin's interface is a difference.
         let mut misplaced = chained.clone();
         misplaced["ips"][1]["interface"] = json!(0);
         let prev = PrevResult::parse(&misplaced).unwrap();
-        let wrong = against_prev_result(&prev, &addr, "02:00:00:00:00:01", "eth0");
+        let wrong = against_prev_result(&prev, &[addr], "02:00:00:00:00:01", "eth0");
         assert_eq!(wrong.len(), 1, "{wrong:?}");
         assert!(wrong[0].contains("net1"), "{wrong:?}");
     }

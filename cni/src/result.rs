@@ -1,8 +1,8 @@
 //! The ADD result in the shape each supported CNI version expects.
 
-use ipnet::IpNet;
 use serde_json::{json, Value};
-use std::net::IpAddr;
+
+use crate::plumbing::PodAddress;
 
 /// What ADD set up, independent of the result version.
 #[derive(Debug, Clone)]
@@ -13,10 +13,8 @@ pub struct Outcome {
     pub pod_interface: (String, String, String),
     /// The pod interface's MTU.
     pub mtu: u16,
-    /// The pod's address with prefix.
-    pub address: IpNet,
-    /// The pod's gateway.
-    pub gateway: Option<IpAddr>,
+    /// The pod's addresses with prefixes and gateways, IPv4 first.
+    pub addresses: Vec<PodAddress>,
     /// The `dns` of the configuration, passed through.
     pub dns: Option<Value>,
 }
@@ -40,30 +38,41 @@ impl Outcome {
         if cni_version == "1.1.0" {
             pod["mtu"] = json!(self.mtu);
         }
-        let mut ip = json!({ "address": self.address.to_string(), "interface": 1 });
-        if let Some(gateway) = self.gateway {
-            ip["gateway"] = json!(gateway.to_string());
-        }
-        if cni_version == "0.4.0" {
-            let family = if self.address.addr().is_ipv4() {
-                "4"
-            } else {
-                "6"
-            };
-            ip["version"] = json!(family);
-        }
+        let ips: Vec<Value> = self
+            .addresses
+            .iter()
+            .map(|a| {
+                let mut ip = json!({ "address": a.address.to_string(), "interface": 1 });
+                if let Some(gateway) = a.gateway {
+                    ip["gateway"] = json!(gateway.to_string());
+                }
+                if cni_version == "0.4.0" {
+                    let family = if a.address.addr().is_ipv4() { "4" } else { "6" };
+                    ip["version"] = json!(family);
+                }
+                ip
+            })
+            .collect();
+        let routes: Vec<Value> = self
+            .addresses
+            .iter()
+            .filter_map(|a| a.gateway)
+            .map(|gateway| {
+                let default = if gateway.is_ipv4() {
+                    "0.0.0.0/0"
+                } else {
+                    "::/0"
+                };
+                json!({ "dst": default, "gw": gateway.to_string() })
+            })
+            .collect();
         let mut out = json!({
             "cniVersion": cni_version,
             "interfaces": [{ "name": host_name, "mac": host_mac }, pod],
-            "ips": [ip],
+            "ips": ips,
         });
-        if let Some(gateway) = self.gateway {
-            let default = if gateway.is_ipv4() {
-                "0.0.0.0/0"
-            } else {
-                "::/0"
-            };
-            out["routes"] = json!([{ "dst": default, "gw": gateway.to_string() }]);
+        if !routes.is_empty() {
+            out["routes"] = json!(routes);
         }
         if let Some(dns) = &self.dns {
             out["dns"] = dns.clone();
@@ -85,8 +94,10 @@ mod tests {
                 "/run/netns/p".into(),
             ),
             mtu: 1450,
-            address: "10.128.0.5/24".parse().unwrap(),
-            gateway: Some("10.128.0.1".parse().unwrap()),
+            addresses: vec![PodAddress {
+                address: "10.128.0.5/24".parse().unwrap(),
+                gateway: Some("10.128.0.1".parse().unwrap()),
+            }],
             dns: None,
         }
     }
@@ -103,5 +114,30 @@ mod tests {
         assert_eq!(v11["routes"][0]["gw"], "10.128.0.1");
         assert_eq!(v11["ips"][0]["interface"], 1);
         assert_eq!(mac_string(&[2, 0, 0xab, 0, 0, 1]), "02:00:ab:00:00:01");
+    }
+
+    #[test]
+    fn dual_stack_lists_both_addresses_and_default_routes() {
+        let mut dual = outcome();
+        dual.addresses.push(PodAddress {
+            address: "fd00:1::5/64".parse().unwrap(),
+            gateway: Some("fd00:1::1".parse().unwrap()),
+        });
+        let v11 = dual.to_json("1.1.0");
+        assert_eq!(v11["ips"][1]["address"], "fd00:1::5/64");
+        assert_eq!(v11["ips"][1]["gateway"], "fd00:1::1");
+        assert_eq!(v11["ips"][1]["interface"], 1);
+        assert_eq!(
+            v11["routes"],
+            json!([{"dst": "0.0.0.0/0", "gw": "10.128.0.1"}, {"dst": "::/0", "gw": "fd00:1::1"}])
+        );
+        assert_eq!(dual.to_json("0.4.0")["ips"][1]["version"], "6");
+        let mut v6_only = dual.clone();
+        v6_only.addresses.remove(0);
+        let v6 = v6_only.to_json("1.0.0");
+        assert_eq!(v6["ips"].as_array().unwrap().len(), 1);
+        assert_eq!(v6["routes"], json!([{"dst": "::/0", "gw": "fd00:1::1"}]));
+        v6_only.addresses[0].gateway = None;
+        assert!(v6_only.to_json("1.1.0").get("routes").is_none());
     }
 }

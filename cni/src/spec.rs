@@ -173,6 +173,9 @@ pub struct NetConf {
     pub active_timeout_ms: u64,
     /// `dns`: passed through into the result.
     pub dns: Option<Value>,
+    /// `pools`: the IP pools (ids or names) to lease from, at most one per
+    /// family; empty: one of each family of the pod's bridge.
+    pub pools: Vec<String>,
     /// `prevResult` (ADD in a chain, CHECK, DEL).
     pub prev_result: Option<Value>,
     /// `cni.dev/valid-attachments` (GC).
@@ -192,6 +195,36 @@ fn string(obj: &Map<String, Value>, field: &str) -> Result<Option<String>, CniEr
         None | Some(Value::Null) => Ok(None),
         Some(Value::String(s)) => Ok(Some(s.clone())),
         Some(other) => Err(invalid(field, format!("expected a string, got {other}"))),
+    }
+}
+
+/// `pools`: a list of one or two distinct, non-empty pool ids or names.
+fn pools(obj: &Map<String, Value>) -> Result<Vec<String>, CniError> {
+    let list = match obj.get("pools") {
+        None | Some(Value::Null) => return Ok(Vec::new()),
+        Some(Value::Array(list)) => list,
+        Some(other) => return Err(invalid("pools", format!("expected a list, got {other}"))),
+    };
+    let mut out: Vec<String> = Vec::new();
+    for entry in list {
+        match entry.as_str() {
+            Some(name) if !name.is_empty() && !out.iter().any(|p| p == name) => {
+                out.push(name.to_string())
+            }
+            _ => {
+                return Err(invalid(
+                    "pools",
+                    format!("{entry} is not a pool id or name, or is listed twice"),
+                ))
+            }
+        }
+    }
+    match out.len() {
+        1 | 2 => Ok(out),
+        n => Err(invalid(
+            "pools",
+            format!("a pod gets one address per family: name 1 or 2 pools, not {n}"),
+        )),
     }
 }
 
@@ -283,6 +316,7 @@ impl NetConf {
                 invalid("active_timeout_ms", format!("expected a number, got {v}"))
             })?,
         };
+        let pools = pools(&obj)?;
         let mut valid_attachments = Vec::new();
         if let Some(list) = obj.get("cni.dev/valid-attachments") {
             let entries = list
@@ -321,6 +355,7 @@ impl NetConf {
             host: string(&obj, "host")?,
             active_timeout_ms,
             dns: obj.get("dns").filter(|d| !d.is_null()).cloned(),
+            pools,
             prev_result: obj.get("prevResult").filter(|d| !d.is_null()).cloned(),
             valid_attachments,
         })
@@ -528,6 +563,20 @@ mod tests {
             NetConf::parse(nameless).unwrap_err().code,
             code::INVALID_CONFIG
         );
+        for bad_pools in [
+            r#""v4""#,
+            "[]",
+            r#"["a","a"]"#,
+            r#"["a",""]"#,
+            r#"["a","b","c"]"#,
+            "[7]",
+        ] {
+            let conf = format!(r#"{{"cniVersion":"1.1.0","name":"n","pools":{bad_pools}}}"#);
+            let error = NetConf::parse(conf.as_bytes()).unwrap_err();
+            assert_eq!(error.code, code::INVALID_CONFIG, "{bad_pools}");
+        }
+        let dual = br#"{"cniVersion":"1.1.0","name":"n","pools":["pods-v4","pods-v6"]}"#;
+        assert_eq!(NetConf::parse(dual).unwrap().pools, ["pods-v4", "pods-v6"]);
         let bad_mtu = br#"{"cniVersion":"1.0.0","name":"n","mtu":"big"}"#;
         assert_eq!(
             NetConf::parse(bad_mtu).unwrap_err().code,

@@ -23,31 +23,40 @@ use crate::txn::{self, Tx, MAX_ATTEMPTS};
 pub const PORT_MARKERS_PER_COMMIT: usize = 100;
 
 impl Nsdb {
-    /// Creates `port` with the lease of `owner` in `pool_id`, the leased
-    /// address added to the port's allowed addresses, in one commit.
-    /// Idempotent: when a port with `port.id` exists it is returned with
-    /// the owner's lease (allocated now if it was missing).
+    /// Creates `port` with the leases of `owner` in each of `pool_ids` (one
+    /// address per pool: a dual-stack port names an IPv4 and an IPv6
+    /// pool), the leased addresses as the port's allowed addresses, in one
+    /// commit. Idempotent: when a port with `port.id` exists it is returned
+    /// with the owner's leases (those missing allocated now). The leases
+    /// come back in the order of `pool_ids`.
     pub async fn attach_port(
         &self,
         port: Port,
-        pool_id: Uuid,
+        pool_ids: &[Uuid],
         owner: &str,
-    ) -> Result<(Port, IpLease), NsdbError> {
-        for attempt in 0..MAX_ATTEMPTS {
+    ) -> Result<(Port, Vec<IpLease>), NsdbError> {
+        'attempts: for attempt in 0..MAX_ATTEMPTS {
             let mut tx = Tx::new(self.backend().clone());
-            let Some(lease) = self.stage_lease(&mut tx, pool_id, owner).await? else {
-                txn::backoff(attempt).await;
-                continue;
-            };
+            let mut leases = Vec::with_capacity(pool_ids.len());
+            for pool_id in pool_ids {
+                match self.stage_lease(&mut tx, *pool_id, owner).await? {
+                    Some(lease) => leases.push(lease),
+                    None => {
+                        txn::backoff(attempt).await;
+                        continue 'attempts;
+                    }
+                }
+            }
+            let all_held = leases.iter().all(|l| l.revision != 0);
             let existing = integrity::read(&mut tx, Kind::Port, port.id).await?;
             let staged = match existing {
-                Some(Record::Port(_)) if lease.revision != 0 => {
-                    return Ok((self.fetch::<Port>(port.id).await?, lease));
+                Some(Record::Port(_)) if all_held => {
+                    return Ok((self.fetch::<Port>(port.id).await?, leases));
                 }
-                // The port outlived its lease (released by hand): it gets
+                // The port outlived a lease (released by hand): it gets
                 // the new address.
                 Some(Record::Port(mut stored)) => {
-                    stored.allowed_addresses = vec![allowed(&stored, lease.address)];
+                    stored.allowed_addresses = allowed(&stored, &leases);
                     Mutation::Update {
                         record: Record::Port(stored),
                         expected_revision: None,
@@ -55,7 +64,7 @@ impl Nsdb {
                 }
                 _ => {
                     let mut port = port.clone();
-                    port.allowed_addresses = vec![allowed(&port, lease.address)];
+                    port.allowed_addresses = allowed(&port, &leases);
                     Mutation::Create(Record::Port(port))
                 }
             };
@@ -65,30 +74,35 @@ impl Nsdb {
                     return Err(txn::contention());
                 };
                 stored.revision = revision;
-                let revision = if lease.revision == 0 {
-                    revision
-                } else {
-                    lease.revision
-                };
-                return Ok((stored, IpLease { revision, ..lease }));
+                for lease in &mut leases {
+                    if lease.revision == 0 {
+                        lease.revision = revision;
+                    }
+                }
+                return Ok((stored, leases));
             }
             txn::backoff(attempt).await;
         }
         Err(txn::contention())
     }
 
-    /// Deletes port `port_id` and releases `owner`'s lease in `pool_id` in
-    /// one commit. Returns whether anything existed (detaching twice is not
-    /// an error).
+    /// Deletes port `port_id` and releases `owner`'s leases in each of
+    /// `pool_ids` in one commit. Returns whether anything existed
+    /// (detaching twice is not an error).
     pub async fn detach_port(
         &self,
         port_id: Uuid,
-        pool_id: Uuid,
+        pool_ids: &[Uuid],
         owner: &str,
     ) -> Result<bool, NsdbError> {
         for attempt in 0..MAX_ATTEMPTS {
             let mut tx = Tx::new(self.backend().clone());
-            let released = Nsdb::stage_release(&mut tx, pool_id, owner).await?;
+            let mut released = false;
+            for pool_id in pool_ids {
+                released |= Nsdb::stage_release(&mut tx, *pool_id, owner)
+                    .await?
+                    .is_some();
+            }
             let exists = integrity::read(&mut tx, Kind::Port, port_id)
                 .await?
                 .is_some();
@@ -100,7 +114,7 @@ impl Nsdb {
                 };
                 integrity::stage(&mut tx, &[delete], self.scope()).await?;
             }
-            if !exists && released.is_none() {
+            if !exists && !released {
                 return Ok(false);
             }
             if tx.commit().await?.is_some() {
@@ -152,10 +166,13 @@ impl Nsdb {
     }
 }
 
-/// The anti-spoofing entry of a port sending from `address`.
-fn allowed(port: &Port, address: std::net::IpAddr) -> AllowedAddress {
-    AllowedAddress {
-        mac: port.mac,
-        ip: IpNet::from(address),
-    }
+/// The anti-spoofing entries of a port sending from the leases' addresses.
+fn allowed(port: &Port, leases: &[IpLease]) -> Vec<AllowedAddress> {
+    leases
+        .iter()
+        .map(|lease| AllowedAddress {
+            mac: port.mac,
+            ip: IpNet::from(lease.address),
+        })
+        .collect()
 }

@@ -1,9 +1,10 @@
 //! Pod attachments (what the CNI plugin asks for): a port on the tenant's
-//! bridge, bound to a host interface, with an address leased from the
-//! bridge's pool, all keyed by (network, container id, interface name).
+//! bridge, bound to a host interface, with an address leased from each of
+//! the bridge's pools (one IPv4 and one IPv6 pool make a dual-stack pod),
+//! all keyed by (network, container id, interface name).
 //!
 //! The port's id is derived from that key, so asking twice finds the same
-//! port, and the port and its lease are created and removed in one NSDB
+//! port, and the port and its leases are created and removed in one NSDB
 //! commit ([`Nsdb::attach_port`]), so a client dying half-way never leaves
 //! one without the other. The lease's owner string is the key itself,
 //! which is how attachments are listed without a record kind of their own.
@@ -141,6 +142,22 @@ pub struct AttachmentRequest {
     /// port keeps its own).
     #[serde(default, skip_serializing_if = "Labels::is_empty")]
     pub labels: Labels,
+    /// The pools to lease from, by id or name: all of one bridge of the
+    /// tenant (which `bridge_id`, if given, must be), at most one per
+    /// family. Default: one pool of each family of the bridge.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub pools: Vec<String>,
+}
+
+/// One address of an attachment.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct AttachmentAddress {
+    /// The pool it is leased from.
+    pub pool_id: Uuid,
+    /// The address with the pool's prefix length.
+    pub address: IpNet,
+    /// The pool's gateway: the pod's default route of this family.
+    pub gateway: Option<IpAddr>,
 }
 
 /// An attachment as the API answers it.
@@ -152,14 +169,17 @@ pub struct Attachment {
     pub tenant_id: Uuid,
     /// The bridge the port is on.
     pub bridge_id: Uuid,
-    /// The pool the address is leased from.
+    /// The pool of the first address (IPv4 when the pod has one).
     pub pool_id: Uuid,
-    /// The port (bound, with the address as its allowed address).
+    /// The port (bound, with the addresses as its allowed addresses).
     pub port: Port,
-    /// The pod's address with the pool's prefix length.
+    /// The first address (IPv4 when the pod has one) with its prefix length.
     pub address: IpNet,
-    /// The pod's default gateway.
+    /// The first address's gateway.
     pub gateway: Option<IpAddr>,
+    /// Every address of the pod, IPv4 first (one per family).
+    #[serde(default)]
+    pub addresses: Vec<AttachmentAddress>,
     /// The MTU the pod interface gets.
     pub mtu: u16,
     /// Whether the agent of the port's host serves the port now.
@@ -189,12 +209,37 @@ async fn pod_mtu(nsdb: &Nsdb) -> Result<u16, Problem> {
     })
 }
 
-async fn pool_of_bridge(nsdb: &Nsdb, bridge: Uuid) -> Result<Option<IpPool>, Problem> {
-    Ok(nsdb
+/// The pools of `bridge`, IPv4 first, then by name.
+async fn pools_of_bridge(nsdb: &Nsdb, bridge: Uuid) -> Result<Vec<IpPool>, Problem> {
+    let mut pools: Vec<IpPool> = nsdb
         .list::<IpPool>()
         .await?
         .into_iter()
-        .find(|p| p.bridge_id == Some(bridge)))
+        .filter(|p| p.bridge_id == Some(bridge))
+        .collect();
+    sort_pools(&mut pools);
+    Ok(pools)
+}
+
+/// IPv4 first, then by name.
+fn sort_pools(pools: &mut [IpPool]) {
+    pools.sort_by(|a, b| {
+        (a.cidr.addr().is_ipv6(), &a.name).cmp(&(b.cidr.addr().is_ipv6(), &b.name))
+    });
+}
+
+/// The first pool of each family (`pools` sorted by [`sort_pools`]).
+fn one_per_family(pools: Vec<IpPool>) -> Vec<IpPool> {
+    let mut out: Vec<IpPool> = Vec::new();
+    for pool in pools {
+        if !out
+            .iter()
+            .any(|p| p.cidr.addr().is_ipv6() == pool.cidr.addr().is_ipv6())
+        {
+            out.push(pool);
+        }
+    }
+    out
 }
 
 /// The tenant called `name`, created when there is none (concurrent
@@ -270,62 +315,161 @@ pub async fn ensure_attachment(
         }
     }
     let tenant = tenant_named(nsdb, &request.tenant).await?;
-    let (bridge_id, pool) = match request.bridge_id {
-        Some(bridge_id) => {
-            let bridge: Bridge = nsdb.fetch(bridge_id).await?;
-            if bridge.tenant_id != tenant.id {
-                return Err(Problem::bad_request(format!(
-                    "bridge {bridge_id} is not tenant {}'s",
-                    tenant.name
-                ))
-                .with_field("bridge_id"));
-            }
-            let pool = pool_of_bridge(nsdb, bridge_id).await?.ok_or_else(|| {
-                Problem::bad_request(format!("bridge {bridge_id} has no address pool"))
-                    .with_field("bridge_id")
-            })?;
-            (bridge_id, pool)
-        }
-        None => {
-            let (network, _) = init_tenant_network(nsdb, tenant.id, None, false).await?;
-            (network.bridge.id, network.pool)
-        }
-    };
+    let (bridge_id, pools) = choose_pools(nsdb, &tenant, request).await?;
     let mut port = new_port(bridge_id, nsdb::DeviceType::Bridge, None);
     port.id = port_id;
     port.mac = request.mac.unwrap_or_else(|| key.mac());
     port.host_id = Some(request.host_id);
     port.interface_name = Some(request.interface_name.clone());
     port.labels = request.labels.clone();
-    let (port, lease) = nsdb.attach_port(port, pool.id, &key.owner()).await?;
-    let attachment = assemble(nsdb, key, tenant.id, &pool, port, lease.address).await?;
+    let pool_ids: Vec<Uuid> = pools.iter().map(|p| p.id).collect();
+    let (port, leases) = nsdb.attach_port(port, &pool_ids, &key.owner()).await?;
+    let leased = pools
+        .into_iter()
+        .zip(leases)
+        .map(|(pool, lease)| (pool, lease.address))
+        .collect();
+    let attachment = assemble(nsdb, key, tenant.id, leased, port).await?;
     Ok((attachment, true))
 }
 
-/// An attachment's answer from its stored parts.
+/// The bridge an attachment joins and the pools it leases from (IPv4
+/// first): the request's `pools`, else one pool of each family of the
+/// request's bridge or of the tenant's default network (initialised when
+/// missing).
+async fn choose_pools(
+    nsdb: &Nsdb,
+    tenant: &Tenant,
+    request: &AttachmentRequest,
+) -> Result<(Uuid, Vec<IpPool>), Problem> {
+    let bridge_of_tenant = |bridge: &Bridge, field: &str| {
+        if bridge.tenant_id == tenant.id {
+            Ok(())
+        } else {
+            Err(Problem::bad_request(format!(
+                "bridge {} is not tenant {}'s",
+                bridge.id, tenant.name
+            ))
+            .with_field(field))
+        }
+    };
+    if !request.pools.is_empty() {
+        let pools = named_pools(nsdb, &request.pools).await?;
+        let bridge_id = pools[0].bridge_id.unwrap_or_default();
+        if let Some(wanted) = request.bridge_id.filter(|b| *b != bridge_id) {
+            return Err(Problem::bad_request(format!(
+                "the pools are bridge {bridge_id}'s, not bridge {wanted}'s"
+            ))
+            .with_field("pools"));
+        }
+        let bridge: Bridge = nsdb.fetch(bridge_id).await?;
+        bridge_of_tenant(&bridge, "pools")?;
+        return Ok((bridge_id, pools));
+    }
+    let bridge_id = match request.bridge_id {
+        Some(bridge_id) => {
+            let bridge: Bridge = nsdb.fetch(bridge_id).await?;
+            bridge_of_tenant(&bridge, "bridge_id")?;
+            bridge_id
+        }
+        None => {
+            let (network, _) = init_tenant_network(nsdb, tenant.id, None, false).await?;
+            network.bridge.id
+        }
+    };
+    let pools = one_per_family(pools_of_bridge(nsdb, bridge_id).await?);
+    if pools.is_empty() {
+        return Err(
+            Problem::bad_request(format!("bridge {bridge_id} has no address pool"))
+                .with_field("bridge_id"),
+        );
+    }
+    Ok((bridge_id, pools))
+}
+
+/// The pools `names` names (each by id or name), IPv4 first: all of one
+/// bridge, at most one per family.
+async fn named_pools(nsdb: &Nsdb, names: &[String]) -> Result<Vec<IpPool>, Problem> {
+    let all = nsdb.list::<IpPool>().await?;
+    let mut chosen: Vec<IpPool> = Vec::new();
+    for name in names {
+        let id = Uuid::parse_str(name).ok();
+        let pool = all
+            .iter()
+            .find(|p| Some(p.id) == id || p.name == *name)
+            .ok_or_else(|| {
+                Problem::new(
+                    axum::http::StatusCode::UNPROCESSABLE_ENTITY,
+                    "missing-reference",
+                    "A referenced object does not exist",
+                    format!("ip pool '{name}' not found"),
+                )
+                .with_field("pools")
+            })?;
+        let refuse = |detail: String| Err(Problem::bad_request(detail).with_field("pools"));
+        let Some(bridge) = pool.bridge_id else {
+            return refuse(format!("ip pool '{name}' belongs to no bridge"));
+        };
+        if let Some(first) = chosen.first() {
+            if first.bridge_id != Some(bridge) {
+                return refuse(format!(
+                    "ip pools '{}' and '{}' are on different bridges",
+                    first.name, pool.name
+                ));
+            }
+        }
+        if let Some(twin) = chosen
+            .iter()
+            .find(|p| p.cidr.addr().is_ipv6() == pool.cidr.addr().is_ipv6())
+        {
+            return refuse(format!(
+                "ip pools '{}' and '{}' are of one family; a pod gets one address per family",
+                twin.name, pool.name
+            ));
+        }
+        chosen.push(pool.clone());
+    }
+    sort_pools(&mut chosen);
+    Ok(chosen)
+}
+
+/// An attachment's answer from its stored parts: the leased addresses
+/// with their pools, IPv4 first (at least one).
 async fn assemble(
     nsdb: &Nsdb,
     key: &AttachmentKey,
     tenant_id: Uuid,
-    pool: &IpPool,
+    leased: Vec<(IpPool, IpAddr)>,
     port: Port,
-    address: IpAddr,
 ) -> Result<Attachment, Problem> {
     let active = port.host_id.is_some() && nsdb.port_active_on(port.id).await? == port.host_id;
+    let addresses: Vec<AttachmentAddress> = leased
+        .into_iter()
+        .map(|(pool, address)| AttachmentAddress {
+            pool_id: pool.id,
+            address: IpNet::new(address, pool.cidr.prefix_len()).unwrap_or(pool.cidr),
+            gateway: pool.gateway,
+        })
+        .collect();
+    let first = addresses
+        .first()
+        .cloned()
+        .ok_or_else(|| Problem::bad_request(format!("{} has no address", key.owner())))?;
     Ok(Attachment {
         key: key.clone(),
         tenant_id,
         bridge_id: port.device_id,
-        pool_id: pool.id,
-        address: IpNet::new(address, pool.cidr.prefix_len()).unwrap_or(pool.cidr),
-        gateway: pool.gateway,
+        pool_id: first.pool_id,
+        address: first.address,
+        gateway: first.gateway,
+        addresses,
         mtu: pod_mtu(nsdb).await?,
         active,
         port,
     })
 }
 
-/// The attachment `key`, if it exists.
+/// The attachment `key`, if it exists (its port and at least one lease).
 pub async fn attachment(nsdb: &Nsdb, key: &AttachmentKey) -> Result<Option<Attachment>, Problem> {
     key.validate()?;
     let Some(port) = nsdb.get::<Port>(key.port_id()).await? else {
@@ -334,19 +478,22 @@ pub async fn attachment(nsdb: &Nsdb, key: &AttachmentKey) -> Result<Option<Attac
     let Some(bridge) = nsdb.get::<Bridge>(port.device_id).await? else {
         return Ok(None);
     };
-    let Some(pool) = pool_of_bridge(nsdb, bridge.id).await? else {
-        return Ok(None);
-    };
     let owner = key.owner();
-    let Some(lease) = nsdb
-        .leases(pool.id)
-        .await?
-        .into_iter()
-        .find(|l| l.owner == owner)
-    else {
+    let mut leased = Vec::new();
+    for pool in pools_of_bridge(nsdb, bridge.id).await? {
+        let lease = nsdb
+            .leases(pool.id)
+            .await?
+            .into_iter()
+            .find(|l| l.owner == owner);
+        if let Some(lease) = lease {
+            leased.push((pool, lease.address));
+        }
+    }
+    if leased.is_empty() {
         return Ok(None);
-    };
-    let attachment = assemble(nsdb, key, bridge.tenant_id, &pool, port, lease.address).await?;
+    }
+    let attachment = assemble(nsdb, key, bridge.tenant_id, leased, port).await?;
     Ok(Some(attachment))
 }
 
@@ -356,21 +503,21 @@ pub async fn delete_attachment(nsdb: &Nsdb, key: &AttachmentKey) -> Result<bool,
     key.validate()?;
     let port_id = key.port_id();
     let owner = key.owner();
-    let pool = match nsdb.get::<Port>(port_id).await? {
-        Some(port) => pool_of_bridge(nsdb, port.device_id).await?,
-        None => None,
-    };
-    let Some(pool) = pool else {
-        // No port: a lease of this owner can only be in a pool whose
-        // bridge is gone; look through the attachment pools.
+    let Some(port) = nsdb.get::<Port>(port_id).await? else {
+        // No port: leases of this owner can only be in pools whose bridge
+        // is gone; look through every pool.
+        let mut released = false;
         for pool in nsdb.list::<IpPool>().await? {
-            if nsdb.release_ip(pool.id, &owner).await?.is_some() {
-                return Ok(true);
-            }
+            released |= nsdb.release_ip(pool.id, &owner).await?.is_some();
         }
-        return Ok(false);
+        return Ok(released);
     };
-    Ok(nsdb.detach_port(port_id, pool.id, &owner).await?)
+    let pool_ids: Vec<Uuid> = pools_of_bridge(nsdb, port.device_id)
+        .await?
+        .iter()
+        .map(|p| p.id)
+        .collect();
+    Ok(nsdb.detach_port(port_id, &pool_ids, &owner).await?)
 }
 
 /// Every attachment, optionally only those bound on `host` or of `network`.
@@ -380,6 +527,8 @@ pub async fn attachments(
     network: Option<&str>,
 ) -> Result<Vec<Attachment>, Problem> {
     let mut out = Vec::new();
+    // A dual-stack attachment has a lease in two pools: list it once.
+    let mut seen = std::collections::HashSet::new();
     for pool in nsdb.list::<IpPool>().await? {
         if pool.bridge_id.is_none() {
             continue;
@@ -388,7 +537,7 @@ pub async fn attachments(
             let Some(key) = AttachmentKey::from_owner(&lease.owner) else {
                 continue;
             };
-            if network.is_some_and(|n| n != key.network) {
+            if network.is_some_and(|n| n != key.network) || !seen.insert(key.clone()) {
                 continue;
             }
             let Some(found) = attachment(nsdb, &key).await? else {

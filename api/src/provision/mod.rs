@@ -12,8 +12,8 @@ mod provider;
 mod tenant;
 
 pub use attachment::{
-    attachment, attachments, delete_attachment, ensure_attachment, Attachment, AttachmentKey,
-    AttachmentRequest,
+    attachment, attachments, delete_attachment, ensure_attachment, Attachment, AttachmentAddress,
+    AttachmentKey, AttachmentRequest,
 };
 pub use floating::{create_floating_ip, delete_floating_ip, FloatingIpRequest};
 pub use provider::{ensure_provider, ProviderPlan, UplinkPlan};

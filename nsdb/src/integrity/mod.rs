@@ -231,7 +231,9 @@ async fn prepare(tx: &mut Tx, t: &mut Touched) -> Result<(), NsdbError> {
         (Record::Host(h), _) => h.alive = false,
         (Record::IpPool(p), old) => {
             if p.gateway.is_none() {
-                p.gateway = p.cidr.hosts().next();
+                // The first host address; an IPv6 prefix's `hosts()` starts
+                // with the network (subnet-router anycast) address.
+                p.gateway = p.cidr.hosts().find(|a| *a != p.cidr.network());
             }
             if let Some(Record::IpPool(o)) = old {
                 if (o.cidr, o.gateway) != (p.cidr, p.gateway) {
