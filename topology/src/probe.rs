@@ -191,11 +191,11 @@ impl TraceRun {
 
     /// The trace as text, one block per device crossed (without the header).
     pub fn text(&self) -> String {
-        crate::render_trace(&self.simulation, &self.names)
+        crate::render_trace(&(&self.simulation).into(), &self.names)
     }
 
     /// The trace as JSON (what `plexus trace --format json` prints).
     pub fn json(&self) -> Value {
-        crate::trace_json(&self.simulation, &self.names)
+        crate::trace_json(&(&self.simulation).into(), &self.names)
     }
 }

@@ -5,7 +5,7 @@ use std::fmt::Write;
 
 use serde_json::{json, Value};
 use uuid::Uuid;
-use vswitch::engine::{Rewrite, Simulation};
+use vswitch::engine::{Rewrite, TraceRecord};
 use vswitch::snapshot::Device;
 
 use crate::dump::Names;
@@ -74,10 +74,10 @@ fn describe_rewrite(rewrite: &Rewrite) -> String {
 }
 
 /// The trace as text, one block per device crossed.
-pub fn render_trace(sim: &Simulation, names: &Names) -> String {
+pub fn render_trace(record: &TraceRecord, names: &Names) -> String {
     let mut out = String::new();
     let mut current: Option<Device> = None;
-    for step in &sim.trace {
+    for step in &record.steps {
         if step.device != current || step.stage == "ingress" {
             if let Some(device) = &step.device {
                 let _ = writeln!(out, "{}", device_name(device, names));
@@ -91,27 +91,27 @@ pub fn render_trace(sim: &Simulation, names: &Names) -> String {
             with_names(&step.detail, names)
         );
     }
-    let _ = writeln!(out, "verdict: {}", sim.verdict());
-    for output in &sim.outputs {
+    let _ = writeln!(out, "verdict: {}", record.verdict);
+    for output in &record.outputs {
         let _ = writeln!(
             out,
             "    deliver to port {} ({})",
-            names.name(output.egress.port),
+            names.name(output.port),
             describe_rewrite(&output.rewrite)
         );
     }
-    for generated in &sim.generated {
+    for reply in &record.replies {
         let _ = writeln!(
             out,
             "    reply of {} bytes out of port {}",
-            generated.frame.len(),
-            names.name(generated.egress.port)
+            reply.bytes,
+            names.name(reply.port)
         );
     }
-    for drop in &sim.drops {
-        let _ = writeln!(out, "    dropped: {drop:?}");
+    for drop in &record.drops {
+        let _ = writeln!(out, "    dropped: {drop}");
     }
-    if let Some((router, ip)) = sim.held_for {
+    if let Some((router, ip)) = record.held_for {
         let _ = writeln!(
             out,
             "    held until {} resolves {ip}",
@@ -122,28 +122,33 @@ pub fn render_trace(sim: &Simulation, names: &Names) -> String {
 }
 
 /// The trace as JSON.
-pub fn trace_json(sim: &Simulation, names: &Names) -> Value {
+pub fn trace_json(record: &TraceRecord, names: &Names) -> Value {
     let device = |d: &Option<Device>| match d {
         Some(Device::Bridge(id)) => json!({"type": "bridge", "id": id, "name": names.name(*id)}),
         Some(Device::Router(id)) => json!({"type": "router", "id": id, "name": names.name(*id)}),
         None => Value::Null,
     };
     json!({
-        "verdict": sim.verdict(),
-        "steps": sim.trace.iter().map(|s| json!({
+        "verdict": record.verdict,
+        "steps": record.steps.iter().map(|s| json!({
             "device": device(&s.device),
             "port": s.port,
             "stage": s.stage,
             "detail": with_names(&s.detail, names),
         })).collect::<Vec<_>>(),
-        "outputs": sim.outputs.iter().map(|o| json!({
-            "port": o.egress.port,
-            "host": o.egress.host,
+        "outputs": record.outputs.iter().map(|o| json!({
+            "port": o.port,
+            "host": o.host,
             "rewrite": describe_rewrite(&o.rewrite),
         })).collect::<Vec<_>>(),
-        "replies": sim.generated.iter().map(|g| json!({"port": g.egress.port, "bytes": g.frame.len()})).collect::<Vec<_>>(),
-        "drops": sim.drops.iter().map(|d| format!("{d:?}")).collect::<Vec<_>>(),
-        "held_for": sim.held_for.map(|(router, ip)| json!({"router": router, "ip": ip})),
+        "replies": record.replies.iter().map(|r| json!({"port": r.port, "bytes": r.bytes})).collect::<Vec<_>>(),
+        "drops": record.drops,
+        "rules": record.rules.iter().map(|r| json!({
+            "chain": r.chain,
+            "rule": r.rule,
+            "name": names.name(r.rule),
+        })).collect::<Vec<_>>(),
+        "held_for": record.held_for.map(|(router, ip)| json!({"router": router, "ip": ip})),
     })
 }
 
@@ -230,8 +235,9 @@ bridge web
 verdict: deliver
     deliver to port 00000005 (unchanged)
 ";
-        assert_eq!(render_trace(&sim, &Names::of(&records)), expected);
-        let json = trace_json(&sim, &Names::of(&records));
+        let record = TraceRecord::from(&sim);
+        assert_eq!(render_trace(&record, &Names::of(&records)), expected);
+        let json = trace_json(&record, &Names::of(&records));
         assert_eq!(json["verdict"], "deliver");
         assert_eq!(json["steps"][1]["stage"], "l2_lookup");
     }

@@ -143,6 +143,16 @@ impl Agent {
                 "cannot open the tunnel; ports on other hosts are unreachable from this one"
             ),
         }
+        let (trace_tx, trace_rx) = mpsc::channel(crate::tracing_live::TRACE_EVENT_QUEUE);
+        datapath.set_trace_sink(trace_tx);
+        tasks.push(tokio::spawn(crate::tracing_live::publish_trace_events(
+            nsdb_for_health.clone(),
+            trace_rx,
+        )));
+        tasks.push(tokio::spawn(crate::tracing_live::follow_trace_requests(
+            nsdb_for_health.clone(),
+            datapath.clone(),
+        )));
         let dp = datapath.clone();
         tasks.push(tokio::spawn(async move {
             while let Some(change) = invalidate_rx.recv().await {

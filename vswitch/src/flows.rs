@@ -164,6 +164,15 @@ impl FlowCache {
         }
     }
 
+    /// Whether the cached flow of `key` crossed `device` (a bridge or
+    /// router): its decision depends on the device.
+    pub fn crosses(&self, key: &FlowKey, device: Uuid) -> bool {
+        let flows = read(&self.shard(key).flows);
+        flows
+            .get(key)
+            .is_some_and(|flow| flow.tags.contains(&Tag::Device(device)))
+    }
+
     /// Caches a decision made on the topology of `generation` (unless the
     /// cache is full, or a newer topology's invalidations were already
     /// applied: the decision may be stale, so it is not kept).

@@ -15,6 +15,7 @@ pub mod learned;
 mod markers;
 pub mod probe;
 pub mod snapshot;
+pub mod tracing_live;
 pub mod tunnel;
 pub mod uplink;
 pub mod wire;

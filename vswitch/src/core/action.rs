@@ -64,6 +64,10 @@ pub enum Action {
     /// Count a drop: of the frame, of one branch of it, or of something
     /// the core gave up on.
     Drop(Reason),
+    /// Publish this live trace event (stamped with the time); when it
+    /// carries a tunnel tag, the frame's `Tunnel` actions that follow
+    /// mark their datagrams with it. Comes before the frame's actions.
+    Traced(Box<super::LiveTraceEvent>),
 }
 
 /// What became of the frame [`super::DatapathCore::process`] was given.
@@ -80,6 +84,18 @@ pub enum Fate {
     /// It waits: for its next hop's ARP answer, or for its datagram's
     /// first fragment. Not a drop (yet).
     Held,
+}
+
+impl Fate {
+    /// The fate in one word, for traces.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Fate::Sent => "sent",
+            Fate::Dropped => "dropped",
+            Fate::Answered => "answered",
+            Fate::Held => "held",
+        }
+    }
 }
 
 /// Why something was dropped, beyond the engine's own reasons.

@@ -24,6 +24,7 @@
 
 mod action;
 mod held;
+mod livetrace;
 mod replicate;
 mod tunnel;
 
@@ -32,6 +33,7 @@ mod tests;
 
 pub use action::{Action, Fate, Peer, Reason};
 pub use held::{FRAGMENT_HELD_FOR_MS, HELD_FOR_MS, HELD_FRAGMENTS, HELD_PER_NEXT_HOP};
+pub use livetrace::{FlowUse, LiveTraceEvent, TraceEventKind, TunnelTag, MAX_ACTIVE_TRACES};
 pub use replicate::SYNC_INTERVAL_MS;
 pub use tunnel::{classify, Arrival};
 
@@ -42,13 +44,16 @@ use std::sync::{Mutex, MutexGuard};
 
 use uuid::Uuid;
 
-use crate::engine::{self, apply_rewrite, DropReason, Egress, Output, PacketInfo, Simulation, Tag};
+use crate::engine::{
+    self, apply_rewrite, DropReason, Egress, Output, PacketInfo, Simulation, Tag, TraceRecord,
+};
 use crate::flows::{FlowCache, FlowKey, FlowStats};
 use crate::io::VnetHeader;
 use crate::learned::LearnedTables;
 use crate::snapshot::Topology;
 
 use held::Held;
+use livetrace::Tracer;
 
 /// Idle flows are dropped after this long.
 pub const FLOW_IDLE_MS: u64 = 30_000;
@@ -100,6 +105,8 @@ pub struct DatapathCore {
     tunnel_mtu: AtomicUsize,
     flows: FlowCache,
     state: Mutex<State>,
+    /// The live trace requests packets are matched against.
+    tracer: Tracer,
 }
 
 impl DatapathCore {
@@ -110,6 +117,7 @@ impl DatapathCore {
             tunnel_mtu: AtomicUsize::new(0),
             flows: FlowCache::default(),
             state: Mutex::default(),
+            tracer: Tracer::default(),
         }
     }
 
@@ -160,9 +168,25 @@ impl DatapathCore {
             in_port,
             packet: info,
         };
+        let traces = self.tracer.current();
+        let mut candidates = traces
+            .as_ref()
+            .map_or(0, |t| livetrace::header_candidates(t, &info));
+        let mut traced: Option<(FlowUse, TraceRecord)> = None;
+        let first_action = actions.len();
         let CoreScratch { outputs, remote } = scratch;
         let mut unsent = Fate::Dropped;
-        if !self.flows.lookup(&key, now, outputs) {
+        if self.flows.lookup(&key, now, outputs) {
+            if let Some(requests) = traces.as_ref().filter(|_| candidates != 0) {
+                let out = |p: Uuid| outputs.iter().any(|o| o.egress.port == p);
+                let crosses = |d: Uuid| self.flows.crosses(&key, d);
+                candidates = livetrace::refine(requests, candidates, in_port, out, crosses);
+                if candidates != 0 {
+                    let sim = self.dry_run(topo, in_port, frame);
+                    traced = Some((FlowUse::Hit, TraceRecord::from(&sim)));
+                }
+            }
+        } else {
             outputs.clear();
             let mut state = self.state();
             let sim = engine::simulate(topo, &state.learned, in_port, frame);
@@ -173,13 +197,33 @@ impl DatapathCore {
             } else {
                 Fate::Dropped
             };
+            if candidates != 0 {
+                traced = Some((FlowUse::Miss, TraceRecord::from(&sim)));
+            }
             self.settle(&mut state, topo, &key, frame, sim, outputs, now, actions);
         }
-        match self.send(topo, &key, frame, vnet, outputs, remote, actions) {
+        let fate = match self.send(topo, &key, frame, vnet, outputs, remote, actions) {
             // Nothing left by a port: say whether it was answered or held.
             Fate::Dropped => unsent,
             fate => fate,
+        };
+        if let (Some(requests), Some((flow, trace))) = (traces.as_ref(), traced) {
+            let events = livetrace::decided_events(
+                requests,
+                candidates,
+                self.host,
+                in_port,
+                flow,
+                fate.name(),
+                &trace,
+            );
+            let at = first_action;
+            actions.splice(
+                at..at,
+                events.into_iter().map(|e| Action::Traced(Box::new(e))),
+            );
         }
+        fate
     }
 
     /// Records what a simulation learned and decided: drops, frames for the
@@ -275,6 +319,29 @@ impl DatapathCore {
             self.tunnel_out(topo, remote, actions);
         }
         Fate::Sent
+    }
+
+    /// Matches packets against these live trace requests from now on
+    /// (none: tracing costs a packet one atomic load).
+    pub fn set_trace_requests(&self, requests: Vec<nsdb::LiveTraceRequest>) {
+        self.tracer.set(requests);
+    }
+
+    /// The events recording that a tunnel datagram marked `tag` from
+    /// `from_host` was delivered to local `ports` (none unless a request
+    /// in force names the tag).
+    pub fn trace_delivery(
+        &self,
+        from_host: Option<Uuid>,
+        tag: TunnelTag,
+        ports: &[Uuid],
+    ) -> Vec<LiveTraceEvent> {
+        match self.tracer.current() {
+            Some(requests) => {
+                livetrace::delivered_events(&requests, self.host, from_host, tag, ports)
+            }
+            None => Vec::new(),
+        }
     }
 
     /// Removes the flows that depend on `tags`; returns how many.

@@ -22,6 +22,8 @@ mod held;
 mod hosts;
 #[path = "tests_ipv6.rs"]
 mod ipv6;
+#[path = "tests_livetrace.rs"]
+mod livetrace;
 
 pub(super) const H1: Uuid = Uuid::from_u128(0x4001);
 pub(super) const H2: Uuid = Uuid::from_u128(0x4002);

@@ -88,7 +88,7 @@ impl Cluster {
                 Action::EmitTunnel { peer, key, frame } => (peer.ip, key, frame),
                 Action::State { .. } if self.lose_state => continue,
                 Action::State { peer, message } => (peer.ip, STATE_KEY, message),
-                Action::Agent(_) => continue,
+                Action::Agent(_) | Action::Traced(_) => continue,
                 Action::Drop(reason) => {
                     self.drops.push((host, reason));
                     continue;

@@ -22,7 +22,9 @@ use std::time::Instant;
 
 use uuid::Uuid;
 
-use crate::core::{Action, CoreScratch, CoreStats, DatapathCore, Fate};
+use crate::core::{
+    Action, CoreScratch, CoreStats, DatapathCore, Fate, LiveTraceEvent, TraceEventKind,
+};
 use crate::engine::Tag;
 use crate::feed::SharedTopology;
 use crate::flows::FlowStats;
@@ -100,6 +102,8 @@ pub struct Datapath {
     /// Frames the core made (device answers, released frames) and sent
     /// out of a local port.
     generated: AtomicU64,
+    /// Where live trace events go (the agent's publisher), once set.
+    trace_sink: OnceLock<tokio::sync::mpsc::Sender<LiveTraceEvent>>,
 }
 
 /// Frames a port task receives in one batch.
@@ -225,6 +229,32 @@ impl Datapath {
             workspaces: WorkspacePool::default(),
             poller: poller::Poller::default(),
             generated: AtomicU64::new(0),
+            trace_sink: OnceLock::new(),
+        }
+    }
+
+    /// Sends live trace events to `sink` from now on (without one they are
+    /// counted as lost).
+    pub fn set_trace_sink(&self, sink: tokio::sync::mpsc::Sender<LiveTraceEvent>) {
+        let _ = self.trace_sink.set(sink);
+    }
+
+    /// Matches packets against these live trace requests from now on.
+    pub fn set_trace_requests(&self, requests: Vec<nsdb::LiveTraceRequest>) {
+        self.core.set_trace_requests(requests);
+    }
+
+    /// Stamps a live trace event with the time and hands it to the sink.
+    fn publish_trace(&self, mut event: LiveTraceEvent) {
+        event.at_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        let sent = self
+            .trace_sink
+            .get()
+            .is_some_and(|sink| sink.try_send(event).is_ok());
+        if !sent {
+            self.count("trace_event_lost");
         }
     }
 
@@ -478,6 +508,7 @@ impl Datapath {
             datagrams,
             ..
         } = scratch;
+        let mut mark = None;
         for action in actions.drain(..) {
             match action {
                 Action::Forward(port) => {
@@ -487,8 +518,15 @@ impl Datapath {
                 }
                 Action::Tunnel { peer, key } => {
                     if let Some((rx, i)) = received {
-                        self.push_tunnel(datagrams, peer, key, &rx.vnet(i), rx.frame(i));
+                        let frame = rx.frame(i);
+                        self.push_tunnel(datagrams, peer, key, &rx.vnet(i), frame, mark);
                     }
+                }
+                Action::Traced(event) => {
+                    if let TraceEventKind::Decided { tunnel_tag, .. } = &event.kind {
+                        mark = *tunnel_tag;
+                    }
+                    self.publish_trace(*event);
                 }
                 Action::Emit { .. } | Action::EmitTunnel { .. } => made.push(action),
                 Action::State { peer, message } => self.push_state(datagrams, peer, &message),
@@ -505,7 +543,8 @@ impl Datapath {
             match action {
                 Action::Emit { port, frame } => self.send_made(port, &frame),
                 Action::EmitTunnel { peer, key, frame } => {
-                    self.push_tunnel(&mut scratch.datagrams, peer, key, &VnetHeader::NONE, &frame)
+                    let none = &VnetHeader::NONE;
+                    self.push_tunnel(&mut scratch.datagrams, peer, key, none, &frame, None)
                 }
                 _ => {}
             }

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use uuid::Uuid;
 
 use super::{Datapath, Scratch};
-use crate::core::{self, Arrival, Peer};
+use crate::core::{self, Arrival, Peer, TunnelTag};
 use crate::io::{
     parse_offloaded, Datagrams, Port, PortIo, RxBatch, VnetHeader, OFFLOAD_KEY, OFFLOAD_PREAMBLE,
     VXLAN_AT,
@@ -25,7 +25,8 @@ const FLUSH_AT: usize = 64;
 
 impl Datapath {
     /// Queues `frame` for `peer` on `key`: an offloaded super-frame whole,
-    /// anything else checksummed and segmented to fit the tunnel.
+    /// anything else checksummed and segmented to fit the tunnel; every
+    /// datagram of it carries the live trace `mark`, if given.
     pub(super) fn push_tunnel(
         &self,
         datagrams: &mut Datagrams,
@@ -33,19 +34,23 @@ impl Datapath {
         key: u32,
         vnet: &VnetHeader,
         frame: &[u8],
+        mark: Option<TunnelTag>,
     ) {
         let Some(tunnel) = self.tunnel.get() else {
             self.count("tunnel_unavailable");
             return;
         };
         let dest = tunnel.peer(peer.ip);
-        if vnet.is_gso() && datagrams.push_offloaded(dest, key, vnet, frame) {
-            return self.flush_full(datagrams);
+        let first = datagrams.len();
+        if !(vnet.is_gso() && datagrams.push_offloaded(dest, key, vnet, frame)) {
+            let Some(vni) = Vni::new(key) else { return };
+            let max_ip_len = tunnel.config().max_ip_len();
+            if let Err(error) = datagrams.push_frame(dest, vni, vnet, frame, max_ip_len) {
+                self.count(error.name());
+            }
         }
-        let Some(vni) = Vni::new(key) else { return };
-        let max_ip_len = tunnel.config().max_ip_len();
-        if let Err(error) = datagrams.push_frame(dest, vni, vnet, frame, max_ip_len) {
-            self.count(error.name());
+        if let Some(mark) = mark {
+            datagrams.mark_from(first, mark.seq, mark.request_byte);
         }
         self.flush_full(datagrams);
     }
@@ -124,8 +129,8 @@ pub async fn serve_tunnel(datapath: Arc<Datapath>, tunnel: Arc<Tunnel>) -> std::
             list.clear();
         }
         for (i, source) in sources.iter().enumerate().take(n) {
-            let vni = match rx.wire(i).map(|w| VxlanPacket::new_checked(&w[VXLAN_AT..])) {
-                Some(Ok(packet)) => packet.vni().get(),
+            let (vni, mark) = match rx.wire(i).map(|w| VxlanPacket::new_checked(&w[VXLAN_AT..])) {
+                Some(Ok(packet)) => (packet.vni().get(), packet.trace_mark()),
                 _ => {
                     datapath.count("tunnel_malformed");
                     continue;
@@ -147,6 +152,13 @@ pub async fn serve_tunnel(datapath: Arc<Datapath>, tunnel: Arc<Tunnel>) -> std::
                 Arrival::Deliver(ports) => {
                     for port in ports {
                         sends.entry(*port).or_default().push(i);
+                    }
+                    if let Some((seq, request_byte)) = mark {
+                        let from = topo.tunnel.hosts_by_ip.get(&source.ip()).copied();
+                        let tag = TunnelTag { request_byte, seq };
+                        for event in datapath.core.trace_delivery(from, tag, ports) {
+                            datapath.publish_trace(event);
+                        }
                     }
                 }
                 Arrival::FromVtep(port) => match datapath.port(port) {

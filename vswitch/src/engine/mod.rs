@@ -23,6 +23,7 @@ pub(crate) mod frames6;
 mod lb;
 mod nat;
 mod packet;
+mod record;
 mod rewrite;
 mod router;
 mod router6;
@@ -34,6 +35,7 @@ pub use packet::{
     ArpInfo, ArpOp, Fragment, FragmentKey, IcmpKind, IpFields, Ipv4Info, Ipv6Info, NdInfo,
     PacketInfo, L3,
 };
+pub use record::{OutputRecord, ReplyRecord, StepRecord, TraceRecord};
 pub use rewrite::apply_rewrite;
 
 use std::net::{IpAddr, Ipv4Addr};
@@ -108,7 +110,9 @@ pub struct Egress {
 }
 
 /// Header rewrites to apply to the ingress frame before sending it.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize,
+)]
 pub struct Rewrite {
     /// New Ethernet source.
     pub eth_src: Option<Mac>,
@@ -388,7 +392,9 @@ pub struct Simulation {
 }
 
 /// A rule that matched a packet.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
 pub struct RuleHit {
     /// Its chain.
     pub chain: Uuid,

@@ -12,7 +12,9 @@ use std::net::SocketAddr;
 
 use super::vnet::VnetHeader;
 use crate::wire::checksum;
-use crate::wire::{IpProtocol, Ipv4Packet, TcpFlags, TcpPacket, Vni, VXLAN_HEADER_LEN};
+use crate::wire::{
+    IpProtocol, Ipv4Packet, TcpFlags, TcpPacket, Vni, VxlanPacket, VXLAN_HEADER_LEN,
+};
 
 const ETH_LEN: usize = 14;
 const ETHERTYPE_IPV4: u16 = 0x0800;
@@ -136,6 +138,16 @@ impl Datagrams {
         self.len += 1;
         buf.clear();
         buf
+    }
+
+    /// Marks the datagrams queued from index `from` on (one frame's,
+    /// segments included) with a live trace mark.
+    pub fn mark_from(&mut self, from: usize, seq: u32, request_byte: u8) {
+        for buf in &mut self.bufs[from.min(self.len)..self.len] {
+            if let Ok(mut packet) = VxlanPacket::new_checked(&mut buf[..]) {
+                packet.set_trace_mark(seq, request_byte);
+            }
+        }
     }
 
     fn unpush(&mut self) {

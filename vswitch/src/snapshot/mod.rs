@@ -28,7 +28,8 @@ use uuid::Uuid;
 pub type Mac = [u8; 6];
 
 /// The device a port belongs to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Device {
     /// A bridge.
     Bridge(Uuid),

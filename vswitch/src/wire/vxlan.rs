@@ -8,8 +8,12 @@
 //!
 //! [`VxlanPacket::check_len`] requires the 8-byte header and the I flag
 //! (a header without it carries no valid VNI and is rejected with
-//! [`WireError::MissingVxlanFlag`]). Reserved bits are ignored on receive
-//! and written as zero. After the check no getter panics.
+//! [`WireError::MissingVxlanFlag`]). Reserved bits are written as zero and
+//! ignored on receive, with one exception between Plexus agents: a
+//! datagram of a live-traced packet sets the lowest flag bit (the trace
+//! flag) and carries its trace mark in the reserved fields (24 bits of
+//! sequence, the request's byte in the last octet); receivers that do not
+//! know it ignore it, as RFC 7348 says. After the check no getter panics.
 
 use core::fmt;
 
@@ -22,10 +26,16 @@ pub const VXLAN_PORT: u16 = 4789;
 /// The I flag: the VNI is valid.
 const FLAG_I: u8 = 0x08;
 
+/// The trace flag (a reserved bit, used between Plexus agents only): the
+/// reserved fields carry a trace mark.
+const FLAG_TRACE: u8 = 0x01;
+
 mod field {
     use super::{Field, Rest};
 
     pub(crate) const FLAGS: usize = 0;
+    pub(crate) const RESERVED: Field = 1..4;
+    pub(crate) const LAST: usize = 7;
     pub(crate) const VNI_RESERVED: Field = 4..8;
     pub(crate) const PAYLOAD: Rest = VNI_RESERVED.end..;
 }
@@ -108,6 +118,20 @@ impl<T: AsRef<[u8]>> VxlanPacket<T> {
     }
 }
 
+impl<T: AsRef<[u8]>> VxlanPacket<T> {
+    /// The trace mark, when the trace flag is set: the 24-bit sequence
+    /// number and the request's byte.
+    pub fn trace_mark(&self) -> Option<(u32, u8)> {
+        let data = self.buffer.as_ref();
+        if data[field::FLAGS] & FLAG_TRACE == 0 {
+            return None;
+        }
+        let r = &data[field::RESERVED];
+        let seq = u32::from_be_bytes([0, r[0], r[1], r[2]]);
+        Some((seq, data[field::LAST]))
+    }
+}
+
 impl<'a, T: AsRef<[u8]> + ?Sized> VxlanPacket<&'a T> {
     /// The encapsulated Ethernet frame.
     pub fn payload(&self) -> &'a [u8] {
@@ -126,6 +150,15 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> VxlanPacket<T> {
     /// Set the network identifier (the trailing reserved byte is zeroed).
     pub fn set_vni(&mut self, vni: Vni) {
         put32(&mut self.buffer.as_mut()[field::VNI_RESERVED], vni.0 << 8);
+    }
+
+    /// Sets the trace flag and mark: `seq` (its low 24 bits) and the
+    /// request's byte.
+    pub fn set_trace_mark(&mut self, seq: u32, request_byte: u8) {
+        let data = self.buffer.as_mut();
+        data[field::FLAGS] |= FLAG_TRACE;
+        data[field::RESERVED].copy_from_slice(&seq.to_be_bytes()[1..]);
+        data[field::LAST] = request_byte;
     }
 
     /// Mutable access to the encapsulated frame.
@@ -194,6 +227,18 @@ mod tests {
         assert_eq!(out, [0x08, 0, 0, 0, 0xff, 0xff, 0xff, 0]);
         let parsed = VxlanRepr::parse(&VxlanPacket::new_checked(&out[..]).unwrap());
         assert_eq!(parsed, Ok(max));
+    }
+
+    #[test]
+    fn trace_mark_round_trips_and_leaves_the_vni() {
+        let mut bytes = vxlan().to_vec();
+        let mut packet = VxlanPacket::new_checked(&mut bytes[..]).unwrap();
+        let vni = packet.vni();
+        assert_eq!(packet.trace_mark(), None);
+        packet.set_trace_mark(0x0123_4567, 0xab);
+        assert_eq!(packet.trace_mark(), Some((0x23_4567, 0xab)));
+        assert_eq!(packet.vni(), vni);
+        assert_eq!(packet.flags(), 0x09);
     }
 
     #[test]
