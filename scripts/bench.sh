@@ -140,6 +140,13 @@ done
 out=$(measure p); read -r p_tcp p_rtt p_udp <<<"$out"
 out=$(measure2 p); read -r p2_tcp p2_udp <<<"$out"
 
+# --- Plexus with a live trace request in force that matches none of the
+# traffic (UDP to port 9): what tracing costs the packets it does not trace
+trace_request=$(api POST /v1/trace_requests '{"protocol":"udp","dst_port":9,"limit_seconds":3600}' | id)
+sleep 1
+out=$(measure p); read -r t_tcp t_rtt t_udp <<<"$out"
+api DELETE "/v1/trace_requests/$trace_request" >/dev/null
+
 # --- Plexus with a stateful chain on the ports (every packet tracked)
 chain=$(api POST /v1/chains "{\"tenant_id\":\"$tenant\",\"name\":\"stateful\"}" | id)
 api POST "/v1/chains/$chain/rules" '{"position":1,"action":"accept","conn_state":["established","related"]}' >/dev/null
@@ -151,11 +158,11 @@ sleep 1
 out=$(measure p); read -r c_tcp c_rtt c_udp <<<"$out"
 
 python3 - "$SECS" "$load_start" "$(cut -d' ' -f1 /proc/loadavg)" "$k_tcp" "$k_rtt" "$k_udp" "$o_tcp" "$o_rtt" "$o_udp" "$p_tcp" "$p_rtt" "$p_udp" \
-  "$c_tcp" "$c_rtt" "$c_udp" "$k2_tcp" "$k2_udp" "$p2_tcp" "$p2_udp" <<'PY'
+  "$c_tcp" "$c_rtt" "$c_udp" "$k2_tcp" "$k2_udp" "$p2_tcp" "$p2_udp" "$t_tcp" "$t_rtt" "$t_udp" <<'PY'
 import os, sys
 secs, load_start, load_end = sys.argv[1:4]
 (k_tcp, k_rtt, k_udp, o_tcp, o_rtt, o_udp, p_tcp, p_rtt, p_udp,
- c_tcp, c_rtt, c_udp, k2_tcp, k2_udp, p2_tcp, p2_udp) = map(float, sys.argv[4:])
+ c_tcp, c_rtt, c_udp, k2_tcp, k2_udp, p2_tcp, p2_udp, t_tcp, t_rtt, t_udp) = map(float, sys.argv[4:])
 yes = lambda ok: "met" if ok else "NOT met"
 print(f"one flow, pod to pod on one host ({secs} s per iperf3 run); ratio = to the Linux bridge")
 print(f"load average (1 min) at the start and the end: {load_start}, {load_end} on {os.cpu_count()} CPUs"
@@ -178,4 +185,10 @@ for name, f, k1, k2, p1, p2 in [("TCP (Gbit/s)", "{:.2f}", k_tcp, k2_tcp, p_tcp,
     print(f"{name + ', 1 flow':<24}{f.format(k1):>13}{f.format(p1):>9}")
     print(f"{name + ', 2 flows':<24}{f.format(k2):>13}{f.format(p2):>9}")
     print(f"{'  scaling':<24}{k2 / k1:>13.2f}{p2 / p1:>9.2f}   >= 1.6x one flow: {yes(p2 / p1 >= 1.6)}")
+print()
+print("plexus with a live trace request in force that matches none of the traffic (issue 19)")
+print(f"{'metric':<16}{'plexus':>9}{'+request':>10}{'ratio':>7}")
+for name, f, p, t in [("TCP (Gbit/s)", "{:.2f}", p_tcp, t_tcp), ("ping RTT (ms)", "{:.3f}", p_rtt, t_rtt),
+                      ("UDP 64B (kpps)", "{:.1f}", p_udp, t_udp)]:
+    print(f"{name:<16}{f.format(p):>9}{f.format(t):>10}{t / p:>7.2f}")
 PY

@@ -17,30 +17,33 @@ pub enum TraceProtocol {
 
 #[derive(Parser)]
 pub struct TraceArgs {
-    /// The ingress port (id).
+    /// The ingress port (id); with --live, a port the packets enter or
+    /// leave by.
+    #[arg(long, required_unless_present_any = ["live"])]
+    port: Option<uuid::Uuid>,
+    /// Destination IPv4 address; with --live, an address or network the
+    /// packets go to (any if not given).
+    #[arg(long, required_unless_present_any = ["live"])]
+    dst_ip: Option<String>,
+    /// Source IPv4 address (default: the port's allowed address); with
+    /// --live, an address or network the packets come from.
     #[arg(long)]
-    port: uuid::Uuid,
-    /// Destination IPv4 address.
-    #[arg(long)]
-    dst_ip: std::net::Ipv4Addr,
-    /// Source IPv4 address (default: the port's allowed address).
-    #[arg(long)]
-    src_ip: Option<std::net::Ipv4Addr>,
+    src_ip: Option<String>,
     /// Source MAC (default: the port's MAC).
     #[arg(long)]
     src_mac: Option<nsdb::MacAddr>,
     /// Destination MAC (default: the owner of --dst-ip on the bridge, else its gateway).
     #[arg(long)]
     dst_mac: Option<nsdb::MacAddr>,
-    /// Transport protocol.
-    #[arg(long, value_enum, default_value = "icmp")]
-    proto: TraceProtocol,
-    /// Source port (TCP/UDP).
-    #[arg(long, default_value_t = 49152)]
-    sport: u16,
-    /// Destination port (TCP/UDP).
-    #[arg(long, default_value_t = 80)]
-    dport: u16,
+    /// Transport protocol (default: icmp; with --live: any).
+    #[arg(long, value_enum)]
+    proto: Option<TraceProtocol>,
+    /// Source port (TCP/UDP; default 49152; with --live: any).
+    #[arg(long)]
+    sport: Option<u16>,
+    /// Destination port (TCP/UDP; default 80; with --live: any).
+    #[arg(long)]
+    dport: Option<u16>,
     /// Time to live.
     #[arg(long, default_value_t = 64)]
     ttl: u8,
@@ -53,8 +56,56 @@ pub struct TraceArgs {
     /// runs the trace).
     #[arg(long, value_enum, default_value = "empty")]
     state: TraceStateArg,
+    /// Trace real packets as they pass (a live trace request on every
+    /// agent) instead of simulating one: prints each one's steps, with
+    /// the receiving host's delivery when it crossed hosts.
+    #[arg(long, conflicts_with_all = ["src_mac", "dst_mac", "ttl", "state"])]
+    live: bool,
+    /// With --live: a bridge or router (id) the packets cross.
+    #[arg(long, requires = "live")]
+    device: Option<uuid::Uuid>,
+    /// With --live: stop after this many packets (each host records at
+    /// most this many).
+    #[arg(long, default_value_t = 10)]
+    count: u32,
+    /// With --live: stop after this many seconds.
+    #[arg(long, default_value_t = 60)]
+    seconds: u64,
     #[command(flatten)]
     api: ApiClientArgs,
+}
+
+impl TraceArgs {
+    fn protocol(&self) -> TraceProtocol {
+        self.proto.unwrap_or(TraceProtocol::Icmp)
+    }
+
+    fn src_port(&self) -> u16 {
+        self.sport.unwrap_or(49152)
+    }
+
+    fn dst_port(&self) -> u16 {
+        self.dport.unwrap_or(80)
+    }
+
+    /// The ingress port and addresses of a simulated packet.
+    fn packet(
+        &self,
+    ) -> anyhow::Result<(uuid::Uuid, std::net::Ipv4Addr, Option<std::net::Ipv4Addr>)> {
+        let port = self.port.context("--port is required")?;
+        let dst = self.dst_ip.as_deref().context("--dst-ip is required")?;
+        let dst = dst
+            .parse()
+            .with_context(|| format!("--dst-ip {dst} is not an IPv4 address"))?;
+        let src = match &self.src_ip {
+            Some(src) => Some(
+                src.parse()
+                    .with_context(|| format!("--src-ip {src} is not an IPv4 address"))?,
+            ),
+            None => None,
+        };
+        Ok((port, dst, src))
+    }
 }
 
 /// The learned state `plexus trace` runs on.
@@ -70,19 +121,20 @@ pub enum TraceStateArg {
 /// state (`POST /v1/trace`) and says so.
 async fn trace_live(args: &TraceArgs) -> anyhow::Result<()> {
     use api::routes::trace::{TraceAnswer, TraceProtocol as Proto, TraceRequest, TraceState};
+    let (port_id, dst_ip, src_ip) = args.packet()?;
     let request = TraceRequest {
-        port_id: args.port,
-        dst_ip: args.dst_ip,
-        src_ip: args.src_ip,
+        port_id,
+        dst_ip,
+        src_ip,
         src_mac: args.src_mac,
         dst_mac: args.dst_mac,
-        protocol: match args.proto {
+        protocol: match args.protocol() {
             TraceProtocol::Icmp => Proto::Icmp,
             TraceProtocol::Tcp => Proto::Tcp,
             TraceProtocol::Udp => Proto::Udp,
         },
-        src_port: args.sport,
-        dst_port: args.dport,
+        src_port: args.src_port(),
+        dst_port: args.dst_port(),
         ttl: args.ttl,
         state: TraceState::Live,
     };
@@ -106,24 +158,81 @@ async fn trace_live(args: &TraceArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `plexus trace --live`: makes a live trace request, prints the packets
+/// the agents record as they come, and ends the request when done (count
+/// reached, time up, or Ctrl-C).
+async fn trace_real_packets(args: &TraceArgs) -> anyhow::Result<()> {
+    use api::routes::trace_requests::{TraceRequestBody, TraceRequestInfo};
+    let body = TraceRequestBody {
+        port_id: args.port,
+        device_id: args.device,
+        src_ip: args.src_ip.clone(),
+        dst_ip: args.dst_ip.clone(),
+        protocol: args.proto.map(|p| format!("{p:?}").to_ascii_lowercase()),
+        src_port: args.sport,
+        dst_port: args.dport,
+        limit_packets: args.count,
+        limit_seconds: args.seconds,
+    };
+    let client = args.api.client()?;
+    let request: TraceRequestInfo = client
+        .post("/v1/trace_requests", &serde_json::to_value(&body)?)
+        .await?;
+    eprintln!(
+        "live trace {}: waiting for up to {} packets for {} s (Ctrl-C ends it)",
+        request.id, args.count, args.seconds
+    );
+    let path = format!("/v1/trace_requests/{}/events", request.id);
+    let format = args.format;
+    let mut seen = 0;
+    let stream = client.stream_events(&path, |name, data| {
+        if name != "trace" {
+            eprintln!("live trace ended: {data}");
+            return false;
+        }
+        let Ok(trace) = serde_json::from_str::<serde_json::Value>(data) else {
+            return true;
+        };
+        match format {
+            OutputFormat::Tree => println!("{}", trace["text"].as_str().unwrap_or_default()),
+            OutputFormat::Json => println!("{trace}"),
+        }
+        seen += 1;
+        seen < args.count
+    });
+    let outcome = tokio::select! {
+        outcome = stream => outcome.map_err(anyhow::Error::from),
+        _ = tokio::signal::ctrl_c() => Ok(()),
+    };
+    let path = format!("/v1/trace_requests/{}", request.id);
+    if let Err(error) = client.delete(&path, None).await {
+        eprintln!("ending the live trace: {error}");
+    }
+    outcome
+}
+
 pub async fn trace(args: TraceArgs) -> anyhow::Result<()> {
+    if args.live {
+        return trace_real_packets(&args).await;
+    }
     if args.state == TraceStateArg::Live {
         return trace_live(&args).await;
     }
     let records = fetch_records(&args.api.client()?).await?;
+    let (port, dst_ip, src_ip) = args.packet()?;
     let spec = topology::TraceSpec {
-        port: args.port,
-        dst_ip: args.dst_ip,
-        src_ip: args.src_ip,
+        port,
+        dst_ip,
+        src_ip,
         src_mac: args.src_mac.map(|m| m.0),
         dst_mac: args.dst_mac.map(|m| m.0),
-        protocol: match args.proto {
+        protocol: match args.protocol() {
             TraceProtocol::Icmp => vswitch::probe::ProbeProtocol::Icmp,
             TraceProtocol::Tcp => vswitch::probe::ProbeProtocol::Tcp,
             TraceProtocol::Udp => vswitch::probe::ProbeProtocol::Udp,
         },
-        src_port: args.sport,
-        dst_port: args.dport,
+        src_port: args.src_port(),
+        dst_port: args.dst_port(),
         ttl: args.ttl,
     };
     let run = topology::run_trace(&records, &spec)?;
@@ -142,7 +251,7 @@ pub async fn trace(args: TraceArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-#[derive(Clone, Copy, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
 pub enum OutputFormat {
     /// Indented text for people.
     Tree,

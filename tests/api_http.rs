@@ -25,7 +25,7 @@ use uuid::Uuid;
 
 use support::api::*;
 use tour::openapi_tour;
-use trace_counters::{port_counters_over_http, trace_over_http};
+use trace_counters::{live_trace_requests_over_http, port_counters_over_http, trace_over_http};
 
 #[path = "api_http/tour.rs"]
 mod tour;
@@ -4322,6 +4322,7 @@ macro_rules! api_cases {
 api_cases!(
     openapi_tour,
     trace_over_http,
+    live_trace_requests_over_http,
     port_counters_over_http,
     tenants_crud,
     routers_crud,

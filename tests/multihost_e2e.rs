@@ -8,6 +8,7 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use support::cluster::{reachable, tcp_transfer, Cluster};
+use support::live_trace::LiveTrace;
 use support::netns::Pod;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -203,4 +204,60 @@ async fn routed_traffic_crosses_hosts() {
     assert_eq!(received, 5, "{text}");
     let (sent, received, len) = tcp_transfer(&pods[1], &pods[0], "10.61.1.10", 2 << 20);
     assert_eq!((sent, len), (received, 2 << 20));
+
+    // A live trace of real pings from pod 0 to pod 1: each packet is one
+    // trace with host 0's steps (bridge, router, bridge) and host 1's
+    // delivery to pod 1's port.
+    let flags = [
+        "--device",
+        &router.id.to_string(),
+        "--dst-ip",
+        "10.61.2.10",
+        "--proto",
+        "icmp",
+        "--count",
+        "2",
+        "--format",
+        "json",
+    ]
+    .map(String::from);
+    let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+    let live = LiveTrace::start(&cluster.url, &cluster.token, &flags).await;
+    let (out, err) = live.run_while(Duration::from_secs(20), || {
+        // One ping process: one ICMP identifier, one flow (miss, then hit).
+        pods[0].ping("10.61.2.10", 2, &["-i", "0.3", "-W", "1"]);
+    });
+    let traces: Vec<serde_json::Value> = out
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(traces.len(), 2, "{out}\n{err}");
+    let (h0, h1) = (cluster.hosts[0].id, cluster.hosts[1].id);
+    for trace in &traces {
+        let decided = &trace["decided"];
+        assert_eq!(decided["host"], h0.to_string(), "{trace:#}");
+        assert_eq!(decided["fate"], "sent", "{trace:#}");
+        assert_eq!(decided["trace"]["verdict"], "deliver", "{trace:#}");
+        let deliveries = trace["deliveries"].as_array().unwrap();
+        assert_eq!(deliveries.len(), 1, "{trace:#}");
+        assert_eq!(deliveries[0]["host"], h1.to_string(), "{trace:#}");
+        assert_eq!(trace["complete"], true, "{trace:#}");
+        let text = trace["text"].as_str().unwrap();
+        for expected in [
+            cluster.hosts[0].name.as_str(),
+            cluster.hosts[1].name.as_str(),
+            "router r",
+            "received through the tunnel",
+        ] {
+            assert!(text.contains(expected), "missing '{expected}' in:\n{text}");
+        }
+    }
+    let flows: Vec<&str> = traces
+        .iter()
+        .map(|t| t["decided"]["flow"].as_str().unwrap())
+        .collect();
+    assert!(
+        flows.contains(&"hit"),
+        "a cached flow is traced too: {flows:?}"
+    );
 }

@@ -4,6 +4,8 @@
 
 mod support;
 
+use support::live_trace::LiveTrace;
+
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
@@ -117,6 +119,41 @@ async fn a_port_chain_drops_ssh_and_the_trace_names_the_rule() {
     }
     let allowed = trace_tcp(&d, a_port, &b_ip, &["--dport", "8080"]);
     assert!(allowed.contains("verdict: deliver"), "{allowed}");
+
+    // The live trace of a real SYN to port 22 names the rule that dropped
+    // it; traffic to 8080 matches no request and is not shown.
+    let port = a_port.to_string();
+    let flags = [
+        "--port",
+        &port,
+        "--proto",
+        "tcp",
+        "--dport",
+        "22",
+        "--count",
+        "1",
+        "--seconds",
+        "30",
+    ];
+    let live = LiveTrace::start(&d.plexus.url, &d.plexus.token, &flags).await;
+    let (out, err) = live.run_while(Duration::from_secs(20), || {
+        tcp_probe(&a, &b_ip, 8080, 1.0, None);
+        tcp_probe(&a, &b_ip, 22, 0.5, None);
+    });
+    for expected in [
+        "in by port",
+        "(no ssh): drop",
+        "verdict: drop",
+        "dropped: RuleDrop",
+    ] {
+        assert!(
+            out.contains(expected),
+            "missing '{expected}' in:\n{out}\n{err}"
+        );
+    }
+    assert!(!out.contains("8080"), "only the matching packet: {out}");
+    let left: Vec<serde_json::Value> = d.client.get("/v1/trace_requests").await.unwrap();
+    assert!(left.is_empty(), "the CLI ends its request: {left:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -141,6 +141,62 @@ impl Client {
         })
     }
 
+    /// Reads the server-sent events of `GET path` as they come, handing
+    /// each one's name and data to `on_event` until it returns false or
+    /// the stream ends.
+    pub async fn stream_events(
+        &self,
+        path: &str,
+        mut on_event: impl FnMut(&str, &str) -> bool,
+    ) -> Result<(), ApiError> {
+        let url = format!("{}{path}", self.base);
+        let unreachable = |e: reqwest::Error| ApiError::Unreachable {
+            url: url.clone(),
+            reason: e.to_string(),
+        };
+        let mut response = self
+            .http
+            .get(&url)
+            .bearer_auth(&self.token)
+            .header(header::ACCEPT, "text/event-stream")
+            .timeout(Duration::from_secs(24 * 3600))
+            .send()
+            .await
+            .map_err(unreachable)?;
+        if !response.status().is_success() {
+            let status = response.status();
+            let bytes = response.bytes().await.map_err(unreachable)?;
+            let problem = serde_json::from_slice::<Problem>(&bytes).unwrap_or_else(|_| {
+                Problem::new(
+                    status,
+                    "unknown",
+                    "Unexpected error",
+                    String::from_utf8_lossy(&bytes).into_owned(),
+                )
+            });
+            return Err(ApiError::Problem(problem));
+        }
+        let mut buffer = String::new();
+        while let Some(chunk) = response.chunk().await.map_err(unreachable)? {
+            buffer.push_str(&String::from_utf8_lossy(&chunk));
+            while let Some(end) = buffer.find("\n\n") {
+                let block: String = buffer.drain(..end + 2).collect();
+                let (mut name, mut data) = ("message".to_string(), Vec::new());
+                for line in block.lines() {
+                    if let Some(value) = line.strip_prefix("event:") {
+                        name = value.trim().to_string();
+                    } else if let Some(value) = line.strip_prefix("data:") {
+                        data.push(value.strip_prefix(' ').unwrap_or(value));
+                    }
+                }
+                if !data.is_empty() && !on_event(&name, &data.join("\n")) {
+                    return Ok(());
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// `GET path`.
     pub async fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T, ApiError> {
         self.call(Method::GET, path, None, None).await

@@ -11,6 +11,7 @@
 pub mod auth;
 pub mod client;
 pub mod extract;
+pub mod livetrace;
 pub mod openapi;
 pub mod positions;
 pub mod problem;

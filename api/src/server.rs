@@ -229,6 +229,7 @@ pub fn api_routes() -> ApiRouter {
     let api = routes::tokens::routes(api);
     let api = routes::batch::routes(api);
     let api = routes::trace::routes(api);
+    let api = routes::trace_requests::routes(api);
     let api = routes::counters::routes(api);
     routes::infra::routes(api)
 }

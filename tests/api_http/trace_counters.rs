@@ -114,3 +114,90 @@ pub async fn port_counters_over_http(s: &TestServer) {
     let answer = send(s.anonymous(Method::GET, "/v1/port_counters")).await;
     answer.problem(401, None);
 }
+
+/// Live trace requests: made, listed, shown, streamed and ended; checked
+/// fields; a tenant traces only its own ports and sees only its requests.
+pub async fn live_trace_requests_over_http(s: &TestServer) {
+    let acme = tenant(s, "acme").await;
+    let bridge = bridge(s, &acme, "net").await;
+    let port = bridge_port(s, &bridge).await;
+    let body = json!({"port_id": port, "dst_ip": "10.0.0.0/24", "protocol": "tcp", "dst_port": 22, "limit_packets": 5, "limit_seconds": 30});
+    let answer = send(s.json(Method::POST, "/v1/trace_requests", &body)).await;
+    assert_eq!(answer.status, 201, "{}", text(&answer));
+    let made = answer.json();
+    let id = made["id"].as_str().unwrap().to_string();
+    assert_eq!(made["protocol"], 6);
+    assert_eq!(made["dst_ip"], "10.0.0.0/24");
+    assert_eq!(made["tenant_id"], serde_json::Value::Null);
+    let listed = send(s.req(Method::GET, "/v1/trace_requests")).await.json();
+    assert_eq!(listed.as_array().unwrap().len(), 1, "{listed}");
+    let path = format!("/v1/trace_requests/{id}");
+    let shown = send(s.req(Method::GET, &path)).await;
+    assert_eq!(shown.json()["id"], id.as_str());
+
+    // The stream stays open until the request ends, then says so.
+    let events = tokio::spawn(send(s.req(Method::GET, &format!("{path}/events"))));
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let ended = send(s.req(Method::DELETE, &path)).await;
+    assert_eq!(ended.status, 204, "{}", text(&ended));
+    let stream = events.await.unwrap();
+    assert_eq!(stream.status, 200);
+    assert!(stream.content_type().starts_with("text/event-stream"));
+    assert!(text(&stream).contains("event: end"), "{}", text(&stream));
+    send(s.req(Method::GET, &path)).await.problem(404, None);
+    send(s.req(Method::DELETE, &path)).await.problem(404, None);
+
+    // Refusals name the field at fault.
+    let other = uuid::Uuid::new_v4();
+    for (body, status, field) in [
+        (json!({"port_id": port, "src_ip": "10.0.0"}), 422, "src_ip"),
+        (
+            json!({"port_id": port, "protocol": "gre2"}),
+            422,
+            "protocol",
+        ),
+        (
+            json!({"port_id": port, "limit_packets": 0}),
+            422,
+            "limit_packets",
+        ),
+        (
+            json!({"port_id": port, "limit_seconds": 7200}),
+            422,
+            "limit_seconds",
+        ),
+        (json!({"port_id": other}), 404, "port_id"),
+        (json!({"device_id": other}), 404, "device_id"),
+        (json!({"port_id": port, "colour": "red"}), 400, "colour"),
+    ] {
+        let answer = send(s.json(Method::POST, "/v1/trace_requests", &body)).await;
+        answer.problem(status, Some(field));
+    }
+
+    // Tenants: their own ports only, a port or device named, their own
+    // requests seen.
+    let own = token(s, &acme).await;
+    let globex = tenant(s, "globex").await;
+    let stranger = token(s, &globex).await;
+    let mine = json!({"device_id": bridge});
+    let answer = send(s.json_as(&own, Method::POST, "/v1/trace_requests", &mine)).await;
+    assert_eq!(answer.status, 201, "{}", text(&answer));
+    let theirs = answer.json();
+    assert_eq!(theirs["tenant_id"], acme.as_str());
+    let anything = json!({"protocol": "icmp"});
+    let answer = send(s.json_as(&own, Method::POST, "/v1/trace_requests", &anything)).await;
+    answer.problem(422, Some("port_id"));
+    let answer = send(s.json_as(&stranger, Method::POST, "/v1/trace_requests", &mine)).await;
+    answer.problem(404, Some("device_id"));
+    let seen = send(s.as_token(&stranger, Method::GET, "/v1/trace_requests")).await;
+    assert_eq!(seen.json(), json!([]));
+    let path = format!("/v1/trace_requests/{}", theirs["id"].as_str().unwrap());
+    send(s.as_token(&stranger, Method::GET, &path))
+        .await
+        .problem(404, None);
+    send(s.as_token(&stranger, Method::DELETE, &path))
+        .await
+        .problem(404, None);
+    let ended = send(s.as_token(&own, Method::DELETE, &path)).await;
+    assert_eq!(ended.status, 204, "{}", text(&ended));
+}

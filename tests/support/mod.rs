@@ -7,6 +7,7 @@ pub mod cni;
 pub mod etcd;
 pub mod k8s_pods;
 pub mod lb;
+pub mod live_trace;
 pub mod netns;
 pub mod openapi_check;
 pub mod plexus;

@@ -13,6 +13,7 @@ pub mod ports;
 pub mod tenants;
 pub mod tokens;
 pub mod trace;
+pub mod trace_requests;
 
 use axum::http::Method;
 use axum::routing::{delete, get, patch, MethodRouter};
