@@ -365,3 +365,64 @@ async fn failed_dual_stack_adds_leave_nothing() {
     assert!(net.call("DEL", "fail-a", "eth0", None, "", &only4).ok);
     nothing_left("after DEL").await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ipv6_pods_reach_their_gateway_and_pods_behind_the_router() {
+    let deployment = Deployment::start().await;
+    let client = &deployment.client;
+    let net = network(&deployment.plexus).await;
+    let tenant = deployment.tenant(None).await;
+    let router = tenant.net.router.id;
+    // The default bridge becomes dual-stack: an IPv6 pool, and the pool's
+    // gateway on the router port.
+    let _: nsdb::Port = client
+        .patch(
+            &format!("/v1/ports/{}", tenant.net.router_port.id),
+            &json!({"extra_addresses": ["fd00:d8::1/64"]}),
+            None,
+        )
+        .await
+        .unwrap();
+    ipv6_pool(client, tenant.id, tenant.net.bridge.id, "fd00:d8::/64").await;
+    // A second, IPv6-only bridge behind the same router.
+    let six = client.create_bridge(tenant.id, "six").await.unwrap();
+    let router_port = client
+        .create_router_port(router, "fd00:d9::1/64")
+        .await
+        .unwrap();
+    let bridge_port = client.create_bridge_port(six.id, json!({})).await.unwrap();
+    client.link(bridge_port.id, router_port.id).await.unwrap();
+    ipv6_pool(client, tenant.id, six.id, "fd00:d9::/64").await;
+    let name: nsdb::Tenant = client
+        .get(&format!("/v1/tenants/{}", tenant.id))
+        .await
+        .unwrap();
+    let dual_conf = net.with(json!({"tenant": name.name}));
+    let six_conf = net.with(json!({"tenant": name.name, "bridge": six.id}));
+    let (a, c) = (sandbox(&net, "gw-a"), sandbox(&net, "gw-c"));
+    let ra = net
+        .call("ADD", "gw-a", "eth0", Some(&a.netns), "", &dual_conf)
+        .result()
+        .clone();
+    let rc = net
+        .call("ADD", "gw-c", "eth0", Some(&c.netns), "", &six_conf)
+        .result()
+        .clone();
+    let ((a4, a6), (c4, c6)) = (addresses(&ra), addresses(&rc));
+    assert_eq!((a4.len(), a6.len(), c4.len(), c6.len()), (1, 1, 0, 1));
+    // Each pod reaches its gateway, and the other pod across the router
+    // through its default route, one hop away.
+    wait_ping6(&a, "fd00:d8::1");
+    wait_ping6(&c, "fd00:d9::1");
+    wait_ping6(&a, &c6[0]);
+    let (got, text) = c.ping(&a6[0], 1, &["-6"]);
+    assert_eq!(got, 1, "{text}");
+    assert!(
+        text.contains("ttl=63") || text.contains("hlim=63"),
+        "one router hop: {text}"
+    );
+    wait_ping(&a, &tenant.net.gateway.to_string());
+    for (id, conf) in [("gw-a", &dual_conf), ("gw-c", &six_conf)] {
+        assert!(net.call("DEL", id, "eth0", None, "", conf).ok);
+    }
+}

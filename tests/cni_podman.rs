@@ -124,8 +124,12 @@ impl Drop for Podman {
     }
 }
 
+/// The tests compare the host's `plx…` veths before and after: one at a time.
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn podman_containers_live_on_a_plexus_network() {
+    let _alone = ONE_AT_A_TIME.lock().await;
     let plexus = Plexus::start().await;
     let client = plexus.client();
     let hosts: Vec<nsdb::Host> = client.list("/v1/hosts").await.unwrap();
@@ -200,5 +204,93 @@ async fn podman_containers_live_on_a_plexus_network() {
         .await
         .unwrap();
     assert!(leases.is_empty(), "{leases:?}");
+    assert_eq!(host_veths(), veths_before);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn podman_containers_on_a_dual_stack_network_talk_over_ipv6() {
+    let _alone = ONE_AT_A_TIME.lock().await;
+    let plexus = Plexus::start().await;
+    let client = plexus.client();
+    let hosts: Vec<nsdb::Host> = client.list("/v1/hosts").await.unwrap();
+    let token = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(token.path(), &plexus.token).unwrap();
+    let network = unique("podnet");
+    // The tenant's network has an IPv6 pool beside its IPv4 one.
+    let tenant = client.create_tenant(&unique("pods")).await.unwrap();
+    let net = client.init_tenant_network(tenant.id, None).await.unwrap();
+    let v6: nsdb::IpPool = client
+        .post(
+            "/v1/ip_pools",
+            &json!({"name": unique("podv6"), "cidr": "fd00:e1::/64",
+                    "tenant_id": tenant.id, "bridge_id": net.bridge.id}),
+        )
+        .await
+        .unwrap();
+    let podman = Podman::new(&json!({
+        "cniVersion": "1.0.0",
+        "name": network,
+        "plugins": [{
+            "type": "plexus-cni",
+            "api": plexus.url,
+            "token_file": token.path(),
+            "host": hosts[0].name,
+            "tenant": tenant.name,
+        }],
+    }));
+    let veths_before = host_veths();
+    let server = unique("web");
+    podman.ok(&[
+        "run",
+        "-d",
+        "--name",
+        &server,
+        "--network",
+        &network,
+        "localhost/bb",
+        "httpd",
+        "-f",
+        "-p",
+        "8080",
+        "-h",
+        "/www",
+    ]);
+    let attachments = client.attachments(None, Some(&network)).await.unwrap();
+    assert_eq!(attachments.len(), 1, "{attachments:?}");
+    let addresses = &attachments[0].addresses;
+    assert_eq!(addresses.len(), 2, "{addresses:?}");
+    assert_eq!(addresses[1].pool_id, v6.id);
+    let ip6 = addresses[1].address.addr().to_string();
+    // podman took both addresses from the result.
+    let format = format!("{{{{.NetworkSettings.Networks.{network}.GlobalIPv6Address}}}}");
+    assert_eq!(podman.ok(&["inspect", &server, "--format", &format]), ip6);
+    let format = format!("{{{{.NetworkSettings.Networks.{network}.IPAddress}}}}");
+    let ip4 = addresses[0].address.addr().to_string();
+    assert_eq!(podman.ok(&["inspect", &server, "--format", &format]), ip4);
+    // Another container reaches it over IPv6 (and IPv4).
+    for url in [
+        format!("http://[{ip6}]:8080/"),
+        format!("http://{ip4}:8080/"),
+    ] {
+        let page = podman.ok(&[
+            "run",
+            "--rm",
+            "--network",
+            &network,
+            "localhost/bb",
+            "wget",
+            "-qO-",
+            &url,
+        ]);
+        assert_eq!(page, "served through plexus", "{url}");
+    }
+    podman.ok(&["rm", "-f", "-t", "0", &server]);
+    for address in addresses {
+        let leases: Vec<nsdb::IpLease> = client
+            .list(&format!("/v1/ip_pools/{}/leases", address.pool_id))
+            .await
+            .unwrap();
+        assert!(leases.is_empty(), "{leases:?}");
+    }
     assert_eq!(host_veths(), veths_before);
 }

@@ -3,8 +3,9 @@
 //!
 //! ADD creates a veth pair (the pod end straight into `CNI_NETNS` as
 //! `CNI_IFNAME`), asks the API for the attachment (tenant and network if
-//! missing, port, binding to the host end, address lease: one commit),
-//! configures the pod end, and waits until the host's agent serves the
+//! missing, port, binding to the host end, one address lease per
+//! family of the bridge's pools: one commit), configures the pod end (IPv6
+//! without DAD), and waits until the host's agent serves the
 //! port; given a `prevResult` (plugins ran before it in the chain), its
 //! result is that one with its own interfaces and address added. DEL removes the attachment and the veth; GC removes every
 //! attachment and veth of the network on this host that the runtime no
