@@ -1,6 +1,6 @@
 //! End-to-end: 100 `plexus-cni` ADDs at once across tenants that those
-//! very ADDs create, then 100 DELs at once, leaving the NSDB and the host
-//! exactly as before. Needs root.
+//! very ADDs create (and one dual-stack tenant that exists), then 100 DELs
+//! at once, leaving the NSDB and the host exactly as before. Needs root.
 
 mod support;
 
@@ -42,10 +42,19 @@ async fn a_hundred_parallel_adds_then_dels_leak_nothing() {
     let hosts: Vec<nsdb::Host> = client.list("/v1/hosts").await.unwrap();
     let net = Network::new(&plexus.url, &plexus.token, &hosts[0].name);
     let conf = net.with(json!({"active_timeout_ms": 60_000}));
-    // One tenant exists already (with its network); the others are new.
+    // One tenant exists already (with its network, dual-stack: an IPv6
+    // pool beside the IPv4 one); the others are new.
     let namespaces: Vec<String> = (0..TENANTS).map(|_| unique("k8s")).collect();
     let first = client.create_tenant(&namespaces[0]).await.unwrap();
-    client.init_tenant_network(first.id, None).await.unwrap();
+    let first_net = client.init_tenant_network(first.id, None).await.unwrap();
+    let _: nsdb::IpPool = client
+        .post(
+            "/v1/ip_pools",
+            &json!({"name": unique("v6"), "cidr": "fd00:c0::/64", "tenant_id": first.id,
+                    "bridge_id": first_net.bridge.id}),
+        )
+        .await
+        .unwrap();
     let before = inventory(&client).await;
     let pods: Vec<_> = (0..PODS)
         .map(|i| {
@@ -73,6 +82,18 @@ async fn a_hundred_parallel_adds_then_dels_leak_nothing() {
     println!("{PODS} parallel ADDs over {TENANTS} tenants took {took:?}");
     let addresses: HashSet<String> = results.iter().map(address_of).collect();
     assert_eq!(addresses.len(), PODS, "addresses were handed out twice");
+    // The first tenant's pods are dual-stack, with IPv6 addresses of their own.
+    let ipv6: HashSet<&str> = results
+        .iter()
+        .step_by(TENANTS)
+        .map(|r| r["ips"][1]["address"].as_str().expect("an IPv6 address"))
+        .collect();
+    assert_eq!(
+        ipv6.len(),
+        PODS / TENANTS,
+        "IPv6 addresses were handed out twice"
+    );
+    assert!(ipv6.iter().all(|a| a.starts_with("fd00:c0::")), "{ipv6:?}");
     // Exactly one network per tenant.
     let tenants: Vec<nsdb::Tenant> = client.list("/v1/tenants").await.unwrap();
     let routers: Vec<nsdb::Router> = client.list("/v1/routers").await.unwrap();
@@ -82,7 +103,11 @@ async fn a_hundred_parallel_adds_then_dels_leak_nothing() {
         assert_eq!(matching.len(), 1, "tenant {name} exists once");
         let id = matching[0].id;
         assert_eq!(routers.iter().filter(|r| r.tenant_id == id).count(), 1);
-        assert_eq!(pools.iter().filter(|p| p.tenant_id == Some(id)).count(), 1);
+        let own = if id == first.id { 2 } else { 1 };
+        assert_eq!(
+            pools.iter().filter(|p| p.tenant_id == Some(id)).count(),
+            own
+        );
     }
     // Every pod reaches its gateway.
     let mut per_gateway: HashMap<String, usize> = HashMap::new();
@@ -93,6 +118,14 @@ async fn a_hundred_parallel_adds_then_dels_leak_nothing() {
         assert_eq!(got, 1, "{} to {gateway}: {text}", pod.netns);
     }
     assert_eq!(per_gateway.len(), TENANTS);
+    // The dual-stack pods reach each other over IPv6.
+    let (first_pod, _) = &pods[0];
+    for ((pod, _), result) in pods.iter().zip(&results).step_by(TENANTS).skip(1) {
+        let address = result["ips"][1]["address"].as_str().unwrap();
+        let address = address.split('/').next().unwrap();
+        let (got, text) = first_pod.ping(address, 1, &["-6", "-W", "2"]);
+        assert_eq!(got, 1, "{} to {address}: {text}", pod.netns);
+    }
     let started = Instant::now();
     std::thread::scope(|scope| {
         for (pod, id) in &pods {
