@@ -411,6 +411,24 @@ async fn referential_integrity(f: Fixture) {
         matches!(&e, NsdbError::Invalid { field, .. } if field == "address"),
         "{e}"
     );
+    // Extra addresses (either family) are checked like the address.
+    for (extra, why) in [
+        (vec!["2001:db8::/64"], "network address"),
+        (vec!["10.5.0.1/24"], "listed twice"),
+        (vec!["2001:db8::1/64", "2001:db8::1/64"], "listed twice"),
+    ] {
+        let mut bad = router_port(r1.id, "10.5.0.1/24");
+        bad.extra_addresses = extra.iter().map(|a| a.parse().unwrap()).collect();
+        let e = assert_rejected(db, &before, db.create(bad).await).await;
+        assert!(
+            matches!(&e, NsdbError::Invalid { field, .. } if field == "extra_addresses")
+                && e.to_string().contains(why),
+            "{e}"
+        );
+    }
+    let mut bridged = bridge_port(b.id);
+    bridged.extra_addresses = vec!["2001:db8::1/64".parse().unwrap()];
+    assert_rejected(db, &before, db.create(bridged).await).await;
 
     // Linking works, and then the link cannot be taken over.
     db.link_ports(r1p.id, bp.id).await.unwrap();

@@ -61,6 +61,8 @@ pub enum Condition {
     Protocol,
     /// `eth_type`.
     EthType,
+    /// `ip_version`.
+    IpVersion,
     /// `src_mac`.
     SrcMac,
     /// `dst_mac`.
@@ -103,6 +105,7 @@ impl Condition {
         match self {
             Condition::Protocol => "protocol",
             Condition::EthType => "eth_type",
+            Condition::IpVersion => "ip_version",
             Condition::SrcMac => "src_mac",
             Condition::DstMac => "dst_mac",
             Condition::SrcCidr => "src_cidr",
@@ -191,6 +194,10 @@ pub struct Rule {
     /// Condition: the ethertype.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub eth_type: Option<EthType>,
+    /// Condition: the IP version, 4 or 6 (ARP and other ethertypes match
+    /// neither).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ip_version: Option<u8>,
     /// Condition: the source MAC.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub src_mac: Option<MacAddr>,
@@ -261,6 +268,7 @@ impl Rule {
             description: String::new(),
             protocol: None,
             eth_type: None,
+            ip_version: None,
             src_mac: None,
             dst_mac: None,
             src_cidr: None,
@@ -287,6 +295,7 @@ impl Rule {
         match condition {
             Condition::Protocol => self.protocol.is_some(),
             Condition::EthType => self.eth_type.is_some(),
+            Condition::IpVersion => self.ip_version.is_some(),
             Condition::SrcMac => self.src_mac.is_some(),
             Condition::DstMac => self.dst_mac.is_some(),
             Condition::SrcCidr => self.src_cidr.is_some(),
@@ -343,6 +352,9 @@ fn no_duplicates<T: PartialEq + fmt::Debug>(
 
 /// Checks the rules a rule must satisfy on its own.
 pub(crate) fn validate_rule(r: &Rule) -> Result<(), (&'static str, String)> {
+    if let Some(version) = r.ip_version.filter(|v| *v != 4 && *v != 6) {
+        return Err(("ip_version", format!("{version} is neither 4 nor 6")));
+    }
     match (r.action, r.jump_chain_id) {
         (RuleAction::Jump, None) => return Err(("jump_chain_id", "is required for jump".into())),
         (RuleAction::Jump, Some(target)) if target == r.chain_id => {
@@ -494,6 +506,15 @@ mod tests {
                 .protocol,
             Some(IpProto(132))
         );
+    }
+
+    #[test]
+    fn ip_version_is_4_or_6() {
+        let r = rule(serde_json::json!({"action": "drop", "ip_version": 6})).unwrap();
+        assert!(r.has(Condition::IpVersion));
+        assert_eq!(serde_json::to_value(&r).unwrap()["ip_version"], 6);
+        let err = rule(serde_json::json!({"action": "drop", "ip_version": 5})).unwrap_err();
+        assert!(err.starts_with("ip_version:"), "{err}");
     }
 
     #[test]

@@ -4,7 +4,7 @@
 use nsdb::{Condition, ConnState, FragmentPolicy, Rule, RuleAction};
 use uuid::Uuid;
 
-use super::packet::{Fragment, PacketInfo};
+use super::packet::{Fragment, PacketInfo, L3};
 use super::{Simulation, Tag};
 use crate::conntrack::Direction;
 use crate::snapshot::{Device, Topology};
@@ -62,6 +62,14 @@ fn holds(
             .zip(rule.protocol)
             .is_some_and(|(ip, want)| ip.proto == want.0),
         Condition::EthType => rule.eth_type.is_some_and(|t| t.0 == p.ethertype()),
+        Condition::IpVersion => {
+            let version = match p.l3 {
+                L3::Ipv4(_) => Some(4),
+                L3::Ipv6(_) => Some(6),
+                _ => None,
+            };
+            version.is_some() && version == rule.ip_version
+        }
         Condition::SrcMac => rule.src_mac.is_some_and(|mac| mac.0 == p.eth_src),
         Condition::DstMac => rule.dst_mac.is_some_and(|mac| mac.0 == p.eth_dst),
         Condition::SrcCidr => ip
@@ -142,9 +150,10 @@ fn holds(
     }
 }
 
-const CONDITIONS: [Condition; 19] = [
+const CONDITIONS: [Condition; 20] = [
     Condition::Protocol,
     Condition::EthType,
+    Condition::IpVersion,
     Condition::SrcMac,
     Condition::DstMac,
     Condition::SrcCidr,
