@@ -8,7 +8,7 @@ use std::collections::{HashMap, HashSet};
 use std::time::Instant;
 
 use serde_json::json;
-use support::cni::{address_of, host_veths, sandbox, Network};
+use support::cni::{address_of, sandbox, Network};
 use support::netns::unique;
 use support::plexus::Plexus;
 
@@ -18,8 +18,11 @@ const TENANTS: usize = 4;
 
 /// What must be the same before and after (the tenant networks the ADDs
 /// created stay): the bound ports, every lease of every pool, and the
-/// plugin's veths.
-async fn inventory(client: &api::Client) -> (HashSet<uuid::Uuid>, Vec<nsdb::IpLease>, Vec<String>) {
+/// plugin's veths of `net`.
+async fn inventory(
+    client: &api::Client,
+    net: &Network,
+) -> (HashSet<uuid::Uuid>, Vec<nsdb::IpLease>, Vec<String>) {
     let ports: Vec<nsdb::Port> = client.list("/v1/ports").await.unwrap();
     let pools: Vec<nsdb::IpPool> = client.list("/v1/ip_pools").await.unwrap();
     let mut leases = Vec::new();
@@ -32,7 +35,7 @@ async fn inventory(client: &api::Client) -> (HashSet<uuid::Uuid>, Vec<nsdb::IpLe
         );
     }
     let bound = ports.into_iter().filter(|p| p.host_id.is_some());
-    (bound.map(|p| p.id).collect(), leases, host_veths())
+    (bound.map(|p| p.id).collect(), leases, net.veths())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -55,7 +58,7 @@ async fn a_hundred_parallel_adds_then_dels_leak_nothing() {
         )
         .await
         .unwrap();
-    let before = inventory(&client).await;
+    let before = inventory(&client, &net).await;
     let pods: Vec<_> = (0..PODS)
         .map(|i| {
             let id = format!("par{i}");
@@ -80,6 +83,7 @@ async fn a_hundred_parallel_adds_then_dels_leak_nothing() {
     });
     let took = started.elapsed();
     println!("{PODS} parallel ADDs over {TENANTS} tenants took {took:?}");
+    assert_eq!(net.veths().len(), PODS, "a veth per pod, found by alias");
     let addresses: HashSet<String> = results.iter().map(address_of).collect();
     assert_eq!(addresses.len(), PODS, "addresses were handed out twice");
     // The first tenant's pods are dual-stack, with IPv6 addresses of their own.
@@ -137,7 +141,7 @@ async fn a_hundred_parallel_adds_then_dels_leak_nothing() {
         }
     });
     println!("{PODS} parallel DELs took {:?}", started.elapsed());
-    let after = inventory(&client).await;
+    let after = inventory(&client, &net).await;
     assert_eq!(after.0, before.0, "ports or bindings leaked");
     assert_eq!(after.1, before.1, "leases leaked");
     assert_eq!(after.2, before.2, "veths leaked");

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use serde_json::json;
-use support::cni::{host_veths, PLUGIN};
+use support::cni::{network_veths, PLUGIN};
 use support::netns::unique;
 use support::plexus::Plexus;
 
@@ -124,12 +124,8 @@ impl Drop for Podman {
     }
 }
 
-/// The tests compare the host's `plx…` veths before and after: one at a time.
-static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn podman_containers_live_on_a_plexus_network() {
-    let _alone = ONE_AT_A_TIME.lock().await;
     let plexus = Plexus::start().await;
     let client = plexus.client();
     let hosts: Vec<nsdb::Host> = client.list("/v1/hosts").await.unwrap();
@@ -148,7 +144,7 @@ async fn podman_containers_live_on_a_plexus_network() {
             "tenant": tenant,
         }],
     }));
-    let veths_before = host_veths();
+    assert!(network_veths(&network).is_empty());
     let server = unique("web");
     podman.ok(&[
         "run",
@@ -167,6 +163,11 @@ async fn podman_containers_live_on_a_plexus_network() {
     ]);
     // Its address comes from the tenant's Plexus pool.
     let attachments = client.attachments(None, Some(&network)).await.unwrap();
+    assert_eq!(
+        network_veths(&network).len(),
+        1,
+        "the server's veth, by alias"
+    );
     assert_eq!(attachments.len(), 1, "{attachments:?}");
     let attachment = &attachments[0];
     assert!(attachment.active);
@@ -204,12 +205,11 @@ async fn podman_containers_live_on_a_plexus_network() {
         .await
         .unwrap();
     assert!(leases.is_empty(), "{leases:?}");
-    assert_eq!(host_veths(), veths_before);
+    assert_eq!(network_veths(&network), Vec::<String>::new());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn podman_containers_on_a_dual_stack_network_talk_over_ipv6() {
-    let _alone = ONE_AT_A_TIME.lock().await;
     let plexus = Plexus::start().await;
     let client = plexus.client();
     let hosts: Vec<nsdb::Host> = client.list("/v1/hosts").await.unwrap();
@@ -238,7 +238,7 @@ async fn podman_containers_on_a_dual_stack_network_talk_over_ipv6() {
             "tenant": tenant.name,
         }],
     }));
-    let veths_before = host_veths();
+    assert!(network_veths(&network).is_empty());
     let server = unique("web");
     podman.ok(&[
         "run",
@@ -256,6 +256,11 @@ async fn podman_containers_on_a_dual_stack_network_talk_over_ipv6() {
         "/www",
     ]);
     let attachments = client.attachments(None, Some(&network)).await.unwrap();
+    assert_eq!(
+        network_veths(&network).len(),
+        1,
+        "the server's veth, by alias"
+    );
     assert_eq!(attachments.len(), 1, "{attachments:?}");
     let addresses = &attachments[0].addresses;
     assert_eq!(addresses.len(), 2, "{addresses:?}");
@@ -292,5 +297,5 @@ async fn podman_containers_on_a_dual_stack_network_talk_over_ipv6() {
             .unwrap();
         assert!(leases.is_empty(), "{leases:?}");
     }
-    assert_eq!(host_veths(), veths_before);
+    assert_eq!(network_veths(&network), Vec::<String>::new());
 }

@@ -146,6 +146,12 @@ impl Network {
         invoke(&vars, stdin)
     }
 
+    /// The plugin's host veths of this network present now (see
+    /// [`network_veths`]).
+    pub fn veths(&self) -> Vec<String> {
+        network_veths(self.conf["name"].as_str().unwrap())
+    }
+
     /// The attachment key of container `id`'s `ifname` on this network.
     pub fn key(&self, id: &str, ifname: &str) -> AttachmentKey {
         AttachmentKey {
@@ -177,6 +183,20 @@ pub fn host_veths() -> Vec<String> {
         .collect();
     names.sort();
     names
+}
+
+/// The plugin's host veths of CNI network `network` present now (their
+/// alias is an attachment owner of that network), sorted: unlike
+/// [`host_veths`], not disturbed by tests running beside this one.
+pub fn network_veths(network: &str) -> Vec<String> {
+    let prefix = format!("cni:{network}:");
+    host_veths()
+        .into_iter()
+        .filter(|name| {
+            std::fs::read_to_string(format!("/sys/class/net/{name}/ifalias"))
+                .is_ok_and(|alias| alias.starts_with(&prefix))
+        })
+        .collect()
 }
 
 /// The pod address (without prefix) of an ADD result.
