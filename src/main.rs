@@ -312,10 +312,12 @@ fn datapath_hooks(agent: &vswitch::agent::Agent) -> api::DatapathHooks {
         DatapathCounters { host_id, ports }
     });
     let datapath = agent.datapath().clone();
-    let live_trace: api::server::LiveTrace = std::sync::Arc::new(move |records, spec| {
-        let run = datapath.with_learned(|learned| topology::run_trace_with(records, spec, learned));
-        (host_id, run)
-    });
+    let live_trace = api::server::LiveTrace {
+        host: host_id,
+        run: std::sync::Arc::new(move |records, spec| {
+            datapath.with_learned(|learned| topology::run_trace_with(records, spec, learned))
+        }),
+    };
     api::DatapathHooks {
         metrics: Some(metrics),
         port_counters: Some(counters),

@@ -56,10 +56,14 @@ pub struct TraceArgs {
     /// runs the trace).
     #[arg(long, value_enum, default_value = "empty")]
     state: TraceStateArg,
+    /// With --state live: the host (id) whose agent's state to use
+    /// (default: the server's own agent; needed with `plexus api`).
+    #[arg(long)]
+    host: Option<uuid::Uuid>,
     /// Trace real packets as they pass (a live trace request on every
     /// agent) instead of simulating one: prints each one's steps, with
     /// the receiving host's delivery when it crossed hosts.
-    #[arg(long, conflicts_with_all = ["src_mac", "dst_mac", "ttl", "state"])]
+    #[arg(long, conflicts_with_all = ["src_mac", "dst_mac", "ttl", "state", "host"])]
     live: bool,
     /// With --live: a bridge or router (id) the packets cross.
     #[arg(long, requires = "live")]
@@ -137,6 +141,7 @@ async fn trace_live(args: &TraceArgs) -> anyhow::Result<()> {
         dst_port: args.dst_port(),
         ttl: args.ttl,
         state: TraceState::Live,
+        host_id: args.host,
     };
     let answer: TraceAnswer = args
         .api
@@ -217,6 +222,9 @@ pub async fn trace(args: TraceArgs) -> anyhow::Result<()> {
     }
     if args.state == TraceStateArg::Live {
         return trace_live(&args).await;
+    }
+    if args.host.is_some() {
+        anyhow::bail!("--host names whose learned state to use: give --state live too");
     }
     let records = fetch_records(&args.api.client()?).await?;
     let (port, dst_ip, src_ip) = args.packet()?;

@@ -66,7 +66,7 @@ impl Drop for Connection {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_established_connection_survives_a_restart_of_the_agent_holding_its_replies() {
     let mut cluster = Cluster::start(2).await;
-    let (a, b) = cluster.guarded_pair("10.63.0").await;
+    let (a, b, _) = cluster.guarded_pair("10.63.0").await;
     let _b_server = tcp_server(&b.netns, &[8080], "b");
 
     let mut connection = Connection::open(&a, "10.63.0.2", 8080);

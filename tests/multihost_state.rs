@@ -15,7 +15,7 @@ use support::world::{peer_of, tcp_probe, tcp_server, STRANGER};
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stateful_policy_holds_when_the_reply_enters_on_another_host() {
     let cluster = Cluster::start(2).await;
-    let (a, b) = cluster.guarded_pair("10.62.0").await;
+    let (a, b, b_port) = cluster.guarded_pair("10.62.0").await;
     let _a_server = tcp_server(&a.netns, &[8080], "a");
     let _b_server = tcp_server(&b.netns, &[8080], "b");
     let inbound = tcp_probe(&b, "10.62.0.1", 8080, 1.5, None);
@@ -33,6 +33,70 @@ async fn stateful_policy_holds_when_the_reply_enters_on_another_host() {
     }
     let (received, text) = a.ping("10.62.0.2", 3, &[]);
     assert_eq!(received, 3, "a's pings get their replies: {text}");
+
+    // A trace of the reply to a's open connection, entering at b's port on
+    // host 1: dropped on empty state, delivered on host 1's agent's state,
+    // which `plexus api` (no datapath of its own) asks for through the NSDB.
+    let client = "import socket,time\ns=socket.socket();s.bind(('10.62.0.1',40001))\n\
+                  s.connect(('10.62.0.2',8080));s.sendall(b'hi\\n');\
+                  print(s.makefile().readline().strip(),flush=True)\ntime.sleep(8)";
+    let mut open = std::process::Command::new("ip")
+        .args(["netns", "exec", &a.netns, "python3", "-c", client])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = open.stdout.take().unwrap();
+    let _open = support::cluster::Process(open);
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut std::io::BufReader::new(stdout), &mut line).unwrap();
+    assert!(line.starts_with("b "), "a's connection is open: {line}");
+    let port = b_port.id.to_string();
+    let host1 = cluster.hosts[1].id.to_string();
+    let reply = [
+        "trace",
+        "--api",
+        &cluster.url,
+        "--token",
+        &cluster.token,
+        "--port",
+        &port,
+        "--src-ip",
+        "10.62.0.2",
+        "--dst-ip",
+        "10.62.0.1",
+        "--proto",
+        "tcp",
+        "--sport",
+        "8080",
+        "--dport",
+        "40001",
+    ];
+    let trace = |extra: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_plexus"))
+            .args(reply)
+            .args(extra)
+            .output()
+            .unwrap()
+    };
+    let empty = trace(&[]);
+    let (out, err) = (
+        String::from_utf8_lossy(&empty.stdout),
+        String::from_utf8_lossy(&empty.stderr),
+    );
+    assert!(out.contains("verdict: drop"), "{out}{err}");
+    let live = trace(&["--state", "live", "--host", &host1]);
+    let text = String::from_utf8_lossy(&live.stdout);
+    assert!(
+        live.status.success()
+            && text.contains(&format!("state: live (learned by host {host1})"))
+            && text.contains("verdict: deliver"),
+        "{text}{}",
+        String::from_utf8_lossy(&live.stderr)
+    );
+    let nowhere = trace(&["--state", "live"]);
+    assert!(!nowhere.status.success());
+    let why = String::from_utf8_lossy(&nowhere.stderr);
+    assert!(why.contains("host_id"), "{why}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -67,16 +67,24 @@ pub struct DatapathHooks {
     pub live_trace: Option<LiveTrace>,
 }
 
-/// Runs a trace of `spec` on `records` with a datapath's learned state;
-/// also names the host whose state it used.
-pub type LiveTrace = Arc<
+/// Runs a trace of `spec` on `records` with a datapath's learned state.
+pub type RunLiveTrace = Arc<
     dyn Fn(
             &[nsdb::Record],
             &topology::TraceSpec,
-        ) -> (uuid::Uuid, Result<topology::TraceRun, topology::TraceError>)
+        ) -> Result<topology::TraceRun, topology::TraceError>
         + Send
         + Sync,
 >;
+
+/// Traces on the learned state of the datapath in this process.
+#[derive(Clone)]
+pub struct LiveTrace {
+    /// The host whose datapath it is.
+    pub host: uuid::Uuid,
+    /// Runs a trace on its learned state.
+    pub run: RunLiveTrace,
+}
 
 /// A source of extra Prometheus text.
 pub type ExtraMetrics = Arc<dyn Fn() -> String + Send + Sync>;

@@ -38,6 +38,31 @@ pub fn trace_event_key(request: Uuid, host: Uuid, seq: u32) -> String {
     format!("trace/ev/{request}/{host}/{seq:010}")
 }
 
+/// The prefix of the state-trace questions for one host's agent.
+pub fn state_asks_prefix(host: Uuid) -> String {
+    format!("trace/ask/{host}/")
+}
+
+/// The key of one state-trace answer.
+pub fn state_answer_key(id: Uuid) -> String {
+    format!("trace/answer/{id}")
+}
+
+/// A question for one agent: what would you do with this frame entering
+/// at this port, on what you have learned? (`plexus trace --state live
+/// --host H`, asked by an API server that runs no datapath of its own.)
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StateAsk {
+    /// Its id (the answer's key).
+    pub id: Uuid,
+    /// The ingress port.
+    pub port: Uuid,
+    /// The frame, as hex.
+    pub frame_hex: String,
+    /// The lease the question and its answer live under.
+    pub lease: LeaseId,
+}
+
 /// Which packets a live trace records; every field given must hold.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TraceMatch {
@@ -269,6 +294,83 @@ impl Nsdb {
     /// (its deletion ends the trace) from `from` on.
     pub async fn watch_trace(&self, from: Revision) -> Result<WatchReceiver, NsdbError> {
         Ok(self.backend().watch("trace/", from).await?)
+    }
+}
+
+impl Nsdb {
+    /// Asks `host`'s agent a state question and waits up to `wait` for its
+    /// answer (raw); `None` if none came. The question and the answer
+    /// live under a lease of their own that outlives the wait briefly.
+    pub async fn ask_agent_state(
+        &self,
+        host: Uuid,
+        mut ask: StateAsk,
+        wait: Duration,
+    ) -> Result<Option<Vec<u8>>, NsdbError> {
+        let lease = self
+            .backend()
+            .grant_lease(wait + Duration::from_secs(5))
+            .await?;
+        ask.lease = lease;
+        let answer_key = state_answer_key(ask.id);
+        let start = self.backend().current_revision().await?;
+        let mut watch = self.backend().watch(&answer_key, start + 1).await?;
+        let value = serde_json::to_vec(&ask)
+            .map_err(|e| StoreError::Backend(format!("encoding a state question: {e}")))?;
+        let put = Op::Put {
+            key: format!("{}{}", state_asks_prefix(host), ask.id),
+            value,
+            lease: Some(lease),
+        };
+        self.backend().commit(Vec::new(), vec![put]).await?;
+        let answered = tokio::time::timeout(wait, async {
+            while let Some(message) = watch.recv().await {
+                if let crate::kv::WatchMessage::Events(events) = message {
+                    if let Some(event) = events
+                        .into_iter()
+                        .find(|e| e.key == answer_key && e.kind == crate::kv::KvEventKind::Put)
+                    {
+                        return Some(event.value);
+                    }
+                }
+            }
+            None
+        })
+        .await;
+        let _ = self.backend().revoke_lease(lease).await;
+        Ok(answered.ok().flatten())
+    }
+
+    /// Watches the state questions for `host` from `from` on (and reads
+    /// those asked before: see [`Nsdb::state_asks`]).
+    pub async fn watch_state_asks(
+        &self,
+        host: Uuid,
+        from: Revision,
+    ) -> Result<WatchReceiver, NsdbError> {
+        Ok(self.backend().watch(&state_asks_prefix(host), from).await?)
+    }
+
+    /// The state questions for `host` waiting now, and the revision read at.
+    pub async fn state_asks(&self, host: Uuid) -> Result<(Vec<StateAsk>, Revision), NsdbError> {
+        let range = self.backend().range(&state_asks_prefix(host)).await?;
+        let asks = range
+            .entries
+            .iter()
+            .filter_map(|e| serde_json::from_slice(&e.value).ok())
+            .collect();
+        Ok((asks, range.revision))
+    }
+
+    /// Answers a state question (under its lease).
+    pub async fn answer_state_ask(&self, ask: &StateAsk, value: Vec<u8>) -> Result<(), NsdbError> {
+        let put = Op::Put {
+            key: state_answer_key(ask.id),
+            value,
+            lease: Some(ask.lease),
+        };
+        self.backend().commit(Vec::new(), vec![put]).await?;
+        Ok(())
     }
 }
 

@@ -90,6 +90,12 @@ pub async fn trace_over_http(s: &TestServer) {
     let live = json!({"port_id": pods[0], "dst_ip": "10.0.2.10", "state": "live"});
     let answer = send(s.json(Method::POST, "/v1/trace", &live)).await;
     answer.problem(422, Some("state"));
+    // Another host's agent is asked only when it is alive (this one never
+    // ran an agent).
+    let remote =
+        json!({"port_id": pods[0], "dst_ip": "10.0.2.10", "state": "live", "host_id": elsewhere});
+    let answer = send(s.json(Method::POST, "/v1/trace", &remote)).await;
+    answer.problem(422, Some("host_id"));
 }
 
 /// A server without a datapath (this one) says so: no hosts, no counters;

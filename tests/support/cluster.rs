@@ -423,7 +423,7 @@ impl Cluster {
     /// connections (established/related; anything else is dropped). Its
     /// requests are tracked on host 0 and the replies enter on host 1, which
     /// tells them from new connections only by replicated state.
-    pub async fn guarded_pair(&self, net: &str) -> (Pod, Pod) {
+    pub async fn guarded_pair(&self, net: &str) -> (Pod, Pod, nsdb::Port) {
         let c = &self.client;
         let tenant = c.create_tenant(&unique("guarded")).await.unwrap();
         let bridge = c.create_bridge(tenant.id, "b").await.unwrap();
@@ -431,7 +431,7 @@ impl Cluster {
         let a = self.hosts[0].pod(&format!("{a_ip}/24"), None);
         let b = self.hosts[1].pod(&format!("{b_ip}/24"), None);
         let a_port = self.attach(bridge.id, &a, 0).await;
-        self.attach(bridge.id, &b, 1).await;
+        let b_port = self.attach(bridge.id, &b, 1).await;
         assert!(
             reachable(&a, &b_ip, Duration::from_secs(15)),
             "{}",
@@ -456,7 +456,7 @@ impl Cluster {
         while b.ping(&a_ip, 1, &[]).0 == 1 {
             assert!(Instant::now() < deadline, "the guard never took effect");
         }
-        (a, b)
+        (a, b, b_port)
     }
 
     /// Captures VXLAN on the underlay bridge with tshark while `during`

@@ -153,6 +153,10 @@ impl Agent {
             nsdb_for_health.clone(),
             datapath.clone(),
         )));
+        tasks.push(tokio::spawn(crate::tracing_live::answer_state_asks(
+            nsdb_for_health.clone(),
+            datapath.clone(),
+        )));
         let dp = datapath.clone();
         tasks.push(tokio::spawn(async move {
             while let Some(change) = invalidate_rx.recv().await {

@@ -86,3 +86,99 @@ pub async fn publish_trace_events(nsdb: Nsdb, mut events: mpsc::Receiver<LiveTra
         }
     }
 }
+
+/// An agent's answer to a state question: what its engine decides for the
+/// frame on what it has learned.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct StateAnswer {
+    /// The host that answered.
+    pub host: Uuid,
+    /// The engine's steps and verdict.
+    pub trace: crate::engine::TraceRecord,
+}
+
+fn from_hex(hex: &str) -> Option<Vec<u8>> {
+    if !hex.len().is_multiple_of(2) {
+        return None;
+    }
+    (0..hex.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(hex.get(i..i + 2)?, 16).ok())
+        .collect()
+}
+
+/// The hex form of a frame, as a state question carries it.
+pub fn to_hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+async fn answer(nsdb: &Nsdb, datapath: &Datapath, ask: &nsdb::livetrace::StateAsk) {
+    let Some(frame) = from_hex(&ask.frame_hex) else {
+        tracing::warn!(ask = %ask.id, "a state question with a frame that is not hex");
+        return;
+    };
+    let sim = datapath.dry_run(ask.port, &frame);
+    let answer = StateAnswer {
+        host: datapath.host(),
+        trace: crate::engine::TraceRecord::from(&sim),
+    };
+    let Ok(value) = serde_json::to_vec(&answer) else {
+        return;
+    };
+    if let Err(error) = nsdb.answer_state_ask(ask, value).await {
+        tracing::debug!(ask = %ask.id, %error, "state question not answered");
+    }
+}
+
+/// Answers the state questions asked of this host (`plexus trace --state
+/// live --host H` through an API server without a datapath), until the
+/// task is dropped.
+pub async fn answer_state_asks(nsdb: Nsdb, datapath: Arc<Datapath>) {
+    loop {
+        if let Err(error) = answer_once(&nsdb, &datapath).await {
+            tracing::debug!(%error, "following state questions; reading them again");
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
+async fn answer_once(nsdb: &Nsdb, datapath: &Datapath) -> Result<(), String> {
+    let host = datapath.host();
+    let (asks, revision) = nsdb.state_asks(host).await.map_err(|e| e.to_string())?;
+    for ask in &asks {
+        answer(nsdb, datapath, ask).await;
+    }
+    let mut watch = nsdb
+        .watch_state_asks(host, revision + 1)
+        .await
+        .map_err(|e| e.to_string())?;
+    while let Some(message) = watch.recv().await {
+        let WatchMessage::Events(events) = message else {
+            return Err(format!("{message:?}"));
+        };
+        for event in events
+            .iter()
+            .filter(|e| e.kind == nsdb::kv::KvEventKind::Put)
+        {
+            match serde_json::from_slice::<nsdb::livetrace::StateAsk>(&event.value) {
+                Ok(ask) => answer(nsdb, datapath, &ask).await,
+                Err(error) => tracing::warn!(%error, "unreadable state question"),
+            }
+        }
+    }
+    Err("the watch ended".into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn frames_round_trip_through_hex_and_bad_hex_is_refused() {
+        let frame = [0u8, 1, 0xab, 0xff];
+        assert_eq!(from_hex(&to_hex(&frame)), Some(frame.to_vec()));
+        assert_eq!(from_hex("abc"), None);
+        assert_eq!(from_hex("zz"), None);
+        assert_eq!(from_hex("é1"), None);
+    }
+}

@@ -12,8 +12,13 @@ use nsdb::MacAddr;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
+use std::time::Duration;
+
+use nsdb::livetrace::StateAsk;
+use nsdb::Host;
 use topology::probe::{ProbeProtocol, TraceError, TraceSpec};
 use uuid::Uuid;
+use vswitch::tracing_live::{to_hex, StateAnswer};
 
 use crate::auth::Caller;
 use crate::extract::{from_json, JsonObject};
@@ -82,6 +87,11 @@ pub struct TraceRequest {
     /// ARP answers, connections and their NAT; only `plexus serve` has one).
     #[serde(default)]
     pub state: TraceState,
+    /// With `state: live`: the host whose agent's state to use (default:
+    /// the agent in this server's process; required from a server without
+    /// one, such as `plexus api`). The agent is asked through the NSDB.
+    #[serde(default)]
+    pub host_id: Option<Uuid>,
 }
 
 /// The learned state a trace runs on.
@@ -164,24 +174,27 @@ async fn run_trace(
         .into_iter()
         .filter(|r| visibility.sees(r))
         .collect();
-    let (run, state) = match request.state {
-        TraceState::Empty => (
+    let (run, state) = match (request.state, request.host_id, &state.live_trace) {
+        (TraceState::Empty, _, _) => (
             topology::run_trace(&records, &request.spec()),
             "empty (nothing learned)".to_string(),
         ),
-        TraceState::Live => {
-            let Some(live) = &state.live_trace else {
-                return Err(Problem::new(
-                    StatusCode::UNPROCESSABLE_ENTITY,
-                    "no-live-state",
-                    "No learned state here",
-                    "this API server runs no datapath: a live-state trace needs plexus serve \
-                     (or trace with state empty)",
-                )
-                .with_field("state"));
-            };
-            let (host, run) = live(&records, &request.spec());
-            (run, format!("live (learned by host {host})"))
+        (TraceState::Live, host, Some(live)) if host.is_none_or(|h| h == live.host) => {
+            let run = (live.run)(&records, &request.spec());
+            (run, format!("live (learned by host {})", live.host))
+        }
+        (TraceState::Live, Some(host), _) => {
+            return ask_agent(&state, &records, &request, host).await.map(Json)
+        }
+        (TraceState::Live, None, _) => {
+            return Err(Problem::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "no-live-state",
+                "No learned state here",
+                "this API server runs no datapath: a live-state trace names the host whose \
+                 agent to ask (host_id), or trace with state empty",
+            )
+            .with_field("state"))
         }
     };
     let run = run.map_err(trace_problem)?;
@@ -195,6 +208,68 @@ async fn run_trace(
         trace,
         state,
     }))
+}
+
+/// How long an agent has to answer a state question.
+const AGENT_ANSWER_WAIT: Duration = Duration::from_secs(5);
+
+/// Runs the trace on the state of `host`'s agent: builds the packet here,
+/// asks the agent through the NSDB what its engine decides on what it has
+/// learned, and renders the answer with the caller's names.
+async fn ask_agent(
+    state: &AppState,
+    records: &[nsdb::Record],
+    request: &TraceRequest,
+    host: Uuid,
+) -> Result<TraceAnswer, Problem> {
+    let host_record: Option<Host> = state.nsdb.get(host).await?;
+    if !host_record.as_ref().is_some_and(|h| h.alive) {
+        return Err(Problem::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "host-not-alive",
+            "No such live host",
+            format!("host {host} is not registered or its agent is not alive"),
+        )
+        .with_field("host_id"));
+    }
+    // The packet as the empty-state trace builds it (defaults filled in).
+    let probe = topology::run_trace(records, &request.spec()).map_err(trace_problem)?;
+    let frame = probe
+        .probe
+        .frame()
+        .map_err(|e| trace_problem(TraceError::Probe(e.to_string())))?;
+    let ask = StateAsk {
+        id: Uuid::new_v4(),
+        port: request.port_id,
+        frame_hex: to_hex(&frame),
+        lease: 0,
+    };
+    let answer = state
+        .nsdb
+        .ask_agent_state(host, ask, AGENT_ANSWER_WAIT)
+        .await?
+        .and_then(|bytes| serde_json::from_slice::<StateAnswer>(&bytes).ok())
+        .ok_or_else(|| {
+            Problem::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "agent-did-not-answer",
+                "The agent did not answer",
+                format!(
+                    "host {host}'s agent did not answer within {} s",
+                    AGENT_ANSWER_WAIT.as_secs()
+                ),
+            )
+        })?;
+    let trace = match topology::trace_json(&answer.trace, &probe.names) {
+        Value::Object(map) => map,
+        other => Map::from_iter([("trace".to_string(), other)]),
+    };
+    Ok(TraceAnswer {
+        summary: probe.header(),
+        text: topology::render_trace(&answer.trace, &probe.names),
+        trace,
+        state: format!("live (learned by host {})", answer.host),
+    })
 }
 
 /// Adds `POST /v1/trace`.
