@@ -207,7 +207,13 @@ impl DatapathCore {
             Fate::Dropped => unsent,
             fate => fate,
         };
-        if let (Some(requests), Some((flow, trace))) = (traces.as_ref(), traced) {
+        if let (Some(requests), Some((flow, mut trace))) = (traces.as_ref(), traced) {
+            let refused = actions[first_action..]
+                .iter()
+                .any(|a| matches!(a, Action::Drop(Reason::TunnelFragNeeded)));
+            if refused {
+                trace.note_tunnel_refusal(self.tunnel_mtu().unwrap_or(0), self.host);
+            }
             let events = livetrace::decided_events(
                 requests,
                 candidates,

@@ -192,3 +192,39 @@ fn a_marked_delivery_is_recorded_for_the_request_it_names() {
         );
     }
 }
+
+#[test]
+fn a_frame_too_big_for_the_tunnel_shows_the_refusal_as_its_last_step() {
+    let topo = topology();
+    let core = core(H1);
+    core.set_trace_requests(vec![request(TraceMatch::default(), 5)]);
+    let mut big = ping(mac(1), mac(0xa1), "10.0.1.10", "10.0.2.10");
+    big.resize(14 + 1500, 0);
+    let mut ip = crate::wire::Ipv4Packet::new_unchecked(&mut big[14..]);
+    ip.set_total_len(1500);
+    ip.fill_checksum();
+    let mut actions = Vec::new();
+    let mut scratch = CoreScratch::default();
+    let fate = core.process(
+        &topo,
+        A1,
+        &mut big,
+        VnetHeader::NONE,
+        0,
+        &mut scratch,
+        &mut actions,
+    );
+    assert_eq!(fate, Fate::Answered);
+    let events = traced(&actions);
+    let TraceEventKind::Decided { fate, trace, .. } = &events[0].kind else {
+        panic!("{events:?}")
+    };
+    assert_eq!(
+        (fate.as_str(), trace.verdict.as_str()),
+        ("answered", "reply")
+    );
+    let last = trace.steps.last().unwrap();
+    assert_eq!(last.stage, "tunnel");
+    assert!(last.detail.contains("1450"), "{}", last.detail);
+    assert!(trace.outputs.is_empty());
+}

@@ -102,6 +102,27 @@ impl From<&Simulation> for TraceRecord {
 }
 
 impl TraceRecord {
+    /// Records that the datapath refused the copies for other hosts as too
+    /// big for the tunnel (the sender was answered with ICMP
+    /// fragmentation-needed or packet-too-big): a core decision after the
+    /// engine's, shown as the final step.
+    pub fn note_tunnel_refusal(&mut self, mtu: usize, host: Uuid) {
+        self.steps.push(StepRecord {
+            device: None,
+            port: None,
+            stage: "tunnel".into(),
+            detail: format!(
+                "too big for the tunnel (carries IP packets of up to {mtu} bytes) and not to be \
+                 fragmented: the copies for other hosts were refused and the sender told the MTU"
+            ),
+        });
+        self.outputs.retain(|o| o.host == Some(host));
+        self.drops.push("TunnelFragNeeded".into());
+        if self.outputs.is_empty() {
+            self.verdict = "reply".into();
+        }
+    }
+
     /// Whether the walk crossed `device` (a bridge or router id).
     pub fn crosses(&self, device: Uuid) -> bool {
         self.steps.iter().any(
