@@ -93,18 +93,16 @@ impl TraceArgs {
     }
 
     /// The ingress port and addresses of a simulated packet.
-    fn packet(
-        &self,
-    ) -> anyhow::Result<(uuid::Uuid, std::net::Ipv4Addr, Option<std::net::Ipv4Addr>)> {
+    fn packet(&self) -> anyhow::Result<(uuid::Uuid, std::net::IpAddr, Option<std::net::IpAddr>)> {
         let port = self.port.context("--port is required")?;
         let dst = self.dst_ip.as_deref().context("--dst-ip is required")?;
         let dst = dst
             .parse()
-            .with_context(|| format!("--dst-ip {dst} is not an IPv4 address"))?;
+            .with_context(|| format!("--dst-ip {dst} is not an IP address"))?;
         let src = match &self.src_ip {
             Some(src) => Some(
                 src.parse()
-                    .with_context(|| format!("--src-ip {src} is not an IPv4 address"))?,
+                    .with_context(|| format!("--src-ip {src} is not an IP address"))?,
             ),
             None => None,
         };

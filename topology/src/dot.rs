@@ -92,12 +92,18 @@ impl Dump {
                     match p.peer_id {
                         Some(peer) => {
                             let label = links.entry((p.id.min(peer), p.id.max(peer))).or_default();
-                            if let Some(address) = p.address {
+                            let addresses: Vec<String> = p
+                                .address
+                                .iter()
+                                .chain(&p.extra_addresses)
+                                .map(|a| a.to_string())
+                                .collect();
+                            if !addresses.is_empty() {
                                 // A router side names the link.
                                 if !label.is_empty() {
                                     label.push_str(" — ");
                                 }
-                                label.push_str(&address.to_string());
+                                label.push_str(&addresses.join(", "));
                             }
                         }
                         None => {
@@ -107,7 +113,13 @@ impl Dump {
                                 node(p.id),
                                 quoted(&port_label(port))
                             );
-                            let label = p.address.map(|a| a.to_string()).unwrap_or_default();
+                            let label = p
+                                .address
+                                .iter()
+                                .chain(&p.extra_addresses)
+                                .map(|a| a.to_string())
+                                .collect::<Vec<_>>()
+                                .join(", ");
                             let _ = writeln!(
                                 out,
                                 "    {} -- {} [label={}];",

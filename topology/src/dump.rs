@@ -306,6 +306,9 @@ impl Dump {
         if let Some(addr) = p.port.address {
             let _ = write!(line, " address {addr}");
         }
+        for addr in &p.port.extra_addresses {
+            let _ = write!(line, " address {addr}");
+        }
         for allowed in &p.port.allowed_addresses {
             let _ = write!(line, " allowed {} {}", allowed.mac, allowed.ip);
         }

@@ -6,7 +6,7 @@
 //! on what "trace from this port to that address" means.
 
 use std::fmt;
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::IpAddr;
 
 use nsdb::Record;
 use serde_json::Value;
@@ -25,10 +25,11 @@ pub use vswitch::probe::ProbeProtocol;
 pub struct TraceSpec {
     /// The ingress port.
     pub port: Uuid,
-    /// Destination IPv4 address.
-    pub dst_ip: Ipv4Addr,
-    /// Source IPv4 address (default: the port's allowed or own address).
-    pub src_ip: Option<Ipv4Addr>,
+    /// Destination address, IPv4 or IPv6.
+    pub dst_ip: IpAddr,
+    /// Source address (default: the port's allowed or own address of the
+    /// destination's family).
+    pub src_ip: Option<IpAddr>,
     /// Source MAC (default: the port's MAC).
     pub src_mac: Option<Mac>,
     /// Destination MAC (default: the owner of `dst_ip` on the bridge, else
@@ -49,7 +50,8 @@ pub struct TraceSpec {
 pub enum TraceError {
     /// The ingress port is not among the records (or not visible).
     NoSuchPort(Uuid),
-    /// The port has no IPv4 address to default the source to.
+    /// The port has no address of the destination's family to default the
+    /// source to.
     NoSourceAddress,
     /// The port's bridge is not among the records.
     MissingBridge(Uuid),
@@ -66,7 +68,10 @@ impl fmt::Display for TraceError {
                 write!(f, "no port {id} (or not visible to this token)")
             }
             TraceError::NoSourceAddress => {
-                write!(f, "the port has no IPv4 address; give a source IP")
+                write!(
+                    f,
+                    "the port has no address of the destination's family; give a source IP"
+                )
             }
             TraceError::MissingBridge(id) => write!(f, "the port's bridge {id} is missing"),
             TraceError::RouterPortNeedsDstMac => write!(
@@ -125,11 +130,9 @@ pub fn run_trace_with<L: Learned + ?Sized>(
         None => port
             .allowed
             .iter()
-            .find_map(|(_, net)| match net.addr() {
-                IpAddr::V4(ip) => Some(ip),
-                _ => None,
-            })
-            .or(port.address.map(|a| a.addr()))
+            .map(|(_, net)| net.addr())
+            .chain(port.addresses.iter().map(|a| a.addr()))
+            .find(|ip| ip.is_ipv4() == spec.dst_ip.is_ipv4())
             .ok_or(TraceError::NoSourceAddress)?,
     };
     let dst_mac = match (spec.dst_mac, port.device) {
@@ -146,11 +149,11 @@ pub fn run_trace_with<L: Learned + ?Sized>(
                 .filter_map(|peer| topo.ports.get(&peer))
                 .find(|peer| matches!(peer.device, Device::Router(_)))
                 .map(|peer| peer.mac);
-            info.arp
-                .get(&spec.dst_ip)
-                .copied()
-                .or(gateway)
-                .unwrap_or([0xff; 6])
+            let owner = match spec.dst_ip {
+                IpAddr::V4(ip) => info.arp.get(&ip),
+                IpAddr::V6(ip) => info.nd.get(&ip),
+            };
+            owner.copied().or(gateway).unwrap_or([0xff; 6])
         }
         (None, Device::Router(_)) => return Err(TraceError::RouterPortNeedsDstMac),
     };

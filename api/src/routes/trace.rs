@@ -2,7 +2,7 @@
 //! server on the records the caller may see, so that a client without the
 //! engine (the web UI) can ask what happens to a packet.
 
-use std::net::Ipv4Addr;
+use std::net::IpAddr;
 
 use axum::extract::State;
 use axum::http::{Method, StatusCode};
@@ -59,10 +59,10 @@ pub struct TraceRequest {
     /// The port the packet enters at.
     pub port_id: Uuid,
     /// Destination IPv4 address.
-    pub dst_ip: Ipv4Addr,
+    pub dst_ip: IpAddr,
     /// Source IPv4 address (default: the port's allowed or own address).
     #[serde(default)]
-    pub src_ip: Option<Ipv4Addr>,
+    pub src_ip: Option<IpAddr>,
     /// Source MAC (default: the port's MAC).
     #[serde(default)]
     pub src_mac: Option<MacAddr>,

@@ -232,7 +232,7 @@ pub(super) fn tcp(
     let bits = flags.iter().fold(0, |all, f| all | f.bits());
     let mut segment = TcpPacket::new_unchecked(&mut frame[34..]);
     segment.set_flags(TcpFlags::from_bits(bits));
-    segment.fill_checksum(p.src_ip, p.dst_ip);
+    segment.fill_checksum(src.parse().unwrap(), dst.parse().unwrap());
     frame
 }
 

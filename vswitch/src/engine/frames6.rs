@@ -74,7 +74,7 @@ pub fn solicited_node(ip: &Ipv6Addr) -> Ipv6Addr {
 
 /// The upper-layer checksum of `payload` (whose checksum field is zero)
 /// over the IPv6 pseudo-header (RFC 8200 8.1).
-fn upper_checksum(src: &Ipv6Addr, dst: &Ipv6Addr, next: u8, payload: &[u8]) -> u16 {
+pub(crate) fn upper_checksum(src: &Ipv6Addr, dst: &Ipv6Addr, next: u8, payload: &[u8]) -> u16 {
     let mut pseudo = [0u8; 40];
     pseudo[..16].copy_from_slice(&src.octets());
     pseudo[16..32].copy_from_slice(&dst.octets());

@@ -77,12 +77,12 @@ fn segment(
     protocol: ProbeProtocol,
     tcp_flags: Option<TcpFlags>,
 ) -> Vec<u8> {
-    let (src_ip, dst_ip) = (src.parse().unwrap(), dst.parse().unwrap());
+    let (src_ip, dst_ip): (Ipv4Addr, Ipv4Addr) = (src.parse().unwrap(), dst.parse().unwrap());
     let mut frame = Probe {
         src_mac,
         dst_mac,
-        src_ip,
-        dst_ip,
+        src_ip: src_ip.into(),
+        dst_ip: dst_ip.into(),
         protocol,
         src_port: sport,
         dst_port: dport,
