@@ -261,3 +261,156 @@ async fn routed_traffic_crosses_hosts() {
         "a cached flow is traced too: {flows:?}"
     );
 }
+
+/// Gives `pod` the IPv6 address `addr` (/64, no DAD) and, with `gateway`,
+/// an IPv6 default route through it.
+fn give_ipv6(pod: &Pod, addr: &str, gateway: Option<&str>) {
+    pod.exec(&[
+        "ip",
+        "-6",
+        "addr",
+        "add",
+        &format!("{addr}/64"),
+        "dev",
+        "eth0",
+        "nodad",
+    ]);
+    if let Some(gateway) = gateway {
+        pod.exec(&["ip", "-6", "route", "add", "default", "via", gateway]);
+    }
+}
+
+/// Pings over IPv6 until a reply comes (the first may wait for neighbour
+/// discovery across hosts); returns the last ping's output.
+fn reachable6(pod: &Pod, dst: &str, within: Duration) -> (bool, String) {
+    let deadline = std::time::Instant::now() + within;
+    loop {
+        let (received, text) = pod.ping(dst, 1, &["-6"]);
+        if received == 1 || std::time::Instant::now() > deadline {
+            return (received == 1, text);
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ipv6_pods_cross_hosts_over_an_ipv4_underlay() {
+    let cluster = Cluster::start(2).await;
+    let c = &cluster.client;
+    let tenant = c.create_tenant("six").await.unwrap();
+
+    // One bridge across both hosts: neighbour discovery and 20 MiB of TCP.
+    let bridge = c.create_bridge(tenant.id, "l2").await.unwrap();
+    let pods: Vec<Pod> = (0..2)
+        .map(|i| cluster.hosts[i].pod(&format!("10.64.0.{}/24", i + 1), None))
+        .collect();
+    for (i, pod) in pods.iter().enumerate() {
+        cluster.attach(bridge.id, pod, i).await;
+        give_ipv6(pod, &format!("fd64::{}", i + 1), None);
+    }
+    let (ok, text) = reachable6(&pods[0], "fd64::2", Duration::from_secs(15));
+    assert!(
+        ok,
+        "pod 0 never reached pod 1 over IPv6: {text}\n{}",
+        cluster.logs()
+    );
+    let (received, text) = pods[1].ping("fd64::1", 3, &["-6"]);
+    assert_eq!(received, 3, "{text}");
+    let (sent, received, len) = tcp_transfer(&pods[0], &pods[1], "fd64::2", 20 << 20);
+    assert_eq!(
+        (&sent, len),
+        (&received, 20 << 20),
+        "20 MiB over IPv6, SHA-256"
+    );
+
+    // Routed: two IPv6-only bridges behind the tenant router, one pod on
+    // each host; the reply comes back at hop limit 63.
+    let router = c.create_router(tenant.id, "r6").await.unwrap();
+    let mut routed = Vec::new();
+    for (i, net) in ["fd65:1", "fd65:2"].iter().enumerate() {
+        let bridge = c
+            .create_bridge(tenant.id, &format!("v6-{i}"))
+            .await
+            .unwrap();
+        let rport = c
+            .create_router_port(router.id, &format!("{net}::1/64"))
+            .await
+            .unwrap();
+        let bport = c
+            .create_bridge_port(bridge.id, serde_json::json!({}))
+            .await
+            .unwrap();
+        c.link(rport.id, bport.id).await.unwrap();
+        let pod = cluster.hosts[i].pod("192.0.2.10/24", None);
+        cluster.attach(bridge.id, &pod, i).await;
+        give_ipv6(&pod, &format!("{net}::10"), Some(&format!("{net}::1")));
+        routed.push(pod);
+    }
+    let (ok, text) = reachable6(&routed[0], "fd65:2::10", Duration::from_secs(15));
+    assert!(
+        ok,
+        "no routed IPv6 across hosts: {text}\n{}",
+        cluster.logs()
+    );
+    let (received, text) = routed[0].ping("fd65:2::10", 3, &["-6"]);
+    assert_eq!(received, 3, "{text}");
+    assert!(text.contains("ttl=63"), "one router on the way: {text}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pods_cross_hosts_over_an_ipv6_underlay() {
+    let cluster = Cluster::start_v6_underlay(2).await;
+    let c = &cluster.client;
+    for host in c.list::<nsdb::Host>("/v1/hosts").await.unwrap() {
+        assert!(host.tunnel_ip.is_ipv6(), "{host:?}");
+    }
+    let tenant = c.create_tenant("v6-underlay").await.unwrap();
+    let bridge = c.create_bridge(tenant.id, "b").await.unwrap();
+    let pods: Vec<Pod> = (0..2)
+        .map(|i| cluster.hosts[i].pod(&format!("10.66.0.{}/24", i + 1), None))
+        .collect();
+    for (i, pod) in pods.iter().enumerate() {
+        // VXLAN over IPv6 takes 70 bytes of the underlay's 1500.
+        pod.exec(&["ip", "link", "set", "eth0", "mtu", "1430"]);
+        cluster.attach(bridge.id, pod, i).await;
+        give_ipv6(pod, &format!("fd66::{}", i + 1), None);
+    }
+    // The hosts have IPv6 underlay addresses only: whatever crosses, crossed
+    // in VXLAN over IPv6.
+    assert!(
+        reachable(&pods[0], "10.66.0.2", Duration::from_secs(15)),
+        "no IPv4 pod traffic over the IPv6 underlay\n{}",
+        cluster.logs()
+    );
+    let (ok, text) = reachable6(&pods[1], "fd66::1", Duration::from_secs(15));
+    assert!(ok, "no IPv6 pod traffic over the IPv6 underlay: {text}");
+    let (sent, received, len) = tcp_transfer(&pods[0], &pods[1], "10.66.0.2", 20 << 20);
+    assert_eq!((&sent, len), (&received, 20 << 20), "20 MiB, SHA-256");
+    let (sent, received, len) = tcp_transfer(&pods[1], &pods[0], "fd66::1", 20 << 20);
+    assert_eq!(
+        (&sent, len),
+        (&received, 20 << 20),
+        "20 MiB over IPv6 in IPv6"
+    );
+    // The tunnel carries exactly 1430-byte packets; a pod that sends bigger
+    // ones with DF set is told the tunnel's MTU.
+    let (received, text) = pods[0].ping("10.66.0.2", 2, &["-M", "do", "-s", "1402"]);
+    assert_eq!(received, 2, "a 1430-byte packet fits: {text}");
+    pods[0].exec(&["ip", "link", "set", "eth0", "mtu", "1450"]);
+    let refused = pods[0].try_exec(&[
+        "ping",
+        "-n",
+        "-c",
+        "2",
+        "-M",
+        "do",
+        "-s",
+        "1422",
+        "10.66.0.2",
+    ]);
+    let said = String::from_utf8_lossy(&refused.stdout).to_string()
+        + &String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        said.contains("mtu = 1430") || said.contains("mtu=1430"),
+        "{said}"
+    );
+}

@@ -7,7 +7,9 @@ mod support;
 use std::time::{Duration, Instant};
 
 use serde_json::json;
-use support::cluster::{join_underlay, reachable, tcp_transfer, Cluster, Netns, POD_MTU};
+use support::cluster::{
+    join_underlay, join_underlay_with, reachable, tcp_transfer, Cluster, Netns, POD_MTU,
+};
 use support::netns::Pod;
 
 /// A namespace on the cluster's underlay at `ip` (192.168.77.x).
@@ -210,4 +212,52 @@ async fn oversize_frames_with_df_get_fragmentation_needed() {
     // And TCP adapts: a bulk transfer from a full-MTU pod is byte-exact.
     let (sent, got, len) = tcp_transfer(&a, &b, "10.65.0.2", 2 << 20);
     assert_eq!((&sent, len), (&got, 2 << 20));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bridge_extends_to_a_kernel_vxlan_device_over_an_ipv6_underlay() {
+    let cluster = Cluster::start_v6_underlay(1).await;
+    let c = &cluster.client;
+    let tenant = c.create_tenant("vtep6").await.unwrap();
+    let bridge = c.create_bridge(tenant.id, "b").await.unwrap();
+    let pod = cluster.hosts[0].pod("10.64.0.1/24", None);
+    pod.exec(&["ip", "link", "set", "eth0", "mtu", "1430"]);
+    cluster.attach(bridge.id, &pod, 0).await;
+
+    // A kernel VTEP on the IPv6 underlay, toward host 0's IPv6 address.
+    let kernel = Netns::new("pxk");
+    join_underlay_with(&cluster.underlay, &kernel, "fd77::50", &["/64", "nodad"]);
+    kernel.exec(&[
+        "ip", "link", "add", "vx42", "type", "vxlan", "id", "42", "dstport", "4789", "remote",
+        "fd77::1", "local", "fd77::50", "dev", "ul0",
+    ]);
+    kernel.exec(&["ip", "link", "set", "vx42", "mtu", "1430", "up"]);
+    kernel.exec(&["ip", "addr", "add", "10.64.0.100/24", "dev", "vx42"]);
+    let behind = Pod {
+        netns: kernel.0.clone(),
+        host_if: String::new(),
+        mac: String::new(),
+    };
+    let vtep = c
+        .create_bridge_port(
+            bridge.id,
+            json!({"vtep": {"vni": 42, "remote_ip": "fd77::50"}}),
+        )
+        .await
+        .unwrap();
+    c.bind(vtep.id, cluster.hosts[0].id, "vtep42")
+        .await
+        .unwrap();
+
+    assert!(
+        reachable(&pod, "10.64.0.100", Duration::from_secs(15)),
+        "the pod never reached the host behind the kernel VTEP over IPv6\n{}",
+        cluster.logs()
+    );
+    let (received, text) = behind.ping("10.64.0.1", 3, &[]);
+    assert_eq!(received, 3, "the kernel side pings the pod: {text}");
+    let (sent, got, len) = tcp_transfer(&pod, &behind, "10.64.0.100", 4 << 20);
+    assert_eq!((&sent, len), (&got, 4 << 20), "pod → kernel VTEP");
+    let (sent, got, len) = tcp_transfer(&behind, &pod, "10.64.0.1", 4 << 20);
+    assert_eq!((&sent, len), (&got, 4 << 20), "kernel VTEP → pod");
 }

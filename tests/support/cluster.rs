@@ -75,6 +75,12 @@ impl Drop for Netns {
 
 /// Connects `netns` to the underlay bridge with an `ul0` at `ip`/24.
 pub fn join_underlay(underlay: &Netns, netns: &Netns, ip: &str) {
+    join_underlay_with(underlay, netns, ip, &["/24"])
+}
+
+/// Joins `netns` to the underlay with `ip` and the address flags given
+/// (`/24` for IPv4; `/64`, `nodad` for IPv6).
+pub fn join_underlay_with(underlay: &Netns, netns: &Netns, ip: &str, flags: &[&str]) {
     let outer = unique("pxv");
     run(&[
         "ip",
@@ -92,7 +98,10 @@ pub fn join_underlay(underlay: &Netns, netns: &Netns, ip: &str) {
         &netns.0,
     ]);
     underlay.exec(&["ip", "link", "set", &outer, "master", "br0", "up"]);
-    netns.exec(&["ip", "addr", "add", &format!("{ip}/24"), "dev", "ul0"]);
+    let address = format!("{ip}{}", flags[0]);
+    let mut add = vec!["ip", "addr", "add", &address, "dev", "ul0"];
+    add.extend_from_slice(&flags[1..]);
+    netns.exec(&add);
     let mtu = UNDERLAY_MTU.to_string();
     netns.exec(&["ip", "link", "set", "ul0", "mtu", &mtu, "up"]);
 }
@@ -282,6 +291,16 @@ impl Cluster {
     /// veth into a "world" namespace (100.64.0.1/24) that routes pod
     /// subnets back through the uplink.
     pub async fn start_with(n: usize, uplink: Option<usize>) -> Cluster {
+        Cluster::start_over(n, uplink, false).await
+    }
+
+    /// Starts `n` hosts whose underlay is IPv6 only (fd77::1, ::2, …):
+    /// agents tunnel over IPv6.
+    pub async fn start_v6_underlay(n: usize) -> Cluster {
+        Cluster::start_over(n, None, true).await
+    }
+
+    async fn start_over(n: usize, uplink: Option<usize>, v6: bool) -> Cluster {
         let etcd = EtcdServer::start();
         let logs = tempfile::tempdir().unwrap();
         let underlay = Netns::new("pxu");
@@ -290,8 +309,15 @@ impl Cluster {
         let mut hosts = Vec::new();
         for i in 1..=n {
             let netns = Netns::new("pxn");
-            let ip = format!("192.168.77.{i}");
-            join_underlay(&underlay, &netns, &ip);
+            let ip = if v6 {
+                let ip = format!("fd77::{i}");
+                join_underlay_with(&underlay, &netns, &ip, &["/64", "nodad"]);
+                ip
+            } else {
+                let ip = format!("192.168.77.{i}");
+                join_underlay(&underlay, &netns, &ip);
+                ip
+            };
             let relay = Relay::start(&netns.0, etcd.endpoint.clone());
             let mut host = HostNs {
                 name: unique("host"),
@@ -522,8 +548,9 @@ pub fn tcp_transfer(
     bytes: usize,
 ) -> (String, String, usize) {
     let script = "import socket,hashlib,sys
-s=socket.socket();s.setsockopt(socket.SOL_SOCKET,socket.SO_REUSEADDR,1)
-s.bind(('0.0.0.0',5201));s.listen(1);print('ready',flush=True)
+s=socket.socket(socket.AF_INET6);s.setsockopt(socket.SOL_SOCKET,socket.SO_REUSEADDR,1)
+s.setsockopt(socket.IPPROTO_IPV6,socket.IPV6_V6ONLY,0)
+s.bind(('::',5201));s.listen(1);print('ready',flush=True)
 c,_=s.accept();h=hashlib.sha256();n=0
 while True:
   d=c.recv(65536)
@@ -545,7 +572,7 @@ print(h.hexdigest(),n,flush=True)\n";
     let send = format!(
         "import socket,hashlib,random
 r=random.Random(7);data=r.randbytes({bytes})
-s=socket.socket();s.settimeout(30);s.connect(('{addr}',5201));s.sendall(data);s.close()
+s=socket.create_connection(('{addr}',5201),timeout=30);s.sendall(data);s.close()
 print(hashlib.sha256(data).hexdigest())\n"
     );
     let sent = client.exec(&["python3", "-c", &send]);

@@ -296,7 +296,7 @@ fn open_interface(
             .ok_or_else(|| unavailable("this agent has no tunnel socket"))?;
         let vni = Vni::new(endpoint.vni).ok_or_else(|| unavailable("VNI out of range"))?;
         let remote = std::net::SocketAddr::new(endpoint.remote_ip, endpoint.remote_port);
-        let max_ip_len = tunnel.config().max_ip_len();
+        let max_ip_len = tunnel.max_ip_len();
         let vtep = VtepPort::new(name, tunnel.socket().clone(), remote, vni, max_ip_len);
         return Ok((Port::Vtep(vtep), false));
     }

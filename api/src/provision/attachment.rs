@@ -189,11 +189,8 @@ pub struct Attachment {
     pub active: bool,
 }
 
-/// Bytes VXLAN adds around a pod's IP packet between hosts.
-const TUNNEL_OVERHEAD: u32 = 50;
-
 /// The pod MTU: the provider's setting, lowered to what the tunnel between
-/// the registered hosts carries (the smallest underlay MTU − 50).
+/// the registered hosts carries (the smallest underlay MTU − the overhead).
 async fn pod_mtu(nsdb: &Nsdb) -> Result<u16, Problem> {
     let configured = nsdb
         .list::<Provider>()
@@ -204,7 +201,10 @@ async fn pod_mtu(nsdb: &Nsdb) -> Result<u16, Problem> {
         .list::<Host>()
         .await?
         .iter()
-        .map(|h| h.underlay_mtu.saturating_sub(TUNNEL_OVERHEAD))
+        .map(|h| {
+            h.underlay_mtu
+                .saturating_sub(vswitch::tunnel::overhead(h.tunnel_ip) as u32)
+        })
         .min();
     Ok(match tunnel {
         Some(fits) => configured.min(u16::try_from(fits).unwrap_or(u16::MAX)),

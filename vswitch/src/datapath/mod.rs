@@ -261,7 +261,7 @@ impl Datapath {
     /// Sends frames for other hosts' ports through `tunnel` from now on
     /// (without one they are dropped and counted).
     pub fn set_tunnel(&self, tunnel: Arc<Tunnel>) {
-        let max_ip_len = tunnel.config().max_ip_len();
+        let max_ip_len = tunnel.max_ip_len();
         if self.tunnel.set(tunnel).is_ok() {
             self.core.set_tunnel_mtu(Some(max_ip_len));
         }

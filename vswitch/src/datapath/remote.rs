@@ -44,7 +44,7 @@ impl Datapath {
         let first = datagrams.len();
         if !(vnet.is_gso() && datagrams.push_offloaded(dest, key, vnet, frame)) {
             let Some(vni) = Vni::new(key) else { return };
-            let max_ip_len = tunnel.config().max_ip_len();
+            let max_ip_len = tunnel.max_ip_len();
             if let Err(error) = datagrams.push_frame(dest, vni, vnet, frame, max_ip_len) {
                 self.count(error.name());
             }

@@ -6,10 +6,10 @@
 //! and the inner Ethernet frame starts exactly where a port's frame would.
 //! After reading the VNI the caller overwrites the header with
 //! [`VnetHeader::NONE`] and can send the frame to a local port with
-//! `send_rx`, without copying it.
+//! `send_rx`, without copying it. The underlay may be IPv4 or IPv6.
 
 use std::io;
-use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 
 use tokio::io::unix::AsyncFd;
@@ -35,39 +35,89 @@ pub struct TunnelSocket {
     local: SocketAddr,
 }
 
-fn to_sockaddr(addr: &SocketAddrV4) -> libc::sockaddr_in {
-    libc::sockaddr_in {
-        sin_family: libc::AF_INET as libc::sa_family_t,
-        sin_port: addr.port().to_be(),
-        sin_addr: libc::in_addr {
-            s_addr: u32::from(*addr.ip()).to_be(),
-        },
-        sin_zero: [0; 8],
+/// A socket address of either family, as the kernel reads and writes it.
+#[repr(C)]
+#[derive(Clone, Copy)]
+union RawAddr {
+    v4: libc::sockaddr_in,
+    v6: libc::sockaddr_in6,
+}
+
+/// The length the kernel is told a [`RawAddr`] has.
+const RAW_ADDR_LEN: libc::socklen_t = std::mem::size_of::<RawAddr>() as libc::socklen_t;
+
+fn to_raw(addr: &SocketAddr) -> (RawAddr, libc::socklen_t) {
+    match addr {
+        SocketAddr::V4(v4) => (
+            RawAddr {
+                v4: libc::sockaddr_in {
+                    sin_family: libc::AF_INET as libc::sa_family_t,
+                    sin_port: v4.port().to_be(),
+                    sin_addr: libc::in_addr {
+                        s_addr: u32::from(*v4.ip()).to_be(),
+                    },
+                    sin_zero: [0; 8],
+                },
+            },
+            std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t,
+        ),
+        SocketAddr::V6(v6) => (
+            RawAddr {
+                v6: libc::sockaddr_in6 {
+                    sin6_family: libc::AF_INET6 as libc::sa_family_t,
+                    sin6_port: v6.port().to_be(),
+                    sin6_flowinfo: v6.flowinfo(),
+                    sin6_addr: libc::in6_addr {
+                        s6_addr: v6.ip().octets(),
+                    },
+                    sin6_scope_id: v6.scope_id(),
+                },
+            },
+            std::mem::size_of::<libc::sockaddr_in6>() as libc::socklen_t,
+        ),
     }
 }
 
-fn from_sockaddr(sa: &libc::sockaddr_in) -> SocketAddr {
-    SocketAddr::V4(SocketAddrV4::new(
-        Ipv4Addr::from(u32::from_be(sa.sin_addr.s_addr)),
-        u16::from_be(sa.sin_port),
-    ))
+fn from_raw(raw: &RawAddr) -> Option<SocketAddr> {
+    // SAFETY: both members start with the address family, and every RawAddr
+    // is fully initialised (built by `to_raw`), so reading it is defined.
+    let family = i32::from(unsafe { raw.v4.sin_family });
+    match family {
+        libc::AF_INET => {
+            // SAFETY: the family says the v4 member is the one written.
+            let sa = unsafe { raw.v4 };
+            Some(SocketAddr::V4(SocketAddrV4::new(
+                Ipv4Addr::from(u32::from_be(sa.sin_addr.s_addr)),
+                u16::from_be(sa.sin_port),
+            )))
+        }
+        libc::AF_INET6 => {
+            // SAFETY: the family says the v6 member is the one written.
+            let sa = unsafe { raw.v6 };
+            Some(SocketAddr::V6(SocketAddrV6::new(
+                Ipv6Addr::from(sa.sin6_addr.s6_addr),
+                u16::from_be(sa.sin6_port),
+                sa.sin6_flowinfo,
+                sa.sin6_scope_id,
+            )))
+        }
+        _ => None,
+    }
 }
 
 impl TunnelSocket {
-    /// Binds `local` (IPv4 only: the underlay of this release).
+    /// Binds `local`, of either family: the underlay's (every host of a
+    /// deployment tunnels over the same family).
     pub fn bind(local: SocketAddr) -> Result<TunnelSocket, PortError> {
         let name = local.to_string();
-        let SocketAddr::V4(v4) = local else {
-            return Err(PortError::from_os(
-                &name,
-                "binding the tunnel socket (IPv6 underlays are not supported)",
-                io::Error::from(io::ErrorKind::Unsupported),
-            ));
+        let family = match local {
+            SocketAddr::V4(_) => libc::AF_INET,
+            SocketAddr::V6(_) => libc::AF_INET6,
         };
         // SAFETY: plain socket(2) call; the result is checked before use.
         let raw = unsafe {
             libc::socket(
-                libc::AF_INET,
+                family,
                 libc::SOCK_DGRAM | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
                 0,
             )
@@ -88,15 +138,10 @@ impl TunnelSocket {
                 let _ = setsockopt_int(fd, libc::SOL_SOCKET, plain, 16 << 20);
             }
         }
-        let sa = to_sockaddr(&v4);
-        // SAFETY: `sa` is a valid sockaddr_in on our stack and we pass its size.
-        let ret = unsafe {
-            libc::bind(
-                fd.as_raw_fd(),
-                (&sa as *const libc::sockaddr_in).cast(),
-                std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t,
-            )
-        };
+        let (sa, len) = to_raw(&local);
+        // SAFETY: `sa` is a valid sockaddr of `local`'s family on our stack,
+        // and `len` is that family's size.
+        let ret = unsafe { libc::bind(fd.as_raw_fd(), (&sa as *const RawAddr).cast(), len) };
         cvt(ret).map_err(|e| PortError::from_os(&name, "binding the tunnel socket", e))?;
         Ok(TunnelSocket {
             fd: register(fd, &name)?,
@@ -132,12 +177,12 @@ impl TunnelSocket {
             mut iovs,
             mut msgs,
         } = MsgArrays::new();
+        let mut lens = [0; SEND_CHUNK];
         let mut it = datagrams.iter().peekable();
         while it.peek().is_some() {
             let mut n = 0;
             for (dest, bytes) in it.by_ref().take(SEND_CHUNK) {
-                let SocketAddr::V4(v4) = dest else { continue };
-                addrs[n] = to_sockaddr(&v4);
+                (addrs[n], lens[n]) = to_raw(&dest);
                 iovs[n] = libc::iovec {
                     iov_base: bytes.as_ptr() as *mut libc::c_void,
                     iov_len: bytes.len(),
@@ -145,9 +190,8 @@ impl TunnelSocket {
                 n += 1;
             }
             for i in 0..n {
-                msgs[i].msg_hdr.msg_name = (&mut addrs[i] as *mut libc::sockaddr_in).cast();
-                msgs[i].msg_hdr.msg_namelen =
-                    std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
+                msgs[i].msg_hdr.msg_name = (&mut addrs[i] as *mut RawAddr).cast();
+                msgs[i].msg_hdr.msg_namelen = lens[i];
                 msgs[i].msg_hdr.msg_iov = &mut iovs[i];
                 msgs[i].msg_hdr.msg_iovlen = 1;
                 msgs[i].msg_len = 0;
@@ -184,7 +228,7 @@ impl TunnelSocket {
 /// The per-call arrays of one `sendmmsg`/`recvmmsg`: addresses, iovecs and
 /// message headers (linked up by the caller once the buffers are known).
 struct MsgArrays {
-    addrs: [libc::sockaddr_in; SEND_CHUNK],
+    addrs: [RawAddr; SEND_CHUNK],
     iovs: [libc::iovec; SEND_CHUNK],
     msgs: [libc::mmsghdr; SEND_CHUNK],
 }
@@ -203,8 +247,14 @@ impl MsgArrays {
     }
 }
 
-fn any_sockaddr() -> libc::sockaddr_in {
-    to_sockaddr(&SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 0))
+fn any_sockaddr() -> RawAddr {
+    to_raw(&SocketAddr::V6(SocketAddrV6::new(
+        Ipv6Addr::UNSPECIFIED,
+        0,
+        0,
+        0,
+    )))
+    .0
 }
 
 fn recv_raw(fd: i32, rx: &mut RxBatch, sources: &mut Vec<SocketAddr>) -> io::Result<usize> {
@@ -224,8 +274,8 @@ fn recv_raw(fd: i32, rx: &mut RxBatch, sources: &mut Vec<SocketAddr>) -> io::Res
             iov_base: slot[VXLAN_AT..].as_mut_ptr().cast(),
             iov_len: slot.len() - VXLAN_AT,
         };
-        msgs[i].msg_hdr.msg_name = (&mut addrs[i] as *mut libc::sockaddr_in).cast();
-        msgs[i].msg_hdr.msg_namelen = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
+        msgs[i].msg_hdr.msg_name = (&mut addrs[i] as *mut RawAddr).cast();
+        msgs[i].msg_hdr.msg_namelen = RAW_ADDR_LEN;
         msgs[i].msg_hdr.msg_iov = &mut iovs[i];
         msgs[i].msg_hdr.msg_iovlen = 1;
     }
@@ -249,10 +299,14 @@ fn recv_raw(fd: i32, rx: &mut RxBatch, sources: &mut Vec<SocketAddr>) -> io::Res
             rx.note_dropped();
             continue;
         }
+        let Some(source) = from_raw(&addrs[i]) else {
+            rx.note_dropped();
+            continue;
+        };
         let before = rx.len();
         rx.commit(i, VXLAN_AT + len, false);
         if rx.len() > before {
-            sources.push(from_sockaddr(&addrs[i]));
+            sources.push(source);
         }
     }
     Ok(rx.len())

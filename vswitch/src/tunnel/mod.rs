@@ -24,9 +24,21 @@ pub const DEFAULT_PORT: u16 = crate::wire::VXLAN_PORT;
 /// The reserved key of flow-state messages (above every port and bridge key).
 pub const STATE_KEY: u32 = 0x00ff_ffff;
 
-/// Bytes VXLAN adds around an inner IP packet: outer IPv4 (20), UDP (8),
-/// VXLAN (8) and the inner Ethernet header (14).
+/// Bytes VXLAN adds around an inner IP packet over an IPv4 underlay: outer
+/// IPv4 (20), UDP (8), VXLAN (8) and the inner Ethernet header (14).
 pub const OVERHEAD: usize = 50;
+
+/// Bytes VXLAN adds over an IPv6 underlay (its header is 40 bytes, not 20).
+pub const OVERHEAD_V6: usize = 70;
+
+/// What VXLAN adds around an inner IP packet over an underlay of `ip`'s
+/// family.
+pub fn overhead(ip: IpAddr) -> usize {
+    match ip {
+        IpAddr::V4(_) => OVERHEAD,
+        IpAddr::V6(_) => OVERHEAD_V6,
+    }
+}
 
 /// The default underlay MTU.
 pub const DEFAULT_UNDERLAY_MTU: usize = 1500;
@@ -36,7 +48,8 @@ pub const DEFAULT_UNDERLAY_MTU: usize = 1500;
 pub struct TunnelConfig {
     /// The UDP port agents listen on and send to.
     pub port: u16,
-    /// The underlay's MTU; pods get `underlay_mtu - OVERHEAD`.
+    /// The underlay's MTU; pods get `underlay_mtu - overhead` (50 bytes
+    /// over IPv4, 70 over IPv6).
     pub underlay_mtu: usize,
 }
 
@@ -50,9 +63,16 @@ impl Default for TunnelConfig {
 }
 
 impl TunnelConfig {
-    /// The largest inner IP packet a tunnel carries without fragmenting.
+    /// The largest inner IP packet a tunnel over an IPv4 underlay carries
+    /// without fragmenting.
     pub fn max_ip_len(&self) -> usize {
-        self.underlay_mtu.saturating_sub(OVERHEAD).max(576)
+        self.max_ip_len_over(IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED))
+    }
+
+    /// The largest inner IP packet a tunnel over an underlay of `ip`'s
+    /// family carries without fragmenting.
+    pub fn max_ip_len_over(&self, ip: IpAddr) -> usize {
+        self.underlay_mtu.saturating_sub(overhead(ip)).max(576)
     }
 }
 
@@ -71,6 +91,12 @@ impl Tunnel {
             socket: Arc::new(socket),
             config,
         })
+    }
+
+    /// The largest inner IP packet this tunnel carries without fragmenting
+    /// (its underlay's family decides the overhead).
+    pub fn max_ip_len(&self) -> usize {
+        self.config.max_ip_len_over(self.socket.local_addr().ip())
     }
 
     /// The socket (shared with VTEP ports).
