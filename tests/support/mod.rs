@@ -5,6 +5,7 @@ pub mod api;
 pub mod cluster;
 pub mod cni;
 pub mod etcd;
+pub mod ipv6;
 pub mod k8s_pods;
 pub mod lb;
 pub mod live_trace;
