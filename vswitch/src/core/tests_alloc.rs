@@ -136,3 +136,40 @@ fn a_batch_visits_only_its_own_egress_ports_and_allocates_nothing() {
     let batch: Vec<(Uuid, Vec<usize>)> = sends.iter().map(|(p, l)| (*p, l.clone())).collect();
     assert_eq!(batch, vec![(ports[2], vec![0, 2]), (ports[0], vec![1])]);
 }
+
+#[test]
+fn an_ipv6_routed_cache_hit_allocates_nothing() {
+    let topo = super::ipv6::dual_stack();
+    let core = core(H1);
+    let mut actions = Vec::with_capacity(16);
+    let mut scratch = CoreScratch::default();
+    let routed = super::ipv6::ping6("2001:db8:1::10", "2001:db8:2::10", 100);
+    for now in 0..2 {
+        core.process(
+            &topo,
+            A1,
+            &mut routed.clone(),
+            VnetHeader::NONE,
+            now,
+            &mut scratch,
+            &mut actions,
+        );
+        actions.clear();
+    }
+    let mut frame = routed.clone();
+    let n = allocations(|| {
+        let fate = core.process(
+            &topo,
+            A1,
+            &mut frame,
+            VnetHeader::NONE,
+            10,
+            &mut scratch,
+            &mut actions,
+        );
+        assert_eq!(fate, Fate::Sent);
+    });
+    assert_eq!(n, 0, "{actions:?}");
+    assert_eq!(frame[14 + 7], 63, "the hop limit, rewritten in place");
+    assert_eq!(core.stats().flows.misses, 1);
+}

@@ -5,7 +5,7 @@ use super::*;
 use crate::wire::Ipv6Packet;
 
 /// The fixture with IPv6 beside IPv4 on the router ports and pods A1, B1.
-fn dual_stack() -> Topology {
+pub(super) fn dual_stack() -> Topology {
     let mut recs = records();
     for record in recs.iter_mut() {
         if let Record::Port(p) = record {
@@ -31,7 +31,7 @@ fn dual_stack() -> Topology {
 }
 
 /// An ICMPv6 echo request of `len` bytes of IPv6 packet.
-fn ping6(src: &str, dst: &str, len: usize) -> Vec<u8> {
+pub(super) fn ping6(src: &str, dst: &str, len: usize) -> Vec<u8> {
     let mut frame = vec![0u8; 14 + len];
     frame[..6].copy_from_slice(&mac(0xa1));
     frame[6..12].copy_from_slice(&mac(1));
