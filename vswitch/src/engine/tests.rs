@@ -17,6 +17,8 @@ mod fragments;
 mod ipv6;
 #[path = "tests_ipv6_router.rs"]
 mod ipv6_router;
+#[path = "tests_ipv6_router_policy.rs"]
+mod ipv6_router_policy;
 #[path = "tests_lb.rs"]
 mod lb;
 #[path = "tests_policy.rs"]

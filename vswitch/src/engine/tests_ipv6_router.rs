@@ -11,11 +11,11 @@ use super::*;
 use crate::engine::frames6::upper_checksum_valid;
 use crate::wire::{Ipv6Packet, IPV6_HEADER_LEN};
 
-const RA: &str = "2001:db8:1::1"; // router port A
-const RB: &str = "2001:db8:2::1"; // router port B
-const A1: &str = "2001:db8:1::10";
-const A2: &str = "2001:db8:1::11";
-const B1: &str = "2001:db8:2::10";
+pub(super) const RA: &str = "2001:db8:1::1"; // router port A
+pub(super) const RB: &str = "2001:db8:2::1"; // router port B
+pub(super) const A1: &str = "2001:db8:1::10";
+pub(super) const A2: &str = "2001:db8:1::11";
+pub(super) const B1: &str = "2001:db8:2::10";
 
 fn v6(s: &str) -> Ipv6Addr {
     s.parse().unwrap()
@@ -23,7 +23,7 @@ fn v6(s: &str) -> Ipv6Addr {
 
 /// The fixture made dual-stack: each router port gets an IPv6 address
 /// beside its IPv4 one, pods an IPv6 address beside theirs; then `edit`.
-fn dual_stack(edit: impl FnOnce(&mut Vec<Record>)) -> Topology {
+pub(super) fn dual_stack(edit: impl FnOnce(&mut Vec<Record>)) -> Topology {
     let mut recs = records(Vec::new());
     for record in recs.iter_mut() {
         if let Record::Port(p) = record {
@@ -61,20 +61,32 @@ fn route6(
 }
 
 /// An ICMPv6 echo request with `hop_limit`.
-fn ping6(src_mac: [u8; 6], dst_mac: [u8; 6], src: &str, dst: &str, hop_limit: u8) -> Vec<u8> {
+pub(super) fn ping6(
+    src_mac: [u8; 6],
+    dst_mac: [u8; 6],
+    src: &str,
+    dst: &str,
+    hop_limit: u8,
+) -> Vec<u8> {
     let icmp = [128, 0, 0, 0, 0x12, 0x34, 0, 1, 1, 2, 3, 4, 5, 6, 7, 8];
     let mut frame = v6_frame(src_mac, dst_mac, src, dst, 58, &icmp);
     Ipv6Packet::new_unchecked(&mut frame[14..]).set_hop_limit(hop_limit);
     frame
 }
 
-fn udp6(src_mac: [u8; 6], dst_mac: [u8; 6], src: &str, dst: &str) -> Vec<u8> {
+pub(super) fn udp6(src_mac: [u8; 6], dst_mac: [u8; 6], src: &str, dst: &str) -> Vec<u8> {
     let udp = [0x9c, 0x40, 0, 53, 0, 12, 0, 0, 1, 2, 3, 4];
     v6_frame(src_mac, dst_mac, src, dst, 17, &udp)
 }
 
 /// An NDP message from `src` (hop limit 255) to `dst` at `dst_mac`.
-fn nd(src_mac: [u8; 6], src: &str, dst: (&str, [u8; 6]), msg_type: u8, body: &[u8]) -> Vec<u8> {
+pub(super) fn nd(
+    src_mac: [u8; 6],
+    src: &str,
+    dst: (&str, [u8; 6]),
+    msg_type: u8,
+    body: &[u8],
+) -> Vec<u8> {
     let mut icmp = vec![msg_type, 0, 0, 0, 0, 0, 0, 0];
     icmp.extend_from_slice(body);
     let mut frame = v6_frame(src_mac, dst.1, src, dst.0, 58, &icmp);
@@ -83,7 +95,7 @@ fn nd(src_mac: [u8; 6], src: &str, dst: (&str, [u8; 6]), msg_type: u8, body: &[u
 }
 
 /// A neighbor solicitation for `target` with a source link-layer option.
-fn solicit(src_mac: [u8; 6], src: &str, target: &str) -> Vec<u8> {
+pub(super) fn solicit(src_mac: [u8; 6], src: &str, target: &str) -> Vec<u8> {
     let group = frames6::solicited_node(&v6(target));
     let mut body = v6(target).octets().to_vec();
     if src != "::" {
@@ -451,110 +463,4 @@ fn link_local_traffic_is_not_routed() {
         &ping6(mac(1), mac(0xa1), &ll, B1, 64),
     );
     assert!(sim.outputs.is_empty() && sim.generated.is_empty());
-}
-
-/// The dual-stack fixture with a chain of `rules` on `port` (inbound when
-/// `inbound`, else outbound).
-fn with_chain(port: Uuid, inbound: bool, rules: Vec<nsdb::Rule>) -> Topology {
-    const CHAIN: Uuid = Uuid::from_u128(0xc6c6);
-    dual_stack(|recs| {
-        recs.push(Record::Chain(nsdb::Chain {
-            id: CHAIN,
-            revision: 1,
-            tenant_id: Uuid::nil(),
-            name: "v6-router".into(),
-        }));
-        for (n, mut rule) in rules.into_iter().enumerate() {
-            rule.chain_id = CHAIN;
-            rule.id = Uuid::from_u128(0xc6c600 + n as u128);
-            rule.position = n as u32 + 1;
-            recs.push(Record::Rule(rule));
-        }
-        for record in recs.iter_mut() {
-            if let Record::Port(p) = record {
-                if p.id == port && inbound {
-                    p.inbound_chain_id = Some(CHAIN);
-                } else if p.id == port {
-                    p.outbound_chain_id = Some(CHAIN);
-                }
-            }
-        }
-    })
-}
-
-fn rule_with(action: nsdb::RuleAction, edit: impl FnOnce(&mut nsdb::Rule)) -> nsdb::Rule {
-    let mut rule = nsdb::Rule::new(Uuid::nil(), 0, action);
-    edit(&mut rule);
-    rule
-}
-
-#[test]
-fn an_ip_version_rule_matches_its_family_only() {
-    let topo = with_chain(
-        RP_B,
-        false,
-        vec![rule_with(nsdb::RuleAction::Drop, |r| {
-            r.ip_version = Some(6)
-        })],
-    );
-    let v6 = simulate(
-        &topo,
-        &NothingLearned,
-        POD_A1,
-        &ping6(mac(1), mac(0xa1), A1, B1, 64),
-    );
-    assert_eq!(v6.drops, vec![DropReason::RuleDrop], "{:#?}", v6.trace);
-    let v4 = simulate(
-        &topo,
-        &NothingLearned,
-        POD_A1,
-        &ping(mac(1), mac(0xa1), "10.0.1.10", "10.0.2.10", 64),
-    );
-    assert_eq!(out_ports(&v4), vec![POD_B1], "{:#?}", v4.trace);
-}
-
-#[test]
-fn ipv6_across_the_router_is_tracked_in_its_zone() {
-    // What enters the router from bridge B: replies only.
-    let topo = with_chain(
-        RP_B,
-        true,
-        vec![
-            rule_with(nsdb::RuleAction::Accept, |r| {
-                r.conn_state = vec![nsdb::ConnState::Established]
-            }),
-            rule_with(nsdb::RuleAction::Drop, |r| {
-                r.conn_state = vec![nsdb::ConnState::New]
-            }),
-        ],
-    );
-    let mut tables = crate::learned::LearnedTables::default();
-    let syn = tcp6(mac(1), mac(0xa1), A1, 40000, B1, 22, 0x02);
-    let sim = simulate(&topo, &tables, POD_A1, &syn);
-    assert_eq!(out_ports(&sim), vec![POD_B1], "{:#?}", sim.trace);
-    let conns: Vec<_> = sim
-        .learned
-        .iter()
-        .filter_map(|l| match l {
-            Learning::Conn(entry) => Some(entry.zone),
-            _ => None,
-        })
-        .collect();
-    assert!(
-        conns.contains(&ROUTER),
-        "tracked in the router's zone: {conns:?}"
-    );
-    for learning in &sim.learned {
-        tables.learn(learning, 0);
-    }
-    let syn_ack = tcp6(mac(3), mac(0xb1), B1, 22, A1, 40000, 0x12);
-    let reply = simulate(&topo, &tables, POD_B1, &syn_ack);
-    assert_eq!(out_ports(&reply), vec![POD_A1], "{:#?}", reply.trace);
-    let new = simulate(
-        &topo,
-        &tables,
-        POD_B1,
-        &tcp6(mac(3), mac(0xb1), B1, 40001, A1, 22, 0x02),
-    );
-    assert_eq!(new.drops, vec![DropReason::RuleDrop], "{:#?}", new.trace);
 }
