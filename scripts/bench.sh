@@ -7,7 +7,9 @@
 # Linux bridge and the targets of issue 17. Then a two-flow run: two pod
 # pairs at once through Plexus and through the bridge, the aggregate beside
 # one flow's.
-#   scripts/bench.sh [seconds per iperf3 run, default 10]
+#   scripts/bench.sh [--ipv6] [seconds per iperf3 run, default 10]
+# With --ipv6 the pods also get fd77::1..4/64 and every figure is measured
+# over IPv6 (the Linux bridge still the baseline, in the same run).
 # Runs as root, or re-runs itself with sudo. Each switch and its pods live
 # in namespaces of their own (the Plexus node and OVS's daemons too);
 # everything it creates is removed on exit.
@@ -17,7 +19,11 @@ cd "$(dirname "$0")/.."
 as_root "$@"
 ensure_packages protoc:protobuf-compiler /usr/include/google/protobuf/descriptor.proto:libprotobuf-dev \
   iperf3:iperf3 ping:iputils-ping ip:iproute2 curl:curl python3:python3 ovs-vswitchd:openvswitch-switch
+IPV6=0
+if [ "${1:-}" = "--ipv6" ]; then IPV6=1; shift; fi
 SECS=${1:-10}
+# addr I: pod I's address in the family measured.
+addr() { if [ "$IPV6" = 1 ]; then echo "fd77::$1"; else echo "10.77.0.$1"; fi; }
 load_start=$(cut -d' ' -f1 /proc/loadavg)
 release_build --bin plexus
 P=$PWD/target/release/plexus
@@ -45,6 +51,7 @@ pods() {
     ip -n "${tag}$k$i" link set lo up
     ip -n "${tag}$k$i" link set eth0 up
     ip -n "${tag}$k$i" addr add "10.77.0.$i/24" dev eth0
+    if [ "$IPV6" = 1 ]; then ip -n "${tag}$k$i" addr add "fd77::$i/64" dev eth0 nodad; fi
     ip -n "$sw" link set "h$i" up
   done
 }
@@ -63,10 +70,7 @@ reach() { # NS ADDR: answers within 5 s (ARP, learning, the agent's bindings)
 measure() { # K: pod K1 -> K2, one flow: "tcp_gbps rtt_ms udp_kpps"
   local a=${tag}${1}1 b=${tag}${1}2 rtt
   server "$b"; sleep 0.5
-  reach "$a" 10.77.0.2
-  tcp_run "$a" 10.77.0.2 "$work/tcp.json"
-  rtt=$(ip netns exec "$a" ping -n -c 50 -i 0.02 -q 10.77.0.2 | awk -F/ '/^rtt/ {print $5}')
-  udp_run "$a" 10.77.0.2 "$work/udp.json"
+XX
   server_stop "$b"
   echo "$(gbps "$work/tcp.json") $rtt $(kpps "$work/udp.json")"
 }
@@ -74,10 +78,10 @@ measure() { # K: pod K1 -> K2, one flow: "tcp_gbps rtt_ms udp_kpps"
 measure2() { # K: pods K1 -> K2 and K3 -> K4 at once: "tcp_gbps udp_kpps", aggregates
   local k=$1 mode x y tcp udp
   server "${tag}${k}2"; server "${tag}${k}4"; sleep 0.5
-  reach "${tag}${k}1" 10.77.0.2; reach "${tag}${k}3" 10.77.0.4
+  reach "${tag}${k}1" "$(addr 2)"; reach "${tag}${k}3" "$(addr 4)"
   for mode in tcp udp; do
-    "${mode}_run" "${tag}${k}1" 10.77.0.2 "$work/${mode}1.json" & x=$!
-    "${mode}_run" "${tag}${k}3" 10.77.0.4 "$work/${mode}2.json" & y=$!
+    "${mode}_run" "${tag}${k}1" "$(addr 2)" "$work/${mode}1.json" & x=$!
+    "${mode}_run" "${tag}${k}3" "$(addr 4)" "$work/${mode}2.json" & y=$!
     pids+=("$x" "$y"); wait "$x" "$y"
   done
   server_stop "${tag}${k}2"; server_stop "${tag}${k}4"
@@ -157,14 +161,15 @@ done
 sleep 1
 out=$(measure p); read -r c_tcp c_rtt c_udp <<<"$out"
 
-python3 - "$SECS" "$load_start" "$(cut -d' ' -f1 /proc/loadavg)" "$k_tcp" "$k_rtt" "$k_udp" "$o_tcp" "$o_rtt" "$o_udp" "$p_tcp" "$p_rtt" "$p_udp" \
+python3 - "$IPV6" "$SECS" "$load_start" "$(cut -d' ' -f1 /proc/loadavg)" "$k_tcp" "$k_rtt" "$k_udp" "$o_tcp" "$o_rtt" "$o_udp" "$p_tcp" "$p_rtt" "$p_udp" \
   "$c_tcp" "$c_rtt" "$c_udp" "$k2_tcp" "$k2_udp" "$p2_tcp" "$p2_udp" "$t_tcp" "$t_rtt" "$t_udp" <<'PY'
 import os, sys
+family = "IPv6" if sys.argv.pop(1) == "1" else "IPv4"
 secs, load_start, load_end = sys.argv[1:4]
 (k_tcp, k_rtt, k_udp, o_tcp, o_rtt, o_udp, p_tcp, p_rtt, p_udp,
  c_tcp, c_rtt, c_udp, k2_tcp, k2_udp, p2_tcp, p2_udp, t_tcp, t_rtt, t_udp) = map(float, sys.argv[4:])
 yes = lambda ok: "met" if ok else "NOT met"
-print(f"one flow, pod to pod on one host ({secs} s per iperf3 run); ratio = to the Linux bridge")
+print(f"one flow, pod to pod on one host over {family} ({secs} s per iperf3 run); ratio = to the Linux bridge")
 print(f"load average (1 min) at the start and the end: {load_start}, {load_end} on {os.cpu_count()} CPUs"
       " (anything else running skews every figure)")
 print(f"{'metric':<16}{'linux bridge':>13}{'ovs netdev':>11}{'ratio':>7}{'plexus':>9}{'ratio':>7}"
