@@ -215,7 +215,13 @@ impl DatapathCore {
                 break;
             }
             budget -= 1;
-            let mut sim = engine::simulate(topo, &state.learned, held.in_port, &held.frame);
+            let mut sim = engine::simulate_with(
+                topo,
+                &state.learned,
+                held.in_port,
+                &held.frame,
+                engine::Steps::Skip,
+            );
             actions.extend(sim.drops.iter().map(|d| Action::Drop((*d).into())));
             actions.extend(sim.local.drain(..).map(Action::Agent));
             self.flows.count_rules(&sim.rules);

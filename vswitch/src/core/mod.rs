@@ -45,7 +45,8 @@ use std::sync::{Mutex, MutexGuard};
 use uuid::Uuid;
 
 use crate::engine::{
-    self, apply_rewrite, DropReason, Egress, Output, PacketInfo, Simulation, Tag, TraceRecord,
+    self, apply_rewrite, DropReason, Egress, Output, PacketInfo, Simulation, Steps, Tag,
+    TraceRecord,
 };
 use crate::flows::{FlowCache, FlowKey, FlowStats};
 use crate::io::VnetHeader;
@@ -189,7 +190,13 @@ impl DatapathCore {
         } else {
             outputs.clear();
             let mut state = self.state();
-            let sim = engine::simulate(topo, &state.learned, in_port, frame);
+            // Steps are words for people: only a traced packet records them.
+            let steps = if candidates != 0 {
+                Steps::Record
+            } else {
+                Steps::Skip
+            };
+            let sim = engine::simulate_with(topo, &state.learned, in_port, frame, steps);
             unsent = if sim.held_for.is_some() || sim.held_fragment.is_some() {
                 Fate::Held
             } else if !sim.generated.is_empty() || !sim.local.is_empty() {

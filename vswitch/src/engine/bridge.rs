@@ -45,7 +45,7 @@ pub(crate) fn process<L: Learned + ?Sized>(
             device,
             Some(port.id),
             "learn",
-            format!("{} is behind port {}", fmt_mac(&src), port.id),
+            format_args!("{} is behind port {}", fmt_mac(&src), port.id),
         );
     }
 
@@ -57,7 +57,7 @@ pub(crate) fn process<L: Learned + ?Sized>(
                     device,
                     Some(port.id),
                     "arp_suppression",
-                    format!(
+                    format_args!(
                         "{} is-at {} (known to the NSDB), answered by the bridge",
                         arp.target_ip,
                         fmt_mac(mac)
@@ -85,7 +85,7 @@ pub(crate) fn process<L: Learned + ?Sized>(
             device,
             Some(port.id),
             "l2_lookup",
-            format!("{} is a group address: flood", fmt_mac(&dst)),
+            format_args!("{} is a group address: flood", fmt_mac(&dst)),
         );
         return flood(walk, bridge, port.id);
     }
@@ -103,7 +103,7 @@ pub(crate) fn process<L: Learned + ?Sized>(
                 device,
                 Some(port.id),
                 "l2_lookup",
-                format!("{} → port {out} ({how})", fmt_mac(&dst)),
+                format_args!("{} → port {out} ({how})", fmt_mac(&dst)),
             );
             Decision::Forward(vec![(out, Rewrite::default())])
         }
@@ -112,7 +112,7 @@ pub(crate) fn process<L: Learned + ?Sized>(
                 device,
                 Some(port.id),
                 "l2_lookup",
-                format!("{} unknown: flood", fmt_mac(&dst)),
+                format_args!("{} unknown: flood", fmt_mac(&dst)),
             );
             flood(walk, bridge, port.id)
         }
@@ -150,7 +150,7 @@ fn neighbor_suppression<L: Learned + ?Sized>(
         Some(Device::Bridge(bridge)),
         Some(port.id),
         "nd_suppression",
-        format!(
+        format_args!(
             "{target} is-at {} (known to the NSDB), answered by the bridge",
             fmt_mac(&mac)
         ),
@@ -186,7 +186,7 @@ fn reply_to_balancer<L: Learned + ?Sized>(
             Some(Device::Bridge(bridge)),
             Some(port.id),
             "l2_lookup",
-            format!(
+            format_args!(
                 "reply of {} balanced by router {}: to the router (port {})",
                 entry.orig, link.router, link.bridge_port
             ),

@@ -193,6 +193,53 @@ pub(crate) fn matches(
         .all(|c| holds(topo, sim, rule, *c, packet, m) != rule.inverted(*c))
 }
 
+/// Where a chain is attached, as a trace names it (formatted only when
+/// steps are recorded).
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum ChainAt {
+    /// A port's inbound chain.
+    PortIn(Uuid),
+    /// A port's outbound chain.
+    PortOut(Uuid),
+    /// A device's inbound chain (`bridge` or `router`).
+    DeviceIn(&'static str),
+    /// A device's outbound chain.
+    DeviceOut(&'static str),
+}
+
+impl std::fmt::Display for ChainAt {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ChainAt::PortIn(id) => write!(f, "port {id} inbound"),
+            ChainAt::PortOut(id) => write!(f, "port {id} outbound"),
+            ChainAt::DeviceIn(kind) => write!(f, "{kind} inbound"),
+            ChainAt::DeviceOut(kind) => write!(f, "{kind} outbound"),
+        }
+    }
+}
+
+/// A rule as a trace names it: position, id and description.
+struct RuleName<'a> {
+    what: &'a dyn std::fmt::Display,
+    chain: Uuid,
+    rule: &'a nsdb::Rule,
+}
+
+impl std::fmt::Display for RuleName<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let rule = self.rule;
+        write!(
+            f,
+            "{} chain {} rule {} {}",
+            self.what, self.chain, rule.position, rule.id
+        )?;
+        if !rule.description.is_empty() {
+            write!(f, " ({})", rule.description)?;
+        }
+        Ok(())
+    }
+}
+
 /// Evaluates chain `chain` for `packet`; `what` names where it is attached
 /// (for the trace).
 pub(crate) fn evaluate<'t>(
@@ -200,7 +247,7 @@ pub(crate) fn evaluate<'t>(
     sim: &mut Simulation,
     device: Device,
     chain: Uuid,
-    what: &str,
+    what: &dyn std::fmt::Display,
     packet: &PacketInfo,
     m: &MatchContext,
 ) -> Outcome<'t> {
@@ -214,7 +261,7 @@ fn evaluate_inner<'t>(
     sim: &mut Simulation,
     device: Device,
     chain: Uuid,
-    what: &str,
+    what: &dyn std::fmt::Display,
     packet: &PacketInfo,
     m: &MatchContext,
     stack: &mut Vec<Uuid>,
@@ -225,7 +272,7 @@ fn evaluate_inner<'t>(
             Some(device),
             None,
             "chain",
-            format!("{what} chain {chain} is missing: skipped"),
+            format_args!("{what} chain {chain} is missing: skipped"),
         );
         return Outcome::Fallthrough;
     };
@@ -238,21 +285,18 @@ fn evaluate_inner<'t>(
             chain,
             rule: rule.id,
         });
-        let note = if rule.description.is_empty() {
-            String::new()
-        } else {
-            format!(" ({})", rule.description)
-        };
-        let head = format!(
-            "{what} chain {chain} rule {} {}{note}",
-            rule.position, rule.id
-        );
+        let head = RuleName { what, chain, rule };
         match rule.action {
             RuleAction::Continue => {
-                sim.step(Some(device), None, "chain", format!("{head}: continue"));
+                sim.step(
+                    Some(device),
+                    None,
+                    "chain",
+                    format_args!("{head}: continue"),
+                );
             }
             RuleAction::Return => {
-                sim.step(Some(device), None, "chain", format!("{head}: return"));
+                sim.step(Some(device), None, "chain", format_args!("{head}: return"));
                 stack.pop();
                 return Outcome::Fallthrough;
             }
@@ -265,7 +309,7 @@ fn evaluate_inner<'t>(
                         Some(device),
                         None,
                         "chain",
-                        format!("{head}: jump to chain {target} cut (loop or too deep)"),
+                        format_args!("{head}: jump to chain {target} cut (loop or too deep)"),
                     );
                     continue;
                 }
@@ -273,18 +317,18 @@ fn evaluate_inner<'t>(
                     Some(device),
                     None,
                     "chain",
-                    format!("{head}: jump to chain {target}"),
+                    format_args!("{head}: jump to chain {target}"),
                 );
                 if let Outcome::Decided(rule) =
-                    evaluate_inner(topo, sim, device, target, "jumped-to", packet, m, stack)
+                    evaluate_inner(topo, sim, device, target, &"jumped-to", packet, m, stack)
                 {
                     stack.pop();
                     return Outcome::Decided(rule);
                 }
             }
             action => {
-                let word = format!("{action:?}").to_lowercase();
-                sim.step(Some(device), None, "chain", format!("{head}: {word}"));
+                let word = action_word(action);
+                sim.step(Some(device), None, "chain", format_args!("{head}: {word}"));
                 stack.pop();
                 return Outcome::Decided(rule);
             }
@@ -294,8 +338,23 @@ fn evaluate_inner<'t>(
         Some(device),
         None,
         "chain",
-        format!("{what} chain {chain}: no rule decided"),
+        format_args!("{what} chain {chain}: no rule decided"),
     );
     stack.pop();
     Outcome::Fallthrough
+}
+
+/// A final rule action in the trace's words.
+pub(crate) fn action_word(action: RuleAction) -> &'static str {
+    match action {
+        RuleAction::Accept => "accept",
+        RuleAction::Drop => "drop",
+        RuleAction::Reject => "reject",
+        RuleAction::Continue => "continue",
+        RuleAction::Return => "return",
+        RuleAction::Jump => "jump",
+        RuleAction::Snat => "snat",
+        RuleAction::Dnat => "dnat",
+        RuleAction::Masquerade => "masquerade",
+    }
 }

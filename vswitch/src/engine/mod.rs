@@ -389,6 +389,17 @@ pub struct Simulation {
     pub local: Vec<Vec<u8>>,
     /// The rules that matched, as (chain, rule), in the order they did.
     pub rules: Vec<RuleHit>,
+    /// Whether the steps were left out ([`Steps::Skip`]): `trace` is empty.
+    pub skip_steps: bool,
+}
+
+/// Whether a simulation records its steps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Steps {
+    /// Record every step (traces, tests, traced packets).
+    Record,
+    /// Leave them out (the datapath's misses nobody traces).
+    Skip,
 }
 
 /// A rule that matched a packet.
@@ -423,18 +434,24 @@ impl Simulation {
         }
     }
 
+    /// Records a step when steps are recorded: `detail` is only
+    /// formatted then (the datapath's misses do not pay for words nobody
+    /// reads).
     fn step(
         &mut self,
         device: Option<Device>,
         port: Option<Uuid>,
         stage: &'static str,
-        detail: String,
+        detail: impl std::fmt::Display,
     ) {
+        if self.skip_steps {
+            return;
+        }
         self.trace.push(TraceStep {
             device,
             port,
             stage,
-            detail,
+            detail: detail.to_string(),
         });
     }
 
@@ -445,8 +462,21 @@ impl Simulation {
     }
 
     fn drop(&mut self, device: Option<Device>, reason: DropReason) {
-        self.step(device, None, "drop", format!("{reason:?}"));
+        self.step(device, None, "drop", format_args!("{reason:?}"));
         self.drops.push(reason);
+    }
+}
+
+/// A route as a trace names it: `route <id> <dst> via` or `connected <dst>
+/// on` (formatted only when steps are recorded).
+pub(crate) struct RouteName<D>(pub(crate) Option<Uuid>, pub(crate) D);
+
+impl<D: std::fmt::Display> std::fmt::Display for RouteName<D> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0 {
+            Some(id) => write!(f, "route {id} {} via", self.1),
+            None => write!(f, "connected {} on", self.1),
+        }
     }
 }
 
@@ -477,5 +507,16 @@ pub fn simulate<L: Learned + ?Sized>(
     ingress: Uuid,
     frame: &[u8],
 ) -> Simulation {
-    walk::run(topo, learned, ingress, frame)
+    walk::run(topo, learned, ingress, frame, Steps::Record)
+}
+
+/// [`simulate`], recording the steps or not: the decision is the same.
+pub fn simulate_with<L: Learned + ?Sized>(
+    topo: &Topology,
+    learned: &L,
+    ingress: Uuid,
+    frame: &[u8],
+    steps: Steps,
+) -> Simulation {
+    walk::run(topo, learned, ingress, frame, steps)
 }

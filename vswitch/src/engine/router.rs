@@ -63,7 +63,7 @@ pub(crate) fn process<L: Learned + ?Sized>(
                         device,
                         Some(port.id),
                         "arp_learn",
-                        format!("{} is-at {}", arp.sender_ip, fmt_mac(&arp.sender_mac)),
+                        format_args!("{} is-at {}", arp.sender_ip, fmt_mac(&arp.sender_mac)),
                     );
                 }
             }
@@ -72,7 +72,7 @@ pub(crate) fn process<L: Learned + ?Sized>(
                     device,
                     Some(port.id),
                     "arp_reply",
-                    format!("{own} is-at {}", fmt_mac(&port.mac)),
+                    format_args!("{own} is-at {}", fmt_mac(&port.mac)),
                 );
                 return Decision::Emit(
                     port.id,
@@ -101,7 +101,7 @@ pub(crate) fn process<L: Learned + ?Sized>(
                     device,
                     Some(*own),
                     "icmp_echo",
-                    format!("{} answers echo from {}", ip.dst, ip.src),
+                    format_args!("{} answers echo from {}", ip.dst, ip.src),
                 );
                 match frames::icmp_echo_reply(&frame.current(), port.mac, packet.eth_src) {
                     Some(reply) => Decision::Emit(port.id, reply),
@@ -122,7 +122,7 @@ pub(crate) fn process<L: Learned + ?Sized>(
             device,
             Some(port.id),
             "ttl",
-            format!("TTL {} expires here", ip.ttl),
+            format_args!("TTL {} expires here", ip.ttl),
         );
         return icmp_error(
             walk,
@@ -140,7 +140,7 @@ pub(crate) fn process<L: Learned + ?Sized>(
             device,
             Some(port.id),
             "route",
-            format!("no route to {}", ip.dst),
+            format_args!("no route to {}", ip.dst),
         );
         return icmp_error(
             walk,
@@ -155,17 +155,14 @@ pub(crate) fn process<L: Learned + ?Sized>(
     if let Some(id) = route.id {
         walk.sim.tag(Tag::Route(id));
     }
-    let route_name = match route.id {
-        Some(id) => format!("route {id} {} via", route.dst),
-        None => format!("connected {} on", route.dst),
-    };
+    let route_name = super::RouteName(route.id, route.dst);
     match route.kind {
         RouteKind::Blackhole => {
             walk.sim.step(
                 device,
                 Some(port.id),
                 "route",
-                format!("{route_name} blackhole"),
+                format_args!("{route_name} blackhole"),
             );
             return Decision::Drop(DropReason::Blackhole);
         }
@@ -174,7 +171,7 @@ pub(crate) fn process<L: Learned + ?Sized>(
                 device,
                 Some(port.id),
                 "route",
-                format!("{route_name} reject"),
+                format_args!("{route_name} reject"),
             );
             return icmp_error(
                 walk,
@@ -196,7 +193,7 @@ pub(crate) fn process<L: Learned + ?Sized>(
         device,
         Some(port.id),
         "route",
-        format!("{route_name} port {} next hop {next_hop}", out.id),
+        format_args!("{route_name} port {} next hop {next_hop}", out.id),
     );
     let Some(next_mac) = resolve(walk, router, out, next_hop) else {
         if walk.learned.arp_failed(router, IpAddr::V4(next_hop)) {
@@ -204,7 +201,7 @@ pub(crate) fn process<L: Learned + ?Sized>(
                 device,
                 Some(out.id),
                 "arp_resolve",
-                format!("{next_hop} did not answer ARP: host unreachable"),
+                format_args!("{next_hop} did not answer ARP: host unreachable"),
             );
             return icmp_error(
                 walk,
@@ -221,7 +218,7 @@ pub(crate) fn process<L: Learned + ?Sized>(
             device,
             Some(out.id),
             "arp_resolve",
-            format!("who-has {next_hop}: holding the packet"),
+            format_args!("who-has {next_hop}: holding the packet"),
         );
         let Some(src) = out
             .ipv4_addresses()
@@ -242,7 +239,7 @@ pub(crate) fn process<L: Learned + ?Sized>(
         device,
         Some(out.id),
         "rewrite",
-        format!(
+        format_args!(
             "eth.src={} eth.dst={} ttl {}→{}",
             fmt_mac(&out.mac),
             fmt_mac(&next_mac),
@@ -302,7 +299,7 @@ fn closed_port<L: Learned + ?Sized>(
             device,
             Some(port.id),
             "local",
-            format!("{}: a reply to the local agent's health probe", ip.dst),
+            format_args!("{}: a reply to the local agent's health probe", ip.dst),
         );
         return Decision::Local(frame.current().into_owned());
     }
@@ -328,7 +325,7 @@ fn closed_port<L: Learned + ?Sized>(
                 device,
                 Some(port.id),
                 "local",
-                format!("nothing listens on {}: {what} to the sender", ip.dst),
+                format_args!("nothing listens on {}: {what} to the sender", ip.dst),
             );
             Decision::Emit(port.id, answer)
         }
@@ -368,7 +365,7 @@ fn icmp_error<L: Learned + ?Sized>(
                 Some(Device::Router(router)),
                 Some(port.id),
                 "icmp_error",
-                format!("{kind:?} to the sender"),
+                format_args!("{kind:?} to the sender"),
             );
             Decision::Emit(port.id, error)
         }

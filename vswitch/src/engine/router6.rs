@@ -59,7 +59,7 @@ pub(crate) fn process<L: Learned + ?Sized>(
             device,
             Some(port.id),
             "route",
-            format!("{} → {}: link-local scope is not forwarded", ip.src, ip.dst),
+            format_args!("{} → {}: link-local scope is not forwarded", ip.src, ip.dst),
         );
         return Decision::Drop(DropReason::Unsupported("link-local IPv6 is not routed"));
     }
@@ -68,7 +68,7 @@ pub(crate) fn process<L: Learned + ?Sized>(
             device,
             Some(port.id),
             "ttl",
-            format!("hop limit {} expires here", ip.hop_limit),
+            format_args!("hop limit {} expires here", ip.hop_limit),
         );
         return error(
             walk,
@@ -102,7 +102,7 @@ fn forward<L: Learned + ?Sized>(
             device,
             Some(port.id),
             "route",
-            format!("no route to {}", ip.dst),
+            format_args!("no route to {}", ip.dst),
         );
         return error(
             walk,
@@ -117,17 +117,14 @@ fn forward<L: Learned + ?Sized>(
     if let Some(id) = route.id {
         walk.sim.tag(Tag::Route(id));
     }
-    let route_name = match route.id {
-        Some(id) => format!("route {id} {} via", route.dst),
-        None => format!("connected {} on", route.dst),
-    };
+    let route_name = super::RouteName(route.id, route.dst);
     match route.kind {
         RouteKind::Blackhole => {
             walk.sim.step(
                 device,
                 Some(port.id),
                 "route",
-                format!("{route_name} blackhole"),
+                format_args!("{route_name} blackhole"),
             );
             return Decision::Drop(DropReason::Blackhole);
         }
@@ -136,7 +133,7 @@ fn forward<L: Learned + ?Sized>(
                 device,
                 Some(port.id),
                 "route",
-                format!("{route_name} reject"),
+                format_args!("{route_name} reject"),
             );
             return error(
                 walk,
@@ -158,7 +155,7 @@ fn forward<L: Learned + ?Sized>(
         device,
         Some(port.id),
         "route",
-        format!("{route_name} port {} next hop {next_hop}", out.id),
+        format_args!("{route_name} port {} next hop {next_hop}", out.id),
     );
     let Some(next_mac) = resolve(walk, router, out, next_hop) else {
         if walk.learned.arp_failed(router, IpAddr::V6(next_hop)) {
@@ -166,7 +163,9 @@ fn forward<L: Learned + ?Sized>(
                 device,
                 Some(out.id),
                 "nd_resolve",
-                format!("{next_hop} did not answer neighbor solicitation: address unreachable"),
+                format_args!(
+                    "{next_hop} did not answer neighbor solicitation: address unreachable"
+                ),
             );
             return error(
                 walk,
@@ -183,7 +182,7 @@ fn forward<L: Learned + ?Sized>(
             device,
             Some(out.id),
             "nd_resolve",
-            format!("neighbor solicitation for {next_hop}: holding the packet"),
+            format_args!("neighbor solicitation for {next_hop}: holding the packet"),
         );
         let source = out.ipv6_source_for(&next_hop);
         return match frames6::neighbor_solicit(out.mac, source, next_hop) {
@@ -201,7 +200,7 @@ fn forward<L: Learned + ?Sized>(
         device,
         Some(out.id),
         "rewrite",
-        format!(
+        format_args!(
             "eth.src={} eth.dst={} hop limit {}→{}",
             fmt_mac(&out.mac),
             fmt_mac(&next_mac),
@@ -263,7 +262,7 @@ fn learn<L: Learned + ?Sized>(
         Some(Device::Router(router)),
         Some(port.id),
         "nd_learn",
-        format!("{ip} is-at {}", fmt_mac(&mac)),
+        format_args!("{ip} is-at {}", fmt_mac(&mac)),
     );
 }
 
@@ -300,7 +299,7 @@ fn neighbor_discovery<L: Learned + ?Sized>(
                 device,
                 Some(port.id),
                 "nd_advert",
-                format!("{target} is-at {}", fmt_mac(&port.mac)),
+                format_args!("{target} is-at {}", fmt_mac(&port.mac)),
             );
             match frames6::neighbor_advert(port.mac, target, to, true, from.is_some()) {
                 Some(advert) => Decision::Emit(port.id, advert),
@@ -332,7 +331,7 @@ fn neighbor_discovery<L: Learned + ?Sized>(
                 device,
                 Some(port.id),
                 "router_advert",
-                format!(
+                format_args!(
                     "router advertisement from {} to {}, prefixes {prefixes:?}",
                     port.link_local(),
                     to.1
@@ -366,7 +365,7 @@ fn local<L: Learned + ?Sized>(
                 device,
                 Some(port.id),
                 "icmp_echo",
-                format!("{} answers echo from {}", ip.dst, ip.src),
+                format_args!("{} answers echo from {}", ip.dst, ip.src),
             );
             match frames6::echo_reply(&frame.current(), port.mac, packet.eth_src) {
                 Some(reply) => Decision::Emit(port.id, reply),
@@ -396,7 +395,7 @@ fn local<L: Learned + ?Sized>(
                         device,
                         Some(port.id),
                         "local",
-                        format!("nothing listens on {}: {what} to the sender", ip.dst),
+                        format_args!("nothing listens on {}: {what} to the sender", ip.dst),
                     );
                     Decision::Emit(port.id, answer)
                 }
@@ -428,7 +427,7 @@ fn error<L: Learned + ?Sized>(
                 Some(Device::Router(router)),
                 Some(port.id),
                 "icmp_error",
-                format!("ICMPv6 {kind:?} from {source} to the sender"),
+                format_args!("ICMPv6 {kind:?} from {source} to the sender"),
             );
             Decision::Emit(port.id, error)
         }

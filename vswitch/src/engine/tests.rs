@@ -749,3 +749,42 @@ fn ports_with_allowed_addresses_drop_spoofed_frames() {
     );
     assert_eq!(out_ports(&probe), vec![POD_A2], "the probe is flooded");
 }
+
+#[test]
+fn skipping_the_steps_decides_the_same_and_records_none() {
+    let topo = topology();
+    let frames = [
+        (
+            POD_A1,
+            ping(mac(0x01), mac(0xa1), "10.0.1.10", "10.0.2.10", 64),
+        ),
+        (
+            POD_A1,
+            ping(mac(0x01), mac(0xa1), "10.0.1.10", "10.0.2.10", 1),
+        ),
+        (
+            POD_A1,
+            ping(mac(0x01), mac(0xa1), "10.0.1.10", "10.0.1.1", 64),
+        ),
+        (
+            POD_A1,
+            ping(mac(0x01), mac(0xa1), "10.0.1.10", "192.0.2.1", 64),
+        ),
+        (POD_A1, arp_request(mac(0x01), "10.0.1.10", "10.0.1.1")),
+        (POD_A1, vec![0xff; 20]),
+    ];
+    for (ingress, frame) in frames {
+        let recorded = simulate_with(&topo, &NothingLearned, ingress, &frame, Steps::Record);
+        let skipped = simulate_with(&topo, &NothingLearned, ingress, &frame, Steps::Skip);
+        assert!(!recorded.trace.is_empty());
+        assert!(skipped.trace.is_empty() && skipped.skip_steps);
+        assert_eq!(
+            Simulation {
+                trace: Vec::new(),
+                skip_steps: true,
+                ..recorded
+            },
+            skipped
+        );
+    }
+}

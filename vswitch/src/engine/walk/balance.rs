@@ -60,7 +60,7 @@ impl<L: Learned + ?Sized> Run<'_, L> {
                 device,
                 Some(in_port),
                 "load_balancer",
-                format!(
+                format_args!(
                     "vip {} {dst}:{} pool {}: no member can take a new connection",
                     vip.name, key.dport, vip.pool
                 ),
@@ -72,7 +72,7 @@ impl<L: Learned + ?Sized> Run<'_, L> {
             device,
             Some(in_port),
             "load_balancer",
-            format!(
+            format_args!(
                 "vip {} {dst}:{} pool {}: member {} {}:{} ({why})",
                 vip.name, key.dport, vip.pool, member.id, member.address, member.port
             ),
@@ -94,7 +94,7 @@ impl<L: Learned + ?Sized> Run<'_, L> {
                         device,
                         Some(in_port),
                         "nat",
-                        format!(
+                        format_args!(
                             "{translated} collides with a tracked connection: source port {} → {}",
                             key.sport, moved.sport
                         ),
@@ -106,7 +106,7 @@ impl<L: Learned + ?Sized> Run<'_, L> {
                         device,
                         Some(in_port),
                         "nat",
-                        format!("{translated} collides and no source port is free"),
+                        format_args!("{translated} collides and no source port is free"),
                     );
                     return Err(Stop::Exhausted);
                 }
@@ -124,7 +124,7 @@ impl<L: Learned + ?Sized> Run<'_, L> {
             device,
             Some(in_port),
             "nat",
-            format!("dnat {key} → {translated}"),
+            format_args!("dnat {key} → {translated}"),
         );
         here.apply(Rewrite {
             ip_dst: nat::changed(key.dst, translated.dst),
@@ -181,7 +181,7 @@ impl<L: Learned + ?Sized> Run<'_, L> {
                     device,
                     Some(out),
                     "nat",
-                    format!("hairpin: member is behind the client's port; snat {key} → {new}"),
+                    format_args!("hairpin: member is behind the client's port; snat {key} → {new}"),
                 );
                 branch.apply(Rewrite {
                     ip_src: nat::changed(key.src, new.src),
@@ -196,7 +196,7 @@ impl<L: Learned + ?Sized> Run<'_, L> {
                     device,
                     Some(out),
                     "nat",
-                    format!("hairpin: no free port on {address} for {key}"),
+                    format_args!("hairpin: no free port on {address} for {key}"),
                 );
                 Err(Stop::Exhausted)
             }

@@ -23,7 +23,7 @@ use std::collections::HashSet;
 use nsdb::RuleAction;
 use uuid::Uuid;
 
-use super::chain::{self, MatchContext, Outcome, Tracked};
+use super::chain::{self, ChainAt, MatchContext, Outcome, Tracked};
 use super::packet::{PacketInfo, L3};
 use super::rewrite::{rewritten, EntryFrame};
 
@@ -109,12 +109,16 @@ pub(crate) fn run<L: Learned + ?Sized>(
     learned: &L,
     ingress: Uuid,
     frame: &[u8],
+    steps: super::Steps,
 ) -> Simulation {
     let mut run = Run {
         topo,
         learned,
         frame,
-        sim: Simulation::default(),
+        sim: Simulation {
+            skip_steps: steps == super::Steps::Skip,
+            ..Simulation::default()
+        },
         pending: vec![Arrival {
             port: ingress,
             rewrite: Rewrite::default(),
@@ -174,7 +178,7 @@ impl<L: Learned + ?Sized> Run<'_, L> {
             Some(device),
             Some(port.id),
             "ingress",
-            format!("{kind} {zone} in port {}", port.id),
+            format_args!("{kind} {zone} in port {}", port.id),
         );
         if !arrival.generated && port.peer.is_none() {
             if let Some(violation) = spoofing(port, &packet) {
@@ -208,8 +212,8 @@ impl<L: Learned + ?Sized> Run<'_, L> {
         let (device_in, device_out) = chains_of(topo, device);
         if !arrival.generated {
             let stages = [
-                (port.chains.0, format!("port {} inbound", port.id)),
-                (device_in, format!("{kind} inbound")),
+                (port.chains.0, ChainAt::PortIn(port.id)),
+                (device_in, ChainAt::DeviceIn(kind)),
             ];
             if let Err(stop) = self.filter(device, port.id, None, &traversed, &stages, &mut here) {
                 self.stopped(stop, device, port, &entry_packet, &entry, &traversed);
@@ -250,10 +254,10 @@ impl<L: Learned + ?Sized> Run<'_, L> {
                     branch.apply(rewrite);
                     if !arrival.generated {
                         let stages = [
-                            (device_out, format!("{kind} outbound")),
+                            (device_out, ChainAt::DeviceOut(kind)),
                             (
                                 topo.ports.get(&out).and_then(|p| p.chains.1),
-                                format!("port {out} outbound"),
+                                ChainAt::PortOut(out),
                             ),
                         ];
                         if let Err(stop) = self.filter(
@@ -295,7 +299,7 @@ impl<L: Learned + ?Sized> Run<'_, L> {
         in_port: Uuid,
         out_port: Option<Uuid>,
         traversed: &[Uuid],
-        stages: &[(Option<Uuid>, String)],
+        stages: &[(Option<Uuid>, ChainAt)],
         here: &mut Here,
     ) -> Result<(), Stop> {
         let topo = self.topo;
@@ -377,12 +381,10 @@ impl<L: Learned + ?Sized> Run<'_, L> {
                             Some(port.id),
                             "reject",
                             match entry_packet.l3 {
-                                L3::Ipv4(ip) if ip.proto == 6 => "TCP RST to the sender".into(),
-                                L3::Ipv6(ip) if ip.proto == 6 => "TCP RST to the sender".into(),
-                                L3::Ipv6(_) => {
-                                    "ICMPv6 administratively prohibited to the sender".into()
-                                }
-                                _ => "ICMP port unreachable to the sender".into(),
+                                L3::Ipv4(ip) if ip.proto == 6 => "TCP RST to the sender",
+                                L3::Ipv6(ip) if ip.proto == 6 => "TCP RST to the sender",
+                                L3::Ipv6(_) => "ICMPv6 administratively prohibited to the sender",
+                                _ => "ICMP port unreachable to the sender",
                             },
                         );
                         self.leave(
@@ -398,7 +400,7 @@ impl<L: Learned + ?Sized> Run<'_, L> {
                         Some(device),
                         Some(port.id),
                         "reject",
-                        "nothing can be sent back for this packet: dropped".into(),
+                        "nothing can be sent back for this packet: dropped",
                     ),
                 }
             }
@@ -429,7 +431,7 @@ impl<L: Learned + ?Sized> Run<'_, L> {
                 Some(device),
                 Some(port),
                 "egress",
-                format!("out port {port} to linked port {peer}"),
+                format_args!("out port {port} to linked port {peer}"),
             );
             self.pending.push(Arrival {
                 port: peer,
@@ -452,7 +454,7 @@ impl<L: Learned + ?Sized> Run<'_, L> {
             Some(device),
             Some(port),
             "output",
-            format!("out port {port} on host {host}"),
+            format_args!("out port {port} on host {host}"),
         );
         match bytes {
             Some(frame) => match rewritten(&frame, &rewrite) {

@@ -83,7 +83,7 @@ impl<L: Learned + ?Sized> Run<'_, L> {
                     Some(device),
                     None,
                     "conntrack",
-                    format!("later fragment {} of its datagram's connection", key.id),
+                    format_args!("later fragment {} of its datagram's connection", key.id),
                 );
                 true
             }
@@ -92,7 +92,7 @@ impl<L: Learned + ?Sized> Run<'_, L> {
                     Some(device),
                     None,
                     "conntrack",
-                    format!("later fragment {} before its first: held", key.id),
+                    format_args!("later fragment {} before its first: held", key.id),
                 );
                 self.sim.held_fragment = Some((zone, key));
                 self.sim.drop(Some(device), DropReason::FragmentPending);
@@ -113,7 +113,7 @@ impl<L: Learned + ?Sized> Run<'_, L> {
                     Some(device),
                     None,
                     "conntrack",
-                    format!("ICMP error about untracked {quoted}"),
+                    format_args!("ICMP error about untracked {quoted}"),
                 );
                 return;
             };
@@ -122,7 +122,7 @@ impl<L: Learned + ?Sized> Run<'_, L> {
                 Some(device),
                 None,
                 "conntrack",
-                format!("related: ICMP error about {} ({direction:?})", conn.orig),
+                format_args!("related: ICMP error about {} ({direction:?})", conn.orig),
             );
             if let (true, Some(ip)) = (conn.is_translated(), here.packet.ipv4().copied()) {
                 self.translate_error(device, here, direction, &conn, ip.src, ip.dst);
@@ -139,7 +139,7 @@ impl<L: Learned + ?Sized> Run<'_, L> {
                 here.tracked = Tracked::New;
                 here.new_key = Some(key);
                 self.sim
-                    .step(Some(device), None, "conntrack", format!("new {key}"));
+                    .step(Some(device), None, "conntrack", format_args!("new {key}"));
             }
             Some((direction, conn)) => {
                 here.tracked = Tracked::Established(direction);
@@ -159,7 +159,7 @@ impl<L: Learned + ?Sized> Run<'_, L> {
                     Some(device),
                     None,
                     "conntrack",
-                    format!("established {}{how}", conn.orig),
+                    format_args!("established {}{how}", conn.orig),
                 );
                 let target = conn.translate(direction);
                 let delta = Rewrite {
@@ -172,7 +172,7 @@ impl<L: Learned + ?Sized> Run<'_, L> {
                         Some(device),
                         None,
                         "nat",
-                        format!(
+                        format_args!(
                             "dst {}:{} → {}:{} (tracked connection)",
                             key.dst, key.dport, target.dst, target.dport
                         ),
@@ -208,7 +208,7 @@ impl<L: Learned + ?Sized> Run<'_, L> {
                     Some(device),
                     None,
                     "nat",
-                    format!(
+                    format_args!(
                         "ICMP error translated: to {} about {}",
                         dst.unwrap_or(outer_dst),
                         conn.orig
@@ -222,7 +222,7 @@ impl<L: Learned + ?Sized> Run<'_, L> {
                 Some(device),
                 None,
                 "nat",
-                "ICMP error could not be translated; passed as it is".into(),
+                "ICMP error could not be translated; passed as it is",
             ),
         }
     }
@@ -244,7 +244,7 @@ impl<L: Learned + ?Sized> Run<'_, L> {
                         Some(device),
                         None,
                         "nat",
-                        format!(
+                        format_args!(
                             "src {}:{} → {}:{} (tracked connection)",
                             key.src, key.sport, target.src, target.sport
                         ),
@@ -282,7 +282,7 @@ impl<L: Learned + ?Sized> Run<'_, L> {
                 Some(device),
                 None,
                 "nat",
-                "not a new connection: its translation stays as tracked".into(),
+                "not a new connection: its translation stays as tracked",
             );
             return Ok(());
         };
@@ -291,7 +291,7 @@ impl<L: Learned + ?Sized> Run<'_, L> {
                 Some(device),
                 None,
                 "nat",
-                "already translated at this device".into(),
+                "already translated at this device",
             );
             return Ok(());
         }
@@ -308,9 +308,13 @@ impl<L: Learned + ?Sized> Run<'_, L> {
                     dst_port: (new.dport != key.dport && key.proto != 1).then_some(new.dport),
                     ..Rewrite::default()
                 };
-                let word = format!("{:?}", rule.action).to_lowercase();
-                self.sim
-                    .step(Some(device), None, "nat", format!("{word} {key} → {new}"));
+                let word = super::chain::action_word(rule.action);
+                self.sim.step(
+                    Some(device),
+                    None,
+                    "nat",
+                    format_args!("{word} {key} → {new}"),
+                );
                 here.apply(delta);
                 if is_dnat {
                     here.dnat_done = true;
@@ -324,7 +328,7 @@ impl<L: Learned + ?Sized> Run<'_, L> {
                     Some(device),
                     None,
                     "nat",
-                    "masquerade needs an egress port with an address: not translated".into(),
+                    "masquerade needs an egress port with an address: not translated",
                 );
                 Ok(())
             }
@@ -333,7 +337,7 @@ impl<L: Learned + ?Sized> Run<'_, L> {
                     Some(device),
                     None,
                     "nat",
-                    format!("no free address and port for {key}"),
+                    format_args!("no free address and port for {key}"),
                 );
                 Err(Stop::Exhausted)
             }
