@@ -70,7 +70,10 @@ reach() { # NS ADDR: answers within 5 s (ARP, learning, the agent's bindings)
 measure() { # K: pod K1 -> K2, one flow: "tcp_gbps rtt_ms udp_kpps"
   local a=${tag}${1}1 b=${tag}${1}2 rtt
   server "$b"; sleep 0.5
-XX
+  reach "$a" "$(addr 2)"
+  tcp_run "$a" "$(addr 2)" "$work/tcp.json"
+  rtt=$(ip netns exec "$a" ping -n -c 50 -i 0.02 -q "$(addr 2)" | awk -F/ '/^rtt/ {print $5}')
+  udp_run "$a" "$(addr 2)" "$work/udp.json"
   server_stop "$b"
   echo "$(gbps "$work/tcp.json") $rtt $(kpps "$work/udp.json")"
 }
