@@ -163,3 +163,43 @@ fn mangled_ipv6_frames_never_panic_the_router() {
         "the mangling leaves work for the router: {answered}"
     );
 }
+
+#[test]
+fn an_icmpv6_error_about_a_tracked_connection_is_related() {
+    // What enters the router from bridge B: established or related only.
+    let topo = with_chain(
+        RP_B,
+        true,
+        vec![
+            rule_with(nsdb::RuleAction::Accept, |r| {
+                r.conn_state = vec![nsdb::ConnState::Established, nsdb::ConnState::Related]
+            }),
+            rule_with(nsdb::RuleAction::Drop, |_| ()),
+        ],
+    );
+    let mut tables = crate::learned::LearnedTables::default();
+    let datagram = udp6(mac(1), mac(0xa1), A1, B1);
+    // B1 answers port unreachable, quoting the datagram as it arrived.
+    let mut quoted = datagram[14..].to_vec();
+    quoted[7] = 63;
+    let error = |src_mac| {
+        let mut body = vec![0u8; 4];
+        body.extend_from_slice(&quoted);
+        let mut icmp = vec![1, 4, 0, 0];
+        icmp.extend_from_slice(&body);
+        super::ipv6::v6_frame(src_mac, mac(0xb1), B1, A1, 58, &icmp)
+    };
+    let before = simulate(&topo, &tables, POD_B1, &error(mac(3)));
+    assert_eq!(
+        before.drops,
+        vec![DropReason::RuleDrop],
+        "no connection yet"
+    );
+    let sim = simulate(&topo, &tables, POD_A1, &datagram);
+    assert_eq!(out_ports(&sim), vec![POD_B1], "{:#?}", sim.trace);
+    for learning in &sim.learned {
+        tables.learn(learning, 0);
+    }
+    let after = simulate(&topo, &tables, POD_B1, &error(mac(3)));
+    assert_eq!(out_ports(&after), vec![POD_A1], "{:#?}", after.trace);
+}
