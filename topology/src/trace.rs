@@ -78,7 +78,7 @@ pub fn render_trace(record: &TraceRecord, names: &Names) -> String {
     let mut out = String::new();
     let mut current: Option<Device> = None;
     for step in &record.steps {
-        if step.device != current || step.stage == "ingress" {
+        if step.device != current || step.stage == vswitch::engine::Stage::Ingress {
             if let Some(device) = &step.device {
                 let _ = writeln!(out, "{}", device_name(device, names));
             }

@@ -224,7 +224,7 @@ fn a_frame_too_big_for_the_tunnel_shows_the_refusal_as_its_last_step() {
         ("answered", "reply")
     );
     let last = trace.steps.last().unwrap();
-    assert_eq!(last.stage, "tunnel");
+    assert_eq!(last.stage, crate::engine::Stage::Tunnel);
     assert!(last.detail.contains("1450"), "{}", last.detail);
     assert!(trace.outputs.is_empty());
 }

@@ -1,6 +1,7 @@
 //! The bridge: L2 forwarding by destination MAC, learning, flooding, and ARP
 //! suppression for addresses the NSDB knows.
 
+use crate::engine::Stage;
 use uuid::Uuid;
 
 use super::packet::{ArpOp, PacketInfo, L3};
@@ -44,7 +45,7 @@ pub(crate) fn process<L: Learned + ?Sized>(
         walk.sim.step(
             device,
             Some(port.id),
-            "learn",
+            Stage::Learn,
             format_args!("{} is behind port {}", fmt_mac(&src), port.id),
         );
     }
@@ -56,7 +57,7 @@ pub(crate) fn process<L: Learned + ?Sized>(
                 walk.sim.step(
                     device,
                     Some(port.id),
-                    "arp_suppression",
+                    Stage::ArpSuppression,
                     format_args!(
                         "{} is-at {} (known to the NSDB), answered by the bridge",
                         arp.target_ip,
@@ -84,7 +85,7 @@ pub(crate) fn process<L: Learned + ?Sized>(
         walk.sim.step(
             device,
             Some(port.id),
-            "l2_lookup",
+            Stage::L2Lookup,
             format_args!("{} is a group address: flood", fmt_mac(&dst)),
         );
         return flood(walk, bridge, port.id);
@@ -102,7 +103,7 @@ pub(crate) fn process<L: Learned + ?Sized>(
             walk.sim.step(
                 device,
                 Some(port.id),
-                "l2_lookup",
+                Stage::L2Lookup,
                 format_args!("{} → port {out} ({how})", fmt_mac(&dst)),
             );
             Decision::Forward(vec![(out, Rewrite::default())])
@@ -111,7 +112,7 @@ pub(crate) fn process<L: Learned + ?Sized>(
             walk.sim.step(
                 device,
                 Some(port.id),
-                "l2_lookup",
+                Stage::L2Lookup,
                 format_args!("{} unknown: flood", fmt_mac(&dst)),
             );
             flood(walk, bridge, port.id)
@@ -149,7 +150,7 @@ fn neighbor_suppression<L: Learned + ?Sized>(
     walk.sim.step(
         Some(Device::Bridge(bridge)),
         Some(port.id),
-        "nd_suppression",
+        Stage::NdSuppression,
         format_args!(
             "{target} is-at {} (known to the NSDB), answered by the bridge",
             fmt_mac(&mac)
@@ -185,7 +186,7 @@ fn reply_to_balancer<L: Learned + ?Sized>(
         walk.sim.step(
             Some(Device::Bridge(bridge)),
             Some(port.id),
-            "l2_lookup",
+            Stage::L2Lookup,
             format_args!(
                 "reply of {} balanced by router {}: to the router (port {})",
                 entry.orig, link.router, link.bridge_port

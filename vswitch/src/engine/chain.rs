@@ -1,6 +1,7 @@
 //! Rule chains: match a packet against a chain's rules in position order,
 //! follow jumps and returns, and report the rule that decided.
 
+use crate::engine::Stage;
 use nsdb::{Condition, ConnState, FragmentPolicy, Rule, RuleAction};
 use uuid::Uuid;
 
@@ -271,7 +272,7 @@ fn evaluate_inner<'t>(
         sim.step(
             Some(device),
             None,
-            "chain",
+            Stage::Chain,
             format_args!("{what} chain {chain} is missing: skipped"),
         );
         return Outcome::Fallthrough;
@@ -291,12 +292,17 @@ fn evaluate_inner<'t>(
                 sim.step(
                     Some(device),
                     None,
-                    "chain",
+                    Stage::Chain,
                     format_args!("{head}: continue"),
                 );
             }
             RuleAction::Return => {
-                sim.step(Some(device), None, "chain", format_args!("{head}: return"));
+                sim.step(
+                    Some(device),
+                    None,
+                    Stage::Chain,
+                    format_args!("{head}: return"),
+                );
                 stack.pop();
                 return Outcome::Fallthrough;
             }
@@ -308,7 +314,7 @@ fn evaluate_inner<'t>(
                     sim.step(
                         Some(device),
                         None,
-                        "chain",
+                        Stage::Chain,
                         format_args!("{head}: jump to chain {target} cut (loop or too deep)"),
                     );
                     continue;
@@ -316,7 +322,7 @@ fn evaluate_inner<'t>(
                 sim.step(
                     Some(device),
                     None,
-                    "chain",
+                    Stage::Chain,
                     format_args!("{head}: jump to chain {target}"),
                 );
                 if let Outcome::Decided(rule) =
@@ -328,7 +334,12 @@ fn evaluate_inner<'t>(
             }
             action => {
                 let word = action_word(action);
-                sim.step(Some(device), None, "chain", format_args!("{head}: {word}"));
+                sim.step(
+                    Some(device),
+                    None,
+                    Stage::Chain,
+                    format_args!("{head}: {word}"),
+                );
                 stack.pop();
                 return Outcome::Decided(rule);
             }
@@ -337,7 +348,7 @@ fn evaluate_inner<'t>(
     sim.step(
         Some(device),
         None,
-        "chain",
+        Stage::Chain,
         format_args!("{what} chain {chain}: no rule decided"),
     );
     stack.pop();

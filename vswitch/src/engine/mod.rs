@@ -347,6 +347,110 @@ pub enum Learning {
     },
 }
 
+/// The pipeline stage of a trace step.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Stage {
+    /// `ingress`.
+    Ingress,
+    /// `port_security`.
+    PortSecurity,
+    /// `chain`.
+    Chain,
+    /// `conntrack`.
+    Conntrack,
+    /// `nat`.
+    Nat,
+    /// `load_balancer`.
+    LoadBalancer,
+    /// `l2_lookup`.
+    L2Lookup,
+    /// `learn`.
+    Learn,
+    /// `arp_suppression`.
+    ArpSuppression,
+    /// `nd_suppression`.
+    NdSuppression,
+    /// `route`.
+    Route,
+    /// `ttl`.
+    Ttl,
+    /// `rewrite`.
+    Rewrite,
+    /// `arp_resolve`.
+    ArpResolve,
+    /// `arp_learn`.
+    ArpLearn,
+    /// `arp_reply`.
+    ArpReply,
+    /// `nd_resolve`.
+    NdResolve,
+    /// `nd_learn`.
+    NdLearn,
+    /// `nd_advert`.
+    NdAdvert,
+    /// `router_advert`.
+    RouterAdvert,
+    /// `icmp_echo`.
+    IcmpEcho,
+    /// `icmp_error`.
+    IcmpError,
+    /// `reject`.
+    Reject,
+    /// `local`.
+    Local,
+    /// `egress`.
+    Egress,
+    /// `output`.
+    Output,
+    /// `drop`.
+    Drop,
+    /// `tunnel`.
+    Tunnel,
+}
+
+impl Stage {
+    /// Its name in traces (`l2_lookup`, `route`, …).
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Stage::Ingress => "ingress",
+            Stage::PortSecurity => "port_security",
+            Stage::Chain => "chain",
+            Stage::Conntrack => "conntrack",
+            Stage::Nat => "nat",
+            Stage::LoadBalancer => "load_balancer",
+            Stage::L2Lookup => "l2_lookup",
+            Stage::Learn => "learn",
+            Stage::ArpSuppression => "arp_suppression",
+            Stage::NdSuppression => "nd_suppression",
+            Stage::Route => "route",
+            Stage::Ttl => "ttl",
+            Stage::Rewrite => "rewrite",
+            Stage::ArpResolve => "arp_resolve",
+            Stage::ArpLearn => "arp_learn",
+            Stage::ArpReply => "arp_reply",
+            Stage::NdResolve => "nd_resolve",
+            Stage::NdLearn => "nd_learn",
+            Stage::NdAdvert => "nd_advert",
+            Stage::RouterAdvert => "router_advert",
+            Stage::IcmpEcho => "icmp_echo",
+            Stage::IcmpError => "icmp_error",
+            Stage::Reject => "reject",
+            Stage::Local => "local",
+            Stage::Egress => "egress",
+            Stage::Output => "output",
+            Stage::Drop => "drop",
+            Stage::Tunnel => "tunnel",
+        }
+    }
+}
+
+impl std::fmt::Display for Stage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// One step of the walk, for traces.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TraceStep {
@@ -354,8 +458,8 @@ pub struct TraceStep {
     pub device: Option<Device>,
     /// The port involved.
     pub port: Option<Uuid>,
-    /// The pipeline stage, e.g. `ingress`, `l2_lookup`, `route`.
-    pub stage: &'static str,
+    /// The pipeline stage.
+    pub stage: Stage,
     /// What happened, in words.
     pub detail: String,
 }
@@ -441,7 +545,7 @@ impl Simulation {
         &mut self,
         device: Option<Device>,
         port: Option<Uuid>,
-        stage: &'static str,
+        stage: Stage,
         detail: impl std::fmt::Display,
     ) {
         if self.skip_steps {
@@ -462,7 +566,7 @@ impl Simulation {
     }
 
     fn drop(&mut self, device: Option<Device>, reason: DropReason) {
-        self.step(device, None, "drop", format_args!("{reason:?}"));
+        self.step(device, None, Stage::Drop, format_args!("{reason:?}"));
         self.drops.push(reason);
     }
 }

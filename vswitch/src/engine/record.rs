@@ -8,7 +8,7 @@ use std::net::IpAddr;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use super::{Rewrite, RuleHit, Simulation};
+use super::{Rewrite, RuleHit, Simulation, Stage};
 use crate::snapshot::Device;
 
 /// One step of the walk.
@@ -19,7 +19,7 @@ pub struct StepRecord {
     /// The port involved.
     pub port: Option<Uuid>,
     /// The pipeline stage.
-    pub stage: String,
+    pub stage: Stage,
     /// What happened, in words (ids, not names).
     pub detail: String,
 }
@@ -73,7 +73,7 @@ impl From<&Simulation> for TraceRecord {
                 .map(|s| StepRecord {
                     device: s.device,
                     port: s.port,
-                    stage: s.stage.to_string(),
+                    stage: s.stage,
                     detail: s.detail.clone(),
                 })
                 .collect(),
@@ -110,7 +110,7 @@ impl TraceRecord {
         self.steps.push(StepRecord {
             device: None,
             port: None,
-            stage: "tunnel".into(),
+            stage: Stage::Tunnel,
             detail: format!(
                 "too big for the tunnel (carries IP packets of up to {mtu} bytes) and not to be \
                  fragmented: the copies for other hosts were refused and the sender told the MTU"

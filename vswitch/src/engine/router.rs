@@ -2,6 +2,7 @@
 //! next-hop resolution, TTL handling and ICMP errors (IPv6 in
 //! [`super::router6`]).
 
+use crate::engine::Stage;
 use std::net::{IpAddr, Ipv4Addr};
 
 use nsdb::RouteKind;
@@ -62,7 +63,7 @@ pub(crate) fn process<L: Learned + ?Sized>(
                     walk.sim.step(
                         device,
                         Some(port.id),
-                        "arp_learn",
+                        Stage::ArpLearn,
                         format_args!("{} is-at {}", arp.sender_ip, fmt_mac(&arp.sender_mac)),
                     );
                 }
@@ -71,7 +72,7 @@ pub(crate) fn process<L: Learned + ?Sized>(
                 walk.sim.step(
                     device,
                     Some(port.id),
-                    "arp_reply",
+                    Stage::ArpReply,
                     format_args!("{own} is-at {}", fmt_mac(&port.mac)),
                 );
                 return Decision::Emit(
@@ -100,7 +101,7 @@ pub(crate) fn process<L: Learned + ?Sized>(
                 walk.sim.step(
                     device,
                     Some(*own),
-                    "icmp_echo",
+                    Stage::IcmpEcho,
                     format_args!("{} answers echo from {}", ip.dst, ip.src),
                 );
                 match frames::icmp_echo_reply(&frame.current(), port.mac, packet.eth_src) {
@@ -121,7 +122,7 @@ pub(crate) fn process<L: Learned + ?Sized>(
         walk.sim.step(
             device,
             Some(port.id),
-            "ttl",
+            Stage::Ttl,
             format_args!("TTL {} expires here", ip.ttl),
         );
         return icmp_error(
@@ -139,7 +140,7 @@ pub(crate) fn process<L: Learned + ?Sized>(
         walk.sim.step(
             device,
             Some(port.id),
-            "route",
+            Stage::Route,
             format_args!("no route to {}", ip.dst),
         );
         return icmp_error(
@@ -161,7 +162,7 @@ pub(crate) fn process<L: Learned + ?Sized>(
             walk.sim.step(
                 device,
                 Some(port.id),
-                "route",
+                Stage::Route,
                 format_args!("{route_name} blackhole"),
             );
             return Decision::Drop(DropReason::Blackhole);
@@ -170,7 +171,7 @@ pub(crate) fn process<L: Learned + ?Sized>(
             walk.sim.step(
                 device,
                 Some(port.id),
-                "route",
+                Stage::Route,
                 format_args!("{route_name} reject"),
             );
             return icmp_error(
@@ -192,7 +193,7 @@ pub(crate) fn process<L: Learned + ?Sized>(
     walk.sim.step(
         device,
         Some(port.id),
-        "route",
+        Stage::Route,
         format_args!("{route_name} port {} next hop {next_hop}", out.id),
     );
     let Some(next_mac) = resolve(walk, router, out, next_hop) else {
@@ -200,7 +201,7 @@ pub(crate) fn process<L: Learned + ?Sized>(
             walk.sim.step(
                 device,
                 Some(out.id),
-                "arp_resolve",
+                Stage::ArpResolve,
                 format_args!("{next_hop} did not answer ARP: host unreachable"),
             );
             return icmp_error(
@@ -217,7 +218,7 @@ pub(crate) fn process<L: Learned + ?Sized>(
         walk.sim.step(
             device,
             Some(out.id),
-            "arp_resolve",
+            Stage::ArpResolve,
             format_args!("who-has {next_hop}: holding the packet"),
         );
         let Some(src) = out
@@ -238,7 +239,7 @@ pub(crate) fn process<L: Learned + ?Sized>(
     walk.sim.step(
         device,
         Some(out.id),
-        "rewrite",
+        Stage::Rewrite,
         format_args!(
             "eth.src={} eth.dst={} ttl {}→{}",
             fmt_mac(&out.mac),
@@ -298,7 +299,7 @@ fn closed_port<L: Learned + ?Sized>(
         walk.sim.step(
             device,
             Some(port.id),
-            "local",
+            Stage::Local,
             format_args!("{}: a reply to the local agent's health probe", ip.dst),
         );
         return Decision::Local(frame.current().into_owned());
@@ -324,7 +325,7 @@ fn closed_port<L: Learned + ?Sized>(
             walk.sim.step(
                 device,
                 Some(port.id),
-                "local",
+                Stage::Local,
                 format_args!("nothing listens on {}: {what} to the sender", ip.dst),
             );
             Decision::Emit(port.id, answer)
@@ -364,7 +365,7 @@ fn icmp_error<L: Learned + ?Sized>(
             walk.sim.step(
                 Some(Device::Router(router)),
                 Some(port.id),
-                "icmp_error",
+                Stage::IcmpError,
                 format_args!("{kind:?} to the sender"),
             );
             Decision::Emit(port.id, error)

@@ -4,6 +4,7 @@
 //! ICMPv6 errors. Routers never fragment IPv6: packet-too-big comes from
 //! where the MTU is known (the tunnel, in the datapath core).
 
+use crate::engine::Stage;
 use std::net::{IpAddr, Ipv6Addr};
 
 use ipnet::Ipv6Net;
@@ -58,7 +59,7 @@ pub(crate) fn process<L: Learned + ?Sized>(
         walk.sim.step(
             device,
             Some(port.id),
-            "route",
+            Stage::Route,
             format_args!("{} → {}: link-local scope is not forwarded", ip.src, ip.dst),
         );
         return Decision::Drop(DropReason::Unsupported("link-local IPv6 is not routed"));
@@ -67,7 +68,7 @@ pub(crate) fn process<L: Learned + ?Sized>(
         walk.sim.step(
             device,
             Some(port.id),
-            "ttl",
+            Stage::Ttl,
             format_args!("hop limit {} expires here", ip.hop_limit),
         );
         return error(
@@ -101,7 +102,7 @@ fn forward<L: Learned + ?Sized>(
         walk.sim.step(
             device,
             Some(port.id),
-            "route",
+            Stage::Route,
             format_args!("no route to {}", ip.dst),
         );
         return error(
@@ -123,7 +124,7 @@ fn forward<L: Learned + ?Sized>(
             walk.sim.step(
                 device,
                 Some(port.id),
-                "route",
+                Stage::Route,
                 format_args!("{route_name} blackhole"),
             );
             return Decision::Drop(DropReason::Blackhole);
@@ -132,7 +133,7 @@ fn forward<L: Learned + ?Sized>(
             walk.sim.step(
                 device,
                 Some(port.id),
-                "route",
+                Stage::Route,
                 format_args!("{route_name} reject"),
             );
             return error(
@@ -154,7 +155,7 @@ fn forward<L: Learned + ?Sized>(
     walk.sim.step(
         device,
         Some(port.id),
-        "route",
+        Stage::Route,
         format_args!("{route_name} port {} next hop {next_hop}", out.id),
     );
     let Some(next_mac) = resolve(walk, router, out, next_hop) else {
@@ -162,7 +163,7 @@ fn forward<L: Learned + ?Sized>(
             walk.sim.step(
                 device,
                 Some(out.id),
-                "nd_resolve",
+                Stage::NdResolve,
                 format_args!(
                     "{next_hop} did not answer neighbor solicitation: address unreachable"
                 ),
@@ -181,7 +182,7 @@ fn forward<L: Learned + ?Sized>(
         walk.sim.step(
             device,
             Some(out.id),
-            "nd_resolve",
+            Stage::NdResolve,
             format_args!("neighbor solicitation for {next_hop}: holding the packet"),
         );
         let source = out.ipv6_source_for(&next_hop);
@@ -199,7 +200,7 @@ fn forward<L: Learned + ?Sized>(
     walk.sim.step(
         device,
         Some(out.id),
-        "rewrite",
+        Stage::Rewrite,
         format_args!(
             "eth.src={} eth.dst={} hop limit {}→{}",
             fmt_mac(&out.mac),
@@ -261,7 +262,7 @@ fn learn<L: Learned + ?Sized>(
     walk.sim.step(
         Some(Device::Router(router)),
         Some(port.id),
-        "nd_learn",
+        Stage::NdLearn,
         format_args!("{ip} is-at {}", fmt_mac(&mac)),
     );
 }
@@ -298,7 +299,7 @@ fn neighbor_discovery<L: Learned + ?Sized>(
             walk.sim.step(
                 device,
                 Some(port.id),
-                "nd_advert",
+                Stage::NdAdvert,
                 format_args!("{target} is-at {}", fmt_mac(&port.mac)),
             );
             match frames6::neighbor_advert(port.mac, target, to, true, from.is_some()) {
@@ -330,7 +331,7 @@ fn neighbor_discovery<L: Learned + ?Sized>(
             walk.sim.step(
                 device,
                 Some(port.id),
-                "router_advert",
+                Stage::RouterAdvert,
                 format_args!(
                     "router advertisement from {} to {}, prefixes {prefixes:?}",
                     port.link_local(),
@@ -364,7 +365,7 @@ fn local<L: Learned + ?Sized>(
             walk.sim.step(
                 device,
                 Some(port.id),
-                "icmp_echo",
+                Stage::IcmpEcho,
                 format_args!("{} answers echo from {}", ip.dst, ip.src),
             );
             match frames6::echo_reply(&frame.current(), port.mac, packet.eth_src) {
@@ -394,7 +395,7 @@ fn local<L: Learned + ?Sized>(
                     walk.sim.step(
                         device,
                         Some(port.id),
-                        "local",
+                        Stage::Local,
                         format_args!("nothing listens on {}: {what} to the sender", ip.dst),
                     );
                     Decision::Emit(port.id, answer)
@@ -426,7 +427,7 @@ fn error<L: Learned + ?Sized>(
             walk.sim.step(
                 Some(Device::Router(router)),
                 Some(port.id),
-                "icmp_error",
+                Stage::IcmpError,
                 format_args!("ICMPv6 {kind:?} from {source} to the sender"),
             );
             Decision::Emit(port.id, error)

@@ -731,7 +731,7 @@ fn ports_with_allowed_addresses_drop_spoofed_frames() {
         assert_eq!(sim.drops, vec![DropReason::Spoofed], "{:#?}", sim.trace);
         assert!(sim.outputs.is_empty() && sim.generated.is_empty() && sim.learned.is_empty());
         assert!(
-            sim.trace.iter().any(|s| s.stage == "port_security"),
+            sim.trace.iter().any(|s| s.stage == Stage::PortSecurity),
             "the trace says why"
         );
     }

@@ -170,7 +170,7 @@ pub(super) fn learn(tables: &mut LearnedTables, sim: &Simulation) {
 pub(super) fn trace_has(sim: &Simulation, stage: &str, text: &str) -> bool {
     sim.trace
         .iter()
-        .any(|s| s.stage == stage && s.detail.contains(text))
+        .any(|s| s.stage.as_str() == stage && s.detail.contains(text))
 }
 
 pub(super) fn ip_of(frame: &[u8]) -> Ipv4Info {

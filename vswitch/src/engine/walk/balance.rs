@@ -7,6 +7,7 @@
 //! which sends the member's replies to the router itself (see
 //! `engine::bridge`), so the member sees the client's own address.
 
+use crate::engine::Stage;
 use std::net::IpAddr;
 
 use uuid::Uuid;
@@ -59,7 +60,7 @@ impl<L: Learned + ?Sized> Run<'_, L> {
             self.sim.step(
                 device,
                 Some(in_port),
-                "load_balancer",
+                Stage::LoadBalancer,
                 format_args!(
                     "vip {} {dst}:{} pool {}: no member can take a new connection",
                     vip.name, key.dport, vip.pool
@@ -71,7 +72,7 @@ impl<L: Learned + ?Sized> Run<'_, L> {
         self.sim.step(
             device,
             Some(in_port),
-            "load_balancer",
+            Stage::LoadBalancer,
             format_args!(
                 "vip {} {dst}:{} pool {}: member {} {}:{} ({why})",
                 vip.name, key.dport, vip.pool, member.id, member.address, member.port
@@ -93,7 +94,7 @@ impl<L: Learned + ?Sized> Run<'_, L> {
                     self.sim.step(
                         device,
                         Some(in_port),
-                        "nat",
+                        Stage::Nat,
                         format_args!(
                             "{translated} collides with a tracked connection: source port {} → {}",
                             key.sport, moved.sport
@@ -105,7 +106,7 @@ impl<L: Learned + ?Sized> Run<'_, L> {
                     self.sim.step(
                         device,
                         Some(in_port),
-                        "nat",
+                        Stage::Nat,
                         format_args!("{translated} collides and no source port is free"),
                     );
                     return Err(Stop::Exhausted);
@@ -123,7 +124,7 @@ impl<L: Learned + ?Sized> Run<'_, L> {
         self.sim.step(
             device,
             Some(in_port),
-            "nat",
+            Stage::Nat,
             format_args!("dnat {key} → {translated}"),
         );
         here.apply(Rewrite {
@@ -180,7 +181,7 @@ impl<L: Learned + ?Sized> Run<'_, L> {
                 self.sim.step(
                     device,
                     Some(out),
-                    "nat",
+                    Stage::Nat,
                     format_args!("hairpin: member is behind the client's port; snat {key} → {new}"),
                 );
                 branch.apply(Rewrite {
@@ -195,7 +196,7 @@ impl<L: Learned + ?Sized> Run<'_, L> {
                 self.sim.step(
                     device,
                     Some(out),
-                    "nat",
+                    Stage::Nat,
                     format_args!("hairpin: no free port on {address} for {key}"),
                 );
                 Err(Stop::Exhausted)

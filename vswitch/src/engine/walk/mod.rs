@@ -18,6 +18,7 @@
 //! connection tracking and NAT like any packet but skip the chains: they
 //! answer a packet that policy already judged.
 
+use crate::engine::Stage;
 use std::collections::HashSet;
 
 use nsdb::RuleAction;
@@ -177,13 +178,13 @@ impl<L: Learned + ?Sized> Run<'_, L> {
         self.sim.step(
             Some(device),
             Some(port.id),
-            "ingress",
+            Stage::Ingress,
             format_args!("{kind} {zone} in port {}", port.id),
         );
         if !arrival.generated && port.peer.is_none() {
             if let Some(violation) = spoofing(port, &packet) {
                 self.sim
-                    .step(Some(device), Some(port.id), "port_security", violation);
+                    .step(Some(device), Some(port.id), Stage::PortSecurity, violation);
                 self.sim.drop(Some(device), DropReason::Spoofed);
                 return;
             }
@@ -379,7 +380,7 @@ impl<L: Learned + ?Sized> Run<'_, L> {
                         self.sim.step(
                             Some(device),
                             Some(port.id),
-                            "reject",
+                            Stage::Reject,
                             match entry_packet.l3 {
                                 L3::Ipv4(ip) if ip.proto == 6 => "TCP RST to the sender",
                                 L3::Ipv6(ip) if ip.proto == 6 => "TCP RST to the sender",
@@ -399,7 +400,7 @@ impl<L: Learned + ?Sized> Run<'_, L> {
                     None => self.sim.step(
                         Some(device),
                         Some(port.id),
-                        "reject",
+                        Stage::Reject,
                         "nothing can be sent back for this packet: dropped",
                     ),
                 }
@@ -430,7 +431,7 @@ impl<L: Learned + ?Sized> Run<'_, L> {
             self.sim.step(
                 Some(device),
                 Some(port),
-                "egress",
+                Stage::Egress,
                 format_args!("out port {port} to linked port {peer}"),
             );
             self.pending.push(Arrival {
@@ -453,7 +454,7 @@ impl<L: Learned + ?Sized> Run<'_, L> {
         self.sim.step(
             Some(device),
             Some(port),
-            "output",
+            Stage::Output,
             format_args!("out port {port} on host {host}"),
         );
         match bytes {

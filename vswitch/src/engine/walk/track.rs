@@ -3,6 +3,7 @@
 //! tracked connections and of ICMP errors about them, new connections'
 //! commits, and NAT rules choosing translations for new connections.
 
+use crate::engine::Stage;
 use std::net::Ipv4Addr;
 
 use nsdb::RuleAction;
@@ -82,7 +83,7 @@ impl<L: Learned + ?Sized> Run<'_, L> {
                 self.sim.step(
                     Some(device),
                     None,
-                    "conntrack",
+                    Stage::Conntrack,
                     format_args!("later fragment {} of its datagram's connection", key.id),
                 );
                 true
@@ -91,7 +92,7 @@ impl<L: Learned + ?Sized> Run<'_, L> {
                 self.sim.step(
                     Some(device),
                     None,
-                    "conntrack",
+                    Stage::Conntrack,
                     format_args!("later fragment {} before its first: held", key.id),
                 );
                 self.sim.held_fragment = Some((zone, key));
@@ -112,7 +113,7 @@ impl<L: Learned + ?Sized> Run<'_, L> {
                 self.sim.step(
                     Some(device),
                     None,
-                    "conntrack",
+                    Stage::Conntrack,
                     format_args!("ICMP error about untracked {quoted}"),
                 );
                 return;
@@ -121,7 +122,7 @@ impl<L: Learned + ?Sized> Run<'_, L> {
             self.sim.step(
                 Some(device),
                 None,
-                "conntrack",
+                Stage::Conntrack,
                 format_args!("related: ICMP error about {} ({direction:?})", conn.orig),
             );
             if let (true, Some(ip)) = (conn.is_translated(), here.packet.ipv4().copied()) {
@@ -138,8 +139,12 @@ impl<L: Learned + ?Sized> Run<'_, L> {
             None => {
                 here.tracked = Tracked::New;
                 here.new_key = Some(key);
-                self.sim
-                    .step(Some(device), None, "conntrack", format_args!("new {key}"));
+                self.sim.step(
+                    Some(device),
+                    None,
+                    Stage::Conntrack,
+                    format_args!("new {key}"),
+                );
             }
             Some((direction, conn)) => {
                 here.tracked = Tracked::Established(direction);
@@ -158,7 +163,7 @@ impl<L: Learned + ?Sized> Run<'_, L> {
                 self.sim.step(
                     Some(device),
                     None,
-                    "conntrack",
+                    Stage::Conntrack,
                     format_args!("established {}{how}", conn.orig),
                 );
                 let target = conn.translate(direction);
@@ -171,7 +176,7 @@ impl<L: Learned + ?Sized> Run<'_, L> {
                     self.sim.step(
                         Some(device),
                         None,
-                        "nat",
+                        Stage::Nat,
                         format_args!(
                             "dst {}:{} → {}:{} (tracked connection)",
                             key.dst, key.dport, target.dst, target.dport
@@ -207,7 +212,7 @@ impl<L: Learned + ?Sized> Run<'_, L> {
                 self.sim.step(
                     Some(device),
                     None,
-                    "nat",
+                    Stage::Nat,
                     format_args!(
                         "ICMP error translated: to {} about {}",
                         dst.unwrap_or(outer_dst),
@@ -221,7 +226,7 @@ impl<L: Learned + ?Sized> Run<'_, L> {
             None => self.sim.step(
                 Some(device),
                 None,
-                "nat",
+                Stage::Nat,
                 "ICMP error could not be translated; passed as it is",
             ),
         }
@@ -243,7 +248,7 @@ impl<L: Learned + ?Sized> Run<'_, L> {
                     self.sim.step(
                         Some(device),
                         None,
-                        "nat",
+                        Stage::Nat,
                         format_args!(
                             "src {}:{} → {}:{} (tracked connection)",
                             key.src, key.sport, target.src, target.sport
@@ -281,7 +286,7 @@ impl<L: Learned + ?Sized> Run<'_, L> {
             self.sim.step(
                 Some(device),
                 None,
-                "nat",
+                Stage::Nat,
                 "not a new connection: its translation stays as tracked",
             );
             return Ok(());
@@ -290,7 +295,7 @@ impl<L: Learned + ?Sized> Run<'_, L> {
             self.sim.step(
                 Some(device),
                 None,
-                "nat",
+                Stage::Nat,
                 "already translated at this device",
             );
             return Ok(());
@@ -312,7 +317,7 @@ impl<L: Learned + ?Sized> Run<'_, L> {
                 self.sim.step(
                     Some(device),
                     None,
-                    "nat",
+                    Stage::Nat,
                     format_args!("{word} {key} → {new}"),
                 );
                 here.apply(delta);
@@ -327,7 +332,7 @@ impl<L: Learned + ?Sized> Run<'_, L> {
                 self.sim.step(
                     Some(device),
                     None,
-                    "nat",
+                    Stage::Nat,
                     "masquerade needs an egress port with an address: not translated",
                 );
                 Ok(())
@@ -336,7 +341,7 @@ impl<L: Learned + ?Sized> Run<'_, L> {
                 self.sim.step(
                     Some(device),
                     None,
-                    "nat",
+                    Stage::Nat,
                     format_args!("no free address and port for {key}"),
                 );
                 Err(Stop::Exhausted)
