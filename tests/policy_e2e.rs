@@ -145,6 +145,7 @@ async fn a_port_chain_drops_ssh_and_the_trace_names_the_rule() {
         "(no ssh): drop",
         "verdict: drop",
         "dropped: RuleDrop",
+        "by rule 1 (no ssh) in chain no-ssh",
     ] {
         assert!(
             out.contains(expected),

@@ -32,6 +32,8 @@ impl Names {
                 Record::Pool(p) => ("pool", p.name.clone()),
                 Record::Vip(v) => ("vip", v.name.clone()),
                 Record::PoolMember(m) => ("member", format!("{}:{}", m.address, m.port)),
+                Record::Rule(r) if r.description.is_empty() => ("rule", r.position.to_string()),
+                Record::Rule(r) => ("rule", format!("{} ({})", r.position, r.description)),
                 _ => continue,
             };
             names.insert(record.id(), (kind.to_string(), name));

@@ -111,6 +111,19 @@ pub fn render_trace(record: &TraceRecord, names: &Names) -> String {
     for drop in &record.drops {
         let _ = writeln!(out, "    dropped: {drop}");
     }
+    // A rule's drop or reject names the rule: the last one that matched.
+    let by_rule = record
+        .drops
+        .iter()
+        .any(|d| d == "RuleDrop" || d == "RuleReject");
+    if let Some(hit) = record.rules.last().filter(|_| by_rule) {
+        let _ = writeln!(
+            out,
+            "    by {} in {}",
+            names.describe(hit.rule),
+            names.describe(hit.chain)
+        );
+    }
     if let Some((router, ip)) = record.held_for {
         let _ = writeln!(
             out,
