@@ -21,4 +21,7 @@ pub use link::{
     LinkSettings, VethPair,
 };
 pub use netns::{in_netns, open_netns};
-pub use route::{delete_route, ip_routes, replace_ip_route, replace_route, routes, IpRoute, Route};
+pub use route::{
+    delete_ip_route, delete_route, ip_routes, replace_ip_route, replace_route, routes, IpRoute,
+    Route,
+};

@@ -176,6 +176,29 @@ pub fn delete_route(destination: Ipv4Net, index: u32) -> io::Result<()> {
     )
 }
 
+/// Removes the route to `destination` (of either family) out of link
+/// `index` (a route that is already gone is not an error).
+pub fn delete_ip_route(destination: IpNet, index: u32) -> io::Result<()> {
+    let (family, dst) = match destination {
+        IpNet::V4(d) => (libc::AF_INET, d.network().octets().to_vec()),
+        IpNet::V6(d) => (libc::AF_INET6, d.network().octets().to_vec()),
+    };
+    let body = Attrs::default()
+        .raw(&rtmsg_of(
+            family as u8,
+            destination.prefix_len(),
+            libc::RT_SCOPE_NOWHERE,
+            0,
+            0,
+        ))
+        .attr(libc::RTA_DST, &dst)
+        .attr(libc::RTA_OIF, &index.to_ne_bytes());
+    transact(
+        Request::new(libc::RTM_DELROUTE, 0, body),
+        &[libc::ESRCH, libc::ENODEV],
+    )
+}
+
 /// Every IPv4 route of the main table.
 pub fn routes() -> io::Result<Vec<Route>> {
     let body = Attrs::default().raw(&rtmsg(0, 0, 0, 0));
