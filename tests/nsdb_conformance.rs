@@ -442,6 +442,30 @@ async fn referential_integrity(f: Fixture) {
     db.link_ports(r1p.id, r2p.id).await.unwrap();
 }
 
+/// A route's gateway may sit on any of its port's subnets (an IPv6 gateway
+/// on a dual-stack port's extra address), and that address then stays.
+async fn gateway_on_an_extra_address(f: Fixture) {
+    let db = &f.nsdb;
+    let t = db.create(tenant("gw6")).await.unwrap();
+    let r = db.create(router(t.id, "r")).await.unwrap();
+    let mut dual = router_port(r.id, "10.7.0.1/24");
+    dual.extra_addresses = vec!["fd00:7::1/64".parse().unwrap()];
+    let dual = db.create(dual).await.unwrap();
+    let mut via6 = route(r.id, "fd00:8::/64", dual.id);
+    via6.next_hop_gateway = Some("fd00:7::2".parse().unwrap());
+    db.create(via6).await.unwrap();
+    let before = state(db).await;
+    let mut off_link = route(r.id, "fd00:9::/64", dual.id);
+    off_link.next_hop_gateway = Some("fd00:6::2".parse().unwrap());
+    let e = assert_rejected(db, &before, db.create(off_link).await).await;
+    assert!(e.to_string().contains("is not within"), "{e}");
+    let mut dropped = db.fetch::<Port>(dual.id).await.unwrap();
+    let revision = dropped.revision;
+    dropped.extra_addresses.clear();
+    let e = assert_rejected(db, &before, db.update(dropped, Some(revision)).await).await;
+    assert!(e.to_string().contains("uses gateway fd00:7::2"), "{e}");
+}
+
 async fn delete_names_referrers(f: Fixture) {
     let db = &f.nsdb;
     let t = db.create(tenant("refs")).await.unwrap();
@@ -851,6 +875,7 @@ conformance!(
     cas_conflict,
     transaction_atomicity,
     referential_integrity,
+    gateway_on_an_extra_address,
     delete_names_referrers,
     uniqueness,
     watch_in_commit_order,

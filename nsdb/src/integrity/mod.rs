@@ -470,8 +470,11 @@ async fn check_relations(tx: &mut Tx, t: &Touched, new: &Record) -> Result<(), N
                     format!("port {port_id} belongs to another device"),
                 ));
             }
+            // The gateway is on one of the port's subnets (its address or
+            // an extra address, e.g. an IPv6 gateway on a dual-stack port).
             if let (Some(gw), Some(addr)) = (route.next_hop_gateway, port.address) {
-                if !addr.contains(&gw) {
+                let mut subnets = std::iter::once(&addr).chain(&port.extra_addresses);
+                if !subnets.any(|a| a.contains(&gw)) {
                     return Err(rejected(
                         kind,
                         id,
@@ -531,19 +534,20 @@ async fn check_port(tx: &mut Tx, t: &Touched, port: &Port) -> Result<(), NsdbErr
         }
     }
     let address_changed = old.map(|o| o.address) != Some(port.address);
-    if let (DeviceType::Router, Some(address), true) =
-        (port.device_type, port.address, address_changed)
-    {
-        check_router_subnet(tx, port, address).await?;
-        if old.is_some() {
+    let extras_changed = old.map(|o| &o.extra_addresses) != Some(&port.extra_addresses);
+    if let (DeviceType::Router, Some(address)) = (port.device_type, port.address) {
+        if address_changed {
+            check_router_subnet(tx, port, address).await?;
+        }
+        if old.is_some() && (address_changed || extras_changed) {
             check_gateways_still_on_link(tx, port, address).await?;
         }
     }
     Ok(())
 }
 
-/// A router port that moves to another subnet must not strand the gateways
-/// of the routes that leave through it.
+/// A router port that moves to another subnet (or drops an extra address)
+/// must not strand the gateways of the routes that leave through it.
 async fn check_gateways_still_on_link(
     tx: &mut Tx,
     port: &Port,
@@ -557,7 +561,12 @@ async fn check_gateways_still_on_link(
             continue;
         };
         if let Some(Record::Route(route)) = read(tx, Kind::Route, route_id).await? {
-            if let Some(gw) = route.next_hop_gateway.filter(|gw| !address.contains(gw)) {
+            let on_link = |gw: &std::net::IpAddr| {
+                std::iter::once(&address)
+                    .chain(&port.extra_addresses)
+                    .any(|a| a.contains(gw))
+            };
+            if let Some(gw) = route.next_hop_gateway.filter(|gw| !on_link(gw)) {
                 return Err(rejected(
                     Kind::Port,
                     port.id,
