@@ -4,7 +4,6 @@
 use std::collections::HashMap;
 use std::fmt::Write;
 use std::net::IpAddr;
-use std::path::Path;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
@@ -15,12 +14,12 @@ use uuid::Uuid;
 
 use crate::datapath::{serve_tunnel, Datapath, PollMode, PortCounters, PortHandle};
 use crate::feed::{run_feed, InitialRead, SharedTopology};
-use crate::io::{AfPacket, Port, Tap, VtepPort};
 use crate::markers::PortMarkers;
 use crate::snapshot::Topology;
 use crate::tunnel::{Tunnel, TunnelConfig};
 use crate::uplink::UplinkHost;
-use crate::wire::Vni;
+
+mod interfaces;
 
 /// How long a dead agent still looks alive.
 const LIVENESS_TTL: Duration = Duration::from_secs(10);
@@ -273,40 +272,6 @@ fn initial_read_metrics(out: &mut String, read: &InitialRead) {
     );
 }
 
-/// Opens the interface of a bound port: a VTEP port reaches its endpoint
-/// through the tunnel socket; otherwise the existing interface (a veth's
-/// host end) with AF_PACKET, or a new TAP device of that name (then the
-/// second value is true).
-fn open_interface(
-    datapath: &Datapath,
-    topo: &Topology,
-    port: Uuid,
-    name: &str,
-) -> Result<(Port, bool), crate::io::PortError> {
-    if let Some(endpoint) = topo.tunnel.vteps.get(&port) {
-        let unavailable = |why: &str| {
-            crate::io::PortError::from_os(
-                name,
-                "reaching the VTEP",
-                std::io::Error::other(why.to_string()),
-            )
-        };
-        let tunnel = datapath
-            .tunnel()
-            .ok_or_else(|| unavailable("this agent has no tunnel socket"))?;
-        let vni = Vni::new(endpoint.vni).ok_or_else(|| unavailable("VNI out of range"))?;
-        let remote = std::net::SocketAddr::new(endpoint.remote_ip, endpoint.remote_port);
-        let max_ip_len = tunnel.max_ip_len();
-        let vtep = VtepPort::new(name, tunnel.socket().clone(), remote, vni, max_ip_len);
-        return Ok((Port::Vtep(vtep), false));
-    }
-    if Path::new("/sys/class/net").join(name).exists() {
-        Ok((AfPacket::open(name)?.into(), false))
-    } else {
-        Ok((Tap::open(name)?.into(), true))
-    }
-}
-
 /// Keeps the host side of every uplink TAP this agent created as the
 /// topology says (address, routes to pods and floating IPs).
 fn sync_uplinks(topo: &Topology, uplinks: &mut HashMap<Uuid, (UplinkHost, Option<String>)>) {
@@ -363,11 +328,13 @@ async fn reconcile_ports(
             }
             keep
         });
-        for (id, ifname) in desired {
-            if serving.contains_key(&id) {
-                continue;
-            }
-            match open_interface(&datapath, &topo, id, &ifname) {
+        let new: Vec<(Uuid, String)> = desired
+            .into_iter()
+            .filter(|(id, _)| !serving.contains_key(id))
+            .collect();
+        let mut opened = interfaces::open_interfaces(&datapath, &topo, new);
+        while let Some((id, ifname, result)) = opened.recv().await {
+            match result {
                 Ok((io, created_tap)) => {
                     if created_tap {
                         uplinks.insert(id, (UplinkHost::new(&ifname), Some(String::new())));

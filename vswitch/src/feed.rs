@@ -131,7 +131,13 @@ pub async fn run_feed(
             .map(|r| ((r.kind(), r.id()), r))
             .collect();
         let mut revision = snapshot.revision;
+        let building = Instant::now();
         let (generation, _) = publish(&shared, revision, &records);
+        tracing::info!(
+            generation,
+            elapsed_ms = building.elapsed().as_millis() as u64,
+            "topology built from the full read"
+        );
         // Everything may have changed since the last snapshot we had.
         let _ = invalidations.send(Invalidation {
             generation,

@@ -63,6 +63,36 @@ pub struct AfPacket {
     ifindex: u32,
 }
 
+/// A new AF_PACKET socket (raw, non-blocking, close-on-exec) that receives
+/// nothing yet: protocol 0, until [`AfPacket::configure`] binds it.
+///
+/// The kernel appends every packet socket at the tail of its network
+/// namespace's list, walking the list under a mutex (`packet_create`), so
+/// this call costs more the more packet sockets the namespace holds (see
+/// [`super::open_many`]).
+pub(crate) fn packet_socket(ifname: &str) -> Result<OwnedFd, PortError> {
+    // Protocol 0: the socket receives nothing until bind() names both the
+    // interface and ETH_P_ALL, so no frame from another interface slips in.
+    // SAFETY: plain socket(2) call with constant arguments; the result is checked.
+    let raw = unsafe {
+        libc::socket(
+            libc::AF_PACKET,
+            libc::SOCK_RAW | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
+            0,
+        )
+    };
+    if raw < 0 {
+        let source = io::Error::last_os_error();
+        return Err(PortError::from_os(
+            ifname,
+            "socket(AF_PACKET, SOCK_RAW)",
+            source,
+        ));
+    }
+    // SAFETY: `raw` is a freshly created descriptor that nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(raw) })
+}
+
 impl AfPacket {
     /// Opens `ifname` (in the caller's network namespace) with default options.
     ///
@@ -86,26 +116,19 @@ impl AfPacket {
                 _ => PortError::from_os(ifname, "if_nametoindex", source),
             });
         }
-        // Protocol 0: the socket receives nothing until bind() names both the
-        // interface and ETH_P_ALL, so no frame from another interface slips in.
-        // SAFETY: plain socket(2) call with constant arguments; the result is checked.
-        let raw = unsafe {
-            libc::socket(
-                libc::AF_PACKET,
-                libc::SOCK_RAW | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
-                0,
-            )
-        };
-        if raw < 0 {
-            let source = io::Error::last_os_error();
-            return Err(PortError::from_os(
-                ifname,
-                "socket(AF_PACKET, SOCK_RAW)",
-                source,
-            ));
-        }
-        // SAFETY: `raw` is a freshly created descriptor that nothing else owns.
-        let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+        let fd = packet_socket(ifname)?;
+        Self::configure(fd, ifname, ifindex, opts)
+    }
+
+    /// Configures a fresh socket of [`packet_socket`] as a port on `ifname`
+    /// (index `ifindex`): options, bind, promiscuous membership, and
+    /// registration with the current Tokio reactor.
+    pub(crate) fn configure(
+        fd: OwnedFd,
+        ifname: &str,
+        ifindex: u32,
+        opts: &AfPacketOptions,
+    ) -> Result<AfPacket, PortError> {
         let s = fd.as_raw_fd();
         let sockopt = |level, name, value: usize, op: &'static str| {
             let value = libc::c_int::try_from(value).unwrap_or(libc::c_int::MAX);

@@ -30,6 +30,7 @@ mod batch;
 mod encap;
 mod error;
 pub mod netlink;
+mod open_many;
 mod sys;
 mod tap;
 mod udp;
@@ -47,6 +48,7 @@ pub use encap::{
     EncapError, OFFLOAD_KEY, OFFLOAD_PREAMBLE, PLEXUS_ETHERTYPE,
 };
 pub use error::PortError;
+pub use open_many::{open_many, OpenTimes};
 pub use tap::{Tap, TAP_OFFLOADS, TAP_VNET_HDR_SZ};
 pub use udp::{TunnelSocket, VXLAN_AT};
 pub use vnet::{VnetHeader, VNET_HDR_LEN};
