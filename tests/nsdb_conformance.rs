@@ -644,6 +644,42 @@ async fn watch_resumes_without_loss_or_repeat(f: Fixture) {
     assert!(quiet.is_err(), "no event may be repeated: {quiet:?}");
 }
 
+/// `try_next` hands over the commits that have arrived, never waits, and
+/// says so when none is waiting (how the agent's feed catches up).
+async fn watch_try_next_takes_what_arrived(f: Fixture) {
+    let db = &f.nsdb;
+    let t = db.create(tenant("try-next")).await.unwrap();
+    let mut watch = db.watch(t.revision + 1).await.unwrap();
+    assert!(watch.try_next().is_none(), "nothing committed since");
+    let mut created = Vec::new();
+    for i in 0..5 {
+        created.push(db.create(chain(t.id, &format!("c{i}"))).await.unwrap());
+    }
+    let (_, events) = next_commit(&mut watch).await;
+    assert_eq!(
+        events,
+        vec![ObjectEvent::Put(Record::Chain(created[0].clone()))]
+    );
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let mut rest = Vec::new();
+    while rest.len() < created.len() - 1 {
+        match watch.try_next() {
+            Some(WatchItem::Commit { events, .. }) => rest.extend(events),
+            Some(other) => panic!("unexpected {other:?}"),
+            None => {
+                assert!(tokio::time::Instant::now() < deadline, "watch stalled");
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }
+    }
+    let expected: Vec<ObjectEvent> = created[1..]
+        .iter()
+        .map(|c| ObjectEvent::Put(Record::Chain(c.clone())))
+        .collect();
+    assert_eq!(rest, expected, "in commit order, none lost or repeated");
+    assert!(watch.try_next().is_none(), "nothing more is waiting");
+}
+
 async fn compaction_forces_relist(f: Fixture) {
     let db = &f.nsdb;
     let t = db.create(tenant("compact")).await.unwrap();
@@ -880,6 +916,7 @@ conformance!(
     uniqueness,
     watch_in_commit_order,
     watch_resumes_without_loss_or_repeat,
+    watch_try_next_takes_what_arrived,
     concurrent_cas_increments,
     concurrent_ip_allocations,
     ipam_idempotence_exhaustion_reuse,

@@ -99,30 +99,55 @@ impl NsdbWatch {
             if let Some(item) = self.ready.pop_front() {
                 return Some(item);
             }
-            match self.rx.recv().await? {
-                WatchMessage::Events(events) => {
-                    for event in events {
-                        let revision = event.revision;
-                        let Some(object_event) = to_object_event(event) else {
-                            continue;
-                        };
-                        match self.ready.back_mut() {
-                            Some(WatchItem::Commit {
-                                revision: r,
-                                events,
-                            }) if *r == revision => events.push(object_event),
-                            _ => self.ready.push_back(WatchItem::Commit {
-                                revision,
-                                events: vec![object_event],
-                            }),
-                        }
+            let message = self.rx.recv().await?;
+            if let Some(item) = self.absorb(message) {
+                return Some(item);
+            }
+        }
+    }
+
+    /// The next commit if it has arrived already (`None` if not, or once
+    /// the watch has ended): a follower that fell behind applies what is
+    /// waiting at once.
+    pub fn try_next(&mut self) -> Option<WatchItem> {
+        loop {
+            if let Some(item) = self.ready.pop_front() {
+                return Some(item);
+            }
+            let message = self.rx.try_recv().ok()?;
+            if let Some(item) = self.absorb(message) {
+                return Some(item);
+            }
+        }
+    }
+
+    /// Queues the commits of `message`; returns the end of the watch it
+    /// announces, if it does.
+    fn absorb(&mut self, message: WatchMessage) -> Option<WatchItem> {
+        match message {
+            WatchMessage::Events(events) => {
+                for event in events {
+                    let revision = event.revision;
+                    let Some(object_event) = to_object_event(event) else {
+                        continue;
+                    };
+                    match self.ready.back_mut() {
+                        Some(WatchItem::Commit {
+                            revision: r,
+                            events,
+                        }) if *r == revision => events.push(object_event),
+                        _ => self.ready.push_back(WatchItem::Commit {
+                            revision,
+                            events: vec![object_event],
+                        }),
                     }
                 }
-                WatchMessage::Compacted { compact_revision } => {
-                    return Some(WatchItem::Compacted { compact_revision })
-                }
-                WatchMessage::Failed(reason) => return Some(WatchItem::Failed(reason)),
+                None
             }
+            WatchMessage::Compacted { compact_revision } => {
+                Some(WatchItem::Compacted { compact_revision })
+            }
+            WatchMessage::Failed(reason) => Some(WatchItem::Failed(reason)),
         }
     }
 }

@@ -152,8 +152,13 @@ pub async fn run_feed(
                 continue;
             }
         };
+        let mut next = None;
         loop {
-            match watcher.next().await {
+            let item = match next.take() {
+                Some(item) => Some(item),
+                None => watcher.next().await,
+            };
+            match item {
                 Some(WatchItem::Commit {
                     revision: rev,
                     events,
@@ -163,6 +168,23 @@ pub async fn run_feed(
                         apply_event(&mut records, event, &mut tags);
                     }
                     revision = rev;
+                    // The commits that came in meanwhile go into the same
+                    // topology: a whole build per commit falls behind a
+                    // stream of them (thousands of ports bound one by one).
+                    while let Some(item) = watcher.try_next() {
+                        let WatchItem::Commit {
+                            revision: rev,
+                            events,
+                        } = item
+                        else {
+                            next = Some(item);
+                            break;
+                        };
+                        for event in events {
+                            apply_event(&mut records, event, &mut tags);
+                        }
+                        revision = rev;
+                    }
                     let (generation, changed) = publish(&shared, revision, &records);
                     tags.extend(changed);
                     let _ = invalidations.send(Invalidation { generation, tags });
