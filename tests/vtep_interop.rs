@@ -55,6 +55,22 @@ fn kernel_vtep(cluster: &Cluster, ip: &str, addr: &str) -> Netns {
     ns
 }
 
+/// The pod (10.64.0.1) and the host behind the kernel VTEP (10.64.0.100)
+/// reach each other: `pings` pings back, 4 MiB of TCP each way.
+fn talk_both_ways(cluster: &Cluster, pod: &Pod, behind: &Pod, pings: u32) {
+    assert!(
+        reachable(pod, "10.64.0.100", Duration::from_secs(15)),
+        "the pod never reached the host behind the kernel VTEP\n{}",
+        cluster.logs()
+    );
+    let (received, text) = behind.ping("10.64.0.1", pings, &[]);
+    assert_eq!(received, pings, "the kernel side pings the pod: {text}");
+    let (sent, got, len) = tcp_transfer(pod, behind, "10.64.0.100", 4 << 20);
+    assert_eq!((&sent, len), (&got, 4 << 20), "pod → kernel VTEP");
+    let (sent, got, len) = tcp_transfer(behind, pod, "10.64.0.1", 4 << 20);
+    assert_eq!((&sent, len), (&got, 4 << 20), "kernel VTEP → pod");
+}
+
 /// The drop counter `reason` of an agent's metrics.
 fn drops(metrics: &str, reason: &str) -> u64 {
     let label = format!("plexus_datapath_drops_total{{reason=\"{reason}\"}} ");
@@ -92,17 +108,7 @@ async fn a_bridge_extends_to_a_kernel_vxlan_device() {
         .await
         .unwrap();
 
-    assert!(
-        reachable(&pod, "10.64.0.100", Duration::from_secs(15)),
-        "the pod never reached the host behind the kernel VTEP\n{}",
-        cluster.logs()
-    );
-    let (received, text) = behind.ping("10.64.0.1", 5, &[]);
-    assert_eq!(received, 5, "the kernel side pings the pod: {text}");
-    let (sent, got, len) = tcp_transfer(&pod, &behind, "10.64.0.100", 4 << 20);
-    assert_eq!((&sent, len), (&got, 4 << 20), "pod → kernel VTEP");
-    let (sent, got, len) = tcp_transfer(&behind, &pod, "10.64.0.1", 4 << 20);
-    assert_eq!((&sent, len), (&got, 4 << 20), "kernel VTEP → pod");
+    talk_both_ways(&cluster, &pod, &behind, 5);
 
     // tshark decodes both directions as VXLAN with VNI 42.
     let packets = cluster.capture_vxlan(|| {
@@ -249,15 +255,5 @@ async fn a_bridge_extends_to_a_kernel_vxlan_device_over_an_ipv6_underlay() {
         .await
         .unwrap();
 
-    assert!(
-        reachable(&pod, "10.64.0.100", Duration::from_secs(15)),
-        "the pod never reached the host behind the kernel VTEP over IPv6\n{}",
-        cluster.logs()
-    );
-    let (received, text) = behind.ping("10.64.0.1", 3, &[]);
-    assert_eq!(received, 3, "the kernel side pings the pod: {text}");
-    let (sent, got, len) = tcp_transfer(&pod, &behind, "10.64.0.100", 4 << 20);
-    assert_eq!((&sent, len), (&got, 4 << 20), "pod → kernel VTEP");
-    let (sent, got, len) = tcp_transfer(&behind, &pod, "10.64.0.1", 4 << 20);
-    assert_eq!((&sent, len), (&got, 4 << 20), "kernel VTEP → pod");
+    talk_both_ways(&cluster, &pod, &behind, 3);
 }

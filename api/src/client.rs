@@ -68,6 +68,18 @@ fn attachment_path(key: &AttachmentKey) -> String {
     )
 }
 
+/// The problem a refused call answered with (or one made of its body).
+fn problem_of(status: StatusCode, bytes: &[u8]) -> Problem {
+    serde_json::from_slice::<Problem>(bytes).unwrap_or_else(|_| {
+        Problem::new(
+            status,
+            "unknown",
+            "Unexpected error",
+            String::from_utf8_lossy(bytes).into_owned(),
+        )
+    })
+}
+
 /// A client bound to one server and one token.
 #[derive(Debug, Clone)]
 pub struct Client {
@@ -120,14 +132,7 @@ impl Client {
             reason: e.to_string(),
         })?;
         if !status.is_success() {
-            let problem = serde_json::from_slice::<Problem>(&bytes).unwrap_or_else(|_| {
-                Problem::new(
-                    status,
-                    "unknown",
-                    "Unexpected error",
-                    String::from_utf8_lossy(&bytes).into_owned(),
-                )
-            });
+            let problem = problem_of(status, &bytes);
             return Err(ApiError::Problem(problem));
         }
         let bytes = if status == StatusCode::NO_CONTENT {
@@ -166,14 +171,7 @@ impl Client {
         if !response.status().is_success() {
             let status = response.status();
             let bytes = response.bytes().await.map_err(unreachable)?;
-            let problem = serde_json::from_slice::<Problem>(&bytes).unwrap_or_else(|_| {
-                Problem::new(
-                    status,
-                    "unknown",
-                    "Unexpected error",
-                    String::from_utf8_lossy(&bytes).into_owned(),
-                )
-            });
+            let problem = problem_of(status, &bytes);
             return Err(ApiError::Problem(problem));
         }
         let mut buffer = String::new();

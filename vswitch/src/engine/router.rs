@@ -230,6 +230,20 @@ pub(crate) fn process<L: Learned + ?Sized>(
         };
         return Decision::Emit(out.id, frames::arp_request(out.mac, src.addr(), next_hop));
     };
+    forward_to(walk, device, out, next_mac, "ttl", ip.ttl)
+}
+
+/// Forwards out of `out` to `next_mac`, the source MAC rewritten to the
+/// port's and the TTL (IPv4) or hop limit (IPv6) — `limit`, named
+/// `limit_name` in the trace — decremented.
+pub(super) fn forward_to<L: Learned + ?Sized>(
+    walk: &mut Walk<'_, L>,
+    device: Option<Device>,
+    out: &PortInfo,
+    next_mac: [u8; 6],
+    limit_name: &str,
+    limit: u8,
+) -> Decision {
     let rewrite = Rewrite {
         eth_src: Some(out.mac),
         eth_dst: Some(next_mac),
@@ -241,11 +255,11 @@ pub(crate) fn process<L: Learned + ?Sized>(
         Some(out.id),
         Stage::Rewrite,
         format_args!(
-            "eth.src={} eth.dst={} ttl {}→{}",
+            "eth.src={} eth.dst={} {limit_name} {}→{}",
             fmt_mac(&out.mac),
             fmt_mac(&next_mac),
-            ip.ttl,
-            ip.ttl - 1
+            limit,
+            limit - 1
         ),
     );
     Decision::Forward(vec![(out.id, rewrite)])

@@ -15,7 +15,7 @@ use super::bridge::fmt_mac;
 use super::frames6::{self, Icmp6Error, ALL_NODES, ND_HOP_LIMIT};
 use super::packet::{IcmpKind, Ipv6Info, NdInfo, PacketInfo};
 use super::rewrite::EntryFrame;
-use super::{Decision, DropReason, Learned, Learning, Rewrite, Tag, Walk};
+use super::{Decision, DropReason, Learned, Learning, Tag, Walk};
 use crate::snapshot::{Device, PortInfo};
 
 const ROUTER_SOLICIT: u8 = 133;
@@ -191,25 +191,7 @@ fn forward<L: Learned + ?Sized>(
             None => Decision::Drop(DropReason::ArpPending),
         };
     };
-    let rewrite = Rewrite {
-        eth_src: Some(out.mac),
-        eth_dst: Some(next_mac),
-        ttl_decrement: 1,
-        ..Rewrite::default()
-    };
-    walk.sim.step(
-        device,
-        Some(out.id),
-        Stage::Rewrite,
-        format_args!(
-            "eth.src={} eth.dst={} hop limit {}→{}",
-            fmt_mac(&out.mac),
-            fmt_mac(&next_mac),
-            ip.hop_limit,
-            ip.hop_limit - 1
-        ),
-    );
-    Decision::Forward(vec![(out.id, rewrite)])
+    super::router::forward_to(walk, device, out, next_mac, "hop limit", ip.hop_limit)
 }
 
 /// The MAC of `ip` behind `out`: known to the NSDB through the peer bridge,
