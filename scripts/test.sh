@@ -17,6 +17,7 @@ ensure_packages \
   openssl:openssl \
   curl:curl \
   traceroute:traceroute \
+  tracepath:iputils-tracepath \
   dot:graphviz \
   chromium:chromium \
   tshark:tshark \

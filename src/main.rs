@@ -426,9 +426,14 @@ async fn keep_provider(nsdb: Nsdb, provider: ProviderArgs, uplink_host: Option<S
         };
         let outcome = match host {
             Ok(Some(host)) => match provider.plan(host) {
-                Ok(plan) => api::provision::ensure_provider(&nsdb, &plan)
-                    .await
-                    .map_err(anyhow::Error::from),
+                Ok(plan) => match api::provision::ensure_provider(&nsdb, &plan).await {
+                    // The flags contradict the stored provider: retrying cannot help.
+                    Err(error @ nsdb::NsdbError::Rejected { .. }) => {
+                        tracing::error!(%error, "the provider settings are refused");
+                        return;
+                    }
+                    other => other.map_err(anyhow::Error::from),
+                },
                 Err(error) => {
                     tracing::error!(%error, "bad provider settings");
                     return;

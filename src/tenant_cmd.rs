@@ -10,7 +10,9 @@ use crate::tools::ApiClientArgs;
 pub enum TenantCommand {
     /// Create the tenant if needed and initialise its default network
     /// (router linked to the provider, host access without NAT, masquerade
-    /// to the outside, default bridge and pod subnet). Idempotent.
+    /// to the outside, default bridge and pod subnet; dual-stack when the
+    /// deployment has IPv6, which it also adds to an IPv4-only network made
+    /// before). Idempotent.
     Init(InitArgs),
     /// Show a tenant's default network.
     Show(ShowArgs),
@@ -24,6 +26,10 @@ pub struct InitArgs {
     /// The pod subnet (default: the next free one of the provider's pod range).
     #[arg(long)]
     pod_cidr: Option<String>,
+    /// The IPv6 pod prefix when the deployment is dual-stack (default: the
+    /// next free one of the provider's IPv6 pod range).
+    #[arg(long)]
+    pod_cidr6: Option<String>,
     /// Accept that the host reaches the pods only through NAT (needed when
     /// the pod subnet overlaps another tenant's; refused otherwise).
     #[arg(long)]
@@ -55,8 +61,21 @@ fn print(network: &api::TenantNetwork, name: &str) {
         "    bridge {} ({}) pods {} gateway {} mtu {}",
         network.bridge.name, network.bridge.id, network.pod_cidr, network.gateway, network.mtu
     );
+    if let (Some(pods), Some(gateway)) = (network.pod_cidr6, network.gateway6) {
+        println!("    IPv6 pods {pods} gateway {gateway} (routed, never NATed)");
+    }
     if let Some(link) = network.link_port.address {
-        println!("    provider link {link} (port {})", network.link_port.id);
+        let link6: Vec<String> = network
+            .link_port
+            .extra_addresses
+            .iter()
+            .map(|a| format!(" {a}"))
+            .collect();
+        println!(
+            "    provider link {link}{} (port {})",
+            link6.concat(),
+            network.link_port.id
+        );
     }
     if network.nat_only {
         println!("    host access: NAT only (the host cannot reach these pods; they reach it masqueraded)");
@@ -83,13 +102,17 @@ pub async fn run(command: TenantCommand) -> anyhow::Result<()> {
                     },
                 };
             let network = client
-                .init_tenant_network_with(tenant.id, args.pod_cidr.as_deref(), args.nat_only)
+                .init_tenant_network_on(
+                    tenant.id,
+                    (args.pod_cidr.as_deref(), args.pod_cidr6.as_deref()),
+                    args.nat_only,
+                )
                 .await
                 .map_err(|error| {
                     let overlap = matches!(&error, api::ApiError::Problem(p)
                         if p.problem_type.ends_with("/pod-subnet-overlap"));
                     let hint = if overlap {
-                        "\nchoose another --pod-cidr, or pass --nat-only to accept that the host reaches these pods only through NAT"
+                        "\nchoose another --pod-cidr (or --pod-cidr6), or pass --nat-only to accept that the host reaches these pods only through NAT"
                     } else {
                         ""
                     };

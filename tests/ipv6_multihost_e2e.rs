@@ -4,7 +4,7 @@
 //! neighbour is shipped as host-to-host state, releasing the held frame);
 //! pings arrive at hop limit 63; 20 MiB of TCP cross intact; a packet too
 //! big for the tunnel gets ICMPv6 packet-too-big and the sender's kernel
-//! learns the path MTU. Needs root, etcd.
+//! learns the path MTU, as does `tracepath -6`. Needs root, etcd.
 
 mod support;
 
@@ -79,4 +79,15 @@ async fn ipv6_is_routed_across_hosts() {
     );
     let (received, text) = pods[0].ping(b6, 1, &["-s", "1392"]);
     assert_eq!(received, 1, "what fits still passes: {text}");
+
+    // tracepath learns the same path MTU from scratch: its full-size
+    // probes get packet-too-big from the router, the hop-limited ones time
+    // exceeded, and the last one reaches pod 1.
+    pods[0].exec(&["ip", "-6", "route", "flush", "cache"]);
+    let out = pods[0].exec(&["tracepath", "-6", "-n", "-m", "4", b6]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("pmtu 1450") && text.contains("2001:db8:61::1") && text.contains("reached"),
+        "tracepath -6 learns the tunnel's MTU and reaches the pod: {text}"
+    );
 }

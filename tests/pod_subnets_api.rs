@@ -237,6 +237,7 @@ async fn concurrent_claims_in_the_nsdb_have_one_winner(s: &TestServer) {
             router_id: router.id,
             bridge_id: bridge.id,
             pod_cidr: Some(format!("10.20.{n}.0/24").parse().unwrap()),
+            pod_cidr6: None,
             nat_only: false,
         });
         // Every claim overlaps the first (a /16 around them all).

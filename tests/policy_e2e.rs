@@ -111,7 +111,7 @@ async fn a_port_chain_drops_ssh_and_the_trace_names_the_rule() {
     assert!(hits >= 2, "{series} = {hits}");
 
     let dropped = trace_tcp(&d, a_port, &b_ip, &["--dport", "22"]);
-    for expected in ["no-ssh", "rule 1", "(no ssh): drop", "verdict: drop"] {
+    for expected in ["chain no-ssh rule 1 (no ssh): drop", "verdict: drop"] {
         assert!(
             dropped.contains(expected),
             "missing '{expected}' in:\n{dropped}"
@@ -142,7 +142,7 @@ async fn a_port_chain_drops_ssh_and_the_trace_names_the_rule() {
     });
     for expected in [
         "in by port",
-        "(no ssh): drop",
+        "chain no-ssh rule 1 (no ssh): drop",
         "verdict: drop",
         "dropped: RuleDrop",
         "by rule 1 (no ssh) in chain no-ssh",

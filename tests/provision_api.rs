@@ -1,8 +1,13 @@
 //! Provisioning through the API on both backends: the provider router,
-//! tenant networks (idempotent, concurrent, all-or-nothing), floating IPs,
-//! rule moves and the refusal of jump loops.
+//! tenant networks (idempotent, concurrent, all-or-nothing; dual-stack in
+//! `provision_api/dual_stack.rs`), floating IPs, rule moves and the
+//! refusal of jump loops.
 
 mod support;
+
+#[path = "provision_api/dual_stack.rs"]
+mod dual_stack;
+use dual_stack::*;
 
 use std::collections::BTreeSet;
 
@@ -634,4 +639,6 @@ both_backends!(
     rules_move_by_position,
     floating_ips_install_and_remove_their_rules,
     pod_mtu_fits_the_smallest_underlay,
+    dual_stack_networks_are_made_read_and_removed_whole,
+    ipv6_is_added_to_an_ipv4_provider_and_never_changed,
 );

@@ -409,9 +409,24 @@ impl Client {
         pod_cidr: Option<&str>,
         nat_only: bool,
     ) -> Result<crate::TenantNetwork, ApiError> {
+        self.init_tenant_network_on(tenant, (pod_cidr, None), nat_only)
+            .await
+    }
+
+    /// [`Client::init_tenant_network_with`], also naming the IPv6 pod
+    /// prefix of a dual-stack network (`pod_cidrs`: IPv4, IPv6).
+    pub async fn init_tenant_network_on(
+        &self,
+        tenant: Uuid,
+        (pod_cidr, pod_cidr6): (Option<&str>, Option<&str>),
+        nat_only: bool,
+    ) -> Result<crate::TenantNetwork, ApiError> {
         let mut body = json!({});
         if let Some(cidr) = pod_cidr {
             body["pod_cidr"] = json!(cidr);
+        }
+        if let Some(cidr) = pod_cidr6 {
+            body["pod_cidr6"] = json!(cidr);
         }
         if nat_only {
             body["nat_only"] = json!(true);

@@ -505,7 +505,7 @@ fn end_port_ranges_and_kubernetes_namespace_names() {
 
 /// Whether a new TCP connection from `from` to the Service (10.96.0.10:80,
 /// endpoint y/b) reaches y/b, and with which source address.
-fn reaches_service(topo: &Topology, from: Pod) -> Option<std::net::Ipv4Addr> {
+fn reaches_service(topo: &Topology, from: Pod) -> Option<std::net::IpAddr> {
     let frame = Probe {
         src_mac: from.mac(),
         dst_mac: ROUTER_MAC,

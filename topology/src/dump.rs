@@ -407,6 +407,7 @@ mod tests {
                 router_id: id(2),
                 bridge_id: id(3),
                 pod_cidr: Some("10.0.1.0/24".parse().unwrap()),
+                pod_cidr6: None,
                 nat_only: false,
             }),
         };
@@ -468,6 +469,7 @@ mod tests {
                 router_id: id(10),
                 bridge_id: id(11),
                 pod_cidr: Some("10.0.1.0/24".parse().unwrap()),
+                pod_cidr6: None,
                 nat_only: true,
             }),
         };

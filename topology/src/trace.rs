@@ -168,7 +168,9 @@ pub fn trace_json(record: &TraceRecord, names: &Names) -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use nsdb::{Bridge, DeviceType, Host, MacAddr, Port, Record, Tenant};
+    use nsdb::{
+        Bridge, Chain, DeviceType, Host, MacAddr, NatTarget, Port, Record, Rule, RuleAction, Tenant,
+    };
     use vswitch::engine::{simulate, NothingLearned};
     use vswitch::probe::{Probe, ProbeProtocol};
     use vswitch::snapshot::Topology;
@@ -198,9 +200,11 @@ mod tests {
         }
     }
 
-    #[test]
-    fn renders_an_l2_trace_exactly() {
-        let records = vec![
+    /// Bridge `web` of tenant acme with pods 00000004 and 00000005 on host
+    /// node1; `rules` go in chain `pod-in` (id 6), pod 00000004's inbound
+    /// chain, when there are any.
+    fn web(rules: Vec<Rule>) -> Vec<Record> {
+        let mut records = vec![
             Record::Tenant(Tenant {
                 id: id(1),
                 revision: 1,
@@ -225,21 +229,68 @@ mod tests {
                 underlay_mtu: 1500,
                 alive: true,
             }),
-            Record::Port(pod(4, 1)),
+            Record::Port(Port {
+                inbound_chain_id: (!rules.is_empty()).then_some(id(6)),
+                ..pod(4, 1)
+            }),
             Record::Port(pod(5, 2)),
         ];
-        let topo = Topology::build(1, &records);
-        let probe = Probe {
+        if !rules.is_empty() {
+            records.push(Record::Chain(Chain {
+                id: id(6),
+                revision: 1,
+                tenant_id: id(1),
+                name: "pod-in".into(),
+            }));
+        }
+        records.extend(rules.into_iter().map(Record::Rule));
+        records
+    }
+
+    /// Rule `position` of chain `pod-in` (id 6 + position).
+    fn rule(position: u32, action: RuleAction, description: &str) -> Rule {
+        Rule {
+            id: id(6 + u128::from(position)),
+            description: description.into(),
+            ..Rule::new(id(6), position, action)
+        }
+    }
+
+    /// UDP from pod 00000004 to pod 00000005 (IPv4 or IPv6), port 53.
+    fn dns(v6: bool) -> Vec<u8> {
+        let (src_ip, dst_ip) = if v6 {
+            (
+                "2001:db8::1".parse().unwrap(),
+                "2001:db8::2".parse().unwrap(),
+            )
+        } else {
+            ("10.0.0.1".parse().unwrap(), "10.0.0.2".parse().unwrap())
+        };
+        Probe {
             src_mac: [2, 0, 0, 0, 0, 1],
             dst_mac: [2, 0, 0, 0, 0, 2],
-            src_ip: "10.0.0.1".parse().unwrap(),
-            dst_ip: "10.0.0.2".parse().unwrap(),
+            src_ip,
+            dst_ip,
             protocol: ProbeProtocol::Udp,
             src_port: 5000,
             dst_port: 53,
             ttl: 64,
-        };
-        let sim = simulate(&topo, &NothingLearned, id(4), &probe.frame().unwrap());
+        }
+        .frame()
+        .unwrap()
+    }
+
+    fn rendered(records: &[Record], frame: &[u8]) -> (String, Value) {
+        let topo = Topology::build(1, records);
+        let sim = simulate(&topo, &NothingLearned, id(4), frame);
+        let record = TraceRecord::from(&sim);
+        let names = Names::of(records);
+        (render_trace(&record, &names), trace_json(&record, &names))
+    }
+
+    #[test]
+    fn renders_an_l2_trace_exactly() {
+        let records = web(Vec::new());
         let expected = "\
 bridge web
     ingress: bridge web in port 00000004
@@ -248,10 +299,181 @@ bridge web
 verdict: deliver
     deliver to port 00000005 (unchanged)
 ";
-        let record = TraceRecord::from(&sim);
-        assert_eq!(render_trace(&record, &Names::of(&records)), expected);
-        let json = trace_json(&record, &Names::of(&records));
+        let (text, json) = rendered(&records, &dns(false));
+        assert_eq!(text, expected);
         assert_eq!(json["verdict"], "deliver");
         assert_eq!(json["steps"][1]["stage"], "l2_lookup");
+    }
+
+    /// Each case: the rules, the frame, the exact text. A rule is named
+    /// once, by the renderer, as `chain pod-in rule 1 (description)`.
+    fn assert_renders(rules: Vec<Rule>, frame: &[u8], expected: &str) {
+        let records = web(rules);
+        let (text, json) = rendered(&records, frame);
+        assert_eq!(text, expected);
+        // The JSON's steps carry the same details.
+        let details: Vec<String> = json["steps"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| {
+                format!(
+                    "    {}: {}",
+                    s["stage"].as_str().unwrap(),
+                    s["detail"].as_str().unwrap()
+                )
+            })
+            .collect();
+        for detail in details {
+            assert!(
+                text.contains(&format!("{detail}\n")),
+                "{detail} not in\n{text}"
+            );
+        }
+    }
+
+    #[test]
+    fn an_accept_names_the_rule_once() {
+        assert_renders(
+            vec![rule(1, RuleAction::Accept, "allow dns")],
+            &dns(false),
+            "\
+bridge web
+    ingress: bridge web in port 00000004
+    chain: port 00000004 inbound chain pod-in rule 1 (allow dns): accept
+    l2_lookup: 02:00:00:00:00:02 → port 00000005 (known to the NSDB)
+    output: out port 00000005 on host node1
+verdict: deliver
+    deliver to port 00000005 (unchanged)
+",
+        );
+    }
+
+    #[test]
+    fn a_rule_without_description_is_named_by_position() {
+        assert_renders(
+            vec![rule(1, RuleAction::Accept, "")],
+            &dns(false),
+            "\
+bridge web
+    ingress: bridge web in port 00000004
+    chain: port 00000004 inbound chain pod-in rule 1: accept
+    l2_lookup: 02:00:00:00:00:02 → port 00000005 (known to the NSDB)
+    output: out port 00000005 on host node1
+verdict: deliver
+    deliver to port 00000005 (unchanged)
+",
+        );
+    }
+
+    #[test]
+    fn a_drop_names_the_rule_once_in_the_step_and_once_in_the_verdict() {
+        assert_renders(
+            vec![rule(1, RuleAction::Drop, "no dns")],
+            &dns(false),
+            "\
+bridge web
+    ingress: bridge web in port 00000004
+    chain: port 00000004 inbound chain pod-in rule 1 (no dns): drop
+    drop: RuleDrop
+verdict: drop
+    dropped: RuleDrop
+    by rule 1 (no dns) in chain pod-in
+",
+        );
+    }
+
+    #[test]
+    fn an_ipv6_drop_names_the_rule_once() {
+        assert_renders(
+            vec![rule(1, RuleAction::Drop, "no dns")],
+            &dns(true),
+            "\
+bridge web
+    ingress: bridge web in port 00000004
+    chain: port 00000004 inbound chain pod-in rule 1 (no dns): drop
+    drop: RuleDrop
+verdict: drop
+    dropped: RuleDrop
+    by rule 1 (no dns) in chain pod-in
+",
+        );
+    }
+
+    #[test]
+    fn a_reject_names_the_rule_once() {
+        assert_renders(
+            vec![rule(1, RuleAction::Reject, "refuse dns")],
+            &dns(false),
+            "\
+bridge web
+    ingress: bridge web in port 00000004
+    chain: port 00000004 inbound chain pod-in rule 1 (refuse dns): reject
+    reject: ICMP port unreachable to the sender
+    output: out port 00000004 on host node1
+verdict: reply
+    reply of 70 bytes out of port 00000004
+    dropped: RuleReject
+    by rule 1 (refuse dns) in chain pod-in
+",
+        );
+    }
+
+    #[test]
+    fn a_dnat_names_the_rule_once_and_shows_the_translation() {
+        let dnat = Rule {
+            nat_targets: vec![NatTarget {
+                address_from: "10.0.0.2".parse().unwrap(),
+                address_to: None,
+                port_from: Some(5353),
+                port_to: None,
+            }],
+            ..rule(1, RuleAction::Dnat, "dns cache")
+        };
+        assert_renders(
+            vec![dnat],
+            &dns(false),
+            "\
+bridge web
+    ingress: bridge web in port 00000004
+    conntrack: new udp 10.0.0.1:5000 → 10.0.0.2:53
+    chain: port 00000004 inbound chain pod-in rule 1 (dns cache): dnat
+    nat: dnat udp 10.0.0.1:5000 → 10.0.0.2:53 → udp 10.0.0.1:5000 → 10.0.0.2:5353
+    l2_lookup: 02:00:00:00:00:02 → port 00000005 (known to the NSDB)
+    output: out port 00000005 on host node1
+verdict: deliver
+    deliver to port 00000005 (l4.dst=5353)
+",
+        );
+    }
+
+    #[test]
+    fn an_ipv6_snat_names_the_rule_once_and_shows_the_translation() {
+        let snat = Rule {
+            nat_targets: vec![NatTarget {
+                address_from: "2001:db8::99".parse().unwrap(),
+                address_to: None,
+                port_from: None,
+                port_to: None,
+            }],
+            ..rule(2, RuleAction::Snat, "nat66")
+        };
+        let skip = rule(1, RuleAction::Continue, "log");
+        assert_renders(
+            vec![skip, snat],
+            &dns(true),
+            "\
+bridge web
+    ingress: bridge web in port 00000004
+    conntrack: new udp [2001:db8::1]:5000 → [2001:db8::2]:53
+    chain: port 00000004 inbound chain pod-in rule 1 (log): continue
+    chain: port 00000004 inbound chain pod-in rule 2 (nat66): snat
+    nat: snat udp [2001:db8::1]:5000 → [2001:db8::2]:53 → udp [2001:db8::99]:5000 → [2001:db8::2]:53
+    l2_lookup: 02:00:00:00:00:02 → port 00000005 (known to the NSDB)
+    output: out port 00000005 on host node1
+verdict: deliver
+    deliver to port 00000005 (ip.src=2001:db8::99)
+",
+        );
     }
 }

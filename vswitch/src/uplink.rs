@@ -92,6 +92,22 @@ fn is_link_local(address: Ipv6Addr) -> bool {
     address.segments()[0] & 0xffc0 == 0xfe80
 }
 
+/// The host side's IPv6 address when the uplink port holds `port_address`:
+/// the first address of its subnet, the second when the port holds the
+/// first; none for a link-local address or a subnet smaller than /126.
+pub fn host_address6(port_address: Ipv6Net) -> Option<Ipv6Net> {
+    if port_address.prefix_len() > 126 || is_link_local(port_address.addr()) {
+        return None;
+    }
+    let first = Ipv6Addr::from(u128::from(port_address.network()) + 1);
+    let host = if first == port_address.addr() {
+        Ipv6Addr::from(u128::from(first) + 1)
+    } else {
+        first
+    };
+    Ipv6Net::new(host, port_address.prefix_len()).ok()
+}
+
 /// The IPv6 half for the uplink `port` (of `router`) holding `port_address`.
 fn plan6(
     topo: &Topology,
@@ -99,17 +115,8 @@ fn plan6(
     port: Uuid,
     port_address: Ipv6Net,
 ) -> Option<UplinkHostPlan6> {
-    if port_address.prefix_len() > 126 {
-        return None;
-    }
+    let address = host_address6(port_address)?;
     let subnet = port_address.trunc();
-    let first = Ipv6Addr::from(u128::from(subnet.network()) + 1);
-    let host = if first == port_address.addr() {
-        Ipv6Addr::from(u128::from(first) + 1)
-    } else {
-        first
-    };
-    let address = Ipv6Net::new(host, port_address.prefix_len()).ok()?;
     let mut routes: BTreeSet<Ipv6Net> = BTreeSet::new();
     if let Some(router) = topo.routers.get(&router) {
         for entry in router.routes6.entries() {

@@ -169,7 +169,7 @@ pub async fn create_floating_ip(
             in_port_ids: vec![link.id],
             dst_cidr: Some(IpNet::V4(Ipv4Net::from(floating))),
             nat_targets: vec![NatTarget {
-                address_from: request.fixed_address,
+                address_from: request.fixed_address.into(),
                 address_to: None,
                 port_from: None,
                 port_to: None,
@@ -181,7 +181,7 @@ pub async fn create_floating_ip(
             out_port_ids: vec![link.id],
             src_cidr: Some(IpNet::V4(Ipv4Net::from(request.fixed_address))),
             nat_targets: vec![NatTarget {
-                address_from: floating,
+                address_from: floating.into(),
                 address_to: None,
                 port_from: None,
                 port_to: None,

@@ -9,14 +9,18 @@ mod attachment;
 mod floating;
 mod host_access;
 mod provider;
+mod provider6;
 mod tenant;
+mod tenant6;
+mod tenant6_add;
+mod tenant_plan;
 
 pub use attachment::{
     attachment, attachments, delete_attachment, ensure_attachment, Attachment, AttachmentAddress,
     AttachmentKey, AttachmentRequest,
 };
 pub use floating::{create_floating_ip, delete_floating_ip, FloatingIpRequest};
-pub use provider::{ensure_provider, ProviderPlan, UplinkPlan};
+pub use provider::{ensure_provider, Ipv6Plan, ProviderPlan, UplinkPlan};
 pub use tenant::{delete_tenant_network, init_tenant_network, tenant_network, TenantNetwork};
 
 use ipnet::{IpNet, Ipv4Net};

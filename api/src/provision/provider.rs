@@ -1,16 +1,16 @@
 //! The provider router: created once per deployment, admin-owned, with an
 //! uplink port bound to an interface of one host.
 
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 
-use ipnet::{IpNet, Ipv4Net};
+use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 use nsdb::{
     Chain, DeviceType, Kind, Mutation, Nsdb, NsdbError, Port, Provider, Record, Route, RouteKind,
     Router, Rule, RuleAction, Tenant,
 };
 use uuid::Uuid;
 
-use super::{lost_race, new_port, ATTEMPTS};
+use super::{lost_race, new_port, provider6, ATTEMPTS};
 
 /// The name of the admin-owned tenant holding the provider devices.
 pub const PROVIDER_TENANT: &str = "provider";
@@ -43,6 +43,41 @@ pub struct ProviderPlan {
     pub external_cidr: Ipv4Net,
     /// The MTU pods get.
     pub pod_mtu: u16,
+    /// IPv6, if tenant networks are dual-stack.
+    pub ipv6: Option<Ipv6Plan>,
+}
+
+/// The deployment's IPv6 settings: tenant networks get an IPv6 pod prefix,
+/// a /126 link and routes each way, and the uplink port an IPv6 address.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Ipv6Plan {
+    /// Per-tenant /126 links to the provider router come from here.
+    pub link_cidr: Ipv6Net,
+    /// Default tenant IPv6 pod prefixes come from here.
+    pub pod_cidr: Ipv6Net,
+    /// Prefix length of a default tenant IPv6 pod prefix.
+    pub pod_prefix_len: u8,
+    /// The uplink port's IPv6 address and prefix (used when there is an
+    /// uplink); the host side gets the subnet's first address.
+    pub uplink_address: Ipv6Net,
+}
+
+/// The unique-local /48 the default IPv6 ranges are carved from
+/// (`fd70:6c65:7875::/48`, "plexu" in its global ID).
+const ULA: u128 = 0xfd70_6c65_7875 << 80;
+
+impl Default for Ipv6Plan {
+    fn default() -> Self {
+        let net = |offset: u128, len: u8| {
+            Ipv6Net::new(Ipv6Addr::from(ULA | offset), len).unwrap_or_default()
+        };
+        Ipv6Plan {
+            uplink_address: net(2, 64),
+            link_cidr: net(1 << 64, 64),
+            pod_cidr: net(0x8000 << 64, 49),
+            pod_prefix_len: 64,
+        }
+    }
 }
 
 impl Default for ProviderPlan {
@@ -54,19 +89,28 @@ impl Default for ProviderPlan {
             pod_prefix_len: 24,
             external_cidr: Ipv4Net::new(Ipv4Addr::new(100, 64, 1, 0), 24).unwrap_or_default(),
             pod_mtu: 1450,
+            ipv6: None,
         }
     }
 }
 
 /// The provider record, creating the provider tenant, router, uplink port,
-/// uplink masquerade chain and default route on first use. On later starts
+/// uplink masquerade chain and default routes on first use. On later starts
 /// the existing provider is kept (its address plans never change under
-/// existing tenants) and only the uplink binding follows the plan, so that
-/// the uplink can move to another host or interface.
+/// existing tenants; a differing IPv4 plan is logged and ignored, a
+/// differing IPv6 plan refused) and only the uplink binding follows the
+/// plan, so that the uplink can move to another host or interface. An IPv6
+/// plan given to a provider created without one adds IPv6 to it.
 pub async fn ensure_provider(nsdb: &Nsdb, plan: &ProviderPlan) -> Result<Provider, NsdbError> {
     for _ in 0..ATTEMPTS {
         let result = match nsdb.list::<Provider>().await?.into_iter().next() {
-            Some(existing) => rebind_uplink(nsdb, existing, plan).await,
+            Some(existing) => {
+                warn_if_replanned(&existing, plan);
+                match rebind_uplink(nsdb, existing, plan).await {
+                    Ok(provider) => provider6::reconcile(nsdb, provider, plan.ipv6.as_ref()).await,
+                    Err(error) => Err(error),
+                }
+            }
             None => create_provider(nsdb, plan).await,
         };
         match result {
@@ -77,6 +121,32 @@ pub async fn ensure_provider(nsdb: &Nsdb, plan: &ProviderPlan) -> Result<Provide
     Err(NsdbError::Contention {
         attempts: ATTEMPTS as u32,
     })
+}
+
+/// Logs the IPv4 settings of `plan` that differ from the stored ones
+/// (which stay: tenant networks are carved from them).
+fn warn_if_replanned(provider: &Provider, plan: &ProviderPlan) {
+    let stored = (
+        provider.link_cidr,
+        provider.pod_cidr,
+        provider.pod_prefix_len,
+        provider.external_cidr,
+        provider.pod_mtu,
+    );
+    let given = (
+        plan.link_cidr,
+        plan.pod_cidr,
+        plan.pod_prefix_len,
+        plan.external_cidr,
+        plan.pod_mtu,
+    );
+    if stored != given {
+        tracing::warn!(
+            ?stored,
+            ?given,
+            "the provider keeps its stored address plan (link, pod range, pod prefix length, external range, MTU); the flags differ"
+        );
+    }
 }
 
 async fn rebind_uplink(
@@ -116,6 +186,7 @@ async fn create_provider(nsdb: &Nsdb, plan: &ProviderPlan) -> Result<Provider, N
             owner: taken.id.to_string(),
         });
     }
+    let provider_id = Uuid::new_v4();
     let tenant = Tenant {
         id: Uuid::new_v4(),
         revision: 0,
@@ -150,6 +221,10 @@ async fn create_provider(nsdb: &Nsdb, plan: &ProviderPlan) -> Result<Provider, N
             ..Rule::new(chain.id, 1, RuleAction::Masquerade)
         };
         let mut port = new_port(router.id, DeviceType::Router, Some(uplink.address));
+        if let Some(v6) = &plan.ipv6 {
+            provider6::check(v6, provider_id)?;
+            port.extra_addresses.push(IpNet::V6(v6.uplink_address));
+        }
         port.host_id = Some(uplink.host_id);
         port.interface_name = Some(uplink.interface.clone());
         port.outbound_chain_id = Some(chain.id);
@@ -164,6 +239,10 @@ async fn create_provider(nsdb: &Nsdb, plan: &ProviderPlan) -> Result<Provider, N
             weight: 0,
             kind: RouteKind::Normal,
         };
+        let ipv6_default = plan.ipv6.as_ref().and_then(|v6| {
+            let host = provider6::record(v6, true).uplink_gateway?;
+            Some(provider6::default_route(router.id, port.id, host))
+        });
         uplink_port_id = Some(port.id);
         batch.extend([
             Mutation::Create(Record::Chain(chain)),
@@ -171,9 +250,10 @@ async fn create_provider(nsdb: &Nsdb, plan: &ProviderPlan) -> Result<Provider, N
             Mutation::Create(Record::Port(port)),
             Mutation::Create(Record::Route(default_route)),
         ]);
+        batch.extend(ipv6_default.map(|r| Mutation::Create(Record::Route(r))));
     }
     let provider = Provider {
-        id: Uuid::new_v4(),
+        id: provider_id,
         revision: 0,
         tenant_id: tenant.id,
         router_id: router.id,
@@ -184,6 +264,10 @@ async fn create_provider(nsdb: &Nsdb, plan: &ProviderPlan) -> Result<Provider, N
         pod_prefix_len: plan.pod_prefix_len,
         external_cidr: plan.external_cidr,
         pod_mtu: plan.pod_mtu,
+        ipv6: plan
+            .ipv6
+            .as_ref()
+            .map(|v6| provider6::record(v6, uplink_port_id.is_some())),
     };
     batch.push(Mutation::Create(Record::Provider(provider)));
     let applied = nsdb.apply(batch).await?;

@@ -8,22 +8,18 @@
 
 use std::net::IpAddr;
 
-use ipnet::{IpNet, Ipv4Net};
+use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 use nsdb::{
-    Bridge, Chain, ConnState, DeviceType, IpPool, Kind, Mutation, Nsdb, NsdbError, Port, Provider,
-    Record, Route, RouteKind, Router, Rule, RuleAction, Tenant, TenantNetworkRef,
+    Bridge, Chain, IpPool, Kind, Mutation, Nsdb, NsdbError, Port, Provider, Record, Route, Router,
+    Rule, Tenant,
 };
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use super::{first_free, host_access, linked, lost_race, new_port, unavailable, v4, ATTEMPTS};
+use super::tenant_plan::{self, Inputs, Request};
+use super::{lost_race, tenant6, tenant6_add, unavailable, ATTEMPTS};
 use crate::problem::Problem;
-
-/// Names of the objects a tenant network consists of (unique per tenant).
-const NAME: &str = "default";
-const INBOUND: &str = "default-in";
-const OUTBOUND: &str = "default-out";
 
 /// A tenant's default network, as `POST/GET /v1/tenants/{id}/network` answer it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
@@ -48,224 +44,72 @@ pub struct TenantNetwork {
     pub mtu: u16,
     /// The host reaches these pods only through NAT (chosen at init for a
     /// pod subnet that overlaps another tenant's); otherwise host and pods
-    /// see each other's own addresses.
+    /// see each other's own addresses. A NAT-only network's IPv6 stays
+    /// inside the tenant: no route to it, and no IPv6 masquerade.
     pub nat_only: bool,
+    /// The IPv6 pod prefix of a dual-stack network.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod_cidr6: Option<IpNet>,
+    /// The pods' IPv6 default gateway (on the router port, as `gateway`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gateway6: Option<IpAddr>,
+    /// The bridge's IPv6 address pool.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pool6: Option<IpPool>,
 }
 
-/// The objects of one planned network.
-struct Plan {
-    router: Router,
-    bridge: Bridge,
-    pool: IpPool,
-    link: Port,
-    gateway_port: Port,
-    batch: Vec<Mutation>,
-}
-
-fn route(router: Uuid, dst: Ipv4Net, port: Uuid, gateway: std::net::Ipv4Addr) -> Route {
-    Route {
-        id: Uuid::new_v4(),
-        revision: 0,
-        router_id: router,
-        dst: IpNet::V4(dst),
-        src: IpNet::V4(Ipv4Net::default()),
-        next_hop_port_id: Some(port),
-        next_hop_gateway: Some(gateway.into()),
-        weight: 0,
-        kind: RouteKind::Normal,
-    }
-}
-
-/// Plans the whole network of `tenant` into one batch.
+/// Plans the whole network of `tenant` into one batch, from the state now.
 async fn plan(
     nsdb: &Nsdb,
     tenant: &Tenant,
     provider: &Provider,
-    pod_cidr: Option<Ipv4Net>,
-    nat_only: bool,
-) -> Result<Plan, Problem> {
-    let provider_ports = nsdb.list_by_parent::<Port>(provider.router_id).await?;
-    let used_links: Vec<Ipv4Net> = provider_ports
-        .iter()
-        .filter_map(|p| v4(p.address).map(|a| a.trunc()))
-        .collect();
-    let link_net = first_free(provider.link_cidr, 30, &used_links).ok_or_else(|| {
-        Problem::new(
-            axum::http::StatusCode::CONFLICT,
-            "exhausted",
-            "No link subnet left",
+    request: Request,
+) -> Result<tenant_plan::Plan, Problem> {
+    let inputs = Inputs {
+        provider_ports: nsdb.list_by_parent::<Port>(provider.router_id).await?,
+        pools: nsdb.list::<IpPool>().await?,
+    };
+    tenant_plan::plan(tenant, provider, &inputs, request)
+}
+
+fn exists(detail: String, field: &str) -> Problem {
+    Problem::new(
+        axum::http::StatusCode::CONFLICT,
+        "exists",
+        "Network exists",
+        detail,
+    )
+    .with_field(field)
+}
+
+/// Refuses a request the existing network does not match.
+fn check_existing(existing: &TenantNetwork, request: &Request) -> Result<(), Problem> {
+    if let Some(wanted) = request
+        .pod_cidr
+        .filter(|w| IpNet::V4(*w) != existing.pod_cidr)
+    {
+        return Err(exists(
             format!(
-                "every /30 of the provider's link range {} is in use",
-                provider.link_cidr
+                "the tenant's network already uses {} (not {wanted})",
+                existing.pod_cidr
             ),
-        )
-    })?;
-    let mut hosts = link_net.hosts();
-    let (Some(provider_side), Some(tenant_side)) = (hosts.next(), hosts.next()) else {
-        return Err(Problem::bad_request("a /30 has two host addresses"));
-    };
-    let pools = nsdb.list::<IpPool>().await?;
-    let pod_net = match pod_cidr {
-        Some(net) => net,
-        None => {
-            let used: Vec<Ipv4Net> = pools.iter().filter_map(|p| v4(Some(p.cidr))).collect();
-            first_free(provider.pod_cidr, provider.pod_prefix_len, &used).ok_or_else(|| {
-                Problem::new(
-                    axum::http::StatusCode::CONFLICT,
-                    "exhausted",
-                    "No pod subnet left",
-                    format!(
-                        "every /{} of {} is in use",
-                        provider.pod_prefix_len, provider.pod_cidr
-                    ),
-                )
-            })?
+            "pod_cidr",
+        ));
+    }
+    if let Some(wanted) = request.pod_cidr6 {
+        match existing.pod_cidr6 {
+            Some(IpNet::V6(have)) if have == wanted => {}
+            Some(have) => {
+                return Err(exists(
+                    format!("the tenant's network already uses {have} (not {wanted})"),
+                    "pod_cidr6",
+                ))
+            }
+            // IPv4-only: init adds IPv6 on that prefix.
+            None => {}
         }
-    };
-    let Some(gateway) = pod_net.hosts().next() else {
-        return Err(
-            Problem::bad_request(format!("{pod_net} has no host address")).with_field("pod_cidr"),
-        );
-    };
-    let inbound = Chain {
-        id: Uuid::new_v4(),
-        revision: 0,
-        tenant_id: tenant.id,
-        name: INBOUND.into(),
-    };
-    let outbound = Chain {
-        name: OUTBOUND.into(),
-        id: Uuid::new_v4(),
-        ..inbound.clone()
-    };
-    let router = Router {
-        id: Uuid::new_v4(),
-        revision: 0,
-        tenant_id: tenant.id,
-        name: NAME.into(),
-        admin_state_up: true,
-        inbound_chain_id: Some(inbound.id),
-        outbound_chain_id: Some(outbound.id),
-    };
-    let bridge = Bridge {
-        id: Uuid::new_v4(),
-        revision: 0,
-        tenant_id: tenant.id,
-        name: NAME.into(),
-        admin_state_up: true,
-        inbound_chain_id: None,
-        outbound_chain_id: None,
-        tunnel_key: 0,
-    };
-    let (link, provider_port) = linked(
-        new_port(
-            router.id,
-            DeviceType::Router,
-            Ipv4Net::new(tenant_side, 30).ok(),
-        ),
-        new_port(
-            provider.router_id,
-            DeviceType::Router,
-            Ipv4Net::new(provider_side, 30).ok(),
-        ),
-    );
-    let (gateway_port, bridge_port) = linked(
-        new_port(
-            router.id,
-            DeviceType::Router,
-            Ipv4Net::new(gateway, pod_net.prefix_len()).ok(),
-        ),
-        new_port(bridge.id, DeviceType::Bridge, None),
-    );
-    let pool = IpPool {
-        id: Uuid::new_v4(),
-        revision: 0,
-        tenant_id: Some(tenant.id),
-        // Default subnets are named by their prefix, so two tenants can
-        // never be handed the same one (pool names are unique).
-        name: match pod_cidr {
-            None => format!("pods {pod_net}"),
-            Some(_) => format!("pods {pod_net} {}", tenant.id),
-        },
-        cidr: IpNet::V4(pod_net),
-        gateway: Some(gateway.into()),
-        bridge_id: Some(bridge.id),
-    };
-    let access = host_access::plan(
-        provider,
-        &host_access::Link {
-            tenant_port: link.id,
-            tenant_address: tenant_side,
-            provider_port: provider_port.id,
-        },
-        (inbound.id, outbound.id),
-        pod_net,
-        nat_only,
-    );
-    let mut inbound_rules = vec![Rule {
-        conn_state: vec![ConnState::Established, ConnState::Related],
-        description: "return traffic".into(),
-        ..Rule::new(inbound.id, 0, RuleAction::Accept)
-    }];
-    inbound_rules.extend(access.inbound);
-    inbound_rules.push(Rule {
-        in_port_ids: vec![link.id],
-        conn_state: vec![ConnState::New],
-        description: "the outside reaches pods only through floating IPs".into(),
-        ..Rule::new(inbound.id, 0, RuleAction::Drop)
-    });
-    let mut outbound_rules = access.outbound;
-    outbound_rules.push(Rule {
-        out_port_ids: vec![link.id],
-        description: "tenant traffic leaves with the link address".into(),
-        ..Rule::new(outbound.id, 0, RuleAction::Masquerade)
-    });
-    let rules = [inbound_rules, outbound_rules]
-        .into_iter()
-        .flat_map(|chain| {
-            chain
-                .into_iter()
-                .zip(1..)
-                .map(|(rule, position)| Rule { position, ..rule })
-        });
-    let mut routes = vec![route(router.id, Ipv4Net::default(), link.id, provider_side)];
-    routes.extend(access.provider_route);
-    let mut network_tenant = tenant.clone();
-    network_tenant.network = Some(TenantNetworkRef {
-        router_id: router.id,
-        bridge_id: bridge.id,
-        pod_cidr: Some(IpNet::V4(pod_net)),
-        nat_only,
-    });
-    let mut batch: Vec<Mutation> = vec![
-        Mutation::Create(Record::Chain(inbound)),
-        Mutation::Create(Record::Chain(outbound)),
-        Mutation::Create(Record::Router(router.clone())),
-        Mutation::Create(Record::Bridge(bridge.clone())),
-        Mutation::Create(Record::Port(link.clone())),
-        Mutation::Create(Record::Port(provider_port)),
-        Mutation::Create(Record::Port(gateway_port.clone())),
-        Mutation::Create(Record::Port(bridge_port)),
-        Mutation::Create(Record::IpPool(pool.clone())),
-    ];
-    batch.extend(rules.map(|r| Mutation::Create(Record::Rule(r))));
-    batch.extend(
-        routes
-            .into_iter()
-            .map(|r| Mutation::Create(Record::Route(r))),
-    );
-    batch.push(Mutation::Update {
-        record: Record::Tenant(network_tenant),
-        expected_revision: Some(tenant.revision),
-    });
-    Ok(Plan {
-        router,
-        bridge,
-        pool,
-        link,
-        gateway_port,
-        batch,
-    })
+    }
+    Ok(())
 }
 
 async fn provider(nsdb: &Nsdb) -> Result<Provider, Problem> {
@@ -282,12 +126,22 @@ async fn provider(nsdb: &Nsdb) -> Result<Provider, Problem> {
 /// (naming that tenant) unless `nat_only` accepts that the host reaches
 /// these pods only through NAT; the check runs in the NSDB transaction, so
 /// of two concurrent inits on one range exactly one gets it.
+///
+/// When the provider has an IPv6 plan the network is dual-stack, on the
+/// IPv6 prefix `pod_cidr6` or the next free one (the same checks apply);
+/// an existing IPv4-only network (made before the provider had IPv6) is
+/// made dual-stack in one batch.
 pub async fn init_tenant_network(
     nsdb: &Nsdb,
     tenant_id: Uuid,
-    pod_cidr: Option<Ipv4Net>,
+    (pod_cidr, pod_cidr6): (Option<Ipv4Net>, Option<Ipv6Net>),
     nat_only: bool,
 ) -> Result<(TenantNetwork, bool), Problem> {
+    let request = Request {
+        pod_cidr,
+        pod_cidr6,
+        nat_only,
+    };
     if let Some(net) = pod_cidr {
         if net.trunc() != net {
             return Err(Problem::bad_request(format!(
@@ -302,28 +156,44 @@ pub async fn init_tenant_network(
             );
         }
     }
+    if let Some(net) = pod_cidr6 {
+        tenant6::check_pod_cidr6(net)?;
+    }
     let provider = provider(nsdb).await?;
+    if pod_cidr6.is_some() && provider.ipv6.is_none() {
+        return Err(unavailable(
+            "this deployment has no IPv6 plan; start `plexus serve` (or `plexus api`) with --ipv6 to make tenant networks dual-stack",
+        )
+        .with_field("pod_cidr6"));
+    }
     for _ in 0..ATTEMPTS {
         let tenant: Tenant = nsdb.fetch(tenant_id).await?;
         if tenant.network.is_some() {
             let existing = tenant_network(nsdb, tenant_id)
                 .await?
                 .ok_or_else(|| unavailable("the tenant's network is incomplete"))?;
-            if let Some(wanted) = pod_cidr.filter(|w| IpNet::V4(*w) != existing.pod_cidr) {
-                return Err(Problem::new(
-                    axum::http::StatusCode::CONFLICT,
-                    "exists",
-                    "Network exists",
-                    format!(
-                        "the tenant's network already uses {} (not {wanted})",
-                        existing.pod_cidr
-                    ),
-                )
-                .with_field("pod_cidr"));
+            check_existing(&existing, &request)?;
+            let Some(v6) = provider.ipv6.filter(|_| existing.pod_cidr6.is_none()) else {
+                return Ok((existing, false));
+            };
+            // Made before the provider had IPv6: add it now.
+            let batch =
+                tenant6_add::batch(nsdb, &tenant, &existing, (&provider, &v6), &request).await?;
+            match nsdb.apply(batch).await {
+                Ok(_) => {
+                    tracing::info!(tenant = %tenant.name, "made the tenant network dual-stack");
+                    let stored = tenant_network(nsdb, tenant_id)
+                        .await?
+                        .ok_or_else(|| unavailable("the tenant's network was removed meanwhile"))?;
+                    return Ok((stored, false));
+                }
+                Err(error) => {
+                    retry(error, &request)?;
+                    continue;
+                }
             }
-            return Ok((existing, false));
         }
-        let plan = plan(nsdb, &tenant, &provider, pod_cidr, nat_only).await?;
+        let plan = plan(nsdb, &tenant, &provider, request).await?;
         match nsdb.apply(plan.batch).await {
             Ok(_) => {
                 let network = TenantNetwork {
@@ -337,16 +207,13 @@ pub async fn init_tenant_network(
                     link_port: plan.link,
                     pool: plan.pool,
                     nat_only,
+                    pod_cidr6: plan.pool6.as_ref().map(|p| p.cidr),
+                    gateway6: plan.pool6.as_ref().and_then(|p| p.gateway),
+                    pool6: plan.pool6,
                 };
                 // Read back so that revisions and tunnel keys are the stored ones.
                 let stored = tenant_network(nsdb, tenant_id).await?.unwrap_or(network);
                 return Ok((stored, true));
-            }
-            Err(error) if lost_race(&error) => continue,
-            // A concurrent init took the subnet this one picked itself: pick again.
-            Err(NsdbError::PodSubnetOverlap { .. }) if pod_cidr.is_none() => continue,
-            Err(error @ NsdbError::PodSubnetOverlap { .. }) => {
-                return Err(Problem::from(error).with_field("pod_cidr"))
             }
             // A concurrent init of this tenant committed the same names
             // first: the next round finds its network.
@@ -355,13 +222,41 @@ pub async fn init_tenant_network(
             {
                 continue
             }
-            Err(error) => return Err(error.into()),
+            Err(error) => retry(error, &request)?,
         }
     }
     Err(NsdbError::Contention {
         attempts: ATTEMPTS as u32,
     }
     .into())
+}
+
+/// Whether a commit that failed with `error` is planned again (`Ok`), or
+/// the problem to answer.
+fn retry(error: NsdbError, request: &Request) -> Result<(), Problem> {
+    match error {
+        error if lost_race(&error) => Ok(()),
+        // A concurrent init took the subnet this one picked itself: pick again.
+        NsdbError::PodSubnetOverlap {
+            pod_cidr: taken, ..
+        } if requested(request, &taken).is_none() => Ok(()),
+        error @ NsdbError::PodSubnetOverlap {
+            pod_cidr: taken, ..
+        } => {
+            let field = requested(request, &taken).unwrap_or("pod_cidr");
+            Err(Problem::from(error).with_field(field))
+        }
+        error => Err(error.into()),
+    }
+}
+
+/// The request field that named `taken`, if the caller chose it (a
+/// default subnet someone else took meanwhile is picked again).
+fn requested(request: &Request, taken: &IpNet) -> Option<&'static str> {
+    match taken {
+        IpNet::V4(_) => request.pod_cidr.map(|_| "pod_cidr"),
+        IpNet::V6(_) => request.pod_cidr6.map(|_| "pod_cidr6"),
+    }
 }
 
 /// The tenant's default network, if it was initialised.
@@ -387,11 +282,23 @@ pub async fn tenant_network(
             _ => {}
         }
     }
-    let pool = nsdb
-        .list::<IpPool>()
-        .await?
-        .into_iter()
-        .find(|p| p.bridge_id == Some(bridge.id));
+    let (mut pool, mut pool6) = (None, None);
+    for p in nsdb.list::<IpPool>().await? {
+        if p.bridge_id != Some(bridge.id) {
+            continue;
+        }
+        let slot = match p.cidr {
+            IpNet::V4(_) => &mut pool,
+            IpNet::V6(_) => &mut pool6,
+        };
+        // The pool init made (named by its prefix) before any other.
+        if slot
+            .as_ref()
+            .is_none_or(|s: &IpPool| !s.name.starts_with("pods "))
+        {
+            *slot = Some(p);
+        }
+    }
     let (Some(router_port), Some(link_port), Some(pool)) = (gateway_port, link_port, pool) else {
         return Err(unavailable(
             "the tenant's network is missing its gateway port, provider link or pool",
@@ -408,6 +315,9 @@ pub async fn tenant_network(
         link_port,
         pool,
         nat_only: ids.nat_only,
+        pod_cidr6: pool6.as_ref().map(|p| p.cidr),
+        gateway6: pool6.as_ref().and_then(|p| p.gateway),
+        pool6,
     }))
 }
 
@@ -462,7 +372,12 @@ pub async fn delete_tenant_network(nsdb: &Nsdb, tenant_id: Uuid) -> Result<bool,
             }
             batch.push(delete(Kind::Port, port.id, port.revision));
         }
-        batch.push(delete(Kind::IpPool, network.pool.id, network.pool.revision));
+        for pool in [Some(&network.pool), network.pool6.as_ref()]
+            .into_iter()
+            .flatten()
+        {
+            batch.push(delete(Kind::IpPool, pool.id, pool.revision));
+        }
         batch.push(delete(
             Kind::Bridge,
             network.bridge.id,

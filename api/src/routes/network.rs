@@ -8,7 +8,7 @@ use axum::http::{Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
 use axum::Json;
-use ipnet::Ipv4Net;
+use ipnet::{Ipv4Net, Ipv6Net};
 use nsdb::{FloatingIp, Provider, Tenant};
 use schemars::JsonSchema;
 use serde::Deserialize;
@@ -31,6 +31,11 @@ pub struct NetworkRequest {
     /// The pod subnet (default: the next free one of the provider's pod range).
     #[serde(default)]
     pub pod_cidr: Option<Ipv4Net>,
+    /// The IPv6 pod prefix of a dual-stack network (default: the next free
+    /// one of the provider's IPv6 pod range; refused with 409 when the
+    /// deployment has no IPv6 plan).
+    #[serde(default)]
+    pub pod_cidr6: Option<Ipv6Net>,
     /// Accept that the host reaches the pods only through NAT. Needed for a
     /// pod subnet that overlaps another tenant's (refused with 409
     /// `pod-subnet-overlap` otherwise); pods then reach the host
@@ -48,9 +53,13 @@ async fn init_network(
     caller.require_admin()?;
     let tenant: Tenant = fetch_visible(&state.nsdb, caller, parse_id("tenant", &id)?).await?;
     let request: NetworkRequest = from_json(Value::Object(body))?;
-    let (network, created) =
-        provision::init_tenant_network(&state.nsdb, tenant.id, request.pod_cidr, request.nat_only)
-            .await?;
+    let (network, created) = provision::init_tenant_network(
+        &state.nsdb,
+        tenant.id,
+        (request.pod_cidr, request.pod_cidr6),
+        request.nat_only,
+    )
+    .await?;
     let status = if created {
         StatusCode::CREATED
     } else {

@@ -116,20 +116,24 @@ async fn ensure_tenant(client: &Client, name: &str) -> Result<Tenant, ApiError> 
 }
 
 /// The nodes' address group (the host side of the uplink, which kubelet
-/// probes come from), if the provider has an uplink gateway.
+/// probes come from: its IPv4 address, and its IPv6 one on a dual-stack
+/// provider), if the provider has an uplink gateway.
 async fn nodes_group(client: &Client, cluster: &Cluster) -> Result<Option<Record>, ApiError> {
     let provider: Provider = match client.get("/v1/provider").await {
         Ok(provider) => provider,
         Err(error) if error.status() == Some(404) => return Ok(None),
         Err(error) => return Err(error),
     };
+    let host6 = provider.ipv6.and_then(|v6| v6.uplink_gateway);
     Ok(provider.uplink_gateway.map(|gateway| {
+        let mut addresses = vec![ipnet::IpNet::from(std::net::IpAddr::V4(gateway))];
+        addresses.extend(host6.map(|g| ipnet::IpNet::from(std::net::IpAddr::V6(g))));
         Record::IpAddressGroup(IpAddressGroup {
             id: cluster.nodes_group(),
             revision: 0,
             tenant_id: cluster.tenant,
             name: format!("{OWNED_PREFIX}cluster:nodes"),
-            addresses: vec![ipnet::IpNet::from(std::net::IpAddr::V4(gateway))],
+            addresses,
             selector: None,
         })
     }))

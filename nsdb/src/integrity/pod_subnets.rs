@@ -1,7 +1,8 @@
 //! Routed pod subnets never overlap: the provider router routes each one
 //! back to its tenant, so the host can reach every pod by its own address
 //! only while no two tenants claim the same addresses. A tenant network
-//! that opts in to NAT-only reachability claims nothing.
+//! that opts in to NAT-only reachability claims nothing. A dual-stack
+//! network claims its IPv4 subnet and its IPv6 prefix.
 //!
 //! The index (`podnets/…`, value: the tenant id) is read as a prefix
 //! inside the writing transaction, so of two concurrent writers claiming
@@ -17,15 +18,22 @@ use crate::keys;
 use crate::model::{Kind, Record};
 use crate::txn::Tx;
 
-/// The subnet `record` claims in the index, if it is a tenant with a routed network.
-fn claimed(record: &Option<Record>) -> Option<IpNet> {
+/// The subnets `record` claims in the index (its IPv4 pod subnet and its
+/// IPv6 pod prefix), if it is a tenant with a routed network.
+fn claimed(record: &Option<Record>) -> Vec<IpNet> {
     match record {
         Some(Record::Tenant(t)) => t
             .network
             .filter(|n| !n.nat_only)
-            .and_then(|n| n.pod_cidr)
-            .map(|c| c.trunc()),
-        _ => None,
+            .map(|n| {
+                [n.pod_cidr, n.pod_cidr6]
+                    .into_iter()
+                    .flatten()
+                    .map(|c| c.trunc())
+                    .collect()
+            })
+            .unwrap_or_default(),
+        _ => Vec::new(),
     }
 }
 
@@ -42,36 +50,41 @@ pub(super) async fn write_index(tx: &mut Tx, touched: &[Touched]) -> Result<(), 
         .filter(|t| t.kind == Kind::Tenant && claimed(&t.old) != claimed(&t.new))
         .collect();
     for t in &changed {
-        if let Some(old) = claimed(&t.old) {
+        for old in claimed(&t.old) {
             tx.delete(keys::pod_subnet(old));
         }
     }
     for t in changed {
-        let Some(new) = claimed(&t.new) else {
+        for new in claimed(&t.new) {
+            claim(tx, t.id, new).await?;
+        }
+    }
+    Ok(())
+}
+
+/// Puts `new` in the index for `tenant`, unless another tenant's claim overlaps it.
+async fn claim(tx: &mut Tx, tenant: Uuid, new: IpNet) -> Result<(), NsdbError> {
+    for (key, owner) in tx.range(keys::POD_SUBNETS).await? {
+        let Some(other_cidr) = keys::parse_pod_subnet(&key) else {
             continue;
         };
-        for (key, owner) in tx.range(keys::POD_SUBNETS).await? {
-            let Some(other_cidr) = keys::parse_pod_subnet(&key) else {
-                continue;
+        let Ok(other_tenant) = String::from_utf8_lossy(&owner).parse::<Uuid>() else {
+            continue;
+        };
+        if other_tenant != tenant && overlaps(&other_cidr, &new) {
+            let other_name = match read(tx, Kind::Tenant, other_tenant).await? {
+                Some(Record::Tenant(other)) => other.name,
+                _ => "(deleted)".into(),
             };
-            let Ok(other_tenant) = String::from_utf8_lossy(&owner).parse::<Uuid>() else {
-                continue;
-            };
-            if other_tenant != t.id && overlaps(&other_cidr, &new) {
-                let other_name = match read(tx, Kind::Tenant, other_tenant).await? {
-                    Some(Record::Tenant(other)) => other.name,
-                    _ => "(deleted)".into(),
-                };
-                return Err(NsdbError::PodSubnetOverlap {
-                    tenant: t.id,
-                    pod_cidr: new,
-                    other_tenant,
-                    other_name,
-                    other_cidr,
-                });
-            }
+            return Err(NsdbError::PodSubnetOverlap {
+                tenant,
+                pod_cidr: new,
+                other_tenant,
+                other_name,
+                other_cidr,
+            });
         }
-        tx.put(keys::pod_subnet(new), t.id.to_string().into_bytes());
     }
+    tx.put(keys::pod_subnet(new), tenant.to_string().into_bytes());
     Ok(())
 }

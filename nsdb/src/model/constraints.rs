@@ -76,7 +76,7 @@ pub(super) fn check_name(name: &str) -> Result<(), Violation> {
     Ok(())
 }
 
-fn check_network(field: &'static str, net: &IpNet) -> Result<(), Violation> {
+pub(super) fn check_network(field: &'static str, net: &IpNet) -> Result<(), Violation> {
     if net.trunc() != *net {
         return Err((
             field,
@@ -343,8 +343,8 @@ impl Record {
             }
             Record::Port(p) => validate_port(p),
             Record::Route(r) => validate_route(r),
-            Record::Rule(r) => super::rule::validate_rule(r),
-            Record::Provider(p) => validate_provider(p),
+            Record::Rule(r) => super::rule_check::validate_rule(r),
+            Record::Provider(p) => super::provider_check::validate_provider(p),
             Record::LoadBalancer(lb) => super::lb::validate_load_balancer(lb),
             Record::Pool(p) => super::lb::validate_pool(p),
             Record::Vip(v) => super::lb::validate_vip(v),
@@ -545,33 +545,4 @@ fn validate_route(r: &super::Route) -> Result<(), Violation> {
         )),
         _ => Ok(()),
     }
-}
-
-fn validate_provider(p: &super::Provider) -> Result<(), Violation> {
-    for (field, net) in [
-        ("link_cidr", IpNet::V4(p.link_cidr)),
-        ("pod_cidr", IpNet::V4(p.pod_cidr)),
-        ("external_cidr", IpNet::V4(p.external_cidr)),
-    ] {
-        check_network(field, &net)?;
-    }
-    if p.link_cidr.prefix_len() > 30 {
-        return Err((
-            "link_cidr",
-            format!("{} has no room for a /30", p.link_cidr),
-        ));
-    }
-    if p.pod_prefix_len < p.pod_cidr.prefix_len() || p.pod_prefix_len > 30 {
-        return Err((
-            "pod_prefix_len",
-            format!(
-                "/{} subnets do not fit in {} (or leave no addresses)",
-                p.pod_prefix_len, p.pod_cidr
-            ),
-        ));
-    }
-    if !(576..=65535).contains(&p.pod_mtu) {
-        return Err(("pod_mtu", format!("{} is not within 576-65535", p.pod_mtu)));
-    }
-    Ok(())
 }

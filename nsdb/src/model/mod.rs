@@ -4,8 +4,10 @@
 mod constraints;
 mod labels;
 mod lb;
+mod provider_check;
 mod records;
 mod rule;
+mod rule_check;
 mod rule_values;
 
 pub use constraints::{key_segment, Reference, UniqueKey, Violation, MAX_TUNNEL_KEY};

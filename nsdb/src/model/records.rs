@@ -3,10 +3,10 @@
 //! Every record carries a UUID `id` and the `revision` it was last written at
 //! (filled in from the store on every read; ignored on write).
 
-use ipnet::{IpNet, Ipv4Net};
+use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use uuid::Uuid;
 
 use crate::kv::Revision;
@@ -49,6 +49,10 @@ pub struct TenantNetworkRef {
     /// subnet overlaps it (checked in the writing transaction).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pod_cidr: Option<IpNet>,
+    /// The IPv6 pod prefix of a dual-stack network. Unless `nat_only`, no
+    /// other tenant's routed pod prefix overlaps it either.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod_cidr6: Option<IpNet>,
     /// The host reaches these pods only through NAT: no route from the
     /// provider to the pod subnet, pod traffic to the host masqueraded.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
@@ -437,6 +441,26 @@ pub struct Provider {
     pub external_cidr: Ipv4Net,
     /// The MTU pods get (fits the underlay when tunnelled).
     pub pod_mtu: u16,
+    /// The IPv6 plan: tenant networks are dual-stack when it is set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ipv6: Option<ProviderIpv6>,
+}
+
+/// The IPv6 half of the provider settings. IPv6 is routed to the host,
+/// never translated, so there is no IPv6 external range.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ProviderIpv6 {
+    /// Per-tenant IPv6 link subnets (a /126 each) come from here.
+    pub link_cidr: Ipv6Net,
+    /// Default tenant IPv6 pod prefixes come from here.
+    pub pod_cidr: Ipv6Net,
+    /// The prefix length of a default tenant IPv6 pod prefix.
+    pub pod_prefix_len: u8,
+    /// The host side of the uplink's IPv6 subnet: the next hop of the
+    /// provider's IPv6 default route, and the address tenant routers let in.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uplink_gateway: Option<Ipv6Addr>,
 }
 
 /// A floating IP: static 1:1 NAT on a tenant router between an external

@@ -6,8 +6,7 @@
 //! `dst_ports`, `conn_state`, …), with `invert` naming the conditions to
 //! negate. Every condition is optional; the set ones are AND-ed.
 
-use std::fmt;
-use std::net::Ipv4Addr;
+use std::net::IpAddr;
 
 use ipnet::IpNet;
 use schemars::JsonSchema;
@@ -127,15 +126,17 @@ impl Condition {
     }
 }
 
-/// Where a NAT rule translates to: an address range and optionally a port range.
+/// Where a NAT rule translates to: an address range (IPv4 or IPv6, one
+/// family per range) and optionally a port range. A target translates
+/// packets of its own family only.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NatTarget {
     /// The first address of the range.
-    pub address_from: Ipv4Addr,
+    pub address_from: IpAddr,
     /// The last address of the range (default: `address_from`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub address_to: Option<Ipv4Addr>,
+    pub address_to: Option<IpAddr>,
     /// The first port (default: keep the port, or pick any free one for SNAT).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub port_from: Option<u16>,
@@ -146,7 +147,7 @@ pub struct NatTarget {
 
 impl NatTarget {
     /// The inclusive address range.
-    pub fn addresses(&self) -> (Ipv4Addr, Ipv4Addr) {
+    pub fn addresses(&self) -> (IpAddr, IpAddr) {
         (
             self.address_from,
             self.address_to.unwrap_or(self.address_from),
@@ -321,254 +322,29 @@ impl Rule {
         self.invert.contains(&condition)
     }
 
+    /// The one IP version the rule can match, when its conditions say so:
+    /// `ip_version` (negated: the other one), else the family of a
+    /// source or destination prefix that is not negated.
+    pub fn matched_ip_version(&self) -> Option<u8> {
+        if let Some(version) = self.ip_version {
+            return Some(match self.inverted(Condition::IpVersion) {
+                true => 10 - version,
+                false => version,
+            });
+        }
+        let family = |net: &IpNet| if net.addr().is_ipv4() { 4 } else { 6 };
+        [
+            (Condition::SrcCidr, self.src_cidr),
+            (Condition::DstCidr, self.dst_cidr),
+        ]
+        .into_iter()
+        .find_map(|(condition, net)| net.filter(|_| !self.inverted(condition)))
+        .map(|net| family(&net))
+    }
+
     /// Whether matching the rule needs connection tracking (a state
     /// condition or a NAT action).
     pub fn needs_conntrack(&self) -> bool {
         !self.conn_state.is_empty() || self.action.is_nat()
-    }
-}
-
-fn check_prefix(field: &'static str, net: &IpNet) -> Result<(), (&'static str, String)> {
-    if net.trunc() != *net {
-        return Err((
-            field,
-            format!("{net} has host bits set; did you mean {}?", net.trunc()),
-        ));
-    }
-    Ok(())
-}
-
-fn no_duplicates<T: PartialEq + fmt::Debug>(
-    field: &'static str,
-    items: &[T],
-) -> Result<(), (&'static str, String)> {
-    for (i, item) in items.iter().enumerate() {
-        if items[..i].contains(item) {
-            return Err((field, format!("{item:?} is listed twice")));
-        }
-    }
-    Ok(())
-}
-
-/// Checks the rules a rule must satisfy on its own.
-pub(crate) fn validate_rule(r: &Rule) -> Result<(), (&'static str, String)> {
-    if let Some(version) = r.ip_version.filter(|v| *v != 4 && *v != 6) {
-        return Err(("ip_version", format!("{version} is neither 4 nor 6")));
-    }
-    match (r.action, r.jump_chain_id) {
-        (RuleAction::Jump, None) => return Err(("jump_chain_id", "is required for jump".into())),
-        (RuleAction::Jump, Some(target)) if target == r.chain_id => {
-            return Err((
-                "jump_chain_id",
-                format!(
-                    "a chain cannot jump to itself (loop: {} → {})",
-                    r.chain_id, r.chain_id
-                ),
-            ))
-        }
-        (RuleAction::Jump, Some(_)) => {}
-        (_, Some(_)) => return Err(("jump_chain_id", "is only allowed for jump".into())),
-        (_, None) => {}
-    }
-    match r.action {
-        RuleAction::Snat | RuleAction::Dnat if r.nat_targets.is_empty() => {
-            return Err((
-                "nat_targets",
-                format!("{:?} needs at least one target", r.action).to_lowercase(),
-            ));
-        }
-        RuleAction::Snat | RuleAction::Dnat => {}
-        _ if !r.nat_targets.is_empty() => {
-            return Err((
-                "nat_targets",
-                "is only allowed for snat and dnat (masquerade uses the egress port's address)"
-                    .into(),
-            ))
-        }
-        _ => {}
-    }
-    for target in &r.nat_targets {
-        let (from, to) = target.addresses();
-        if from > to {
-            return Err((
-                "nat_targets",
-                format!("address range {from}-{to} ends before it starts"),
-            ));
-        }
-        if from.is_unspecified() || from.is_broadcast() || from.is_multicast() {
-            return Err(("nat_targets", format!("{from} is not a unicast address")));
-        }
-        if let Some((pf, pt)) = target.ports() {
-            if pf == 0 || pf > pt {
-                return Err((
-                    "nat_targets",
-                    format!("port range {pf}-{pt} must be within 1-65535 and ascending"),
-                ));
-            }
-        }
-    }
-    if let Some(net) = &r.src_cidr {
-        check_prefix("src_cidr", net)?;
-    }
-    if let Some(net) = &r.dst_cidr {
-        check_prefix("dst_cidr", net)?;
-    }
-    let transport = matches!(
-        r.protocol,
-        Some(IpProto::TCP | IpProto::UDP) | Some(IpProto(132))
-    );
-    for (field, set) in [
-        ("src_ports", r.src_ports.is_some()),
-        ("dst_ports", r.dst_ports.is_some()),
-    ] {
-        if set && !transport {
-            return Err((field, "needs protocol tcp, udp or sctp".into()));
-        }
-    }
-    for (field, set) in [
-        ("icmp_type", r.icmp_type.is_some()),
-        ("icmp_code", r.icmp_code.is_some()),
-    ] {
-        if set && !matches!(r.protocol, Some(IpProto::ICMP | IpProto::ICMPV6)) {
-            return Err((field, "needs protocol icmp or icmpv6".into()));
-        }
-    }
-    no_duplicates("in_port_ids", &r.in_port_ids)?;
-    no_duplicates("out_port_ids", &r.out_port_ids)?;
-    no_duplicates("conn_state", &r.conn_state)?;
-    no_duplicates("invert", &r.invert)?;
-    for condition in &r.invert {
-        if !r.has(*condition) {
-            return Err((
-                "invert",
-                format!(
-                    "names {} but the rule has no {} condition to negate",
-                    condition.as_str(),
-                    condition.as_str()
-                ),
-            ));
-        }
-    }
-    if r.description.len() > 1024 || r.description.chars().any(char::is_control) {
-        return Err((
-            "description",
-            "must be at most 1024 bytes without control characters".into(),
-        ));
-    }
-    Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn rule(json: serde_json::Value) -> Result<Rule, String> {
-        let mut base = serde_json::json!({
-            "id": Uuid::from_u128(1), "chain_id": Uuid::from_u128(2), "position": 1
-        });
-        base.as_object_mut()
-            .unwrap()
-            .extend(json.as_object().unwrap().clone());
-        let rule: Rule = serde_json::from_value(base).map_err(|e| e.to_string())?;
-        validate_rule(&rule).map_err(|(f, e)| format!("{f}: {e}"))?;
-        Ok(rule)
-    }
-
-    #[test]
-    fn conditions_parse_from_names_numbers_and_ranges() {
-        let r = rule(serde_json::json!({
-            "action": "drop", "protocol": "tcp", "dst_ports": "1000-2000", "src_ports": 22,
-            "eth_type": "0x0800", "conn_state": ["new"], "invert": ["dst_ports"]
-        }))
-        .unwrap();
-        assert_eq!(r.protocol, Some(IpProto::TCP));
-        assert_eq!(
-            r.dst_ports,
-            Some(PortRange {
-                start: 1000,
-                end: 2000
-            })
-        );
-        assert_eq!(r.src_ports, Some(PortRange { start: 22, end: 22 }));
-        assert_eq!(r.eth_type, Some(EthType(0x0800)));
-        assert!(r.inverted(Condition::DstPorts));
-        let back = serde_json::to_value(&r).unwrap();
-        assert_eq!(back["protocol"], "tcp");
-        assert_eq!(back["dst_ports"], "1000-2000");
-        assert_eq!(back["eth_type"], "ipv4");
-        assert!(
-            back.get("nat_targets").is_none(),
-            "empty fields are left out"
-        );
-        assert_eq!(
-            rule(serde_json::json!({"action":"accept","protocol":132}))
-                .unwrap()
-                .protocol,
-            Some(IpProto(132))
-        );
-    }
-
-    #[test]
-    fn ip_version_is_4_or_6() {
-        let r = rule(serde_json::json!({"action": "drop", "ip_version": 6})).unwrap();
-        assert!(r.has(Condition::IpVersion));
-        assert_eq!(serde_json::to_value(&r).unwrap()["ip_version"], 6);
-        let err = rule(serde_json::json!({"action": "drop", "ip_version": 5})).unwrap_err();
-        assert!(err.starts_with("ip_version:"), "{err}");
-    }
-
-    #[test]
-    fn bad_rules_name_the_field() {
-        let cases = [
-            (
-                serde_json::json!({"action": "drop", "dst_ports": "22"}),
-                "dst_ports",
-            ),
-            (
-                serde_json::json!({"action": "drop", "protocol": "tcp", "dst_ports": "30-20"}),
-                "ends before",
-            ),
-            (
-                serde_json::json!({"action": "drop", "protocol": "tcpx"}),
-                "not an IP protocol",
-            ),
-            (
-                serde_json::json!({"action": "drop", "protocol": 300}),
-                "0-255",
-            ),
-            (
-                serde_json::json!({"action": "drop", "invert": ["src_cidr"]}),
-                "invert",
-            ),
-            (
-                serde_json::json!({"action": "drop", "src_cidr": "10.0.0.1/8"}),
-                "host bits",
-            ),
-            (serde_json::json!({"action": "snat"}), "nat_targets"),
-            (
-                serde_json::json!({"action": "accept", "nat_targets": [{"address_from": "1.2.3.4"}]}),
-                "nat_targets",
-            ),
-            (
-                serde_json::json!({"action": "dnat", "nat_targets": [{"address_from": "1.2.3.9", "address_to": "1.2.3.4"}]}),
-                "ends before",
-            ),
-            (
-                serde_json::json!({"action": "drop", "icmp_type": 8}),
-                "icmp",
-            ),
-            (
-                serde_json::json!({"action": "drop", "conn_state": ["new", "new"]}),
-                "twice",
-            ),
-            (
-                serde_json::json!({"action": "drop", "conn_state": ["sideways"]}),
-                "unknown variant",
-            ),
-        ];
-        for (json, expected) in cases {
-            let error = rule(json.clone()).unwrap_err();
-            assert!(error.contains(expected), "{json}: {error}");
-        }
     }
 }

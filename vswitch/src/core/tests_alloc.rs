@@ -173,3 +173,48 @@ fn an_ipv6_routed_cache_hit_allocates_nothing() {
     assert_eq!(frame[14 + 7], 63, "the hop limit, rewritten in place");
     assert_eq!(core.stats().flows.misses, 1);
 }
+
+#[test]
+fn an_ipv6_masqueraded_cache_hit_allocates_nothing() {
+    let topo = super::ipv6::masquerading6();
+    let core = core(H1);
+    let mut actions = Vec::with_capacity(16);
+    let mut scratch = CoreScratch::default();
+    let routed = super::ipv6::ping6("2001:db8:1::10", "2001:db8:2::10", 100);
+    // The first packet commits the connection; the next is cached.
+    for now in 0..3 {
+        core.process(
+            &topo,
+            A1,
+            &mut routed.clone(),
+            VnetHeader::NONE,
+            now,
+            &mut scratch,
+            &mut actions,
+        );
+        actions.clear();
+    }
+    let misses = core.stats().flows.misses;
+    let mut frame = routed.clone();
+    let n = allocations(|| {
+        let fate = core.process(
+            &topo,
+            A1,
+            &mut frame,
+            VnetHeader::NONE,
+            10,
+            &mut scratch,
+            &mut actions,
+        );
+        assert_eq!(fate, Fate::Sent);
+    });
+    assert_eq!(n, 0, "{actions:?}");
+    assert_eq!(core.stats().flows.misses, misses, "a hit");
+    let ip = crate::wire::Ipv6Packet::new_checked(&frame[14..]).unwrap();
+    assert_eq!(
+        ip.src_addr(),
+        "2001:db8:2::1".parse::<std::net::Ipv6Addr>().unwrap(),
+        "masqueraded in place"
+    );
+    assert_eq!(ip.hop_limit(), 63);
+}

@@ -6,6 +6,34 @@ use crate::wire::Ipv6Packet;
 
 /// The fixture with IPv6 beside IPv4 on the router ports and pods A1, B1.
 pub(super) fn dual_stack() -> Topology {
+    Topology::build(1, &dual_stack_records())
+}
+
+/// [`dual_stack`] with the router masquerading IPv6 (`ip_version` 6) out
+/// of its port on bridge B.
+pub(super) fn masquerading6() -> Topology {
+    let mut recs = dual_stack_records();
+    recs.push(Record::Chain(Chain {
+        id: CHAIN,
+        revision: 1,
+        tenant_id: Uuid::nil(),
+        name: "masquerade6".into(),
+    }));
+    let mut rule = Rule::new(CHAIN, 1, RuleAction::Masquerade);
+    rule.id = Uuid::from_u128(0xc166);
+    rule.ip_version = Some(6);
+    rule.out_port_ids = vec![RP_B];
+    recs.push(Record::Rule(rule));
+    for record in recs.iter_mut() {
+        if let Record::Router(r) = record {
+            r.outbound_chain_id = Some(CHAIN);
+        }
+    }
+    Topology::build(1, &recs)
+}
+
+/// The records of [`dual_stack`].
+fn dual_stack_records() -> Vec<Record> {
     let mut recs = records();
     for record in recs.iter_mut() {
         if let Record::Port(p) = record {
@@ -27,7 +55,7 @@ pub(super) fn dual_stack() -> Topology {
             }
         }
     }
-    Topology::build(1, &recs)
+    recs
 }
 
 /// An ICMPv6 echo request of `len` bytes of IPv6 packet.

@@ -219,25 +219,20 @@ impl std::fmt::Display for ChainAt {
     }
 }
 
-/// A rule as a trace names it: position, id and description.
+/// A rule as a trace step names it: where its chain is attached, the
+/// chain's id and the rule's id. Ids only, as every step detail: the
+/// renderer (topology/) turns each into its name once (`rule 1 (no ssh)`
+/// for the rule), so position and description written here as well would
+/// show twice.
 struct RuleName<'a> {
     what: &'a dyn std::fmt::Display,
     chain: Uuid,
-    rule: &'a nsdb::Rule,
+    rule: Uuid,
 }
 
 impl std::fmt::Display for RuleName<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let rule = self.rule;
-        write!(
-            f,
-            "{} chain {} rule {} {}",
-            self.what, self.chain, rule.position, rule.id
-        )?;
-        if !rule.description.is_empty() {
-            write!(f, " ({})", rule.description)?;
-        }
-        Ok(())
+        write!(f, "{} chain {} rule {}", self.what, self.chain, self.rule)
     }
 }
 
@@ -286,7 +281,11 @@ fn evaluate_inner<'t>(
             chain,
             rule: rule.id,
         });
-        let head = RuleName { what, chain, rule };
+        let head = RuleName {
+            what,
+            chain,
+            rule: rule.id,
+        };
         match rule.action {
             RuleAction::Continue => {
                 sim.step(

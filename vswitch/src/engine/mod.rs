@@ -38,7 +38,7 @@ pub use packet::{
 pub use record::{OutputRecord, ReplyRecord, StepRecord, TraceRecord};
 pub use rewrite::apply_rewrite;
 
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::IpAddr;
 
 use uuid::Uuid;
 
@@ -120,13 +120,13 @@ pub struct Rewrite {
     pub eth_dst: Option<Mac>,
     /// How many routers decremented the TTL.
     pub ttl_decrement: u8,
-    /// New IPv4 source (NAT).
-    pub ip_src: Option<Ipv4Addr>,
-    /// New IPv4 destination (NAT).
-    pub ip_dst: Option<Ipv4Addr>,
-    /// New TCP/UDP source port, or ICMP echo identifier (NAT).
+    /// New IP source (NAT; of the packet's family).
+    pub ip_src: Option<IpAddr>,
+    /// New IP destination (NAT; of the packet's family).
+    pub ip_dst: Option<IpAddr>,
+    /// New TCP/UDP source port, or ICMP/ICMPv6 echo identifier (NAT).
     pub src_port: Option<u16>,
-    /// New TCP/UDP destination port, or ICMP echo identifier (NAT).
+    /// New TCP/UDP destination port, or ICMP/ICMPv6 echo identifier (NAT).
     pub dst_port: Option<u16>,
 }
 

@@ -1,14 +1,21 @@
 //! NAT decisions: where a new connection is translated to (SNAT, DNAT,
 //! masquerade, with ports that never collide within the device), and how an
-//! ICMP error about a translated connection is translated back.
+//! ICMP or ICMPv6 error about a translated connection is translated back.
+//!
+//! Both families translate, each to addresses of its own: a rule's targets
+//! of the other family are skipped. IPv6 is routed, not translated, unless
+//! configured: by an SNAT or DNAT rule with IPv6 targets, or by a
+//! masquerade rule for IPv6 only (`ip_version` 6), so that the masquerade
+//! rules tenant networks have always had keep translating IPv4 alone.
 //!
 //! Choices are deterministic (hashes of the connection key, no randomness
 //! and no clock), so the engine stays a pure function.
 
+use std::fmt;
 use std::hash::{Hash, Hasher};
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-use nsdb::{Rule, RuleAction};
+use nsdb::{Condition, Rule, RuleAction};
 use uuid::Uuid;
 
 use super::Learned;
@@ -16,11 +23,50 @@ use crate::conntrack::{ConnEntry, ConnKey, Direction};
 use crate::wire::NatRewrite;
 
 /// An SNAT address range and optional port range.
-type SnatTarget = (Ipv4Addr, Ipv4Addr, Option<(u16, u16)>);
+type SnatTarget = (IpAddr, IpAddr, Option<(u16, u16)>);
 
 /// No address and port of the rule's targets is free for this connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Exhausted;
+
+/// Why a NAT rule left a new connection as it was.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Untranslated {
+    /// No address and port of the rule's targets is free: the packet is
+    /// dropped.
+    Exhausted,
+    /// Masquerade, and the egress port has no address of the packet's
+    /// family (IPv6: none but link-local).
+    NoEgressAddress,
+    /// An IPv6 packet and a masquerade rule not for IPv6 (`ip_version` 6):
+    /// IPv6 stays routed.
+    Ipv6Routed,
+    /// The rule has no target of the packet's family.
+    NoTargetOfFamily,
+}
+
+impl From<Exhausted> for Untranslated {
+    fn from(_: Exhausted) -> Untranslated {
+        Untranslated::Exhausted
+    }
+}
+
+impl fmt::Display for Untranslated {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Untranslated::Exhausted => "no free address and port",
+            Untranslated::NoEgressAddress => {
+                "masquerade needs an egress port with an address of the packet's family: not translated"
+            }
+            Untranslated::Ipv6Routed => {
+                "masquerade without ip_version 6 leaves IPv6 routed: not translated"
+            }
+            Untranslated::NoTargetOfFamily => {
+                "no nat target of the packet's family: not translated"
+            }
+        })
+    }
+}
 
 fn hash_of(value: impl Hash) -> u64 {
     let mut hasher = std::collections::hash_map::DefaultHasher::new();
@@ -28,8 +74,19 @@ fn hash_of(value: impl Hash) -> u64 {
     hasher.finish()
 }
 
+/// ICMP or ICMPv6, whose echo identifier stands in for both ports.
+pub(crate) fn is_icmp(proto: u8) -> bool {
+    matches!(proto, 1 | 58)
+}
+
 fn has_ports(key: &ConnKey) -> bool {
-    matches!(key.proto, 1 | 6 | 17 | 132)
+    matches!(key.proto, 1 | 6 | 17 | 58 | 132)
+}
+
+/// Whether a masquerade rule translates IPv6: only when it is for IPv6
+/// alone (`ip_version` 6, not negated).
+pub(crate) fn masquerades_ipv6(rule: &Rule) -> bool {
+    rule.ip_version == Some(6) && !rule.inverted(Condition::IpVersion)
 }
 
 /// Whether a connection whose first packet leaves as `candidate` would
@@ -41,12 +98,37 @@ pub(crate) fn free<L: Learned + ?Sized>(learned: &L, zone: Uuid, candidate: &Con
         .is_none_or(|(_, entry)| entry.is_closed())
 }
 
-/// Addresses of an inclusive range, starting at the one `hash` picks.
-fn addresses(from: Ipv4Addr, to: Ipv4Addr, hash: u64) -> impl Iterator<Item = Ipv4Addr> {
-    let (a, b) = (u32::from(from), u32::from(to));
-    let count = u64::from(b - a) + 1;
-    let first = hash % count;
-    (0..count).map(move |i| Ipv4Addr::from(a + ((first + i) % count) as u32))
+/// Addresses of an inclusive range (of one family; otherwise none),
+/// starting at the one `hash` picks.
+fn addresses(from: IpAddr, to: IpAddr, hash: u64) -> impl Iterator<Item = IpAddr> {
+    let (a, b, v6) = match (from, to) {
+        (IpAddr::V4(a), IpAddr::V4(b)) => {
+            (u128::from(u32::from(a)), u128::from(u32::from(b)), false)
+        }
+        (IpAddr::V6(a), IpAddr::V6(b)) => (u128::from(a), u128::from(b), true),
+        _ => (1, 0, false),
+    };
+    // The whole IPv6 space has 2^128 addresses: one short of it is plenty.
+    let count = b.checked_sub(a).map_or(0, |span| span.saturating_add(1));
+    let first = if count == 0 {
+        0
+    } else {
+        u128::from(hash) % count
+    };
+    (0..count).map(move |i| {
+        // (first + i) mod count, without overflowing.
+        let offset = if i < count - first {
+            first + i
+        } else {
+            i - (count - first)
+        };
+        let n = a + offset;
+        if v6 {
+            IpAddr::V6(Ipv6Addr::from(n))
+        } else {
+            IpAddr::V4(Ipv4Addr::from(n as u32))
+        }
+    })
 }
 
 /// Ports of an inclusive range, the preferred one first, then from where
@@ -63,62 +145,70 @@ fn ports(from: u16, to: u16, preferred: u16, hash: u64) -> impl Iterator<Item = 
 
 /// The key a new connection leaves with under `rule` (an SNAT, DNAT or
 /// masquerade rule). `key` is the packet's key as it stands now;
-/// `masquerade_address` is the egress port's address. `Ok(None)`: the rule
-/// cannot translate this packet (masquerade with no egress address).
+/// `masquerade_address` is the egress port's address of the key's family
+/// (see [`masquerades_ipv6`] for when IPv6 is masqueraded at all).
 pub(crate) fn choose<L: Learned + ?Sized>(
     learned: &L,
     zone: Uuid,
     rule: &Rule,
     key: ConnKey,
-    masquerade_address: Option<Ipv4Addr>,
-) -> Result<Option<ConnKey>, Exhausted> {
-    if !key.src.is_ipv4() {
-        // Address translation is IPv4's: IPv6 is routed, never translated.
-        return Ok(None);
-    }
+    masquerade_address: Option<IpAddr>,
+) -> Result<ConnKey, Untranslated> {
     let hash = hash_of(key);
     let ported = has_ports(&key);
+    let of_family = |t: &&nsdb::NatTarget| t.address_from.is_ipv4() == key.src.is_ipv4();
     match rule.action {
         RuleAction::Dnat => {
-            for target in &rule.nat_targets {
+            let mut targets = rule.nat_targets.iter().filter(of_family).peekable();
+            if targets.peek().is_none() {
+                return Err(Untranslated::NoTargetOfFamily);
+            }
+            for target in targets {
                 let (from, to) = target.addresses();
                 for address in addresses(from, to, hash) {
-                    let (pf, pt) = match (target.ports(), ported && key.proto != 1) {
+                    let (pf, pt) = match (target.ports(), ported && !is_icmp(key.proto)) {
                         (Some(range), true) => range,
                         _ => (key.dport, key.dport),
                     };
                     for port in ports(pf, pt, key.dport, hash) {
                         let candidate = ConnKey {
-                            dst: IpAddr::V4(address),
+                            dst: address,
                             dport: port,
                             ..key
                         };
                         if free(learned, zone, &candidate) {
-                            return Ok(Some(candidate));
+                            return Ok(candidate);
                         }
                     }
                 }
             }
-            Err(Exhausted)
+            Err(Untranslated::Exhausted)
         }
-        RuleAction::Snat | RuleAction::Masquerade => {
-            let targets: Vec<SnatTarget> = match rule.action {
-                RuleAction::Masquerade => match masquerade_address {
-                    Some(address) => vec![(address, address, None)],
-                    None => return Ok(None),
-                },
-                _ => rule
-                    .nat_targets
-                    .iter()
-                    .map(|t| {
-                        let (from, to) = t.addresses();
-                        (from, to, t.ports())
-                    })
-                    .collect(),
-            };
-            snat(learned, zone, key, &targets).map(Some)
+        RuleAction::Masquerade => {
+            if key.src.is_ipv6() && !masquerades_ipv6(rule) {
+                return Err(Untranslated::Ipv6Routed);
+            }
+            let address = masquerade_address
+                .filter(|a| a.is_ipv4() == key.src.is_ipv4())
+                .ok_or(Untranslated::NoEgressAddress)?;
+            Ok(masquerade(learned, zone, key, address)?)
         }
-        _ => Ok(None),
+        RuleAction::Snat => {
+            let targets: Vec<SnatTarget> = rule
+                .nat_targets
+                .iter()
+                .filter(of_family)
+                .map(|t| {
+                    let (from, to) = t.addresses();
+                    (from, to, t.ports())
+                })
+                .collect();
+            if targets.is_empty() {
+                return Err(Untranslated::NoTargetOfFamily);
+            }
+            Ok(snat(learned, zone, key, &targets)?)
+        }
+        _ => Err(Untranslated::NoTargetOfFamily),
     }
 }
 
@@ -136,18 +226,18 @@ fn snat<L: Learned + ?Sized>(
     let source_hash = hash_of(key.src);
     for &(from, to, range) in targets {
         for address in addresses(from, to, source_hash) {
-            let (pf, pt) = match (range, ported, key.proto) {
+            let (pf, pt) = match (range, ported, is_icmp(key.proto)) {
                 (_, false, _) => (key.sport, key.sport),
                 (Some(range), true, _) => range,
-                (None, true, 1) => (1, u16::MAX),
-                (None, true, _) => (1024, *super::PROBE_PORTS.start() - 1),
+                (None, true, true) => (1, u16::MAX),
+                (None, true, false) => (1024, *super::PROBE_PORTS.start() - 1),
             };
             for port in ports(pf, pt, key.sport, hash) {
                 let candidate = ConnKey {
-                    src: IpAddr::V4(address),
+                    src: address,
                     sport: port,
                     // An echo identifier is both "ports".
-                    dport: if key.proto == 1 { port } else { key.dport },
+                    dport: if is_icmp(key.proto) { port } else { key.dport },
                     ..key
                 };
                 if free(learned, zone, &candidate) {
@@ -160,58 +250,45 @@ fn snat<L: Learned + ?Sized>(
 }
 
 /// The key a new connection leaves with when its source is translated to
-/// `address` (masquerade to one address, any free port).
+/// `address` (masquerade to one address of the key's family, any free port).
 pub(crate) fn masquerade<L: Learned + ?Sized>(
     learned: &L,
     zone: Uuid,
     key: ConnKey,
-    address: Ipv4Addr,
+    address: IpAddr,
 ) -> Result<ConnKey, Exhausted> {
     snat(learned, zone, key, &[(address, address, None)])
 }
 
-/// How an ICMP error is translated when the datagram it quotes belongs to
-/// a translated connection: `direction` is the error's own direction (the
-/// way a packet keyed like the reversed quote travels). Returns the new
-/// outer source and destination (only those that are the connection's
-/// endpoints change, so intermediate routers stay visible) and the quoted
-/// datagram's new fields.
+/// How an ICMP or ICMPv6 error is translated when the datagram it quotes
+/// belongs to a translated connection: `direction` is the error's own
+/// direction (the way a packet keyed like the reversed quote travels).
+/// Returns the new outer source and destination (only those that are the
+/// connection's endpoints change, so intermediate routers stay visible)
+/// and the quoted datagram's new fields.
 pub(crate) fn related(
     direction: Direction,
     entry: &ConnEntry,
-    outer_src: Ipv4Addr,
-    outer_dst: Ipv4Addr,
-) -> (Option<Ipv4Addr>, Option<Ipv4Addr>, NatRewrite) {
+    outer_src: IpAddr,
+    outer_dst: IpAddr,
+) -> (Option<IpAddr>, Option<IpAddr>, NatRewrite) {
     let (from, to) = match direction {
         Direction::Reply => (entry.reply, entry.orig.reversed()),
         Direction::Original => (entry.orig, entry.reply.reversed()),
     };
     let quoted = to.reversed();
     let inner = NatRewrite {
-        src: v4(quoted.src),
-        dst: v4(quoted.dst),
+        src: Some(quoted.src),
+        dst: Some(quoted.dst),
         src_port: Some(quoted.sport),
         dst_port: Some(quoted.dport),
     };
-    let src = (IpAddr::V4(outer_src) == from.src && from.src != to.src)
-        .then_some(to.src)
-        .and_then(v4);
-    let dst = (IpAddr::V4(outer_dst) == from.dst && from.dst != to.dst)
-        .then_some(to.dst)
-        .and_then(v4);
+    let src = (outer_src == from.src && from.src != to.src).then_some(to.src);
+    let dst = (outer_dst == from.dst && from.dst != to.dst).then_some(to.dst);
     (src, dst, inner)
 }
 
-/// The IPv4 address, if `addr` is one.
-pub(crate) fn v4(addr: IpAddr) -> Option<Ipv4Addr> {
-    match addr {
-        IpAddr::V4(v4) => Some(v4),
-        IpAddr::V6(_) => None,
-    }
-}
-
-/// `to` as a rewrite target when it differs from `from` (IPv4 only: IPv6
-/// connections are never translated).
-pub(crate) fn changed(from: IpAddr, to: IpAddr) -> Option<Ipv4Addr> {
-    (from != to).then_some(to).and_then(v4)
+/// `to` as a rewrite target when it differs from `from`.
+pub(crate) fn changed(from: IpAddr, to: IpAddr) -> Option<IpAddr> {
+    (from != to).then_some(to)
 }

@@ -419,24 +419,35 @@ impl PacketInfo {
         if let Some(dst) = rewrite.eth_dst {
             self.eth_dst = dst;
         }
-        if let L3::Ipv4(ip) = &mut self.l3 {
-            ip.ttl = ip.ttl.saturating_sub(rewrite.ttl_decrement);
-            if let Some(src) = rewrite.ip_src {
-                ip.src = src;
+        let (ports, ident) = match &mut self.l3 {
+            L3::Ipv4(ip) => {
+                ip.ttl = ip.ttl.saturating_sub(rewrite.ttl_decrement);
+                if let Some(IpAddr::V4(src)) = rewrite.ip_src {
+                    ip.src = src;
+                }
+                if let Some(IpAddr::V4(dst)) = rewrite.ip_dst {
+                    ip.dst = dst;
+                }
+                (&mut ip.ports, &mut ip.icmp_ident)
             }
-            if let Some(dst) = rewrite.ip_dst {
-                ip.dst = dst;
+            L3::Ipv6(ip) => {
+                ip.hop_limit = ip.hop_limit.saturating_sub(rewrite.ttl_decrement);
+                if let Some(IpAddr::V6(src)) = rewrite.ip_src {
+                    ip.src = src;
+                }
+                if let Some(IpAddr::V6(dst)) = rewrite.ip_dst {
+                    ip.dst = dst;
+                }
+                (&mut ip.ports, &mut ip.icmp_ident)
             }
-            if let Some((sport, dport)) = &mut ip.ports {
-                *sport = rewrite.src_port.unwrap_or(*sport);
-                *dport = rewrite.dst_port.unwrap_or(*dport);
-            }
-            if let Some(ident) = &mut ip.icmp_ident {
-                *ident = rewrite.src_port.or(rewrite.dst_port).unwrap_or(*ident);
-            }
+            _ => return self,
+        };
+        if let Some((sport, dport)) = ports {
+            *sport = rewrite.src_port.unwrap_or(*sport);
+            *dport = rewrite.dst_port.unwrap_or(*dport);
         }
-        if let L3::Ipv6(ip) = &mut self.l3 {
-            ip.hop_limit = ip.hop_limit.saturating_sub(rewrite.ttl_decrement);
+        if let Some(ident) = ident {
+            *ident = rewrite.src_port.or(rewrite.dst_port).unwrap_or(*ident);
         }
         self
     }

@@ -3,7 +3,7 @@
 //! forwarded frame; the engine runs it when it must hand on whole bytes.
 
 use super::Rewrite;
-use crate::wire::{nat_ipv4, Ipv4Packet, Ipv6Packet};
+use crate::wire::{nat_ipv4, nat_ipv6, Ipv4Packet, Ipv6Packet};
 
 /// Where the IPv4 header starts (after one optional VLAN tag).
 fn l3_offset(frame: &[u8]) -> usize {
@@ -37,12 +37,15 @@ pub fn apply_rewrite(frame: &mut [u8], rewrite: &Rewrite, partial_l4_checksum: b
         return false;
     };
     if ip.first().is_some_and(|b| b >> 4 == 6) {
-        // IPv6: no NAT here, and no header checksum to mend.
+        // IPv6: no header checksum to mend for the hop limit.
+        if !nat.is_identity() && nat_ipv6(ip, &nat, partial_l4_checksum).is_err() {
+            return false;
+        }
         let Ok(mut packet) = Ipv6Packet::new_checked(ip) else {
             return false;
         };
         let hop_limit = packet.hop_limit();
-        if !nat.is_identity() || hop_limit < rewrite.ttl_decrement {
+        if hop_limit < rewrite.ttl_decrement {
             return false;
         }
         packet.set_hop_limit(hop_limit - rewrite.ttl_decrement);

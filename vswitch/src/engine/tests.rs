@@ -21,6 +21,8 @@ mod ipv6_router;
 mod ipv6_router_policy;
 #[path = "tests_lb.rs"]
 mod lb;
+#[path = "tests_nat66.rs"]
+mod nat66;
 #[path = "tests_policy.rs"]
 mod policy;
 #[path = "tests_selectors.rs"]

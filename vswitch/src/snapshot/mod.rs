@@ -191,6 +191,20 @@ impl PortInfo {
         *ip == self.link_local() || self.ipv6_addresses().any(|a| a.addr() == *ip)
     }
 
+    /// The address an IPv6 masquerade toward `dst` translates to: the
+    /// port's global (not link-local) IPv6 address on `dst`'s network,
+    /// else its first one; `None` without one.
+    pub fn masquerade_ipv6_for(&self, dst: &Ipv6Addr) -> Option<Ipv6Addr> {
+        let global = || {
+            self.ipv6_addresses()
+                .filter(|a| !is_link_local(&a.addr()) && !a.addr().is_multicast())
+        };
+        global()
+            .find(|a| a.contains(dst))
+            .or_else(|| global().next())
+            .map(|a| a.addr())
+    }
+
     /// The port's IPv6 address to speak to `peer` from: one on the peer's
     /// network, else the first global one, else the link-local one.
     pub fn ipv6_source_for(&self, peer: &Ipv6Addr) -> Ipv6Addr {

@@ -71,6 +71,7 @@ fn topology(uplink6: &[&str], routes: Vec<Route>) -> Topology {
             pod_prefix_len: 24,
             external_cidr: "100.64.1.0/24".parse().unwrap(),
             pod_mtu: 1450,
+            ipv6: None,
         }),
     ];
     records.extend(routes.into_iter().map(Record::Route));

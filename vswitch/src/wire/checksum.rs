@@ -5,7 +5,7 @@
 //! covered bytes, and a buffer that contains a correct checksum sums to
 //! `0xffff`. Sums of several pieces are merged with [`combine`].
 
-use core::net::Ipv4Addr;
+use core::net::{Ipv4Addr, Ipv6Addr};
 
 use super::IpProtocol;
 
@@ -74,6 +74,20 @@ pub fn pseudo_header(src: Ipv4Addr, dst: Ipv4Addr, protocol: IpProtocol, length:
         + u64::from(u16::from_be_bytes([d[2], d[3]]));
     acc += u64::from(u8::from(protocol));
     acc += u64::from(length >> 16) + u64::from(length & 0xffff);
+    fold(acc)
+}
+
+/// Folded sum of the IPv6 pseudo-header (RFC 8200 8.1) that TCP, UDP and
+/// ICMPv6 checksums cover: addresses, the upper-layer `length` and the
+/// `next` header value.
+pub fn pseudo_header_v6(src: Ipv6Addr, dst: Ipv6Addr, next: u8, length: u32) -> u16 {
+    let mut acc: u64 = src
+        .segments()
+        .iter()
+        .chain(dst.segments().iter())
+        .map(|w| u64::from(*w))
+        .sum();
+    acc += u64::from(length >> 16) + u64::from(length & 0xffff) + u64::from(next);
     fold(acc)
 }
 

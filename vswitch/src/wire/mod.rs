@@ -83,6 +83,7 @@ mod icmpv6;
 mod ipv4;
 mod ipv6;
 mod nat;
+mod nat6;
 pub mod sctp;
 mod tcp;
 mod udp;
@@ -116,6 +117,7 @@ pub use ipv6::{
     UpperLayer, HEADER_LEN as IPV6_HEADER_LEN, MAX_EXTENSION_HEADERS,
 };
 pub use nat::{nat_icmp_error, nat_ipv4, NatRewrite};
+pub use nat6::nat_ipv6;
 pub use tcp::{TcpFlags, TcpPacket, HEADER_LEN as TCP_HEADER_LEN};
 pub use udp::{UdpPacket, UdpRepr, HEADER_LEN as UDP_HEADER_LEN};
 pub use vxlan::{Vni, VxlanPacket, VxlanRepr, HEADER_LEN as VXLAN_HEADER_LEN, VXLAN_PORT};

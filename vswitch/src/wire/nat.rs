@@ -1,5 +1,6 @@
-//! Address and port translation of IPv4 datagrams in place, with every
-//! checksum kept right incrementally (RFC 1624).
+//! Address and port translation of IP datagrams in place, with every
+//! checksum kept right incrementally (RFC 1624): IPv4 here, IPv6 in
+//! [`super::nat6`], both through one transport rewrite.
 //!
 //! Two kinds of L4 checksum are handled. A complete checksum (the usual
 //! case) is updated as a complemented sum. A *partial* one — the frame
@@ -13,12 +14,13 @@
 //! its ports, its UDP checksum when quoted) and then the ICMP checksum.
 //!
 //! Both are total: a datagram too short for what must change is an error
-//! and is left as it was.
+//! and is left as it was. So is a rewrite to an address of the other
+//! family ([`WireError::BadAddress`]).
 
-use core::net::Ipv4Addr;
+use core::net::{IpAddr, Ipv4Addr};
 
-use super::checksum::{self, update, update_addr};
-use super::{be16, put16, Icmpv4Message, Ipv4Packet, WireError};
+use super::checksum::{self, combine, update_addr};
+use super::{be16, put16, Icmpv4Message, Icmpv6Message, Ipv4Packet, WireError};
 
 mod field {
     use crate::wire::field::Field;
@@ -34,7 +36,7 @@ mod field {
     pub(crate) const DST_PORT: Field = 2..4;
     pub(crate) const UDP_CHECKSUM: Field = 6..8;
     pub(crate) const TCP_CHECKSUM: Field = 16..18;
-    // ICMP.
+    // ICMP and ICMPv6.
     pub(crate) const ICMP_TYPE: usize = 0;
     pub(crate) const ICMP_CHECKSUM: Field = 2..4;
     pub(crate) const ICMP_IDENT: Field = 4..6;
@@ -45,15 +47,17 @@ const TCP: u8 = 6;
 const UDP: u8 = 17;
 const ICMP: u8 = 1;
 const SCTP: u8 = 132;
+const ICMPV6: u8 = 58;
 
-/// What a translation changes; `None` keeps the field. For ICMP echo
-/// messages the identifier plays both ports' part (`src_port` first).
+/// What a translation changes; `None` keeps the field. For ICMP and
+/// ICMPv6 echo messages the identifier plays both ports' part (`src_port`
+/// first). Addresses are of the datagram's family.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
 pub struct NatRewrite {
     /// New source address.
-    pub src: Option<Ipv4Addr>,
+    pub src: Option<IpAddr>,
     /// New destination address.
-    pub dst: Option<Ipv4Addr>,
+    pub dst: Option<IpAddr>,
     /// New source port (or echo identifier).
     pub src_port: Option<u16>,
     /// New destination port (or echo identifier).
@@ -76,43 +80,70 @@ fn addr_at(data: &[u8], range: core::ops::Range<usize>) -> Ipv4Addr {
     )
 }
 
+/// The IPv4 addresses of a rewrite; an IPv6 one is an error.
+fn v4_parts(nat: &NatRewrite) -> Result<(Option<Ipv4Addr>, Option<Ipv4Addr>), WireError> {
+    let v4 = |addr: Option<IpAddr>| match addr {
+        None => Ok(None),
+        Some(IpAddr::V4(v4)) => Ok(Some(v4)),
+        Some(IpAddr::V6(_)) => Err(WireError::BadAddress),
+    };
+    Ok((v4(nat.src)?, v4(nat.dst)?))
+}
+
 /// Where a checksum field is and how to update it.
 #[derive(Clone, Copy)]
 enum Sum {
-    /// A complete checksum; `zero_means_none` for UDP's "no checksum".
+    /// A complete checksum; `zero_means_none` for UDP's "no checksum"
+    /// (never produced by an update: 0 becomes `0xffff`).
     Full { zero_means_none: bool },
     /// A partial (pseudo-header only) sum.
     Partial,
 }
 
-/// Updates the checksum at `at` in `data` for a 16-bit word change.
-fn adjust(data: &mut [u8], at: core::ops::Range<usize>, sum: Sum, old: u16, new: u16) {
+/// The ones'-complement change of a sum when the 16-bit words `old`
+/// become `new` (RFC 1624: add `~m` and `m'`).
+fn word_delta(old: u16, new: u16) -> u16 {
+    combine(!old, new)
+}
+
+/// [`word_delta`] over every word of an address (either family; both of
+/// one pair are of one family, or nothing changes).
+pub(super) fn addr_delta(old: IpAddr, new: IpAddr) -> u16 {
+    let words = |addr: IpAddr| -> ([u16; 8], usize) {
+        match addr {
+            IpAddr::V4(v4) => {
+                let o = v4.octets();
+                let mut w = [0u16; 8];
+                w[0] = u16::from_be_bytes([o[0], o[1]]);
+                w[1] = u16::from_be_bytes([o[2], o[3]]);
+                (w, 2)
+            }
+            IpAddr::V6(v6) => (v6.segments(), 8),
+        }
+    };
+    let ((old, n), (new, m)) = (words(old), words(new));
+    if n != m {
+        return 0;
+    }
+    (0..n).fold(0, |acc, i| combine(acc, word_delta(old[i], new[i])))
+}
+
+/// Updates the checksum at `at` in `data` by `delta` (see [`word_delta`]).
+fn adjust(data: &mut [u8], at: core::ops::Range<usize>, sum: Sum, delta: u16) {
     let hc = be16(&data[at.clone()]);
     let value = match sum {
         Sum::Full { zero_means_none } if zero_means_none && hc == 0 => return,
         Sum::Full { zero_means_none } => {
-            let v = update(hc, old, new);
+            let v = !combine(!hc, delta);
             if zero_means_none && v == 0 {
                 0xffff
             } else {
                 v
             }
         }
-        Sum::Partial => !update(!hc, old, new),
+        Sum::Partial => combine(hc, delta),
     };
     put16(&mut data[at], value);
-}
-
-fn adjust_addr(
-    data: &mut [u8],
-    at: core::ops::Range<usize>,
-    sum: Sum,
-    old: Ipv4Addr,
-    new: Ipv4Addr,
-) {
-    let (o, n) = (u32::from(old), u32::from(new));
-    adjust(data, at.clone(), sum, (o >> 16) as u16, (n >> 16) as u16);
-    adjust(data, at, sum, o as u16, n as u16);
 }
 
 /// Rewrites one IPv4 header's addresses (and its header checksum); returns
@@ -121,7 +152,7 @@ fn rewrite_header(
     ip: &mut [u8],
     src: Option<Ipv4Addr>,
     dst: Option<Ipv4Addr>,
-) -> [(Ipv4Addr, Ipv4Addr); 2] {
+) -> [(IpAddr, IpAddr); 2] {
     let old_src = addr_at(ip, field::IP_SRC);
     let old_dst = addr_at(ip, field::IP_DST);
     let new_src = src.unwrap_or(old_src);
@@ -132,17 +163,22 @@ fn rewrite_header(
     ip[field::IP_SRC].copy_from_slice(&new_src.octets());
     ip[field::IP_DST].copy_from_slice(&new_dst.octets());
     put16(&mut ip[field::IP_CHECKSUM], hc);
-    [(old_src, new_src), (old_dst, new_dst)]
+    [
+        (IpAddr::V4(old_src), IpAddr::V4(new_src)),
+        (IpAddr::V4(old_dst), IpAddr::V4(new_dst)),
+    ]
 }
 
 /// Rewrites the ports (or echo identifier) and the L4 checksum of the
 /// transport header at `l4`, which may be a quoted (truncated) one:
-/// fields that are not there are not touched.
-fn rewrite_transport(
+/// fields that are not there are not touched. `addrs` are the
+/// pseudo-header's address changes (ICMPv6's checksum covers them too,
+/// ICMP's does not).
+pub(super) fn rewrite_transport(
     proto: u8,
     l4: &mut [u8],
     nat: &NatRewrite,
-    addrs: [(Ipv4Addr, Ipv4Addr); 2],
+    addrs: [(IpAddr, IpAddr); 2],
     partial: bool,
 ) {
     if proto == SCTP {
@@ -154,20 +190,21 @@ fn rewrite_transport(
     let sum_at = match proto {
         TCP => field::TCP_CHECKSUM,
         UDP => field::UDP_CHECKSUM,
-        ICMP => field::ICMP_CHECKSUM,
+        ICMP | ICMPV6 => field::ICMP_CHECKSUM,
         _ => return,
     };
     let has_sum = l4.len() >= sum_at.end;
     let full = Sum::Full {
         zero_means_none: proto == UDP,
     };
+    let pseudo = addrs
+        .iter()
+        .fold(0, |acc, (old, new)| combine(acc, addr_delta(*old, *new)));
     match proto {
         TCP | UDP => {
             if has_sum {
                 let sum = if partial { Sum::Partial } else { full };
-                for (old, new) in addrs {
-                    adjust_addr(l4, sum_at.clone(), sum, old, new);
-                }
+                adjust(l4, sum_at.clone(), sum, pseudo);
             }
             for (range, port) in [
                 (field::SRC_PORT, nat.src_port),
@@ -179,20 +216,32 @@ fn rewrite_transport(
                 let old = be16(&l4[range.clone()]);
                 put16(&mut l4[range], port);
                 if has_sum && !partial {
-                    adjust(l4, sum_at.clone(), full, old, port);
+                    adjust(l4, sum_at.clone(), full, word_delta(old, port));
                 }
             }
         }
         _ => {
-            let is_echo = matches!(
-                l4.first().map(|t| Icmpv4Message::from(*t)),
-                Some(Icmpv4Message::EchoRequest | Icmpv4Message::EchoReply)
-            );
+            if proto == ICMPV6 && has_sum {
+                adjust(l4, sum_at.clone(), full, pseudo);
+            }
+            let is_echo = match (proto, l4.first()) {
+                (ICMP, Some(t)) => matches!(
+                    Icmpv4Message::from(*t),
+                    Icmpv4Message::EchoRequest | Icmpv4Message::EchoReply
+                ),
+                (_, Some(t)) => matches!(
+                    Icmpv6Message::from(*t),
+                    Icmpv6Message::EchoRequest | Icmpv6Message::EchoReply
+                ),
+                (_, None) => false,
+            };
             let ident = nat.src_port.or(nat.dst_port);
             if let (true, Some(ident), true) = (is_echo, ident, l4.len() >= field::ICMP_IDENT.end) {
                 let old = be16(&l4[field::ICMP_IDENT]);
                 put16(&mut l4[field::ICMP_IDENT], ident);
-                adjust(l4, field::ICMP_CHECKSUM, full, old, ident);
+                if has_sum {
+                    adjust(l4, field::ICMP_CHECKSUM, full, word_delta(old, ident));
+                }
             }
         }
     }
@@ -213,7 +262,8 @@ pub fn nat_ipv4(
     if nat.is_identity() {
         return Ok(());
     }
-    let addrs = rewrite_header(ip, nat.src, nat.dst);
+    let (src, dst) = v4_parts(nat)?;
+    let addrs = rewrite_header(ip, src, dst);
     if first {
         rewrite_transport(
             proto,
@@ -226,15 +276,35 @@ pub fn nat_ipv4(
     Ok(())
 }
 
-/// Translates an ICMP error (`ip` starts at its outer IPv4 header): the
-/// outer addresses to `outer_src`/`outer_dst`, the quoted datagram's
-/// fields as `inner` says, then the ICMP checksum over the whole message.
+/// Translates an ICMP or ICMPv6 error (`ip` starts at its outer IP
+/// header, of either family): the outer addresses to
+/// `outer_src`/`outer_dst`, the quoted datagram's fields as `inner` says,
+/// then the ICMP checksum over the whole message. Every address must be of
+/// the error's family.
 pub fn nat_icmp_error(
     ip: &mut [u8],
-    outer_src: Option<Ipv4Addr>,
-    outer_dst: Option<Ipv4Addr>,
+    outer_src: Option<IpAddr>,
+    outer_dst: Option<IpAddr>,
     inner: &NatRewrite,
 ) -> Result<(), WireError> {
+    let outer = NatRewrite {
+        src: outer_src,
+        dst: outer_dst,
+        ..NatRewrite::default()
+    };
+    match ip.first().map(|b| b >> 4) {
+        Some(6) => super::nat6::nat_icmpv6_error(ip, &outer, inner),
+        _ => nat_icmpv4_error(ip, &outer, inner),
+    }
+}
+
+/// [`nat_icmp_error`] for IPv4; only `outer`'s addresses are used.
+fn nat_icmpv4_error(
+    ip: &mut [u8],
+    outer: &NatRewrite,
+    inner: &NatRewrite,
+) -> Result<(), WireError> {
+    let ((outer_src, outer_dst), (inner_src, inner_dst)) = (v4_parts(outer)?, v4_parts(inner)?);
     let packet = Ipv4Packet::new_checked(&*ip)?;
     if packet.is_fragment() || u8::from(packet.protocol()) != ICMP {
         return Err(WireError::UnexpectedMessage);
@@ -255,7 +325,7 @@ pub fn nat_icmp_error(
     let quoted = &mut icmp[field::ICMP_DATA..];
     let inner_proto = quoted[field::IP_PROTOCOL];
     let inner_first = be16(&quoted[field::IP_FLG_OFF]) & 0x1fff == 0;
-    let addrs = rewrite_header(quoted, inner.src, inner.dst);
+    let addrs = rewrite_header(quoted, inner_src, inner_dst);
     if inner_first {
         rewrite_transport(inner_proto, &mut quoted[inner_len..], inner, addrs, false);
     }
@@ -328,7 +398,7 @@ mod tests {
     }
 
     const SNAT: NatRewrite = NatRewrite {
-        src: Some(Ipv4Addr::new(169, 254, 0, 2)),
+        src: Some(IpAddr::V4(Ipv4Addr::new(169, 254, 0, 2))),
         dst: None,
         src_port: Some(1024),
         dst_port: None,
@@ -347,7 +417,7 @@ mod tests {
 
         let mut tcp = tcp_segment();
         let dnat = NatRewrite {
-            dst: Some(ip("10.9.9.9")),
+            dst: Some(ip("10.9.9.9").into()),
             dst_port: Some(8080),
             ..NatRewrite::default()
         };
@@ -399,11 +469,11 @@ mod tests {
         .unwrap();
         error.truncate(len);
         let back = NatRewrite {
-            src: Some(ip("10.0.0.5")),
+            src: Some(ip("10.0.0.5").into()),
             src_port: Some(40000),
             ..NatRewrite::default()
         };
-        nat_icmp_error(&mut error, None, Some(ip("10.0.0.5")), &back).unwrap();
+        nat_icmp_error(&mut error, None, Some(ip("10.0.0.5").into()), &back).unwrap();
         let packet = Ipv4Packet::new_checked(&error[..]).unwrap();
         assert!(packet.verify_checksum());
         assert_eq!(
@@ -445,7 +515,7 @@ mod tests {
             )
             .unwrap();
             error.truncate(len.min(cut));
-            let _ = nat_icmp_error(&mut error, None, Some(ip("1.1.1.1")), &SNAT);
+            let _ = nat_icmp_error(&mut error, None, Some(ip("1.1.1.1").into()), &SNAT);
             let _ = nat_ipv4(&mut translated[..cut.min(38)], &SNAT, false);
         }
     }

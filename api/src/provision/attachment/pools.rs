@@ -80,10 +80,16 @@ pub(super) async fn choose_pools(
             bridge_of_tenant(&bridge, "bridge_id")?;
             bridge_id
         }
-        None => {
-            let (network, _) = init_tenant_network(nsdb, tenant.id, None, false).await?;
-            network.bridge.id
-        }
+        // An existing network is taken as it is (an attach never makes it
+        // dual-stack; `tenant init` does).
+        None => match tenant.network {
+            Some(network) => network.bridge_id,
+            None => {
+                let (network, _) =
+                    init_tenant_network(nsdb, tenant.id, (None, None), false).await?;
+                network.bridge.id
+            }
+        },
     };
     let pools = one_per_family(pools_of_bridge(nsdb, bridge_id).await?);
     if pools.is_empty() {

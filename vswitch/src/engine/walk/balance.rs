@@ -86,10 +86,7 @@ impl<L: Learned + ?Sized> Run<'_, L> {
         if !nat::free(self.learned, router, &translated) {
             // Another live connection already answers from the member to
             // this client port: move this one's source port, as NAT does.
-            let IpAddr::V4(client) = key.src else {
-                return Err(Stop::Exhausted);
-            };
-            match nat::masquerade(self.learned, router, translated, client) {
+            match nat::masquerade(self.learned, router, translated, key.src) {
                 Ok(moved) => {
                     self.sim.step(
                         device,
@@ -167,13 +164,14 @@ impl<L: Learned + ?Sized> Run<'_, L> {
             }
         }
         let device = Some(Device::Router(router));
+        // Load-balanced VIPs are IPv4: so is the hairpin's source.
         let address = self
             .topo
             .ports
             .get(&out)
             .and_then(|p| p.address)
-            .map(|a| a.addr());
-        let (Some(address), Some(key)) = (address, branch.key()) else {
+            .map(|a| IpAddr::V4(a.addr()));
+        let (Some(address), Some(key)) = (address, branch.key().filter(|k| k.src.is_ipv4())) else {
             return Ok(());
         };
         match nat::masquerade(self.learned, router, key, address) {

@@ -4,7 +4,7 @@
 //! commits, and NAT rules choosing translations for new connections.
 
 use crate::engine::Stage;
-use std::net::Ipv4Addr;
+use std::net::IpAddr;
 
 use nsdb::RuleAction;
 use uuid::Uuid;
@@ -125,7 +125,7 @@ impl<L: Learned + ?Sized> Run<'_, L> {
                 Stage::Conntrack,
                 format_args!("related: ICMP error about {} ({direction:?})", conn.orig),
             );
-            if let (true, Some(ip)) = (conn.is_translated(), here.packet.ipv4().copied()) {
+            if let (true, Some(ip)) = (conn.is_translated(), here.packet.ip()) {
                 self.translate_error(device, here, direction, &conn, ip.src, ip.dst);
             }
             return;
@@ -188,16 +188,16 @@ impl<L: Learned + ?Sized> Run<'_, L> {
         }
     }
 
-    /// Rewrites an ICMP error about a translated connection, outer header
-    /// and quoted datagram, into whole bytes.
+    /// Rewrites an ICMP or ICMPv6 error about a translated connection,
+    /// outer header and quoted datagram, into whole bytes.
     fn translate_error(
         &mut self,
         device: Device,
         here: &mut Here,
         direction: Direction,
         conn: &ConnEntry,
-        outer_src: Ipv4Addr,
-        outer_dst: Ipv4Addr,
+        outer_src: IpAddr,
+        outer_dst: IpAddr,
     ) {
         let (src, dst, inner) = nat::related(direction, conn, outer_src, outer_dst);
         let current = here.bytes.as_deref().unwrap_or(self.frame);
@@ -302,15 +302,18 @@ impl<L: Learned + ?Sized> Run<'_, L> {
         }
         let masquerade_address = out_port
             .and_then(|p| self.topo.ports.get(&p))
-            .and_then(|p| p.address)
-            .map(|a| a.addr());
+            .and_then(|p| match key.dst {
+                IpAddr::V4(_) => p.address.map(|a| IpAddr::V4(a.addr())),
+                IpAddr::V6(dst) => p.masquerade_ipv6_for(&dst).map(IpAddr::V6),
+            });
         match nat::choose(self.learned, zone, rule, key, masquerade_address) {
-            Ok(Some(new)) => {
+            Ok(new) => {
                 let delta = Rewrite {
                     ip_src: nat::changed(key.src, new.src),
                     ip_dst: nat::changed(key.dst, new.dst),
                     src_port: (new.sport != key.sport).then_some(new.sport),
-                    dst_port: (new.dport != key.dport && key.proto != 1).then_some(new.dport),
+                    dst_port: (new.dport != key.dport && !nat::is_icmp(key.proto))
+                        .then_some(new.dport),
                     ..Rewrite::default()
                 };
                 let word = super::chain::action_word(rule.action);
@@ -328,16 +331,7 @@ impl<L: Learned + ?Sized> Run<'_, L> {
                 }
                 Ok(())
             }
-            Ok(None) => {
-                self.sim.step(
-                    Some(device),
-                    None,
-                    Stage::Nat,
-                    "masquerade needs an egress port with an address: not translated",
-                );
-                Ok(())
-            }
-            Err(nat::Exhausted) => {
+            Err(nat::Untranslated::Exhausted) => {
                 self.sim.step(
                     Some(device),
                     None,
@@ -345,6 +339,11 @@ impl<L: Learned + ?Sized> Run<'_, L> {
                     format_args!("no free address and port for {key}"),
                 );
                 Err(Stop::Exhausted)
+            }
+            Err(why) => {
+                self.sim
+                    .step(Some(device), None, Stage::Nat, format_args!("{why}"));
+                Ok(())
             }
         }
     }
