@@ -105,6 +105,11 @@ for h in a b; do
 done
 sleep 1
 read -r p_tcp p_rtt p_udp < <(measure "${tag}ppa" "${tag}ppb")
+# What the agents dropped during the run (a lossy tunnel shows here first).
+for h in a b; do
+  ip netns exec "${tag}p$h" curl -fs http://127.0.0.1:8471/metrics 2>/dev/null |
+    awk -v h="host-$h" '/^plexus_datapath_drops_total/ && $NF > 0 {print h ": " $0}' >&2 || true
+done
 
 python3 - "$k_tcp" "$k_rtt" "$k_udp" "$p_tcp" "$p_rtt" "$p_udp" <<'PY'
 import sys

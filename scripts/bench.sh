@@ -128,9 +128,16 @@ for d in ovs-vswitchd ovsdb-server; do kill "$(cat "$work/$d.pid")"; rm -f "$wor
 ip netns add "${tag}px"
 ip -n "${tag}px" link set lo up
 pods "${tag}px" p 4
-ip netns exec "${tag}px" "$P" serve --data "$work/data" --listen 127.0.0.1:18499 --host-name "bench-$tag" --no-uplink >"$work/serve.log" 2>&1 &
-pids+=($!)
-for _ in $(seq 100); do ip netns exec "${tag}px" curl -fs http://127.0.0.1:18499/healthz >/dev/null 2>&1 && break; sleep 0.1; done
+# serve [ARGS]: (re)starts the Plexus node on the same data (same ports and bindings).
+serve_pid=
+serve() {
+  if [ -n "$serve_pid" ]; then kill "$serve_pid"; wait "$serve_pid" 2>/dev/null || true; fi
+  ip netns exec "${tag}px" "$P" serve --data "$work/data" --listen 127.0.0.1:18499 --host-name "bench-$tag" --no-uplink "$@" >>"$work/serve.log" 2>&1 &
+  serve_pid=$!
+  pids+=("$serve_pid")
+  for _ in $(seq 100); do ip netns exec "${tag}px" curl -fs http://127.0.0.1:18499/healthz >/dev/null 2>&1 && break; sleep 0.1; done
+}
+serve
 token=$(cat "$work/data/admin.token")
 api() { ip netns exec "${tag}px" env PLEXUS_API=http://127.0.0.1:18499 PLEXUS_TOKEN="$token" "$P" raw "$@"; }
 id() { python3 -c 'import sys,json; print(json.load(sys.stdin)["id"])'; }
@@ -154,6 +161,13 @@ sleep 1
 out=$(measure p); read -r t_tcp t_rtt t_udp <<<"$out"
 api DELETE "/v1/trace_requests/$trace_request" >/dev/null
 
+# --- Plexus in poll mode (--poll-mode always: a thread polls every port,
+# for hosts that give the agent a core): the ping RTT
+serve --poll-mode always
+reach "${tag}p1" "$(addr 2)"
+poll_rtt=$(ip netns exec "${tag}p1" ping -n -c 50 -i 0.02 -q "$(addr 2)" | awk -F/ '/^rtt/ {print $5}')
+serve
+
 # --- Plexus with a stateful chain on the ports (every packet tracked)
 chain=$(api POST /v1/chains "{\"tenant_id\":\"$tenant\",\"name\":\"stateful\"}" | id)
 api POST "/v1/chains/$chain/rules" '{"position":1,"action":"accept","conn_state":["established","related"]}' >/dev/null
@@ -165,12 +179,12 @@ sleep 1
 out=$(measure p); read -r c_tcp c_rtt c_udp <<<"$out"
 
 python3 - "$IPV6" "$SECS" "$load_start" "$(cut -d' ' -f1 /proc/loadavg)" "$k_tcp" "$k_rtt" "$k_udp" "$o_tcp" "$o_rtt" "$o_udp" "$p_tcp" "$p_rtt" "$p_udp" \
-  "$c_tcp" "$c_rtt" "$c_udp" "$k2_tcp" "$k2_udp" "$p2_tcp" "$p2_udp" "$t_tcp" "$t_rtt" "$t_udp" <<'PY'
+  "$c_tcp" "$c_rtt" "$c_udp" "$k2_tcp" "$k2_udp" "$p2_tcp" "$p2_udp" "$t_tcp" "$t_rtt" "$t_udp" "$poll_rtt" <<'PY'
 import os, sys
 family = "IPv6" if sys.argv.pop(1) == "1" else "IPv4"
 secs, load_start, load_end = sys.argv[1:4]
 (k_tcp, k_rtt, k_udp, o_tcp, o_rtt, o_udp, p_tcp, p_rtt, p_udp,
- c_tcp, c_rtt, c_udp, k2_tcp, k2_udp, p2_tcp, p2_udp, t_tcp, t_rtt, t_udp) = map(float, sys.argv[4:])
+ c_tcp, c_rtt, c_udp, k2_tcp, k2_udp, p2_tcp, p2_udp, t_tcp, t_rtt, t_udp, poll_rtt) = map(float, sys.argv[4:])
 yes = lambda ok: "met" if ok else "NOT met"
 print(f"one flow, pod to pod on one host over {family} ({secs} s per iperf3 run); ratio = to the Linux bridge")
 print(f"load average (1 min) at the start and the end: {load_start}, {load_end} on {os.cpu_count()} CPUs"
@@ -185,6 +199,8 @@ rows = [
 for name, f, k, o, p, c, target, met, ahead in rows:
     print(f"{name:<16}{f.format(k):>13}{f.format(o):>11}{o / k:>7.2f}{f.format(p):>9}{p / k:>7.2f}"
           f"{f.format(c):>11}{c / k:>7.2f}   {target}: {yes(met)}; ahead of OVS: {'yes' if ahead else 'no'}")
+print(f"{'ping RTT, poll':<16}{'':>13}{'':>11}{'':>7}{poll_rtt:>9.3f}{poll_rtt / k_rtt:>7.2f}"
+      f"{'':>11}{'':>7}   <= 1.5x bridge (--poll-mode always): {yes(poll_rtt / k_rtt <= 1.5)}")
 print()
 print("two pod pairs at once (aggregate) beside one flow; scaling = aggregate / one flow")
 print(f"{'metric':<24}{'linux bridge':>13}{'plexus':>9}   target (plexus, issue 17)")

@@ -88,6 +88,23 @@ async fn three_hosts_share_a_bridge_survive_an_agent_crash_and_follow_a_moved_po
     let (sent, received, len) = tcp_transfer(&pods[0], &pods[2], "10.60.0.3", 8 << 20);
     assert_eq!(len, 8 << 20, "bytes received");
     assert_eq!(sent, received, "the transfer was altered");
+    // Its super-frames crossed in pieces that fit the underlay, none lost.
+    let counter = |host: usize, name: &str| -> u64 {
+        let metrics = cluster.hosts[host].metrics();
+        metrics
+            .lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+            .unwrap_or(0)
+    };
+    let offloaded = r#"plexus_tunnel_offloaded_frames_total{way="received"}"#;
+    assert!(
+        counter(2, offloaded) > 0,
+        "super-frames arrived in pieces\n{}",
+        cluster.hosts[2].metrics()
+    );
+    let lost = r#"plexus_datapath_drops_total{reason="tunnel_offload_piece_lost"}"#;
+    assert_eq!(counter(2, lost), 0, "{}", cluster.hosts[2].metrics());
 
     // kill -9 one agent: only its pods go dark.
     cluster.hosts[2].kill_agent();

@@ -68,3 +68,40 @@ except Exception as e:
     let out = pod.try_exec(&["python3", "-c", &script]);
     String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
+
+/// Sends `count` numbered 64-byte datagrams from `from` to `[to_ip]:5003`
+/// as fast as it can; the sequence numbers `to` received, in order.
+pub fn udp6_sequence(from: &Pod, to: &Pod, to_ip: &str, count: u32) -> Vec<u32> {
+    use std::io::BufRead;
+    let receiver = "import socket,struct
+s=socket.socket(socket.AF_INET6,socket.SOCK_DGRAM)
+s.setsockopt(socket.SOL_SOCKET,socket.SO_RCVBUF,1<<22);s.bind(('::',5003));s.settimeout(2)
+print('ready',flush=True);got=[]
+try:
+  while True: got.append(struct.unpack('!I',s.recv(64)[:4])[0])
+except socket.timeout: pass
+print(' '.join(map(str,got)),flush=True)\n";
+    let mut child = std::process::Command::new("ip")
+        .args(["netns", "exec", &to.netns, "python3", "-c", receiver])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn the receiver");
+    let mut stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+    // Killed by its guard if the test fails before it ends.
+    let mut child = super::cluster::Process(child);
+    let mut line = String::new();
+    stdout.read_line(&mut line).unwrap();
+    assert_eq!(line.trim(), "ready");
+    let sender = format!(
+        "import socket,struct
+s=socket.socket(socket.AF_INET6,socket.SOCK_DGRAM)
+for i in range({count}): s.sendto(struct.pack('!I',i)+bytes(60),('{to_ip}',5003))\n"
+    );
+    from.exec(&["python3", "-c", &sender]);
+    line.clear();
+    stdout.read_line(&mut line).unwrap();
+    let _ = child.0.wait();
+    line.split_whitespace()
+        .filter_map(|n| n.parse().ok())
+        .collect()
+}

@@ -19,3 +19,8 @@ pub mod tracing_live;
 pub mod tunnel;
 pub mod uplink;
 pub mod wire;
+
+/// A hash map for lookups on the packet path: foldhash, seeded per
+/// process, instead of SipHash (keys there are ids, addresses and tunnel
+/// keys, looked up for every packet).
+pub type FastMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;

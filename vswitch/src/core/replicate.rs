@@ -83,8 +83,9 @@ impl DatapathCore {
     }
 
     /// Answers a sync request from the agent at `requester` with every
-    /// connection and learned address this host holds, at most once per
-    /// [`SYNC_INTERVAL_MS`] per requester. Returns true if it answered.
+    /// connection and learned address this host holds (an empty message
+    /// when it holds none), at most once per [`SYNC_INTERVAL_MS`] per
+    /// requester. Returns true if it answered.
     fn answer_sync(
         &self,
         topo: &Topology,
@@ -115,6 +116,12 @@ impl DatapathCore {
             writer.push(&learning);
         }
         let peer = Peer { host, ip };
+        if writer.is_empty() {
+            // Answer anyway: the requester learns from the answer's
+            // tunnel header what this agent reads.
+            let message = state::empty_message();
+            actions.push(Action::State { peer, message });
+        }
         for message in writer.messages() {
             actions.push(Action::State {
                 peer,

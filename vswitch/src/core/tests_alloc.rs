@@ -133,7 +133,7 @@ fn a_batch_visits_only_its_own_egress_ports_and_allocates_nothing() {
         sends.push(ports[2], 2);
     });
     assert_eq!(n, 0);
-    let batch: Vec<(Uuid, Vec<usize>)> = sends.iter().map(|(p, l)| (*p, l.clone())).collect();
+    let batch: Vec<(Uuid, Vec<usize>)> = sends.iter_mut().map(|(p, l)| (*p, l.clone())).collect();
     assert_eq!(batch, vec![(ports[2], vec![0, 2]), (ports[0], vec![1])]);
 }
 

@@ -61,6 +61,20 @@ impl Datapath {
             "# TYPE plexus_generated_frames_total counter\nplexus_generated_frames_total {}",
             self.generated.load(Ordering::Relaxed)
         );
+        let _ = writeln!(
+            out,
+            "# TYPE plexus_tunnel_offloaded_frames_total counter\n\
+             plexus_tunnel_offloaded_frames_total{{way=\"sent\"}} {}\n\
+             plexus_tunnel_offloaded_frames_total{{way=\"received\"}} {}",
+            self.offloads_sent.load(Ordering::Relaxed),
+            self.offloads_received.load(Ordering::Relaxed)
+        );
+        let _ = writeln!(
+            out,
+            "# TYPE plexus_udp_datagrams_merged_total counter\n\
+             plexus_udp_datagrams_merged_total {}",
+            self.udp_merged.load(Ordering::Relaxed)
+        );
         let ports = self.ports.read().unwrap_or_else(|p| p.into_inner());
         let _ = writeln!(out, "# TYPE plexus_port_packets_total counter");
         for (id, port) in ports.iter() {

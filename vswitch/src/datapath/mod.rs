@@ -104,6 +104,25 @@ pub struct Datapath {
     generated: AtomicU64,
     /// Where live trace events go (the agent's publisher), once set.
     trace_sink: OnceLock<tokio::sync::mpsc::Sender<LiveTraceEvent>>,
+    /// Whether super-frames go to other agents in wire-sized pieces
+    /// (`io::chunk`); off (`PLEXUS_TUNNEL_OFFLOAD=datagram`): as one
+    /// datagram the underlay fragments, which agents before the pieces read.
+    chunk_offloads: std::sync::atomic::AtomicBool,
+    /// Other agents (by tunnel address) whose flow-state datagrams said
+    /// they read super-frames in pieces; the others get whole datagrams,
+    /// which every agent reads.
+    peers_with_pieces: RwLock<std::collections::HashSet<std::net::IpAddr>>,
+    /// The id of the next super-frame sent in pieces.
+    next_offload_id: std::sync::atomic::AtomicU32,
+    /// Super-frames sent to other agents in pieces.
+    offloads_sent: AtomicU64,
+    /// Super-frames put back together from other agents' pieces.
+    offloads_received: AtomicU64,
+    /// UDP datagrams that left inside another's GSO frame (`io::coalesce_udp`).
+    udp_merged: AtomicU64,
+    /// Whether small UDP datagrams are merged: off once a port refused a
+    /// merged frame (kernels before 6.2 take no UDP GSO from AF_PACKET).
+    udp_merge: std::sync::atomic::AtomicBool,
 }
 
 /// Frames a port task receives in one batch.
@@ -160,8 +179,9 @@ pub(crate) struct PortSends {
     /// `lists[..used]` are this batch's; the rest keep their buffers.
     lists: Vec<(Uuid, Vec<usize>)>,
     used: usize,
-    /// Where each of this batch's ports is in `lists`.
-    slot: HashMap<Uuid, usize>,
+    /// Where each of this batch's ports is in `lists` (looked up once per
+    /// frame: a fast hasher, the keys being the host's own port ids).
+    slot: HashMap<Uuid, usize, foldhash::fast::RandomState>,
 }
 
 impl PortSends {
@@ -192,9 +212,23 @@ impl PortSends {
         self.lists[slot].1.push(i);
     }
 
-    /// This batch's ports and the frames each sends.
-    pub(crate) fn iter(&self) -> impl Iterator<Item = (&Uuid, &Vec<usize>)> {
-        self.lists[..self.used].iter().map(|(id, list)| (id, list))
+    /// This batch's ports and the frames each sends, to rearrange.
+    pub(crate) fn iter_mut(&mut self) -> impl Iterator<Item = (&Uuid, &mut Vec<usize>)> {
+        self.lists[..self.used]
+            .iter_mut()
+            .map(|(id, list)| (&*id, list))
+    }
+
+    /// The frames (of the first 64) that more than one port sends.
+    pub(crate) fn shared(&self) -> u64 {
+        let (mut seen, mut shared) = (0u64, 0u64);
+        for (_, list) in &self.lists[..self.used] {
+            for &i in list.iter().filter(|&&i| i < 64) {
+                shared |= seen & (1 << i);
+                seen |= 1 << i;
+            }
+        }
+        shared
     }
 }
 
@@ -211,6 +245,9 @@ pub struct Scratch {
     made: Vec<Action>,
     /// Tunnel datagrams, in the order the actions named them.
     datagrams: Datagrams,
+    /// How many datagrams each frame of a port's sends carries once small
+    /// UDP datagrams of one flow are merged (`io::coalesce_udp`).
+    runs: Vec<u8>,
 }
 
 impl Datapath {
@@ -230,6 +267,15 @@ impl Datapath {
             poller: poller::Poller::default(),
             generated: AtomicU64::new(0),
             trace_sink: OnceLock::new(),
+            chunk_offloads: std::sync::atomic::AtomicBool::new(
+                std::env::var("PLEXUS_TUNNEL_OFFLOAD").as_deref() != Ok("datagram"),
+            ),
+            peers_with_pieces: RwLock::default(),
+            next_offload_id: std::sync::atomic::AtomicU32::new(0),
+            offloads_sent: AtomicU64::new(0),
+            offloads_received: AtomicU64::new(0),
+            udp_merged: AtomicU64::new(0),
+            udp_merge: std::sync::atomic::AtomicBool::new(true),
         }
     }
 
@@ -475,12 +521,16 @@ impl Datapath {
             }
             self.perform(scratch, Some((rx, i)));
         }
-        for (egress, indexes) in scratch.sends.iter() {
+        // Frames several ports send stay as received; a port's run of one
+        // UDP flow's small datagrams may leave as one GSO frame.
+        let shared = scratch.sends.shared();
+        let Scratch { sends, runs, .. } = scratch;
+        for (egress, indexes) in sends.iter_mut() {
             match self.port(*egress) {
-                Some(out) => match out.io.send_rx(rx, indexes) {
-                    Ok(sent) => {
+                Some(out) => match self.send_port(&out, rx, indexes, shared, runs) {
+                    Ok((sent, frames)) => {
                         let bytes = rx.bytes_of(indexes[..sent].iter().copied());
-                        out.counters.sent(sent, bytes);
+                        out.counters.sent(frames, bytes);
                         // Its answer is likely next: poll for it.
                         self.warm(&out);
                     }
@@ -495,6 +545,43 @@ impl Datapath {
             }
         }
         self.finish(scratch);
+    }
+
+    /// Sends frames `indexes` of `rx` out of `out`, small UDP datagrams of
+    /// one flow merged first when `out` is a veth (not toward a VTEP,
+    /// whose encapsulation segments only TCP, nor a TAP, whose reader
+    /// may not take UDP GSO). Returns the entries of `indexes` sent and
+    /// how many received frames they carried.
+    fn send_port(
+        &self,
+        out: &PortHandle,
+        rx: &mut RxBatch,
+        indexes: &mut Vec<usize>,
+        shared: u64,
+        runs: &mut Vec<u8>,
+    ) -> std::io::Result<(usize, usize)> {
+        let merged = indexes.len() > 1
+            && matches!(out.io, Port::AfPacket(_))
+            && self.udp_merge.load(Ordering::Relaxed)
+            && crate::io::coalesce_udp(rx, indexes, shared, runs);
+        let sent = match out.io.send_rx(rx, indexes) {
+            Err(error) if merged && error.raw_os_error() == Some(libc::EINVAL) => {
+                // This kernel takes no UDP GSO frames here: merge no more.
+                if self.udp_merge.swap(false, Ordering::Relaxed) {
+                    tracing::warn!(%error, "a port refused a merged UDP frame; small datagrams are sent one by one from now on");
+                }
+                return Err(error);
+            }
+            other => other?,
+        };
+        let frames = if merged {
+            runs[..sent].iter().map(|&r| usize::from(r)).sum()
+        } else {
+            sent
+        };
+        self.udp_merged
+            .fetch_add((frames - sent) as u64, Ordering::Relaxed);
+        Ok((sent, frames))
     }
 
     /// Performs the core's actions in order: the frame at hand (`received`,
@@ -558,12 +645,7 @@ impl Datapath {
         let Some(out) = self.port(port) else {
             return;
         };
-        let sent = match &out.io {
-            Port::AfPacket(socket) => socket.try_send(&VnetHeader::NONE, frame),
-            Port::Tap(tap) => tap.try_send(&VnetHeader::NONE, frame),
-            Port::Vtep(vtep) => vtep.try_send(&VnetHeader::NONE, frame),
-        };
-        match sent {
+        match out.io.try_send(&VnetHeader::NONE, frame) {
             Ok(()) => {
                 out.counters.sent(1, frame.len());
                 self.generated.fetch_add(1, Ordering::Relaxed);

@@ -13,12 +13,12 @@ use uuid::Uuid;
 use super::{Datapath, Scratch};
 use crate::core::{self, Arrival, Peer, TunnelTag};
 use crate::io::{
-    parse_offloaded, Datagrams, Port, PortIo, RxBatch, VnetHeader, OFFLOAD_KEY, OFFLOAD_PREAMBLE,
-    VXLAN_AT,
+    frame_prefix, parse_chunk, parse_offloaded, Datagrams, PiecePlan, Port, PortIo, Reassembly,
+    RxBatch, TxBatch, VnetHeader, OFFLOAD_KEY, OFFLOAD_PREAMBLE, VXLAN_AT,
 };
 use crate::snapshot::Topology;
 use crate::tunnel::{Tunnel, STATE_KEY};
-use crate::wire::{Vni, VxlanPacket};
+use crate::wire::{Vni, VxlanPacket, VXLAN_HEADER_LEN};
 
 /// Queued datagrams are sent once this many wait (one `sendmmsg`).
 const FLUSH_AT: usize = 64;
@@ -42,11 +42,58 @@ impl Datapath {
         };
         let dest = tunnel.peer(peer.ip);
         let first = datagrams.len();
-        if !(vnet.is_gso() && datagrams.push_offloaded(dest, key, vnet, frame)) {
+        if vnet.is_gso()
+            && self.chunk_offloads.load(Ordering::Relaxed)
+            && self.reads_pieces(peer.ip)
+        {
+            if let Some(plan) = PiecePlan::new(frame.len(), tunnel.max_ip_len()) {
+                // What is queued goes first (state before the frames
+                // that depend on it), then the pieces, straight from `frame`.
+                self.flush_remote(datagrams);
+                datagrams.clear();
+                let id = self.next_offload_id.fetch_add(1, Ordering::Relaxed);
+                let prefix = frame_prefix(key, vnet);
+                let mark = mark.map(|m| (m.seq, m.request_byte));
+                match tunnel
+                    .socket()
+                    .send_pieces(dest, &plan, id, &prefix, frame, mark)
+                {
+                    Ok(()) => {
+                        self.offloads_sent.fetch_add(1, Ordering::Relaxed);
+                        return;
+                    }
+                    // The underlay takes no UDP_SEGMENT sends of this size
+                    // (a path MTU below the configured one, an old kernel,
+                    // IPsec): whole datagrams from now on, this one too.
+                    Err(error)
+                        if matches!(
+                            error.raw_os_error(),
+                            Some(libc::EMSGSIZE | libc::EINVAL | libc::EIO)
+                        ) =>
+                    {
+                        if self.chunk_offloads.swap(false, Ordering::Relaxed) {
+                            tracing::warn!(%error, "the tunnel refused super-frames in pieces; sending them whole from now on");
+                        }
+                    }
+                    Err(_) => {
+                        self.count("tunnel_send_failed");
+                        return;
+                    }
+                }
+            }
+        }
+        let offloaded = vnet.is_gso() && datagrams.push_offloaded(dest, key, vnet, frame);
+        if !offloaded {
             let Some(vni) = Vni::new(key) else { return };
             let max_ip_len = tunnel.max_ip_len();
-            if let Err(error) = datagrams.push_frame(dest, vni, vnet, frame, max_ip_len) {
-                self.count(error.name());
+            match datagrams.push_frame(dest, vni, vnet, frame, max_ip_len) {
+                // Frames of one size to one agent leave together (a marked
+                // one alone: its mark is for it only).
+                Ok(1) if mark.is_none() => {
+                    datagrams.coalesce_last(max_ip_len + VXLAN_HEADER_LEN + 14);
+                }
+                Ok(_) => {}
+                Err(error) => self.count(error.name()),
             }
         }
         if let Some(mark) = mark {
@@ -55,13 +102,40 @@ impl Datapath {
         self.flush_full(datagrams);
     }
 
-    /// Queues a flow-state message for `peer`.
+    /// Queues a flow-state message for `peer`, flagged to say that this
+    /// agent reads super-frames in pieces.
     pub(super) fn push_state(&self, datagrams: &mut Datagrams, peer: Peer, message: &[u8]) {
         let (Some(tunnel), Some(vni)) = (self.tunnel.get(), Vni::new(STATE_KEY)) else {
             return;
         };
         datagrams.push_raw(tunnel.peer(peer.ip), vni, message);
+        datagrams.flag_last_reads_pieces();
         self.flush_full(datagrams);
+    }
+
+    /// Whether the agent at `ip` said it reads super-frames in pieces.
+    fn reads_pieces(&self, ip: std::net::IpAddr) -> bool {
+        self.peers_with_pieces
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains(&ip)
+    }
+
+    /// Notes what a flow-state datagram from the agent at `ip` says about
+    /// pieces (an agent from before them sends no flag: whole datagrams).
+    fn note_pieces(&self, ip: std::net::IpAddr, reads: bool) {
+        if self.reads_pieces(ip) == reads {
+            return;
+        }
+        let mut peers = self
+            .peers_with_pieces
+            .write()
+            .unwrap_or_else(|p| p.into_inner());
+        if reads {
+            peers.insert(ip);
+        } else {
+            peers.remove(&ip);
+        }
     }
 
     fn flush_full(&self, datagrams: &mut Datagrams) {
@@ -116,10 +190,15 @@ pub async fn serve_tunnel(datapath: Arc<Datapath>, tunnel: Arc<Tunnel>) -> std::
     // underlay whole TCP super-frames (see `io::offload_of_received`).
     let mut rx = RxBatch::new(64);
     let mut sources = Vec::with_capacity(64);
+    let mut segments = Vec::with_capacity(64);
     let mut sends: HashMap<Uuid, Vec<usize>> = HashMap::new();
     let mut scratch = Scratch::default();
+    let mut one_by_one = OneByOne::default();
     loop {
-        let n = tunnel.socket().recv_batch(&mut rx, &mut sources).await?;
+        let n = tunnel
+            .socket()
+            .recv_batch(&mut rx, &mut sources, &mut segments)
+            .await?;
         if n == 0 {
             continue;
         }
@@ -129,13 +208,39 @@ pub async fn serve_tunnel(datapath: Arc<Datapath>, tunnel: Arc<Tunnel>) -> std::
             list.clear();
         }
         for (i, source) in sources.iter().enumerate().take(n) {
-            let (vni, mark) = match rx.wire(i).map(|w| VxlanPacket::new_checked(&w[VXLAN_AT..])) {
-                Some(Ok(packet)) => (packet.vni().get(), packet.trace_mark()),
-                _ => {
-                    datapath.count("tunnel_malformed");
-                    continue;
+            let Some(wire) = rx.wire(i) else { continue };
+            let datagrams = &wire[VXLAN_AT..];
+            if segments[i] > 0 || is_chunk(datagrams) {
+                // Several datagrams in one slot (UDP GRO), or a piece of a
+                // super-frame: each on its own, delivered by copy, after
+                // the slots before it (a port's frames keep their order).
+                datapath.send_slots(&rx, &mut sends);
+                let size = if segments[i] > 0 {
+                    segments[i]
+                } else {
+                    datagrams.len()
+                };
+                let from = Arrived {
+                    source: *source,
+                    agent: topo.tunnel.hosts_by_ip.contains_key(&source.ip()),
+                };
+                for datagram in datagrams.chunks(size) {
+                    datapath.receive_one(&topo, from, datagram, &mut one_by_one, &mut scratch);
                 }
-            };
+                continue;
+            }
+            let (vni, mark, pieces) =
+                match rx.wire(i).map(|w| VxlanPacket::new_checked(&w[VXLAN_AT..])) {
+                    Some(Ok(packet)) => (
+                        packet.vni().get(),
+                        packet.trace_mark(),
+                        packet.reads_pieces(),
+                    ),
+                    _ => {
+                        datapath.count("tunnel_malformed");
+                        continue;
+                    }
+                };
             rx.set_vnet(i, &VnetHeader::NONE);
             let mut vni = vni;
             if vni == OFFLOAD_KEY && topo.tunnel.hosts_by_ip.contains_key(&source.ip()) {
@@ -150,6 +255,8 @@ pub async fn serve_tunnel(datapath: Arc<Datapath>, tunnel: Arc<Tunnel>) -> std::
             }
             match core::classify(&topo, host, *source, vni) {
                 Arrival::Deliver(ports) => {
+                    // Copies queued before this slot go first.
+                    datapath.flush_copies(&mut one_by_one.copies);
                     for port in ports {
                         sends.entry(*port).or_default().push(i);
                     }
@@ -169,19 +276,75 @@ pub async fn serve_tunnel(datapath: Arc<Datapath>, tunnel: Arc<Tunnel>) -> std::
                     None => datapath.count("tunnel_vtep_not_attached"),
                 },
                 Arrival::State => {
+                    datapath.note_pieces(source.ip(), pieces);
                     datapath.receive_state(&topo, *source, rx.frame(i), &mut scratch);
                 }
                 Arrival::Drop(reason) => datapath.count(reason.name()),
             }
         }
-        for (port, which) in sends.iter().filter(|(_, w)| !w.is_empty()) {
-            let Some(out) = datapath.port(*port) else {
-                datapath.count("tunnel_port_not_attached");
+        datapath.send_slots(&rx, &mut sends);
+        datapath.flush_copies(&mut one_by_one.copies);
+        datapath.finish(&mut scratch);
+        for _ in 0..std::mem::take(&mut one_by_one.reassembly.lost) {
+            datapath.count("tunnel_offload_piece_lost");
+        }
+    }
+}
+
+/// What the receive loop keeps for datagrams handled one by one (those
+/// the kernel coalesced, and pieces): the frames being put back together,
+/// and the copies waiting to go out of a local port.
+struct OneByOne {
+    reassembly: Reassembly,
+    copies: Copies,
+}
+
+impl Default for OneByOne {
+    fn default() -> Self {
+        OneByOne {
+            reassembly: Reassembly::default(),
+            copies: Copies {
+                port: None,
+                batch: TxBatch::with_max_frame_len(COPY_BATCH, COPY_FRAME_LEN),
+            },
+        }
+    }
+}
+
+/// Frames per batch of copies to one port.
+const COPY_BATCH: usize = 64;
+/// The largest frame batched (larger ones are sent alone).
+const COPY_FRAME_LEN: usize = 2048;
+
+/// Copies of received frames for one local port, sent together
+/// (`sendmmsg`) when the port changes, the batch fills or the receive
+/// batch ends.
+struct Copies {
+    port: Option<Uuid>,
+    batch: TxBatch,
+}
+
+/// Where a datagram came from: its source, and whether that is another
+/// agent (a registered host) rather than an external VXLAN endpoint.
+#[derive(Clone, Copy)]
+struct Arrived {
+    source: SocketAddr,
+    agent: bool,
+}
+
+impl Datapath {
+    /// Sends the receive slots queued for each local port (without
+    /// copying) and forgets them.
+    fn send_slots(&self, rx: &RxBatch, sends: &mut HashMap<Uuid, Vec<usize>>) {
+        for (port, which) in sends.iter_mut().filter(|(_, w)| !w.is_empty()) {
+            let Some(out) = self.port(*port) else {
+                self.count("tunnel_port_not_attached");
+                which.clear();
                 continue;
             };
             let mut done = 0;
             while done < which.len() {
-                match out.io.send_rx(&rx, &which[done..]) {
+                match out.io.send_rx(rx, &which[done..]) {
                     Ok(k) if k > 0 => {
                         let bytes = rx.bytes_of(which[done..done + k].iter().copied());
                         out.counters.sent(k, bytes);
@@ -193,7 +356,161 @@ pub async fn serve_tunnel(datapath: Arc<Datapath>, tunnel: Arc<Tunnel>) -> std::
                     }
                 }
             }
+            which.clear();
         }
-        datapath.finish(&mut scratch);
+    }
+}
+
+/// Whether `datagram` (VXLAN header first) is a piece of a super-frame
+/// another agent sent in pieces (see `io::chunk`).
+fn is_chunk(datagram: &[u8]) -> bool {
+    let vni = VxlanPacket::new_checked(datagram).map(|p| p.vni().get());
+    vni == Ok(OFFLOAD_KEY) && parse_chunk(&datagram[VXLAN_HEADER_LEN..]).is_some()
+}
+
+impl Datapath {
+    /// Handles one datagram that does not have a receive slot of its own
+    /// (one of several the kernel coalesced, or a piece of a super-frame):
+    /// delivered by copy, a frame at a time. Pieces go to `reassembly`,
+    /// and the frame they complete to its ports.
+    fn receive_one(
+        &self,
+        topo: &Topology,
+        Arrived { source, agent }: Arrived,
+        datagram: &[u8],
+        one_by_one: &mut OneByOne,
+        scratch: &mut Scratch,
+    ) {
+        let (vni, mark, pieces) = match VxlanPacket::new_checked(datagram) {
+            Ok(packet) => (
+                packet.vni().get(),
+                packet.trace_mark(),
+                packet.reads_pieces(),
+            ),
+            Err(_) => {
+                self.count("tunnel_malformed");
+                return;
+            }
+        };
+        let inner = &datagram[VXLAN_HEADER_LEN..];
+        let OneByOne { reassembly, copies } = one_by_one;
+        if vni == STATE_KEY && agent {
+            self.note_pieces(source.ip(), pieces);
+        }
+        if vni != OFFLOAD_KEY || !agent {
+            let arrival = (source, vni, &VnetHeader::NONE);
+            self.deliver_one(topo, arrival, inner, mark, copies, scratch);
+            return;
+        }
+        if let Some(chunk) = parse_chunk(inner) {
+            if let Some(done) = reassembly.push(source, chunk) {
+                self.offloads_received.fetch_add(1, Ordering::Relaxed);
+                let arrival = (source, done.key, &done.vnet);
+                self.deliver_one(topo, arrival, done.frame, mark, copies, scratch);
+            }
+            return;
+        }
+        // A whole offloaded frame coalesced with others.
+        match parse_offloaded(inner) {
+            Some((key, vnet)) => {
+                let frame = &inner[OFFLOAD_PREAMBLE..];
+                self.deliver_one(topo, (source, key, &vnet), frame, mark, copies, scratch);
+            }
+            None => self.count("tunnel_malformed_offload"),
+        }
+    }
+
+    /// Delivers one frame that arrived from `source` on `key` with offload
+    /// header `vnet` (see [`core::classify`]), by copy.
+    fn deliver_one(
+        &self,
+        topo: &Topology,
+        (source, key, vnet): (SocketAddr, u32, &VnetHeader),
+        frame: &[u8],
+        mark: Option<(u32, u8)>,
+        copies: &mut Copies,
+        scratch: &mut Scratch,
+    ) {
+        match core::classify(topo, self.host(), source, key) {
+            Arrival::Deliver(ports) => {
+                for port in ports {
+                    self.send_copy(copies, *port, vnet, frame);
+                }
+                if let Some((seq, request_byte)) = mark {
+                    let from = topo.tunnel.hosts_by_ip.get(&source.ip()).copied();
+                    let tag = TunnelTag { request_byte, seq };
+                    for event in self.core.trace_delivery(from, tag, ports) {
+                        self.publish_trace(event);
+                    }
+                }
+            }
+            Arrival::FromVtep(port) => match self.port(port) {
+                Some(handle) => match &handle.io {
+                    Port::Vtep(vtep) if vtep.deliver(frame) => {}
+                    _ => self.count("tunnel_vtep_queue_full"),
+                },
+                None => self.count("tunnel_vtep_not_attached"),
+            },
+            Arrival::State => self.receive_state(topo, source, frame, scratch),
+            Arrival::Drop(reason) => self.count(reason.name()),
+        }
+    }
+
+    /// Queues a copy of `frame` with offload header `vnet` for a local
+    /// port (sent with the port's other copies), or sends it now if too
+    /// big to batch.
+    fn send_copy(&self, copies: &mut Copies, port: Uuid, vnet: &VnetHeader, frame: &[u8]) {
+        if copies.port != Some(port) || copies.batch.is_full() {
+            self.flush_copies(copies);
+            copies.port = Some(port);
+        }
+        if frame.len() <= copies.batch.max_frame_len() && copies.batch.push(vnet, frame) {
+            return;
+        }
+        // Too big to batch: after the port's queued copies, alone.
+        self.flush_copies(copies);
+        let Some(out) = self.port(port) else {
+            self.count("tunnel_port_not_attached");
+            return;
+        };
+        match out.io.try_send(vnet, frame) {
+            Ok(()) => out.counters.sent(1, frame.len()),
+            Err(_) => {
+                out.counters.drops.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// Sends the queued copies out of their port.
+    fn flush_copies(&self, copies: &mut Copies) {
+        let Some(port) = copies.port.filter(|_| !copies.batch.is_empty()) else {
+            copies.batch.clear();
+            return;
+        };
+        let Some(out) = self.port(port) else {
+            self.count("tunnel_port_not_attached");
+            copies.batch.clear();
+            return;
+        };
+        while !copies.batch.is_empty() {
+            let before = copies.batch.len();
+            match out.io.try_send_batch(&mut copies.batch) {
+                Ok(sent) => out.counters.sent(sent, 0),
+                // A frame the port refused is dropped from the batch.
+                Err(e) if e.kind() != std::io::ErrorKind::WouldBlock => {
+                    out.counters.drops.fetch_add(1, Ordering::Relaxed);
+                }
+                // The port is full: the rest are lost, as on a busy link.
+                Err(_) => {
+                    let lost = copies.batch.len() as u64;
+                    out.counters.drops.fetch_add(lost, Ordering::Relaxed);
+                    copies.batch.clear();
+                }
+            }
+            if copies.batch.len() == before {
+                break;
+            }
+        }
+        copies.batch.clear();
     }
 }

@@ -167,6 +167,30 @@ impl RxBatch {
         self.set_vnet(i, vnet)
     }
 
+    /// Appends frame `src`'s bytes from `skip` on to frame `dst`; false
+    /// (nothing changed) if either is out of range, they are the same, or
+    /// `dst`'s slot has no room.
+    pub(crate) fn append_from(&mut self, dst: usize, src: usize, skip: usize) -> bool {
+        if dst >= self.count || src >= self.count || dst == src {
+            return false;
+        }
+        let (dst_len, src_len) = (self.lens[dst], self.lens[src]);
+        let from = VNET_HDR_LEN + skip;
+        if from > src_len || dst_len + (src_len - from) > self.slots[dst].len() {
+            return false;
+        }
+        let (d, s) = if dst < src {
+            let (low, high) = self.slots.split_at_mut(src);
+            (&mut low[dst], &high[0])
+        } else {
+            let (low, high) = self.slots.split_at_mut(dst);
+            (&mut high[0], &low[src])
+        };
+        d[dst_len..dst_len + (src_len - from)].copy_from_slice(&s[from..src_len]);
+        self.lens[dst] = dst_len + (src_len - from);
+        true
+    }
+
     /// Counts a frame the kernel discarded without delivering it to us.
     pub(crate) fn note_dropped(&mut self) {
         self.dropped += 1;

@@ -10,6 +10,7 @@
 
 use std::net::SocketAddr;
 
+use super::chunk::{MAX_GSO_BYTES, MAX_SEGMENTS};
 use super::vnet::VnetHeader;
 use crate::wire::checksum;
 use crate::wire::{
@@ -101,6 +102,10 @@ pub fn parse_offloaded(bytes: &[u8]) -> Option<(u32, VnetHeader)> {
 pub struct Datagrams {
     bufs: Vec<Vec<u8>>,
     dests: Vec<SocketAddr>,
+    /// Per queued buffer: 0 for one datagram, else the size of each of the
+    /// datagrams it holds back to back (the last may be shorter), sent at
+    /// once with `UDP_SEGMENT`.
+    segments: Vec<usize>,
     len: usize,
 }
 
@@ -109,6 +114,7 @@ impl Datagrams {
     pub fn clear(&mut self) {
         self.len = 0;
         self.dests.clear();
+        self.segments.clear();
     }
 
     /// Number of queued datagrams.
@@ -129,10 +135,25 @@ impl Datagrams {
             .map(|(d, b)| (*d, b.as_slice()))
     }
 
+    /// The queued buffers in order, each with its segment size (0: one
+    /// datagram; else datagrams of that size back to back).
+    pub fn iter_segmented(&self) -> impl Iterator<Item = (SocketAddr, &[u8], usize)> + '_ {
+        self.iter()
+            .zip(&self.segments)
+            .map(|((dest, bytes), segment)| (dest, bytes, *segment))
+    }
+
     fn next(&mut self, dest: SocketAddr) -> &mut Vec<u8> {
+        self.next_group(dest, 0)
+    }
+
+    /// A fresh buffer for `dest` holding datagrams of `segment` bytes each
+    /// (0: one datagram).
+    pub(super) fn next_group(&mut self, dest: SocketAddr, segment: usize) -> &mut Vec<u8> {
         if self.bufs.len() == self.len {
             self.bufs.push(Vec::with_capacity(2048));
         }
+        self.segments.push(segment);
         self.dests.push(dest);
         let buf = &mut self.bufs[self.len];
         self.len += 1;
@@ -143,9 +164,63 @@ impl Datagrams {
     /// Marks the datagrams queued from index `from` on (one frame's,
     /// segments included) with a live trace mark.
     pub fn mark_from(&mut self, from: usize, seq: u32, request_byte: u8) {
-        for buf in &mut self.bufs[from.min(self.len)..self.len] {
+        let from = from.min(self.len);
+        for (buf, segment) in self.bufs[from..self.len]
+            .iter_mut()
+            .zip(&self.segments[from..])
+        {
+            let size = if *segment == 0 { buf.len() } else { *segment };
+            for datagram in buf.chunks_mut(size.max(1)) {
+                if let Ok(mut packet) = VxlanPacket::new_checked(datagram) {
+                    packet.set_trace_mark(seq, request_byte);
+                }
+            }
+        }
+    }
+
+    /// Merges the datagram queued last into the buffer before it when both
+    /// go to the same destination, it is at most `max_datagram` bytes (the
+    /// underlay's MTU less the outer IP and UDP headers) and that buffer
+    /// holds datagrams of exactly its size (at most [`MAX_SEGMENTS`] of
+    /// them, 64 KiB in all):
+    /// they then leave in one `UDP_SEGMENT` send, one packet through both
+    /// hosts' stacks instead of one each. Returns whether it merged. Only
+    /// for agents, which read coalesced datagrams back (`UDP_GRO`), not
+    /// for external VTEPs.
+    pub fn coalesce_last(&mut self, max_datagram: usize) -> bool {
+        if self.len < 2 || self.segments[self.len - 1] != 0 {
+            return false;
+        }
+        let (last, prev) = (self.len - 1, self.len - 2);
+        let size = self.bufs[last].len();
+        if size > max_datagram {
+            // Bigger than the underlay takes whole: a UDP_SEGMENT send of
+            // it would be refused, where alone it is fragmented.
+            return false;
+        }
+        let prev_size = match self.segments[prev] {
+            0 => self.bufs[prev].len(),
+            segment => segment,
+        };
+        let fits = self.bufs[prev].len().is_multiple_of(size.max(1))
+            && self.bufs[prev].len() / size.max(1) < MAX_SEGMENTS
+            && self.bufs[prev].len() + size <= MAX_GSO_BYTES;
+        if self.dests[prev] != self.dests[last] || prev_size != size || size == 0 || !fits {
+            return false;
+        }
+        let (head, tail) = self.bufs.split_at_mut(last);
+        head[prev].extend_from_slice(&tail[0]);
+        self.segments[prev] = size;
+        self.unpush();
+        true
+    }
+
+    /// Sets the pieces flag on the datagram queued last (see
+    /// `VxlanPacket::set_reads_pieces`).
+    pub fn flag_last_reads_pieces(&mut self) {
+        if let Some(buf) = self.len.checked_sub(1).and_then(|i| self.bufs.get_mut(i)) {
             if let Ok(mut packet) = VxlanPacket::new_checked(&mut buf[..]) {
-                packet.set_trace_mark(seq, request_byte);
+                packet.set_reads_pieces();
             }
         }
     }
@@ -153,6 +228,7 @@ impl Datagrams {
     fn unpush(&mut self) {
         self.len -= 1;
         self.dests.pop();
+        self.segments.pop();
     }
 
     /// Queues `payload` (an Ethernet frame needing no offload work) to `dest` on `vni`.
@@ -532,6 +608,40 @@ mod tests {
         for cut in 0..partial_frame.len() {
             let mut short = partial_frame[..cut].to_vec();
             let _ = complete_partial_checksum(&mut short);
+        }
+    }
+
+    #[test]
+    fn frames_of_one_size_to_one_agent_leave_together() {
+        let mut queued = Datagrams::default();
+        let vni = Vni::new(7).unwrap();
+        let other: SocketAddr = "192.0.2.3:4789".parse().unwrap();
+        for _ in 0..70 {
+            queued.push_raw(dest(), vni, &[1u8; 100]);
+            queued.coalesce_last(1472);
+        }
+        // 63 in one send, the other 7 in the next.
+        let sends: Vec<(usize, usize)> = queued
+            .iter_segmented()
+            .map(|(_, bytes, segment)| (bytes.len(), segment))
+            .collect();
+        assert_eq!(sends, vec![(63 * 108, 108), (7 * 108, 108)]);
+        // Another size, or another destination, starts a send of its own.
+        queued.push_raw(dest(), vni, &[1u8; 99]);
+        assert!(!queued.coalesce_last(1472));
+        queued.push_raw(other, vni, &[1u8; 99]);
+        assert!(!queued.coalesce_last(1472));
+        queued.push_raw(other, vni, &[1u8; 99]);
+        assert!(queued.coalesce_last(1472));
+        assert_eq!(queued.len(), 4);
+        // A mark set afterwards marks each datagram of a send.
+        queued.mark_from(1, 5, 9);
+        for (_, bytes, segment) in queued.iter_segmented().skip(1) {
+            let size = if segment == 0 { bytes.len() } else { segment };
+            for datagram in bytes.chunks(size) {
+                let packet = VxlanPacket::new_checked(datagram).unwrap();
+                assert_eq!(packet.trace_mark(), Some((5, 9)));
+            }
         }
     }
 

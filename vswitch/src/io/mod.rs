@@ -27,8 +27,10 @@
 
 mod afpacket;
 mod batch;
+mod chunk;
 mod encap;
 mod error;
+mod gro;
 pub mod netlink;
 mod open_many;
 mod sys;
@@ -42,12 +44,17 @@ use std::io;
 
 pub use afpacket::{AfPacket, AfPacketOptions, KernelStats};
 pub use batch::{RxBatch, TxBatch, MAX_FRAME_LEN, SLOT_LEN};
+pub use chunk::{
+    frame_prefix, parse_chunk, Chunk, FramePrefix, PieceHeader, PiecePlan, Reassembled, Reassembly,
+    CHUNK_HEADER,
+};
 pub(crate) use encap::ipv4_of;
 pub use encap::{
     offload_of_received, parse_offloaded, plexus_ethernet_header, vxlan_header, Datagrams,
     EncapError, OFFLOAD_KEY, OFFLOAD_PREAMBLE, PLEXUS_ETHERTYPE,
 };
 pub use error::PortError;
+pub use gro::coalesce_udp;
 pub use open_many::{open_many, OpenTimes};
 pub use tap::{Tap, TAP_OFFLOADS, TAP_VNET_HDR_SZ};
 pub use udp::{TunnelSocket, VXLAN_AT};
@@ -184,6 +191,14 @@ macro_rules! dispatch {
             Port::Vtep($p) => $e,
         }
     };
+}
+
+impl Port {
+    /// Sends one frame with its offload header without waiting
+    /// (`WouldBlock` if the port is full).
+    pub fn try_send(&self, vnet: &VnetHeader, frame: &[u8]) -> io::Result<()> {
+        dispatch!(self, p => p.try_send(vnet, frame))
+    }
 }
 
 impl PortIo for Port {

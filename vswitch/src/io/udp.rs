@@ -16,11 +16,12 @@ use tokio::io::unix::AsyncFd;
 use tokio::io::Interest;
 
 use super::batch::RxBatch;
+use super::chunk::{FramePrefix, PieceHeader, PiecePlan, MAX_SEGMENTS};
 use super::encap::Datagrams;
 use super::error::PortError;
 use super::sys::{cvt, register, setsockopt_int};
 use super::vnet::VNET_HDR_LEN;
-use crate::wire::VXLAN_HEADER_LEN;
+use crate::wire::{VxlanPacket, VXLAN_HEADER_LEN};
 
 /// Where a received datagram's VXLAN header starts in its slot.
 pub const VXLAN_AT: usize = VNET_HDR_LEN - VXLAN_HEADER_LEN;
@@ -138,6 +139,11 @@ impl TunnelSocket {
                 let _ = setsockopt_int(fd, libc::SOL_SOCKET, plain, 16 << 20);
             }
         }
+        // Datagrams of one sender arriving back to back (the pieces of an
+        // offloaded super-frame, sent with UDP_SEGMENT) come in one read,
+        // with their size in a control message (see `recv_raw`). Without
+        // it (kernels before 5.0) each comes alone, which works too.
+        let _ = setsockopt_int(fd.as_raw_fd(), libc::SOL_UDP, libc::UDP_GRO, 1);
         let (sa, len) = to_raw(&local);
         // SAFETY: `sa` is a valid sockaddr of `local`'s family on our stack,
         // and `len` is that family's size.
@@ -155,15 +161,19 @@ impl TunnelSocket {
     }
 
     /// Waits for datagrams and receives a batch into `rx` (see the module
-    /// documentation for the layout); `sources[i]` is frame `i`'s sender.
+    /// documentation for the layout); `sources[i]` is frame `i`'s sender
+    /// and `segments[i]` 0, or the size of each of the datagrams slot `i`
+    /// holds back to back (coalesced by the kernel's UDP GRO; the last may
+    /// be shorter).
     pub async fn recv_batch(
         &self,
         rx: &mut RxBatch,
         sources: &mut Vec<SocketAddr>,
+        segments: &mut Vec<usize>,
     ) -> io::Result<usize> {
         self.fd
             .async_io(Interest::READABLE, |fd| {
-                recv_raw(fd.as_raw_fd(), rx, sources)
+                recv_raw(fd.as_raw_fd(), rx, sources, segments)
             })
             .await
     }
@@ -178,15 +188,18 @@ impl TunnelSocket {
             mut msgs,
         } = MsgArrays::new();
         let mut lens = [0; SEND_CHUNK];
-        let mut it = datagrams.iter().peekable();
+        let mut segments = [0usize; SEND_CHUNK];
+        let mut controls = [Control::default(); SEND_CHUNK];
+        let mut it = datagrams.iter_segmented().peekable();
         while it.peek().is_some() {
             let mut n = 0;
-            for (dest, bytes) in it.by_ref().take(SEND_CHUNK) {
+            for (dest, bytes, segment) in it.by_ref().take(SEND_CHUNK) {
                 (addrs[n], lens[n]) = to_raw(&dest);
                 iovs[n] = libc::iovec {
                     iov_base: bytes.as_ptr() as *mut libc::c_void,
                     iov_len: bytes.len(),
                 };
+                segments[n] = segment;
                 n += 1;
             }
             for i in 0..n {
@@ -195,12 +208,19 @@ impl TunnelSocket {
                 msgs[i].msg_hdr.msg_iov = &mut iovs[i];
                 msgs[i].msg_hdr.msg_iovlen = 1;
                 msgs[i].msg_len = 0;
+                if segments[i] == 0 {
+                    msgs[i].msg_hdr.msg_control = std::ptr::null_mut();
+                    msgs[i].msg_hdr.msg_controllen = 0;
+                } else {
+                    controls[i].set_segment(&mut msgs[i].msg_hdr, segments[i] as u16);
+                }
             }
             let mut done = 0;
             while done < n {
-                // SAFETY: msgs[done..n] point at live sockaddrs and iovecs of
-                // this frame, whose buffers (borrowed from `datagrams`) outlive
-                // the call; the kernel only reads them and writes msg_len.
+                // SAFETY: msgs[done..n] point at live sockaddrs, iovecs and
+                // control buffers (`controls`) of this frame, whose buffers
+                // (borrowed from `datagrams`) outlive the call; the kernel
+                // only reads them and writes msg_len.
                 let ret = unsafe {
                     libc::sendmmsg(
                         self.fd.get_ref().as_raw_fd(),
@@ -222,6 +242,82 @@ impl TunnelSocket {
             }
         }
         sent
+    }
+}
+
+impl TunnelSocket {
+    /// Sends `frame`, behind `prefix`, to `dest` in the pieces of `plan`
+    /// (frame `id`; see `io::chunk`): one `sendmsg` with `UDP_SEGMENT` per
+    /// group of pieces, each piece gathered from its headers and its bytes
+    /// of `prefix` and `frame` with iovecs, so the frame is never copied
+    /// here. `mark` puts a live trace mark on every piece. Fails with the
+    /// first send's error (the frame is then lost: its pieces before it
+    /// went out).
+    pub fn send_pieces(
+        &self,
+        dest: SocketAddr,
+        plan: &PiecePlan,
+        id: u32,
+        prefix: &FramePrefix,
+        frame: &[u8],
+        mark: Option<(u32, u8)>,
+    ) -> io::Result<()> {
+        let (mut addr, addr_len) = to_raw(&dest);
+        let mut headers: [PieceHeader; MAX_SEGMENTS] =
+            [[0; std::mem::size_of::<PieceHeader>()]; MAX_SEGMENTS];
+        let mut iovs = [libc::iovec {
+            iov_base: std::ptr::null_mut(),
+            iov_len: 0,
+        }; MAX_SEGMENTS * 3];
+        let mut control = Control::default();
+        for send in plan.sends() {
+            let pieces = send.len().min(MAX_SEGMENTS);
+            for (header, index) in headers.iter_mut().zip(send.clone()) {
+                *header = plan.header(id, index);
+                if let Some((seq, request_byte)) = mark {
+                    VxlanPacket::new_unchecked(&mut header[..]).set_trace_mark(seq, request_byte);
+                }
+            }
+            let mut n = 0;
+            for (header, index) in headers[..pieces].iter().zip(send) {
+                let (head, tail) = plan.piece(index, prefix, frame);
+                for part in [&header[..], head, tail] {
+                    if !part.is_empty() {
+                        iovs[n] = libc::iovec {
+                            iov_base: part.as_ptr() as *mut libc::c_void,
+                            iov_len: part.len(),
+                        };
+                        n += 1;
+                    }
+                }
+            }
+            // SAFETY: msghdr is plain data; all-zero is a valid (empty) value.
+            let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+            msg.msg_name = (&mut addr as *mut RawAddr).cast();
+            msg.msg_namelen = addr_len;
+            msg.msg_iov = iovs.as_mut_ptr();
+            msg.msg_iovlen = n;
+            if pieces > 1 {
+                control.set_segment(&mut msg, plan.datagram_len() as u16);
+            }
+            loop {
+                // SAFETY: msg points at our sockaddr, `n` iovecs over
+                // `headers`, `prefix` and `frame` (all alive and unchanged
+                // until the call returns) and, for a group, at `control`;
+                // the kernel only reads them.
+                let ret = unsafe {
+                    libc::sendmsg(self.fd.get_ref().as_raw_fd(), &msg, libc::MSG_DONTWAIT)
+                };
+                match cvt(ret as i32) {
+                    Ok(_) => break,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    // A rejected group (buffer full, no route, too big)
+                    // loses the frame: the rest need not go.
+                    Err(e) => return Err(e),
+                }
+            }
+        }
+        Ok(())
     }
 }
 
@@ -247,6 +343,58 @@ impl MsgArrays {
     }
 }
 
+/// Room for one control message carrying an int (`UDP_SEGMENT`'s u16,
+/// `UDP_GRO`'s int), aligned as `cmsghdr` needs.
+#[derive(Clone, Copy, Default)]
+#[repr(C, align(8))]
+struct Control([u8; 32]);
+
+impl Control {
+    /// Points `msg` at this buffer holding a `UDP_SEGMENT` of `size`.
+    fn set_segment(&mut self, msg: &mut libc::msghdr, size: u16) {
+        msg.msg_control = self.0.as_mut_ptr().cast();
+        // SAFETY: CMSG_SPACE only computes a size.
+        msg.msg_controllen = unsafe { libc::CMSG_SPACE(2) } as usize;
+        // SAFETY: msg_control points at our 32 bytes, more than
+        // CMSG_SPACE(2); CMSG_FIRSTHDR returns its start (aligned by
+        // repr(align(8))) and CMSG_DATA the data right after the header,
+        // inside the buffer; the u16 is written unaligned.
+        unsafe {
+            let cmsg = libc::CMSG_FIRSTHDR(msg);
+            (*cmsg).cmsg_level = libc::SOL_UDP;
+            (*cmsg).cmsg_type = libc::UDP_SEGMENT;
+            (*cmsg).cmsg_len = libc::CMSG_LEN(2) as usize;
+            std::ptr::write_unaligned(libc::CMSG_DATA(cmsg).cast::<u16>(), size);
+        }
+    }
+
+    /// Points `msg` at this buffer, empty, for the kernel to fill.
+    fn prepare_receive(&mut self, msg: &mut libc::msghdr) {
+        msg.msg_control = self.0.as_mut_ptr().cast();
+        msg.msg_controllen = self.0.len();
+    }
+
+    /// The `UDP_GRO` segment size the kernel wrote for `msg`, if any.
+    fn gro_segment(msg: &libc::msghdr) -> usize {
+        let mut size = 0;
+        // SAFETY: the kernel set msg_controllen to the bytes it wrote into
+        // our buffer; CMSG_FIRSTHDR/CMSG_NXTHDR stay within it, and
+        // CMSG_DATA of a SOL_UDP/UDP_GRO message holds an int, read unaligned.
+        unsafe {
+            let mut cmsg = libc::CMSG_FIRSTHDR(msg);
+            while !cmsg.is_null() {
+                if (*cmsg).cmsg_level == libc::SOL_UDP && (*cmsg).cmsg_type == libc::UDP_GRO {
+                    let value =
+                        std::ptr::read_unaligned(libc::CMSG_DATA(cmsg).cast::<libc::c_int>());
+                    size = usize::try_from(value).unwrap_or(0);
+                }
+                cmsg = libc::CMSG_NXTHDR(msg, cmsg);
+            }
+        }
+        size
+    }
+}
+
 fn any_sockaddr() -> RawAddr {
     to_raw(&SocketAddr::V6(SocketAddrV6::new(
         Ipv6Addr::UNSPECIFIED,
@@ -257,10 +405,17 @@ fn any_sockaddr() -> RawAddr {
     .0
 }
 
-fn recv_raw(fd: i32, rx: &mut RxBatch, sources: &mut Vec<SocketAddr>) -> io::Result<usize> {
+fn recv_raw(
+    fd: i32,
+    rx: &mut RxBatch,
+    sources: &mut Vec<SocketAddr>,
+    segments: &mut Vec<usize>,
+) -> io::Result<usize> {
     let capacity = rx.capacity().min(SEND_CHUNK);
     rx.begin_fill();
     sources.clear();
+    segments.clear();
+    let mut controls = [Control::default(); SEND_CHUNK];
     let MsgArrays {
         mut addrs,
         mut iovs,
@@ -278,10 +433,13 @@ fn recv_raw(fd: i32, rx: &mut RxBatch, sources: &mut Vec<SocketAddr>) -> io::Res
         msgs[i].msg_hdr.msg_namelen = RAW_ADDR_LEN;
         msgs[i].msg_hdr.msg_iov = &mut iovs[i];
         msgs[i].msg_hdr.msg_iovlen = 1;
+        controls[i].prepare_receive(&mut msgs[i].msg_hdr);
     }
-    // SAFETY: the first `capacity` mmsghdrs point at live sockaddrs and at
-    // iovecs covering slots owned by `rx`, which stay borrowed until the call
-    // returns; the kernel writes at most iov_len bytes into each.
+    // SAFETY: the first `capacity` mmsghdrs point at live sockaddrs, at
+    // iovecs covering slots owned by `rx` and at control buffers
+    // (`controls`), which stay borrowed until the call returns; the kernel
+    // writes at most iov_len bytes into each slot and msg_controllen bytes
+    // into each control buffer.
     let ret = unsafe {
         libc::recvmmsg(
             fd,
@@ -303,10 +461,12 @@ fn recv_raw(fd: i32, rx: &mut RxBatch, sources: &mut Vec<SocketAddr>) -> io::Res
             rx.note_dropped();
             continue;
         };
+        let segment = Control::gro_segment(&msgs[i].msg_hdr);
         let before = rx.len();
         rx.commit(i, VXLAN_AT + len, false);
         if rx.len() > before {
             sources.push(source);
+            segments.push(if segment < len { segment } else { 0 });
         }
     }
     Ok(rx.len())

@@ -35,7 +35,7 @@ pub struct VtepPort {
     inbox: mpsc::Sender<Queued>,
     queue: tokio::sync::Mutex<mpsc::Receiver<Queued>>,
     peeked: Mutex<Option<Queued>>,
-    scratch: Mutex<Datagrams>,
+    scratch: Box<Mutex<Datagrams>>,
 }
 
 impl VtepPort {
@@ -57,7 +57,7 @@ impl VtepPort {
             inbox,
             queue: tokio::sync::Mutex::new(queue),
             peeked: Mutex::new(None),
-            scratch: Mutex::new(Datagrams::default()),
+            scratch: Box::default(),
         }
     }
 

@@ -2,7 +2,6 @@
 //! port or bridge, which addresses are registered hosts, which ports of a
 //! bridge each host serves, and which ports reach external VTEPs.
 
-use std::collections::HashMap;
 use std::net::IpAddr;
 
 use nsdb::{Record, VtepEndpoint};
@@ -24,15 +23,15 @@ pub enum KeyTarget {
 #[derive(Debug, Clone, Default)]
 pub struct TunnelIndex {
     /// Tunnel keys of ports and bridges.
-    pub keys: HashMap<u32, KeyTarget>,
+    pub keys: crate::FastMap<u32, KeyTarget>,
     /// Each bridge's flood key.
-    pub bridge_keys: HashMap<Uuid, u32>,
+    pub bridge_keys: crate::FastMap<Uuid, u32>,
     /// Registered hosts by tunnel address.
-    pub hosts_by_ip: HashMap<IpAddr, Uuid>,
+    pub hosts_by_ip: crate::FastMap<IpAddr, Uuid>,
     /// The exterior ports of a bridge bound on a host, sorted.
-    pub host_ports: HashMap<(Uuid, Uuid), Vec<Uuid>>,
+    pub host_ports: crate::FastMap<(Uuid, Uuid), Vec<Uuid>>,
     /// Ports that reach an external VXLAN endpoint.
-    pub vteps: HashMap<Uuid, VtepEndpoint>,
+    pub vteps: crate::FastMap<Uuid, VtepEndpoint>,
 }
 
 impl Topology {

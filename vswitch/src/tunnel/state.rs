@@ -6,7 +6,8 @@
 //! local-experimental EtherType 0x88B5 ([`crate::io::PLEXUS_ETHERTYPE`]), sent on the reserved tunnel key
 //! [`super::STATE_KEY`]; its payload is the magic `PLX1` followed by
 //! records of a kind byte and a fixed-size body. Decoding is total: a
-//! truncated or unknown record ends the message.
+//! truncated or unknown record ends the message, which is why records of
+//! kinds added later travel in messages of their own (see [`StateWriter`]).
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
@@ -44,9 +45,22 @@ fn body_len(kind: u8) -> Option<usize> {
 }
 
 /// Builds state messages, splitting them to stay under a safe size.
+///
+/// Records of kinds added after the first release (`NEIGHBOR6`, and any
+/// later) go in messages of their own: an agent that does not know a kind
+/// stops reading its message there, so during an upgrade an older agent
+/// still gets every record it understands.
 #[derive(Debug, Default)]
 pub struct StateWriter {
     messages: Vec<Vec<u8>>,
+    /// The message still being filled, per class (first-release kinds,
+    /// later kinds).
+    open: [Option<usize>; 2],
+}
+
+/// Which messages a record kind goes in (see [`StateWriter`]).
+fn class(kind: u8) -> usize {
+    usize::from(kind >= NEIGHBOR6)
 }
 
 impl StateWriter {
@@ -57,17 +71,18 @@ impl StateWriter {
             return;
         };
         let need = 1 + body.len();
-        let fresh = self
-            .messages
-            .last()
-            .is_none_or(|m| m.len() + need > MAX_LEN);
-        if fresh {
+        let open = &mut self.open[class(kind)];
+        let fits = open
+            .and_then(|i| self.messages.get(i))
+            .is_some_and(|m| m.len() + need <= MAX_LEN);
+        if !fits {
             let mut m = Vec::with_capacity(MAX_LEN);
             m.extend_from_slice(&plexus_ethernet_header());
             m.extend_from_slice(MAGIC);
+            *open = Some(self.messages.len());
             self.messages.push(m);
         }
-        if let Some(m) = self.messages.last_mut() {
+        if let Some(m) = open.and_then(|i| self.messages.get_mut(i)) {
             m.push(kind);
             m.append(&mut body);
         }
@@ -172,6 +187,15 @@ pub fn sync_request() -> Vec<u8> {
     m.extend_from_slice(&plexus_ethernet_header());
     m.extend_from_slice(MAGIC);
     m.push(SYNC);
+    m
+}
+
+/// A state message with no records: a sync answer from a host that holds
+/// nothing still arrives (its tunnel header says what the sender reads).
+pub fn empty_message() -> Vec<u8> {
+    let mut m = Vec::with_capacity(HEADER);
+    m.extend_from_slice(&plexus_ethernet_header());
+    m.extend_from_slice(MAGIC);
     m
 }
 
@@ -281,7 +305,25 @@ mod tests {
             .iter()
             .flat_map(|m| decode(m).unwrap())
             .collect();
-        assert_eq!(decoded, all);
+        // Every record comes back; the later kinds (NEIGHBOR6) travel in
+        // messages of their own, so only the order between kinds differs.
+        assert_eq!(decoded.len(), all.len());
+        assert!(all.iter().all(|l| decoded.contains(l)));
+        let first_kinds = |v: &[Learning]| -> Vec<Learning> {
+            v.iter()
+                .filter(|l| {
+                    !matches!(
+                        l,
+                        Learning::Arp {
+                            ip: IpAddr::V6(_),
+                            ..
+                        }
+                    )
+                })
+                .cloned()
+                .collect()
+        };
+        assert_eq!(first_kinds(&decoded), first_kinds(&all));
     }
 
     #[test]
@@ -317,5 +359,54 @@ mod tests {
         let mut bad = m.clone();
         bad[HEADER] = 99;
         assert_eq!(decode(&bad), Some(vec![]));
+    }
+
+    #[test]
+    fn an_empty_message_is_a_state_message_with_nothing_in_it() {
+        let empty = empty_message();
+        assert_eq!(decode(&empty), Some(Vec::new()));
+        assert!(!is_sync_request(&empty));
+    }
+
+    #[test]
+    fn an_agent_that_knows_only_the_first_kinds_still_reads_them_all() {
+        let router = Uuid::from_u128(7);
+        let mut writer = StateWriter::default();
+        for n in 0..40u8 {
+            writer.push(&Learning::Arp {
+                router,
+                ip: IpAddr::V4(Ipv4Addr::new(10, 0, 0, n)),
+                mac: [2, 0, 0, 0, 0, n],
+            });
+            writer.push(&Learning::Arp {
+                router,
+                ip: IpAddr::V6(Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, u16::from(n))),
+                mac: [2, 0, 0, 0, 1, n],
+            });
+        }
+        // An older agent's decoder: stops at the first kind it does not know.
+        let older = |frame: &[u8]| -> usize {
+            let mut rest = &frame[HEADER..];
+            let mut read = 0;
+            while let Some((&kind, tail)) = rest.split_first() {
+                if kind >= NEIGHBOR6 {
+                    break;
+                }
+                let len = body_len(kind).unwrap();
+                rest = &tail[len..];
+                read += 1;
+            }
+            read
+        };
+        let read: usize = writer.messages().iter().map(|m| older(m)).sum();
+        assert_eq!(read, 40, "every IPv4 record reaches the older agent");
+        // And this agent reads everything.
+        let all: usize = writer
+            .messages()
+            .iter()
+            .map(|m| decode(m).unwrap().len())
+            .sum();
+        assert_eq!(all, 80);
+        assert!(writer.messages().iter().all(|m| m.len() <= MAX_LEN));
     }
 }

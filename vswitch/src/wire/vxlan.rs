@@ -30,6 +30,10 @@ const FLAG_I: u8 = 0x08;
 /// reserved fields carry a trace mark.
 const FLAG_TRACE: u8 = 0x01;
 
+/// The pieces flag (a reserved bit, used between Plexus agents only, on
+/// flow-state datagrams): the sender reads super-frames sent in pieces.
+const FLAG_PIECES: u8 = 0x02;
+
 mod field {
     use super::{Field, Rest};
 
@@ -119,8 +123,14 @@ impl<T: AsRef<[u8]>> VxlanPacket<T> {
 }
 
 impl<T: AsRef<[u8]>> VxlanPacket<T> {
-    /// The trace mark, when the trace flag is set: the 24-bit sequence
-    /// number and the request's byte.
+    /// Whether the pieces flag is set: the sender (another agent) reads
+    /// super-frames sent in pieces.
+    pub fn reads_pieces(&self) -> bool {
+        self.buffer.as_ref()[field::FLAGS] & FLAG_PIECES != 0
+    }
+
+    /// The trace mark, if the trace flag is set: the sender's sequence
+    /// number (24 bits) and the request's byte.
     pub fn trace_mark(&self) -> Option<(u32, u8)> {
         let data = self.buffer.as_ref();
         if data[field::FLAGS] & FLAG_TRACE == 0 {
@@ -150,6 +160,11 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> VxlanPacket<T> {
     /// Set the network identifier (the trailing reserved byte is zeroed).
     pub fn set_vni(&mut self, vni: Vni) {
         put32(&mut self.buffer.as_mut()[field::VNI_RESERVED], vni.0 << 8);
+    }
+
+    /// Sets the pieces flag: the sender reads super-frames in pieces.
+    pub fn set_reads_pieces(&mut self) {
+        self.buffer.as_mut()[field::FLAGS] |= FLAG_PIECES;
     }
 
     /// Sets the trace flag and mark: `seq` (its low 24 bits) and the
@@ -239,6 +254,19 @@ mod tests {
         assert_eq!(packet.trace_mark(), Some((0x23_4567, 0xab)));
         assert_eq!(packet.vni(), vni);
         assert_eq!(packet.flags(), 0x09);
+    }
+
+    #[test]
+    fn the_pieces_flag_round_trips_beside_the_trace_mark() {
+        let mut bytes = vxlan().to_vec();
+        let mut packet = VxlanPacket::new_checked(&mut bytes[..]).unwrap();
+        let vni = packet.vni();
+        assert!(!packet.reads_pieces());
+        packet.set_reads_pieces();
+        packet.set_trace_mark(7, 9);
+        assert!(packet.reads_pieces());
+        assert_eq!((packet.vni(), packet.trace_mark()), (vni, Some((7, 9))));
+        assert_eq!(packet.flags(), 0x0b, "I, trace and pieces");
     }
 
     #[test]

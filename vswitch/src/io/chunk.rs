@@ -1,0 +1,458 @@
+//! Offloaded super-frames between agents in wire-sized pieces.
+//!
+//! A TCP super-frame (up to 64 KiB with one set of headers) goes to another
+//! agent whole, with its offload header, so that neither agent touches
+//! every segment. Sent as one 64 KiB datagram it is IP-fragmented on the
+//! way, and every fragment is an skb of its own on both hosts. Instead the
+//! agent cuts it into pieces that each fit the underlay and sends them as
+//! consecutive datagrams of one size with `UDP_SEGMENT`: the kernel keeps
+//! them one GSO packet down to the underlay device (a veth or bridge
+//! carries it whole, a NIC with USO segments it in hardware), and the
+//! receiving socket, with `UDP_GRO`, reads them back in one buffer. No
+//! datagram exceeds the underlay MTU, so nothing on the path fragments.
+//!
+//! Each piece is a VXLAN datagram on the reserved [`OFFLOAD_KEY`]:
+//!
+//! ```text
+//! VXLAN | Ethernet (PLEXUS_ETHERTYPE) | "PLXC" | frame id u32 | index u16 | count u16 | piece
+//! ```
+//!
+//! The pieces of a frame, concatenated, are the destination key (u32), the
+//! 10-byte offload header and the frame. The receiver ([`Reassembly`])
+//! collects them per sender in order; a missing or reordered piece drops
+//! the frame (as a lost IP fragment would) and is counted.
+
+use std::net::SocketAddr;
+
+use super::encap::{plexus_ethernet_header, vxlan_header, Datagrams, OFFLOAD_KEY};
+use super::vnet::VnetHeader;
+use crate::wire::{Vni, VXLAN_HEADER_LEN};
+
+const CHUNK_MAGIC: &[u8; 4] = b"PLXC";
+/// Bytes in front of each piece: Ethernet header, magic, frame id, index, count.
+pub const CHUNK_HEADER: usize = 14 + 4 + 4 + 2 + 2;
+/// Bytes in front of the frame in the concatenated pieces: key, offload header.
+const FRAME_PREFIX: usize = 4 + 10;
+/// The most datagrams one `UDP_SEGMENT` send carries: one under the
+/// kernel's 64, which kernels before 6.0 compared with the length
+/// headers included.
+pub const MAX_SEGMENTS: usize = 63;
+/// The most bytes one `UDP_SEGMENT` send carries (below the UDP limit of
+/// either family).
+pub(super) const MAX_GSO_BYTES: usize = 65_000;
+/// Senders with a frame half received at once; past it the oldest go.
+const MAX_PARTIAL: usize = 1024;
+
+/// How one frame is cut into pieces for a tunnel: the piece size, how
+/// many, and how many go in one `UDP_SEGMENT` send.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PiecePlan {
+    /// Bytes of prefix and frame per piece (the last may hold fewer).
+    piece: usize,
+    /// Key, offload header and frame: the bytes the pieces carry.
+    total: usize,
+    /// How many pieces.
+    pub count: u16,
+    /// Pieces per `UDP_SEGMENT` send.
+    pub per_send: usize,
+}
+
+/// The bytes in front of each piece: VXLAN and chunk headers.
+pub type PieceHeader = [u8; VXLAN_HEADER_LEN + CHUNK_HEADER];
+
+impl PiecePlan {
+    /// The plan for a frame of `frame_len` bytes through a tunnel carrying
+    /// IP packets of `max_ip_len` bytes, if it can be cut (a tunnel too
+    /// small, or more pieces than an index holds, cannot).
+    pub fn new(frame_len: usize, max_ip_len: usize) -> Option<PiecePlan> {
+        // A piece's datagram is as big as a full frame's would be: VXLAN,
+        // then CHUNK_HEADER in place of Ethernet's 14 bytes.
+        let piece = (max_ip_len + 14).saturating_sub(CHUNK_HEADER);
+        let total = FRAME_PREFIX + frame_len;
+        if piece < 64 || total.div_ceil(piece) > usize::from(u16::MAX) {
+            return None;
+        }
+        let datagram = VXLAN_HEADER_LEN + CHUNK_HEADER + piece;
+        Some(PiecePlan {
+            piece,
+            total,
+            count: total.div_ceil(piece) as u16,
+            per_send: MAX_SEGMENTS.min(MAX_GSO_BYTES / datagram).max(1),
+        })
+    }
+
+    /// The size of every datagram but the last: the `UDP_SEGMENT` size.
+    pub fn datagram_len(&self) -> usize {
+        VXLAN_HEADER_LEN + CHUNK_HEADER + self.piece
+    }
+
+    /// The pieces of each send, in order.
+    pub fn sends(&self) -> impl Iterator<Item = std::ops::Range<u16>> + '_ {
+        let per_send = u16::try_from(self.per_send).unwrap_or(u16::MAX);
+        (0..self.count)
+            .step_by(usize::from(per_send))
+            .map(move |first| first..first.saturating_add(per_send).min(self.count))
+    }
+
+    /// The headers of piece `index` of frame `id`.
+    pub fn header(&self, id: u32, index: u16) -> PieceHeader {
+        let mut header = [0u8; VXLAN_HEADER_LEN + CHUNK_HEADER];
+        if let Some(vni) = Vni::new(OFFLOAD_KEY) {
+            header[..VXLAN_HEADER_LEN].copy_from_slice(&vxlan_header(vni));
+        }
+        let chunk = &mut header[VXLAN_HEADER_LEN..];
+        chunk[..14].copy_from_slice(&plexus_ethernet_header());
+        chunk[14..18].copy_from_slice(CHUNK_MAGIC);
+        chunk[18..22].copy_from_slice(&id.to_be_bytes());
+        chunk[22..24].copy_from_slice(&index.to_be_bytes());
+        chunk[24..26].copy_from_slice(&self.count.to_be_bytes());
+        header
+    }
+
+    /// Piece `index`'s bytes: the part of `prefix` and the part of
+    /// `frame` it carries (either may be empty).
+    pub fn piece<'a>(
+        &self,
+        index: u16,
+        prefix: &'a FramePrefix,
+        frame: &'a [u8],
+    ) -> (&'a [u8], &'a [u8]) {
+        let start = usize::from(index) * self.piece;
+        let end = (start + self.piece).min(self.total);
+        let head = &prefix[start.min(FRAME_PREFIX)..end.min(FRAME_PREFIX)];
+        let (from, to) = (start.max(FRAME_PREFIX), end.max(FRAME_PREFIX));
+        let tail = frame
+            .get(from - FRAME_PREFIX..to - FRAME_PREFIX)
+            .unwrap_or(&[]);
+        (head, tail)
+    }
+}
+
+/// What the pieces carry in front of the frame: its key and offload header.
+pub type FramePrefix = [u8; FRAME_PREFIX];
+
+/// The prefix of a frame for `key` with offload header `vnet`.
+pub fn frame_prefix(key: u32, vnet: &VnetHeader) -> FramePrefix {
+    let mut prefix = [0u8; FRAME_PREFIX];
+    prefix[..4].copy_from_slice(&key.to_be_bytes());
+    prefix[4..].copy_from_slice(&vnet.to_bytes());
+    prefix
+}
+
+impl Datagrams {
+    /// Queues a GSO super-frame for another agent as pieces, copied, in
+    /// the groups [`TunnelSocket::send_pieces`](super::TunnelSocket::send_pieces)
+    /// sends without copying: what the tests read back. Returns false
+    /// (nothing queued) when the frame cannot be cut.
+    #[cfg(test)]
+    pub(crate) fn push_chunked(
+        &mut self,
+        dest: SocketAddr,
+        key: u32,
+        vnet: &VnetHeader,
+        frame: &[u8],
+        max_ip_len: usize,
+        id: u32,
+    ) -> bool {
+        let Some(plan) = PiecePlan::new(frame.len(), max_ip_len) else {
+            return false;
+        };
+        let prefix = frame_prefix(key, vnet);
+        for send in plan.sends() {
+            let segment = if send.len() > 1 {
+                plan.datagram_len()
+            } else {
+                0
+            };
+            let buf = self.next_group(dest, segment);
+            for index in send {
+                buf.extend_from_slice(&plan.header(id, index));
+                let (head, tail) = plan.piece(index, &prefix, frame);
+                buf.extend_from_slice(head);
+                buf.extend_from_slice(tail);
+            }
+        }
+        true
+    }
+}
+
+/// One received piece of an offloaded frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Chunk<'a> {
+    /// The frame it belongs to (per sender).
+    pub id: u32,
+    /// Its place among the frame's pieces.
+    pub index: u16,
+    /// How many pieces the frame has.
+    pub count: u16,
+    /// Its bytes.
+    pub piece: &'a [u8],
+}
+
+/// The piece in `inner` (a datagram's bytes after the VXLAN header, on
+/// [`OFFLOAD_KEY`]), if it is one.
+pub fn parse_chunk(inner: &[u8]) -> Option<Chunk<'_>> {
+    let head = inner.get(..CHUNK_HEADER)?;
+    if head[12..14] != super::encap::PLEXUS_ETHERTYPE.to_be_bytes() || &head[14..18] != CHUNK_MAGIC
+    {
+        return None;
+    }
+    let chunk = Chunk {
+        id: u32::from_be_bytes([head[18], head[19], head[20], head[21]]),
+        index: u16::from_be_bytes([head[22], head[23]]),
+        count: u16::from_be_bytes([head[24], head[25]]),
+        piece: &inner[CHUNK_HEADER..],
+    };
+    (chunk.index < chunk.count).then_some(chunk)
+}
+
+/// A frame being put back together from its pieces.
+#[derive(Debug, Default)]
+struct Partial {
+    next: u16,
+    count: u16,
+    bytes: Vec<u8>,
+    /// When it was last added to (a sequence number, for eviction).
+    touched: u64,
+}
+
+/// Puts offloaded frames back together from their pieces, per sender and
+/// frame id: a sender's worker threads may send two frames' groups of
+/// pieces interleaved, and each frame's pieces arrive in order. At most
+/// [`MAX_PARTIAL`] frames are in progress; past that the least recently
+/// added to goes (counted lost).
+#[derive(Debug, Default)]
+pub struct Reassembly {
+    partial: crate::FastMap<(SocketAddr, u32), Partial>,
+    /// Buffers of finished frames, for the next ones.
+    spare: Vec<Vec<u8>>,
+    /// The frame completed last (its buffer lives here until the next push).
+    done: Vec<u8>,
+    clock: u64,
+    /// Frames given up: a piece missing, out of order, or malformed.
+    pub lost: u64,
+}
+
+/// A frame put back together: its destination key, offload header and bytes.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Reassembled<'a> {
+    /// The destination key (a port's or a bridge's flood key).
+    pub key: u32,
+    /// The frame's offload header.
+    pub vnet: VnetHeader,
+    /// The frame.
+    pub frame: &'a [u8],
+}
+
+/// The most bytes a frame's pieces carry: key, offload header and the
+/// largest frame a port takes.
+const MAX_REASSEMBLED: usize = FRAME_PREFIX + super::batch::MAX_FRAME_LEN;
+
+impl Reassembly {
+    /// Adds `chunk` from `source`; returns the frame once its last piece is in.
+    pub fn push(&mut self, source: SocketAddr, chunk: Chunk<'_>) -> Option<Reassembled<'_>> {
+        self.clock += 1;
+        let key = (source, chunk.id);
+        if chunk.index == 0 {
+            if !self.partial.contains_key(&key) && self.partial.len() >= MAX_PARTIAL {
+                self.evict_oldest();
+            }
+            let mut bytes = self.spare.pop().unwrap_or_default();
+            bytes.clear();
+            let fresh = Partial {
+                next: 0,
+                count: chunk.count,
+                bytes,
+                touched: self.clock,
+            };
+            if let Some(stale) = self.partial.insert(key, fresh) {
+                self.lost += 1; // the same id again before it completed
+                self.spare.push(stale.bytes);
+            }
+        }
+        let Some(partial) = self.partial.get_mut(&key) else {
+            // Its first piece was lost (or the frame was given up).
+            return None;
+        };
+        let fits = partial.bytes.len() + chunk.piece.len() <= MAX_REASSEMBLED;
+        if partial.next != chunk.index || partial.count != chunk.count || !fits {
+            self.lost += 1;
+            if let Some(gone) = self.partial.remove(&key) {
+                self.spare.push(gone.bytes);
+            }
+            return None;
+        }
+        partial.bytes.extend_from_slice(chunk.piece);
+        partial.next += 1;
+        partial.touched = self.clock;
+        if partial.next < partial.count {
+            return None;
+        }
+        let finished = self.partial.remove(&key)?;
+        let previous = std::mem::replace(&mut self.done, finished.bytes);
+        if self.spare.len() < 4 {
+            self.spare.push(previous);
+        }
+        let bytes = &self.done;
+        let vnet = bytes.get(4..FRAME_PREFIX).and_then(VnetHeader::parse);
+        match (bytes.get(..4), vnet) {
+            (Some(key), Some(vnet)) => Some(Reassembled {
+                key: u32::from_be_bytes([key[0], key[1], key[2], key[3]]),
+                vnet,
+                frame: &bytes[FRAME_PREFIX..],
+            }),
+            _ => {
+                self.lost += 1;
+                None
+            }
+        }
+    }
+
+    fn evict_oldest(&mut self) {
+        let oldest = self
+            .partial
+            .iter()
+            .min_by_key(|(_, p)| p.touched)
+            .map(|(key, _)| *key);
+        if let Some(key) = oldest {
+            if let Some(gone) = self.partial.remove(&key) {
+                self.lost += 1;
+                self.spare.push(gone.bytes);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn dest() -> SocketAddr {
+        "192.0.2.2:4789".parse().unwrap()
+    }
+
+    fn gso() -> VnetHeader {
+        VnetHeader {
+            flags: 1,
+            gso_type: VnetHeader::GSO_TCPV4,
+            hdr_len: 66,
+            gso_size: 1448,
+            csum_start: 34,
+            csum_offset: 16,
+        }
+    }
+
+    /// Every datagram queued, split at the segment sizes they are sent with.
+    fn datagrams(queued: &Datagrams) -> Vec<Vec<u8>> {
+        let mut out = Vec::new();
+        for (_, bytes, segment) in queued.iter_segmented() {
+            let size = if segment == 0 { bytes.len() } else { segment };
+            out.extend(bytes.chunks(size).map(<[u8]>::to_vec));
+        }
+        out
+    }
+
+    #[test]
+    fn a_super_frame_goes_in_pieces_that_fit_and_comes_back_whole() {
+        let frame: Vec<u8> = (0..65_226u32).map(|i| (i * 7 % 251) as u8).collect();
+        let mut queued = Datagrams::default();
+        assert!(queued.push_chunked(dest(), 0x1234, &gso(), &frame, 1450, 9));
+        let sent = datagrams(&queued);
+        // Every datagram fits the underlay: a full frame's datagram at most.
+        let largest = sent.iter().map(Vec::len).max().unwrap();
+        assert_eq!(largest, VXLAN_HEADER_LEN + 14 + 1450);
+        // One size for all but the last of each send (what UDP_SEGMENT needs).
+        for (_, bytes, segment) in queued.iter_segmented() {
+            if segment > 0 {
+                assert!(bytes.len() > segment && bytes.len() <= MAX_GSO_BYTES);
+                assert!(bytes.len().div_ceil(segment) <= MAX_SEGMENTS);
+            }
+        }
+        assert!(queued.len() >= 2, "more than one send: {}", queued.len());
+        let mut reassembly = Reassembly::default();
+        let source: SocketAddr = "192.0.2.1:4789".parse().unwrap();
+        let mut whole = None;
+        for datagram in &sent {
+            let chunk = parse_chunk(&datagram[VXLAN_HEADER_LEN..]).expect("a piece");
+            assert_eq!(chunk.id, 9);
+            if let Some(done) = reassembly.push(source, chunk) {
+                whole = Some((done.key, done.vnet, done.frame.to_vec()));
+            }
+        }
+        assert_eq!(whole, Some((0x1234, gso(), frame)));
+        assert_eq!(reassembly.lost, 0);
+    }
+
+    #[test]
+    fn a_missing_or_reordered_piece_loses_only_its_frame() {
+        let source: SocketAddr = "192.0.2.1:4789".parse().unwrap();
+        let pieces = |id: u32| {
+            let mut queued = Datagrams::default();
+            assert!(queued.push_chunked(dest(), 7, &gso(), &[5u8; 5000], 1450, id));
+            datagrams(&queued)
+        };
+        let mut reassembly = Reassembly::default();
+        let first = pieces(1);
+        assert!(first.len() >= 4);
+        for (k, datagram) in first.iter().enumerate() {
+            if k == 2 {
+                continue; // lost on the way
+            }
+            let chunk = parse_chunk(&datagram[VXLAN_HEADER_LEN..]).unwrap();
+            assert!(reassembly.push(source, chunk).is_none());
+        }
+        assert_eq!(reassembly.lost, 1);
+        // The next frame starts afresh and completes.
+        let mut done = 0;
+        for datagram in &pieces(2) {
+            let chunk = parse_chunk(&datagram[VXLAN_HEADER_LEN..]).unwrap();
+            done += usize::from(reassembly.push(source, chunk).is_some());
+        }
+        assert_eq!((done, reassembly.lost), (1, 1));
+        // A piece of a frame whose start was never seen completes nothing.
+        let third = pieces(3);
+        let chunk = parse_chunk(&third[1][VXLAN_HEADER_LEN..]).unwrap();
+        assert!(reassembly.push(source, chunk).is_none());
+    }
+
+    #[test]
+    fn pieces_are_told_from_other_datagrams() {
+        assert_eq!(parse_chunk(&[0u8; 10]), None);
+        assert_eq!(parse_chunk(&[0u8; 64]), None);
+        let mut queued = Datagrams::default();
+        assert!(queued.push_chunked(dest(), 7, &gso(), &[1u8; 3000], 1450, 1));
+        let mut datagram = datagrams(&queued).remove(0);
+        // An index past the count is refused.
+        datagram[VXLAN_HEADER_LEN + 22..VXLAN_HEADER_LEN + 24].copy_from_slice(&[0xff, 0xff]);
+        assert_eq!(parse_chunk(&datagram[VXLAN_HEADER_LEN..]), None);
+        // A tunnel too small to carry pieces queues nothing.
+        assert!(!queued.push_chunked(dest(), 7, &gso(), &[1u8; 3000], 40, 2));
+    }
+
+    #[test]
+    fn two_frames_whose_groups_interleave_both_complete() {
+        let source: SocketAddr = "192.0.2.1:4789".parse().unwrap();
+        let pieces = |id: u32, fill: u8| {
+            let mut queued = Datagrams::default();
+            assert!(queued.push_chunked(dest(), 7, &gso(), &[fill; 65_000], 1450, id));
+            datagrams(&queued)
+        };
+        let (a, b) = (pieces(1, 0xaa), pieces(2, 0xbb));
+        let split = 44; // one send's worth
+        let order = a[..split]
+            .iter()
+            .chain(&b[..split])
+            .chain(&a[split..])
+            .chain(&b[split..]);
+        let mut reassembly = Reassembly::default();
+        let mut done = Vec::new();
+        for datagram in order {
+            let chunk = parse_chunk(&datagram[VXLAN_HEADER_LEN..]).unwrap();
+            if let Some(frame) = reassembly.push(source, chunk) {
+                done.push((frame.frame.len(), frame.frame[0]));
+            }
+        }
+        assert_eq!(done, vec![(65_000, 0xaa), (65_000, 0xbb)]);
+        assert_eq!(reassembly.lost, 0);
+    }
+}
