@@ -89,22 +89,19 @@ async fn three_hosts_share_a_bridge_survive_an_agent_crash_and_follow_a_moved_po
     assert_eq!(len, 8 << 20, "bytes received");
     assert_eq!(sent, received, "the transfer was altered");
     // Its super-frames crossed in pieces that fit the underlay, none lost.
-    let counter = |host: usize, name: &str| -> u64 {
-        let metrics = cluster.hosts[host].metrics();
-        metrics
-            .lines()
-            .find(|l| l.starts_with(name))
-            .and_then(|l| l.rsplit(' ').next()?.parse().ok())
-            .unwrap_or(0)
-    };
-    let offloaded = r#"plexus_tunnel_offloaded_frames_total{way="received"}"#;
+    let offloaded = r#"plexus_tunnel_offloaded_frames_total{way="received",carried="pieces"}"#;
     assert!(
-        counter(2, offloaded) > 0,
+        cluster.hosts[2].counter(offloaded) > 0,
         "super-frames arrived in pieces\n{}",
         cluster.hosts[2].metrics()
     );
     let lost = r#"plexus_datapath_drops_total{reason="tunnel_offload_piece_lost"}"#;
-    assert_eq!(counter(2, lost), 0, "{}", cluster.hosts[2].metrics());
+    assert_eq!(
+        cluster.hosts[2].counter(lost),
+        0,
+        "{}",
+        cluster.hosts[2].metrics()
+    );
 
     // kill -9 one agent: only its pods go dark.
     cluster.hosts[2].kill_agent();
@@ -135,12 +132,59 @@ async fn three_hosts_share_a_bridge_survive_an_agent_crash_and_follow_a_moved_po
         );
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
-    cluster.hosts[2].restart_agent();
+    // It comes back as an agent that reads super-frames only whole (as one
+    // from before pieces): the others send it whole datagrams, and it
+    // sends them whole too.
+    let answered = r#"plexus_datapath_drops_total{reason="tunnel_sync_answered"}"#;
+    let answered_before = cluster.hosts[0].counter(answered);
+    cluster.hosts[2].restart_agent_with(&[("PLEXUS_TUNNEL_OFFLOAD", "datagram")]);
     assert!(
         reachable(&pods[0], "10.60.0.3", Duration::from_secs(10)),
         "pod 2 did not come back after its agent restarted\n{}",
         cluster.logs()
     );
+    // Host 0 has heard from the new agent (its sync request, unflagged).
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while cluster.hosts[0].counter(answered) == answered_before {
+        assert!(std::time::Instant::now() < deadline, "no sync request");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let sent = |carried: &str| {
+        format!(r#"plexus_tunnel_offloaded_frames_total{{way="sent",carried="{carried}"}}"#)
+    };
+    let received = |carried: &str| {
+        format!(r#"plexus_tunnel_offloaded_frames_total{{way="received",carried="{carried}"}}"#)
+    };
+    let (pieces_before, whole_before) = (
+        cluster.hosts[0].counter(&sent("pieces")),
+        cluster.hosts[0].counter(&sent("whole")),
+    );
+    for (from, to, dst) in [(0, 2, "10.60.0.3"), (2, 0, "10.60.0.1")] {
+        let (sent, received, len) = tcp_transfer(&pods[from], &pods[to], dst, 8 << 20);
+        assert_eq!((len, sent), (8 << 20, received), "{from} -> {to} altered");
+    }
+    assert_eq!(
+        cluster.hosts[0].counter(&sent("pieces")),
+        pieces_before,
+        "no pieces to it"
+    );
+    assert!(
+        cluster.hosts[0].counter(&sent("whole")) > whole_before,
+        "whole to it"
+    );
+    let host2 = cluster.hosts[2].metrics();
+    for (name, nonzero) in [
+        (sent("pieces"), false),
+        (received("pieces"), false),
+        (sent("whole"), true),
+        (received("whole"), true),
+    ] {
+        assert_eq!(
+            cluster.hosts[2].counter(&name) > 0,
+            nonzero,
+            "{name}\n{host2}"
+        );
+    }
 
     // The port of pod 1 moves to host 2 (its veth with it): traffic follows.
     let moved = &pods[1];

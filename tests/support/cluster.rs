@@ -189,6 +189,8 @@ pub struct HostNs {
     /// Its id in the NSDB, once registered.
     pub id: Uuid,
     agent: Option<Process>,
+    /// Environment the agent runs with (beside `RUST_LOG`).
+    agent_env: Vec<(String, String)>,
     relay: Relay,
     log: std::path::PathBuf,
 }
@@ -207,6 +209,7 @@ impl HostNs {
             .args(["--tunnel-ip", &self.ip, "--listen", "127.0.0.1:8471"])
             .env_remove("PLEXUS_NSDB")
             .env("RUST_LOG", "info")
+            .envs(self.agent_env.iter().map(|(k, v)| (k, v)))
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
@@ -227,9 +230,28 @@ impl HostNs {
         self.start_agent();
     }
 
+    /// Starts the agent again with `env` set, now and on later restarts.
+    pub fn restart_agent_with(&mut self, env: &[(&str, &str)]) {
+        self.agent_env = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        self.restart_agent();
+    }
+
     /// The agent's log so far.
     pub fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// The value of the agent's metric series `series` (name and labels,
+    /// as printed), 0 if absent.
+    pub fn counter(&self, series: &str) -> u64 {
+        self.metrics()
+            .lines()
+            .find(|l| l.starts_with(series))
+            .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+            .unwrap_or(0)
     }
 
     /// The agent's metrics text.
@@ -325,6 +347,7 @@ impl Cluster {
                 ip,
                 id: Uuid::nil(),
                 agent: None,
+                agent_env: Vec::new(),
                 relay,
                 log: logs.path().join(format!("agent{i}.log")),
             };

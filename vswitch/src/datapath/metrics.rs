@@ -64,10 +64,14 @@ impl Datapath {
         let _ = writeln!(
             out,
             "# TYPE plexus_tunnel_offloaded_frames_total counter\n\
-             plexus_tunnel_offloaded_frames_total{{way=\"sent\"}} {}\n\
-             plexus_tunnel_offloaded_frames_total{{way=\"received\"}} {}",
+             plexus_tunnel_offloaded_frames_total{{way=\"sent\",carried=\"pieces\"}} {}\n\
+             plexus_tunnel_offloaded_frames_total{{way=\"received\",carried=\"pieces\"}} {}\n\
+             plexus_tunnel_offloaded_frames_total{{way=\"sent\",carried=\"whole\"}} {}\n\
+             plexus_tunnel_offloaded_frames_total{{way=\"received\",carried=\"whole\"}} {}",
             self.offloads_sent.load(Ordering::Relaxed),
-            self.offloads_received.load(Ordering::Relaxed)
+            self.offloads_received.load(Ordering::Relaxed),
+            self.offloads_sent_whole.load(Ordering::Relaxed),
+            self.offloads_received_whole.load(Ordering::Relaxed)
         );
         let _ = writeln!(
             out,

@@ -105,9 +105,14 @@ pub struct Datapath {
     /// Where live trace events go (the agent's publisher), once set.
     trace_sink: OnceLock<tokio::sync::mpsc::Sender<LiveTraceEvent>>,
     /// Whether super-frames go to other agents in wire-sized pieces
-    /// (`io::chunk`); off (`PLEXUS_TUNNEL_OFFLOAD=datagram`): as one
-    /// datagram the underlay fragments, which agents before the pieces read.
+    /// (`io::chunk`); off (`PLEXUS_TUNNEL_OFFLOAD=datagram`, or after the
+    /// underlay refused a piece send): as one datagram the underlay
+    /// fragments, which agents before the pieces read.
     chunk_offloads: std::sync::atomic::AtomicBool,
+    /// Whether this agent's flow-state datagrams say it reads pieces; not
+    /// with `PLEXUS_TUNNEL_OFFLOAD=datagram`, so its tunnel carries
+    /// super-frames whole both ways, as an agent before pieces.
+    announces_pieces: bool,
     /// Other agents (by tunnel address) whose flow-state datagrams said
     /// they read super-frames in pieces; the others get whole datagrams,
     /// which every agent reads.
@@ -118,6 +123,10 @@ pub struct Datapath {
     offloads_sent: AtomicU64,
     /// Super-frames put back together from other agents' pieces.
     offloads_received: AtomicU64,
+    /// Super-frames sent whole (one datagram the underlay fragments).
+    offloads_sent_whole: AtomicU64,
+    /// Super-frames another agent sent whole, received.
+    offloads_received_whole: AtomicU64,
     /// UDP datagrams that left inside another's GSO frame (`io::coalesce_udp`).
     udp_merged: AtomicU64,
     /// Whether small UDP datagrams are merged: off once a port refused a
@@ -253,6 +262,7 @@ pub struct Scratch {
 impl Datapath {
     /// A datapath for `host` over the topology `topology` keeps current.
     pub fn new(host: Uuid, topology: Arc<SharedTopology>) -> Datapath {
+        let pieces = std::env::var("PLEXUS_TUNNEL_OFFLOAD").as_deref() != Ok("datagram");
         Datapath {
             host,
             topology,
@@ -267,13 +277,14 @@ impl Datapath {
             poller: poller::Poller::default(),
             generated: AtomicU64::new(0),
             trace_sink: OnceLock::new(),
-            chunk_offloads: std::sync::atomic::AtomicBool::new(
-                std::env::var("PLEXUS_TUNNEL_OFFLOAD").as_deref() != Ok("datagram"),
-            ),
+            chunk_offloads: std::sync::atomic::AtomicBool::new(pieces),
+            announces_pieces: pieces,
             peers_with_pieces: RwLock::default(),
             next_offload_id: std::sync::atomic::AtomicU32::new(0),
             offloads_sent: AtomicU64::new(0),
             offloads_received: AtomicU64::new(0),
+            offloads_sent_whole: AtomicU64::new(0),
+            offloads_received_whole: AtomicU64::new(0),
             udp_merged: AtomicU64::new(0),
             udp_merge: std::sync::atomic::AtomicBool::new(true),
         }

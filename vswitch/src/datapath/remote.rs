@@ -83,7 +83,9 @@ impl Datapath {
             }
         }
         let offloaded = vnet.is_gso() && datagrams.push_offloaded(dest, key, vnet, frame);
-        if !offloaded {
+        if offloaded {
+            self.offloads_sent_whole.fetch_add(1, Ordering::Relaxed);
+        } else {
             let Some(vni) = Vni::new(key) else { return };
             let max_ip_len = tunnel.max_ip_len();
             match datagrams.push_frame(dest, vni, vnet, frame, max_ip_len) {
@@ -103,13 +105,15 @@ impl Datapath {
     }
 
     /// Queues a flow-state message for `peer`, flagged to say that this
-    /// agent reads super-frames in pieces.
+    /// agent reads super-frames in pieces (unless it is set not to).
     pub(super) fn push_state(&self, datagrams: &mut Datagrams, peer: Peer, message: &[u8]) {
         let (Some(tunnel), Some(vni)) = (self.tunnel.get(), Vni::new(STATE_KEY)) else {
             return;
         };
         datagrams.push_raw(tunnel.peer(peer.ip), vni, message);
-        datagrams.flag_last_reads_pieces();
+        if self.announces_pieces {
+            datagrams.flag_last_reads_pieces();
+        }
         self.flush_full(datagrams);
     }
 
@@ -251,6 +255,9 @@ pub async fn serve_tunnel(datapath: Arc<Datapath>, tunnel: Arc<Tunnel>) -> std::
                     continue;
                 };
                 rx.strip_front(i, OFFLOAD_PREAMBLE, &vnet);
+                datapath
+                    .offloads_received_whole
+                    .fetch_add(1, Ordering::Relaxed);
                 vni = key;
             }
             match core::classify(&topo, host, *source, vni) {
@@ -413,6 +420,7 @@ impl Datapath {
         // A whole offloaded frame coalesced with others.
         match parse_offloaded(inner) {
             Some((key, vnet)) => {
+                self.offloads_received_whole.fetch_add(1, Ordering::Relaxed);
                 let frame = &inner[OFFLOAD_PREAMBLE..];
                 self.deliver_one(topo, (source, key, &vnet), frame, mark, copies, scratch);
             }
