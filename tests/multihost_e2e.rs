@@ -103,6 +103,39 @@ async fn three_hosts_share_a_bridge_survive_an_agent_crash_and_follow_a_moved_po
         cluster.hosts[2].metrics()
     );
 
+    // Host 1's underlay turns narrower than its agent was told (1400
+    // bytes, not 1500): the kernel refuses its pieces and its coalesced
+    // full-size datagrams; it sends them whole and one by one instead,
+    // which the underlay fragments, and nothing is lost.
+    let narrow = |mtu: &str| {
+        cluster.hosts[1]
+            .netns
+            .exec(&["ip", "link", "set", "ul0", "mtu", mtu])
+    };
+    narrow("1400");
+    let (sent, received, len) = tcp_transfer(&pods[1], &pods[0], "10.60.0.1", 8 << 20);
+    narrow(&support::cluster::UNDERLAY_MTU.to_string());
+    assert_eq!(
+        (len, sent),
+        (8 << 20, received),
+        "altered over the narrow underlay"
+    );
+    assert!(
+        cluster.hosts[1]
+            .log()
+            .contains("the tunnel refused super-frames in pieces"),
+        "{}",
+        cluster.hosts[1].log()
+    );
+    let failed = r#"plexus_datapath_drops_total{reason="tunnel_send_failed"}"#;
+    assert_eq!(cluster.hosts[1].counter(failed), 0, "no datagram refused");
+    let whole = r#"plexus_tunnel_offloaded_frames_total{way="sent",carried="whole"}"#;
+    assert!(
+        cluster.hosts[1].counter(whole) > 0,
+        "{}",
+        cluster.hosts[1].metrics()
+    );
+
     // kill -9 one agent: only its pods go dark.
     cluster.hosts[2].kill_agent();
     let (received, _) = pods[0].ping("10.60.0.3", 3, &[]);

@@ -115,7 +115,9 @@ async fn small_datagrams_of_one_size_cross_in_one_send_and_one_read() {
 /// has an MTU of 1500 (the namespace is deleted afterwards).
 fn in_namespace_with_mtu_1500<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
     use std::os::fd::AsRawFd;
-    let name = format!("pxpieces-{:x}", std::process::id());
+    static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let name = format!("pxpieces-{:x}-{n}", std::process::id());
     let ip = |args: &[&str]| {
         let ok = std::process::Command::new("ip").args(args).status();
         assert!(ok.is_ok_and(|s| s.success()), "ip {}", args.join(" "));
@@ -170,4 +172,36 @@ async fn pieces_too_big_for_the_path_are_refused_not_sent() {
         results.0
     );
     assert_eq!(results.1, Ok(()), "pieces that fit go out");
+}
+
+#[tokio::test]
+async fn coalesced_datagrams_too_big_for_the_path_go_one_by_one() {
+    // Ten 3000-byte datagrams coalesced for a 9000-byte underlay, over a
+    // 1500-byte one: the kernel refuses the UDP_SEGMENT send, the socket
+    // sends them one by one (fragmented), and coalesces no more.
+    let (sent, refused, got) = in_namespace_with_mtu_1500(|| {
+        let a = TunnelSocket::bind(SocketAddr::from(([127, 0, 0, 1], 4789))).unwrap();
+        let b = std::net::UdpSocket::bind(("127.0.0.1", 4790)).unwrap();
+        b.set_read_timeout(Some(std::time::Duration::from_secs(5)))
+            .unwrap();
+        let mut queued = Datagrams::default();
+        let vni = Vni::new(42).unwrap();
+        for i in 0..10u8 {
+            queued.push_raw(b.local_addr().unwrap(), vni, &[i; 2992]);
+            queued.coalesce_last(9000);
+        }
+        assert_eq!(queued.len(), 1, "coalesced into one send");
+        let sent = a.send(&queued);
+        let mut got = Vec::new();
+        let mut buf = [0u8; 4096];
+        while got.len() < 10 {
+            let Ok(n) = b.recv(&mut buf) else { break };
+            got.push((n, buf[8]));
+        }
+        (sent, a.segments_refused(), got)
+    });
+    assert_eq!(sent, 1, "the send counts as done");
+    assert!(refused, "the refusal is remembered");
+    let expected: Vec<(usize, u8)> = (0..10).map(|i| (3000, i)).collect();
+    assert_eq!(got, expected, "each datagram, whole and in order");
 }

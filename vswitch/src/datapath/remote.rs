@@ -65,12 +65,7 @@ impl Datapath {
                     // The underlay takes no UDP_SEGMENT sends of this size
                     // (a path MTU below the configured one, an old kernel,
                     // IPsec): whole datagrams from now on, this one too.
-                    Err(error)
-                        if matches!(
-                            error.raw_os_error(),
-                            Some(libc::EMSGSIZE | libc::EINVAL | libc::EIO)
-                        ) =>
-                    {
+                    Err(error) if crate::io::refuses_segments(&error) => {
                         if self.chunk_offloads.swap(false, Ordering::Relaxed) {
                             tracing::warn!(%error, "the tunnel refused super-frames in pieces; sending them whole from now on");
                         }
@@ -91,7 +86,7 @@ impl Datapath {
             match datagrams.push_frame(dest, vni, vnet, frame, max_ip_len) {
                 // Frames of one size to one agent leave together (a marked
                 // one alone: its mark is for it only).
-                Ok(1) if mark.is_none() => {
+                Ok(1) if mark.is_none() && !tunnel.socket().segments_refused() => {
                     datagrams.coalesce_last(max_ip_len + VXLAN_HEADER_LEN + 14);
                 }
                 Ok(_) => {}

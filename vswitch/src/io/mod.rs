@@ -57,6 +57,7 @@ pub use error::PortError;
 pub use gro::coalesce_udp;
 pub use open_many::{open_many, OpenTimes};
 pub use tap::{Tap, TAP_OFFLOADS, TAP_VNET_HDR_SZ};
+pub(crate) use udp::refuses_segments;
 pub use udp::{TunnelSocket, VXLAN_AT};
 pub use vnet::{VnetHeader, VNET_HDR_LEN};
 pub use vtep::VtepPort;

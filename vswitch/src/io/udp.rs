@@ -34,6 +34,10 @@ const SEND_CHUNK: usize = 64;
 pub struct TunnelSocket {
     fd: AsyncFd<OwnedFd>,
     local: SocketAddr,
+    /// Set once the kernel refused a `UDP_SEGMENT` send of coalesced
+    /// datagrams (an underlay narrower than configured, an old kernel):
+    /// they went out one by one, and should not be coalesced any more.
+    segments_refused: std::sync::atomic::AtomicBool,
 }
 
 /// A socket address of either family, as the kernel reads and writes it.
@@ -152,6 +156,35 @@ impl TunnelSocket {
         Ok(TunnelSocket {
             fd: register(fd, &name)?,
             local,
+            segments_refused: std::sync::atomic::AtomicBool::new(false),
+        })
+    }
+
+    /// Whether the kernel refused a send of coalesced datagrams (see
+    /// [`Datagrams::coalesce_last`]): coalesce no more.
+    pub fn segments_refused(&self) -> bool {
+        self.segments_refused
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Sends `bytes` to `dest` as datagrams of `segment` bytes, one by one
+    /// (each may be fragmented by the underlay); whether all left.
+    fn send_each(&self, dest: &SocketAddr, bytes: &[u8], segment: usize) -> bool {
+        let (sa, len) = to_raw(dest);
+        bytes.chunks(segment.max(1)).all(|datagram| {
+            // SAFETY: `sa` is a valid sockaddr of `len` bytes on our stack
+            // and `datagram` a live buffer; the kernel only reads them.
+            let ret = unsafe {
+                libc::sendto(
+                    self.fd.get_ref().as_raw_fd(),
+                    datagram.as_ptr().cast(),
+                    datagram.len(),
+                    libc::MSG_DONTWAIT,
+                    (&sa as *const RawAddr).cast(),
+                    len,
+                )
+            };
+            ret >= 0
         })
     }
 
@@ -189,6 +222,7 @@ impl TunnelSocket {
         } = MsgArrays::new();
         let mut lens = [0; SEND_CHUNK];
         let mut segments = [0usize; SEND_CHUNK];
+        let mut bodies: [(&[u8], Option<SocketAddr>); SEND_CHUNK] = [(&[], None); SEND_CHUNK];
         let mut controls = [Control::default(); SEND_CHUNK];
         let mut it = datagrams.iter_segmented().peekable();
         while it.peek().is_some() {
@@ -200,6 +234,7 @@ impl TunnelSocket {
                     iov_len: bytes.len(),
                 };
                 segments[n] = segment;
+                bodies[n] = (bytes, Some(dest));
                 n += 1;
             }
             for i in 0..n {
@@ -235,6 +270,19 @@ impl TunnelSocket {
                         sent += k as usize;
                     }
                     Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    // Coalesced datagrams the kernel will not segment (the
+                    // underlay is narrower than configured, or an old
+                    // kernel): one by one instead, fragmented if need be.
+                    Err(e) if segments[done] != 0 && refuses_segments(&e) => {
+                        self.segments_refused
+                            .store(true, std::sync::atomic::Ordering::Relaxed);
+                        if let (bytes, Some(dest)) = bodies[done] {
+                            if self.send_each(&dest, bytes, segments[done]) {
+                                sent += 1;
+                            }
+                        }
+                        done += 1;
+                    }
                     // A rejected datagram (no route, too big, buffer full):
                     // drop it and go on with the rest.
                     Err(_) => done += 1,
@@ -393,6 +441,15 @@ impl Control {
         }
         size
     }
+}
+
+/// Whether `error` is the kernel refusing a `UDP_SEGMENT` send (segments
+/// bigger than the path takes, or no GSO for it).
+pub(crate) fn refuses_segments(error: &io::Error) -> bool {
+    matches!(
+        error.raw_os_error(),
+        Some(libc::EMSGSIZE | libc::EINVAL | libc::EIO)
+    )
 }
 
 fn any_sockaddr() -> RawAddr {
