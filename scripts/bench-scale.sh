@@ -185,6 +185,8 @@ read -r read_epoch read_took read_records <<<"$(inh python3 "$PY" nsdb-read "$me
 read_m=$(awk -v e="$read_epoch" -v t0="$T0" 'BEGIN { if (e == "nan") print "nan"; else printf "%.3f\n", e - t0 }')
 sleep 2
 full_kb=$(rss_kb)
+# Where the cold start's time went, as the agent logged it.
+opened=$(sed 's/\x1b\[[0-9;]*m//g' "$log" | grep -a "port interfaces opened" | tail -n 1 | sed 's/.*port interfaces opened *//')
 out=$(python3 - "$T0" "$log" <<'PY'
 import datetime, re, sys
 t0 = float(sys.argv[1])
@@ -252,3 +254,4 @@ print(f"{'  idle; cold-started with every port':<44}{idle_kb / 1024:>9.1f} MB   
 stop_ok = not stop.startswith(">") and float(stop) <= 2
 print(f"{'stop on SIGTERM with every port':<44}{stop:>10} s   <= 2 s: {yes(stop_ok)}")
 PY
+echo "  the cold start's port opening, as the agent logged it: ${opened:-(not logged)}"
