@@ -9,7 +9,9 @@ mod support;
 use std::time::{Duration, Instant};
 
 use serde_json::json;
-use support::ipv6::{digest_server, give_ipv6, send_and_check, tcp6_probe, udp6_sequence};
+use support::ipv6::{
+    digest_server, give_ipv6, ipv6_only_pod_behind, send_and_check, tcp6_probe, udp6_sequence,
+};
 use support::netns::Pod;
 use support::world::{tcp6_server, Deployment};
 use uuid::Uuid;
@@ -61,32 +63,9 @@ async fn v6_world(d: &Deployment) -> V6World {
         .unwrap();
     give_ipv6(&a, A6, GW_A);
 
-    let bridge_b = d.client.create_bridge(t.id, "v6-only").await.unwrap().id;
-    let port_b = d
-        .client
-        .create_router_port(t.net.router.id, &format!("{GW_B}/64"))
-        .await
-        .unwrap()
-        .id;
-    let link = d
-        .client
-        .create_bridge_port(bridge_b, json!({}))
-        .await
-        .unwrap()
-        .id;
-    d.client.link(port_b, link).await.unwrap();
-    // Pod b: IPv6 only (its IPv4 address is a placeholder nothing routes).
-    let b = Pod::new("192.0.2.10/24", None);
-    let b_port = d
-        .client
-        .create_bridge_port(
-            bridge_b,
-            json!({"mac": b.mac, "allowed_addresses": [{"mac": b.mac, "ip": format!("{B6}/128")}]}),
-        )
-        .await
-        .unwrap()
-        .id;
-    d.client.bind(b_port, d.host, &b.host_if).await.unwrap();
+    // Pod b: IPv6 only, on a bridge of its own.
+    let ids = (t.id, t.net.router.id);
+    let (port_b, b, _) = ipv6_only_pod_behind(d, ids, "v6-only", GW_B, B6).await;
     give_ipv6(&b, B6, GW_B);
     let world = V6World {
         a,

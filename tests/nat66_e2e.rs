@@ -13,7 +13,7 @@ mod support;
 use std::time::{Duration, Instant};
 
 use serde_json::json;
-use support::ipv6::{digest_server, give_ipv6, send_and_check, tcp6_probe};
+use support::ipv6::{digest_server, give_ipv6, ipv6_only_pod_behind, send_and_check, tcp6_probe};
 use support::netns::{unique, Pod};
 use support::world::{peer_of, spawn_ready, tcp6_server, Deployment, Server};
 use uuid::Uuid;
@@ -118,42 +118,11 @@ async fn nat66_world(d: &Deployment) -> Nat66World {
     let (a1, a1_port) = dual_stack_pod(d, &t, 10, A1).await;
     let (a2, _) = dual_stack_pod(d, &t, 11, A2).await;
 
-    let bridge = d
-        .client
-        .create_bridge(t.id, &unique("outside"))
-        .await
-        .unwrap()
-        .id;
-    let port_out = d
-        .client
-        .create_router_port(t.net.router.id, &format!("{GW_OUT}/64"))
-        .await
-        .unwrap()
-        .id;
-    let link = d
-        .client
-        .create_bridge_port(bridge, json!({}))
-        .await
-        .unwrap()
-        .id;
-    d.client.link(port_out, link).await.unwrap();
     // The outside: IPv6 only, its subnet on-link and no route anywhere
-    // else (its IPv4 address is a placeholder nothing routes).
-    let outside = Pod::new("192.0.2.10/24", None);
-    let outside_port = d
-        .client
-        .create_bridge_port(
-            bridge,
-            json!({"mac": outside.mac,
-                   "allowed_addresses": [{"mac": outside.mac, "ip": format!("{OUTSIDE}/128")}]}),
-        )
-        .await
-        .unwrap()
-        .id;
-    d.client
-        .bind(outside_port, d.host, &outside.host_if)
-        .await
-        .unwrap();
+    // else.
+    let ids = (t.id, t.net.router.id);
+    let (port_out, outside, _) =
+        ipv6_only_pod_behind(d, ids, &unique("outside"), GW_OUT, OUTSIDE).await;
     let cidr = format!("{OUTSIDE}/64");
     outside.exec(&["ip", "-6", "addr", "add", &cidr, "dev", "eth0", "nodad"]);
     // Not even the default route a Router Advertisement would give it.

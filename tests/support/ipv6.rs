@@ -105,3 +105,43 @@ for i in range({count}): s.sendto(struct.pack('!I',i)+bytes(60),('{to_ip}',5003)
         .filter_map(|n| n.parse().ok())
         .collect()
 }
+
+/// A bridge of its own named `name` behind `router` (its router port at
+/// `gateway`/64), with one IPv6-only pod allowed `address`/128 and bound
+/// on `d`'s host (its IPv4 address a placeholder nothing routes; the
+/// caller gives it its IPv6 address). Returns the router port, the pod
+/// and the pod's port.
+pub async fn ipv6_only_pod_behind(
+    d: &super::world::Deployment,
+    (tenant, router): (uuid::Uuid, uuid::Uuid),
+    name: &str,
+    gateway: &str,
+    address: &str,
+) -> (uuid::Uuid, Pod, uuid::Uuid) {
+    let bridge = d.client.create_bridge(tenant, name).await.unwrap().id;
+    let gateway = format!("{gateway}/64");
+    let router_port = d
+        .client
+        .create_router_port(router, &gateway)
+        .await
+        .unwrap()
+        .id;
+    let link = d
+        .client
+        .create_bridge_port(bridge, serde_json::json!({}))
+        .await
+        .unwrap()
+        .id;
+    d.client.link(router_port, link).await.unwrap();
+    let pod = Pod::new("192.0.2.10/24", None);
+    let allowed = serde_json::json!({"mac": pod.mac,
+        "allowed_addresses": [{"mac": pod.mac, "ip": format!("{address}/128")}]});
+    let port = d
+        .client
+        .create_bridge_port(bridge, allowed)
+        .await
+        .unwrap()
+        .id;
+    d.client.bind(port, d.host, &pod.host_if).await.unwrap();
+    (router_port, pod, port)
+}
