@@ -100,12 +100,15 @@ pub(crate) fn register(fd: OwnedFd, ifname: &str) -> Result<AsyncFd<OwnedFd>, Po
     )
 }
 
-/// Waits until `fd` really has data: Tokio's cached readiness is re-checked
-/// with `poll`, and cleared if stale, so callers draining with direct
-/// (non-Tokio) syscalls never spin.
+/// Waits until `fd` really has data, or an error to report: Tokio's cached
+/// readiness is re-checked with `poll`, and cleared if stale, so callers
+/// draining with direct (non-Tokio) syscalls never spin. An error alone
+/// (`EPOLLERR` without `EPOLLIN`, as when a packet socket's interface is
+/// deleted: `ENETDOWN`) counts, so that the next receive returns it;
+/// `readable()` alone would never wake for it.
 pub(crate) async fn wait_readable(fd: &AsyncFd<OwnedFd>) -> io::Result<()> {
     loop {
-        let mut guard = fd.readable().await?;
+        let mut guard = fd.ready(Interest::READABLE | Interest::ERROR).await?;
         if poll_readable(fd.get_ref().as_raw_fd())? {
             guard.retain_ready();
             return Ok(());
