@@ -138,6 +138,12 @@ struct HostArgs {
     /// hold; experimental: slower than `off` on 2 cores).
     #[arg(long, env = "PLEXUS_POLL_MODE", default_value = "off")]
     poll_mode: vswitch::datapath::PollMode,
+    /// How veth ports are received from: `auto` (a socket each for the
+    /// first 512 ports, shared sockets for the rest), `shared` (a few
+    /// sockets for every port, an eBPF filter naming their interfaces) or
+    /// `per-port` (a socket each). Without eBPF, `per-port`.
+    #[arg(long, env = "PLEXUS_PACKET_SOCKETS", default_value = "auto")]
+    packet_sockets: vswitch::datapath::PacketSockets,
 }
 
 impl HostArgs {
@@ -157,6 +163,7 @@ impl HostArgs {
                 underlay_mtu: self.underlay_mtu,
             },
             poll: self.poll_mode,
+            packet_sockets: self.packet_sockets,
         })
     }
 }

@@ -267,11 +267,27 @@ async fn device_answers_are_counted_as_answered_and_bytes_both_ways() {
 }
 
 /// Every poll mode forwards, and keeps each port's frames in order: the
-/// poller and the ports' tasks never receive from one port at once.
+/// poller and the ports' tasks never receive from one port at once. So do
+/// the shared packet sockets, receiving for every port (their fanout
+/// keeps each interface's frames on one socket).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_poll_mode_forwards_in_order() {
-    for (mode, polls) in [("off", false), ("adaptive:100", true), ("always", true)] {
-        let net = Net::with(&["--no-uplink", "--poll-mode", mode]).await;
+    for (mode, sockets, polls) in [
+        ("off", "auto", false),
+        ("adaptive:100", "auto", true),
+        ("always", "auto", true),
+        ("off", "shared", false),
+        ("always", "shared", true),
+    ] {
+        let args = [
+            "--no-uplink",
+            "--poll-mode",
+            mode,
+            "--packet-sockets",
+            sockets,
+        ];
+        let net = Net::with(&args).await;
+        let mode = format!("{mode}, {sockets} sockets");
         let (bridge, _) = net.subnet(1).await;
         let (a, _) = net.pod(bridge, 1, 10).await;
         let (b, _) = net.pod(bridge, 1, 11).await;
@@ -297,6 +313,32 @@ async fn every_poll_mode_forwards_in_order() {
         // arrived one by one, in order, above.
         let merged = net.plexus.metric("plexus_udp_datagrams_merged_total").await;
         assert!(merged > 0, "{mode}: no datagrams merged");
+    }
+}
+
+/// A pod's veth deleted and made again under the same name is served
+/// again, whether its port had a socket of its own (which the kernel
+/// closes) or the shared sockets' (which check the interface's index).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_veth_made_again_is_served_again() {
+    for sockets in ["per-port", "shared"] {
+        let net = Net::with(&["--no-uplink", "--packet-sockets", sockets]).await;
+        let (bridge, _) = net.subnet(1).await;
+        let (a, _) = net.pod(bridge, 1, 10).await;
+        let (b, _) = net.pod(bridge, 1, 11).await;
+        wait_reachable(&a, "10.0.1.11");
+        support::netns::run(&["ip", "link", "del", &b.host_if]);
+        support::netns::run(&[
+            "ip", "link", "add", &b.host_if, "type", "veth", "peer", "name", "eth0", "netns",
+            &b.netns,
+        ]);
+        support::netns::run(&["ip", "link", "set", &b.host_if, "up"]);
+        b.exec(&["ip", "link", "set", "eth0", "address", &b.mac]);
+        b.exec(&["ip", "link", "set", "eth0", "up"]);
+        b.exec(&["ip", "addr", "add", "10.0.1.11/24", "dev", "eth0"]);
+        wait_reachable(&a, "10.0.1.11");
+        let (received, text) = a.ping("10.0.1.11", 3, &["-i", "0.05"]);
+        assert_eq!(received, 3, "{sockets}: {text}");
     }
 }
 

@@ -5,15 +5,16 @@ use std::collections::HashMap;
 use std::fmt::Write;
 use std::net::IpAddr;
 use std::sync::{Arc, OnceLock};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use nsdb::{Host, HostLiveness, Nsdb, NsdbError};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use uuid::Uuid;
 
-use crate::datapath::{serve_tunnel, Datapath, PollMode, PortCounters, PortHandle};
+use crate::datapath::{serve_tunnel, Datapath, PacketSockets, PollMode, PortCounters, PortHandle};
 use crate::feed::{run_feed, InitialRead, SharedTopology};
+use crate::io::Port;
 use crate::markers::PortMarkers;
 use crate::snapshot::Topology;
 use crate::tunnel::{Tunnel, TunnelConfig};
@@ -35,6 +36,8 @@ pub struct AgentConfig {
     pub tunnel: TunnelConfig,
     /// How ports are received from (busy polling).
     pub poll: PollMode,
+    /// How veth ports are received from (sockets shared or one each).
+    pub packet_sockets: PacketSockets,
 }
 
 /// A running agent; dropping it stops everything it started.
@@ -58,6 +61,7 @@ impl Drop for Agent {
             task.abort();
         }
         self.datapath.stop_poller();
+        self.datapath.stop_shared();
     }
 }
 
@@ -102,6 +106,9 @@ impl Agent {
         let liveness = nsdb.keep_host_alive(host.id, LIVENESS_TTL).await?;
         let topology = Arc::new(SharedTopology::default());
         let datapath = Arc::new(Datapath::new(host.id, topology.clone()));
+        if config.packet_sockets != PacketSockets::PerPort {
+            open_shared_sockets(&datapath, config.packet_sockets.dedicated());
+        }
         datapath.start_poller(config.poll);
         let (invalidate_tx, mut invalidate_rx) = mpsc::unbounded_channel();
         let (applied_tx, applied) = watch::channel(0);
@@ -296,6 +303,28 @@ fn sync_uplinks(topo: &Topology, uplinks: &mut HashMap<Uuid, (UplinkHost, Option
     }
 }
 
+/// Shared packet sockets per core. Each interface's frames stay on one
+/// socket, so with one socket per core two busy ports often share one
+/// receiver; with several per core the receivers' tasks spread over the
+/// workers as ports' tasks do.
+const SHARED_SOCKETS_PER_CORE: usize = 8;
+
+/// Opens the sockets veth ports beyond the first `dedicated` are received
+/// through; where they cannot be (no eBPF), ports get a socket each.
+fn open_shared_sockets(datapath: &Arc<Datapath>, dedicated: usize) {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let count = cores * SHARED_SOCKETS_PER_CORE;
+    match crate::io::SharedSockets::open(count, &crate::io::AfPacketOptions::default()) {
+        Ok(sockets) => {
+            tracing::info!(sockets = sockets.len(), "veth ports share packet sockets");
+            datapath.serve_shared(sockets, dedicated);
+        }
+        Err(error) => {
+            tracing::warn!(%error, "cannot share packet sockets among ports; each port gets its own")
+        }
+    }
+}
+
 /// Keeps the served ports equal to the ports bound on this host.
 async fn reconcile_ports(
     mut markers: PortMarkers,
@@ -304,23 +333,37 @@ async fn reconcile_ports(
     mut applied: watch::Receiver<nsdb::Revision>,
     mut stop: watch::Receiver<bool>,
 ) {
-    let mut serving: HashMap<Uuid, (String, JoinHandle<()>)> = HashMap::new();
+    // A port's task (none for a port of the shared sockets).
+    let mut serving: HashMap<Uuid, (String, Option<JoinHandle<()>>)> = HashMap::new();
     let mut uplinks: HashMap<Uuid, (UplinkHost, Option<String>)> = HashMap::new();
     let mut leases = markers.leases();
     // The VTEP endpoint each served VTEP port was opened for.
     let mut endpoints: HashMap<Uuid, nsdb::VtepEndpoint> = HashMap::new();
+    let mut interfaces_checked = Instant::now();
     loop {
         let topo = topology.load();
         let desired: HashMap<Uuid, String> = topo
             .ports_on_host(datapath.host())
             .filter_map(|p| Some((p.id, p.interface.clone()?)))
             .collect();
+        // Whether the shared sockets' ports still have their interfaces
+        // (the kernel tells no shared socket of an interface deleted).
+        let check_interfaces = interfaces_checked.elapsed() >= Duration::from_secs(1);
+        if check_interfaces {
+            interfaces_checked = Instant::now();
+        }
         serving.retain(|id, (ifname, task)| {
+            let working = match task {
+                Some(task) => !task.is_finished(),
+                None => !check_interfaces || datapath.port(*id).is_some_and(|p| p.is_current()),
+            };
             let keep = desired.get(id) == Some(ifname)
-                && !task.is_finished()
+                && working
                 && topo.tunnel.vteps.get(id) == endpoints.get(id);
             if !keep {
-                task.abort();
+                if let Some(task) = task {
+                    task.abort();
+                }
                 datapath.detach(*id);
                 uplinks.remove(id);
                 endpoints.remove(id);
@@ -346,11 +389,13 @@ async fn reconcile_ports(
                         poll: Default::default(),
                     });
                     datapath.attach(handle.clone());
-                    let dp = datapath.clone();
-                    let task = tokio::spawn(async move {
-                        if let Err(error) = dp.serve_port(handle).await {
-                            tracing::warn!(port = %id, %error, "port stopped");
-                        }
+                    let task = (!matches!(handle.io, Port::Shared(_))).then(|| {
+                        let dp = datapath.clone();
+                        tokio::spawn(async move {
+                            if let Err(error) = dp.serve_port(handle).await {
+                                tracing::warn!(port = %id, %error, "port stopped");
+                            }
+                        })
                     });
                     tracing::info!(port = %id, %ifname, "port attached");
                     if let Some(endpoint) = topo.tunnel.vteps.get(&id) {
@@ -384,10 +429,14 @@ async fn reconcile_ports(
 
 /// Stops serving every port and closes their interfaces all at once (see
 /// [`crate::io::close_all`]: one at a time, 1,000 ports took 16 s).
-async fn close_ports(datapath: &Datapath, serving: HashMap<Uuid, (String, JoinHandle<()>)>) {
+async fn close_ports(
+    datapath: &Datapath,
+    serving: HashMap<Uuid, (String, Option<JoinHandle<()>>)>,
+) {
     // The poller lets go of its ports first (it exits within a loop).
     datapath.stop_poller();
-    let tasks: Vec<JoinHandle<()>> = serving.into_values().map(|(_, task)| task).collect();
+    datapath.stop_shared();
+    let tasks: Vec<JoinHandle<()>> = serving.into_values().filter_map(|(_, task)| task).collect();
     for task in &tasks {
         task.abort();
     }

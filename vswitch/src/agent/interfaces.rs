@@ -46,15 +46,18 @@ pub(super) fn open_interfaces(
     if packet.is_empty() {
         return rx;
     }
+    let shared = datapath.shared_sockets().cloned();
+    // The first ports a socket of their own, the rest the shared sockets.
+    let dedicated = datapath.dedicated_room().min(packet.len());
     tokio::task::spawn_blocking(move || {
         let started = Instant::now();
         let names: Vec<&str> = packet.iter().map(|(_, name)| name.as_str()).collect();
         let (mut taps, mut failed, mut tap_time) = (0, 0, Duration::ZERO);
         let mut orphans = Vec::new();
-        let times = open_many(&names, &AfPacketOptions::default(), |i, result| {
+        let mut hand = |i: usize, result: Result<Port, PortError>| {
             let (id, ifname) = &packet[i];
             let opened = match result {
-                Ok(port) => Ok((port.into(), false)),
+                Ok(port) => Ok((port, false)),
                 Err(PortError::NoSuchInterface { .. }) => {
                     let tap_started = Instant::now();
                     taps += 1;
@@ -73,7 +76,24 @@ pub(super) fn open_interfaces(
                     ControlFlow::Break(())
                 }
             }
+        };
+        let mut times = open_many(&names[..dedicated], &AfPacketOptions::default(), |i, r| {
+            hand(i, r.map(Port::from))
         });
+        if let Some(sockets) = shared.filter(|_| !tx.is_closed()) {
+            // A port of the shared sockets is a filter entry: no socket.
+            for (i, name) in names.iter().enumerate().skip(dedicated) {
+                let adding = Instant::now();
+                let added = sockets.add(name).map(Port::from);
+                times.configure += adding.elapsed();
+                let handing = Instant::now();
+                let flow = hand(i, added);
+                times.handed_on += handing.elapsed();
+                if flow.is_break() {
+                    break;
+                }
+            }
+        }
         // Closed all at once (one at a time, each waits for the kernel).
         crate::io::close_all(orphans);
         let (ports, elapsed_ms) = (packet.len(), started.elapsed().as_millis() as u64);
@@ -85,6 +105,7 @@ pub(super) fn open_interfaces(
             ($level:ident) => {
                 tracing::$level!(
                     ports,
+                    dedicated,
                     taps,
                     failed,
                     sockets_ms,

@@ -34,11 +34,13 @@ mod local;
 mod metrics;
 mod poller;
 mod remote;
+mod shared;
 mod workspace;
 
 pub use crate::core::FLOW_IDLE_MS;
 pub use poller::{PollMode, PortPoll};
 pub use remote::serve_tunnel;
+pub use shared::PacketSockets;
 #[cfg(test)]
 pub(crate) use workspace::PortSends;
 pub(crate) use workspace::WorkspacePool;
@@ -83,6 +85,18 @@ pub struct PortHandle {
     pub counters: PortCounters,
     /// Who receives from it: its task or the poller.
     pub poll: PortPoll,
+}
+
+impl PortHandle {
+    /// Whether the port's interface is still the one it opened: a port of
+    /// the shared sockets checks by name; any other port's task ends when
+    /// its interface goes, so it is always current.
+    pub fn is_current(&self) -> bool {
+        match &self.io {
+            Port::Shared(port) => port.is_current(),
+            _ => true,
+        }
+    }
 }
 
 /// The datapath of one host.
@@ -135,6 +149,8 @@ pub struct Datapath {
     /// Whether small UDP datagrams are merged: off once a port refused a
     /// merged frame (kernels before 6.2 take no UDP GSO from AF_PACKET).
     udp_merge: std::sync::atomic::AtomicBool,
+    /// Ports served through the shared packet sockets.
+    shared: shared::SharedServing,
 }
 
 impl Datapath {
@@ -165,6 +181,7 @@ impl Datapath {
             offloads_received_whole: AtomicU64::new(0),
             udp_merged: AtomicU64::new(0),
             udp_merge: std::sync::atomic::AtomicBool::new(true),
+            shared: Default::default(),
         }
     }
 
@@ -239,6 +256,7 @@ impl Datapath {
 
     /// Starts serving a port.
     pub fn attach(&self, handle: Arc<PortHandle>) {
+        self.shared_attached(&handle);
         self.ports
             .write()
             .unwrap_or_else(|p| p.into_inner())
@@ -254,6 +272,7 @@ impl Datapath {
             .remove(&id);
         if let Some(handle) = &handle {
             handle.poll.detach();
+            self.shared_detached(handle);
         }
         self.core.invalidate(&[Tag::Port(id)]);
         handle
@@ -270,6 +289,7 @@ impl Datapath {
             .collect();
         for handle in &handles {
             handle.poll.detach();
+            self.shared_detached(handle);
         }
         let tags: Vec<Tag> = handles.iter().map(|h| Tag::Port(h.id)).collect();
         self.core.invalidate(&tags);
@@ -380,36 +400,54 @@ impl Datapath {
         let topology = self.topology.borrow();
         scratch.sends.clear();
         scratch.datagrams.clear();
-        let bytes = rx.bytes_of(0..rx.len());
-        port.counters
-            .rx
-            .fetch_add(rx.len() as u64, Ordering::Relaxed);
-        port.counters
-            .rx_bytes
-            .fetch_add(bytes as u64, Ordering::Relaxed);
-        for i in 0..rx.len() {
-            let vnet = rx.vnet(i);
-            let now = self.now_ms();
-            let fate = self.core.process(
-                &topology,
-                port.id,
-                rx.frame_mut(i),
-                vnet,
-                now,
-                &mut scratch.core,
-                &mut scratch.actions,
-            );
-            let counter = match fate {
-                Fate::Sent => None,
-                Fate::Dropped => Some(&port.counters.drops),
-                Fate::Answered => Some(&port.counters.answered),
-                Fate::Held => Some(&port.counters.held),
-            };
-            if let Some(counter) = counter {
-                counter.fetch_add(1, Ordering::Relaxed);
+        if matches!(port.io, Port::Receiver(_)) {
+            self.decide_shared(&topology, rx, scratch);
+        } else {
+            let bytes = rx.bytes_of(0..rx.len());
+            let counters = &port.counters;
+            counters.rx.fetch_add(rx.len() as u64, Ordering::Relaxed);
+            counters.rx_bytes.fetch_add(bytes as u64, Ordering::Relaxed);
+            for i in 0..rx.len() {
+                self.decide_frame(&topology, port, rx, i, scratch);
             }
-            self.perform(scratch, Some((rx, i)));
         }
+        self.send_decided(rx, scratch);
+    }
+
+    /// Hands frame `i` of `rx`, from `port`, to the core and performs its actions.
+    fn decide_frame(
+        &self,
+        topology: &Topology,
+        port: &PortHandle,
+        rx: &mut RxBatch,
+        i: usize,
+        scratch: &mut Scratch,
+    ) {
+        let vnet = rx.vnet(i);
+        let now = self.now_ms();
+        let fate = self.core.process(
+            topology,
+            port.id,
+            rx.frame_mut(i),
+            vnet,
+            now,
+            &mut scratch.core,
+            &mut scratch.actions,
+        );
+        let counter = match fate {
+            Fate::Sent => None,
+            Fate::Dropped => Some(&port.counters.drops),
+            Fate::Answered => Some(&port.counters.answered),
+            Fate::Held => Some(&port.counters.held),
+        };
+        if let Some(counter) = counter {
+            counter.fetch_add(1, Ordering::Relaxed);
+        }
+        self.perform(scratch, Some((rx, i)));
+    }
+
+    /// Sends the decided frames of a batch: each egress port its own.
+    fn send_decided(&self, rx: &mut RxBatch, scratch: &mut Scratch) {
         // Frames several ports send stay as received; a port's run of one
         // UDP flow's small datagrams may leave as one GSO frame.
         let shared = scratch.sends.shared();
@@ -450,7 +488,7 @@ impl Datapath {
         runs: &mut Vec<u8>,
     ) -> std::io::Result<(usize, usize)> {
         let merged = indexes.len() > 1
-            && matches!(out.io, Port::AfPacket(_))
+            && matches!(out.io, Port::AfPacket(_) | Port::Shared(_))
             && self.udp_merge.load(Ordering::Relaxed)
             && crate::io::coalesce_udp(rx, indexes, shared, runs);
         let sent = match out.io.send_rx(rx, indexes) {

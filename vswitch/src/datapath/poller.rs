@@ -183,6 +183,10 @@ impl Datapath {
         let Some((PollMode::Adaptive { .. }, thread)) = self.poller.running.get() else {
             return;
         };
+        // A shared socket's port receives nothing itself (its receiver does).
+        if matches!(port.io, crate::io::Port::Shared(_)) {
+            return;
+        }
         if port.poll.is_hot() || port.poll.hot.swap(true, Ordering::AcqRel) {
             return;
         }
@@ -262,14 +266,17 @@ impl Datapath {
         }
     }
 
-    /// In always mode: every attached port, hot.
+    /// In always mode: every attached port that receives (not those of
+    /// the shared sockets, whose receivers are taken instead), hot.
     fn take_all(&self, ports: &mut Vec<(Arc<PortHandle>, Instant)>, now: Instant) {
         let attached: Vec<Arc<PortHandle>> = self
             .ports
             .read()
             .unwrap_or_else(|p| p.into_inner())
             .values()
+            .filter(|port| !matches!(port.io, crate::io::Port::Shared(_)))
             .cloned()
+            .chain(self.receivers())
             .collect();
         for port in attached {
             if !port.poll.hot.swap(true, Ordering::AcqRel) {

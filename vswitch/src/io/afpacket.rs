@@ -246,25 +246,7 @@ impl AfPacket {
     /// Kernel counters since the previous call (reading resets them): frames
     /// queued to this socket and frames dropped because its receive buffer was full.
     pub fn take_kernel_stats(&self) -> io::Result<KernelStats> {
-        // SAFETY: all-zero is a valid tpacket_stats (two integers).
-        let mut st: libc::tpacket_stats = unsafe { mem::zeroed() };
-        let mut len = mem::size_of::<libc::tpacket_stats>() as libc::socklen_t;
-        // SAFETY: `st` and `len` are live locals and `len` is the exact size of
-        // `st`, so the kernel writes at most that many bytes into it.
-        let ret = unsafe {
-            libc::getsockopt(
-                self.as_raw_fd(),
-                libc::SOL_PACKET,
-                libc::PACKET_STATISTICS,
-                (&mut st as *mut libc::tpacket_stats).cast(),
-                &mut len,
-            )
-        };
-        cvt(ret)?;
-        Ok(KernelStats {
-            packets: st.tp_packets,
-            drops: st.tp_drops,
-        })
+        kernel_stats(self.as_raw_fd())
     }
 
     /// Waits until at least one frame can be read (drain it with `try_recv_batch`).
@@ -278,7 +260,7 @@ impl AfPacket {
     /// (too large for a slot, or an offload a vnet header cannot describe,
     /// e.g. tunnel GSO) are counted in [`RxBatch::dropped`].
     pub fn try_recv_batch(&self, rx: &mut RxBatch) -> io::Result<usize> {
-        match recv_batch_raw(self.as_raw_fd(), rx) {
+        match recv_batch_raw(self.as_raw_fd(), rx, false) {
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(0),
             other => other,
         }
@@ -290,7 +272,9 @@ impl AfPacket {
     /// [`RxBatch::dropped`]), so `Ok(0)` is possible but rare.
     pub async fn recv_batch(&self, rx: &mut RxBatch) -> io::Result<usize> {
         self.fd
-            .async_io(Interest::READABLE, |fd| recv_batch_raw(fd.as_raw_fd(), rx))
+            .async_io(Interest::READABLE, |fd| {
+                recv_batch_raw(fd.as_raw_fd(), rx, false)
+            })
             .await
     }
 
@@ -301,7 +285,7 @@ impl AfPacket {
     /// error: the oldest queued frame was rejected (e.g. `EMSGSIZE`, `EINVAL`
     /// for a bad vnet header, `ENETDOWN`) and has been dropped from the batch.
     pub fn try_send_batch(&self, tx: &mut TxBatch) -> io::Result<usize> {
-        match send_wire(self.as_raw_fd(), tx.pending()) {
+        match send_wire(self.as_raw_fd(), tx.pending(), None) {
             Ok(n) => {
                 tx.consume(n);
                 Ok(n)
@@ -336,7 +320,11 @@ impl AfPacket {
     /// `InvalidInput` (nothing sent) if an index is not below `rx.len()`.
     pub fn send_rx(&self, rx: &RxBatch, which: &[usize]) -> io::Result<usize> {
         check_indices(rx, which)?;
-        send_wire(self.as_raw_fd(), which.iter().filter_map(|&i| rx.wire(i)))
+        send_wire(
+            self.as_raw_fd(),
+            which.iter().filter_map(|&i| rx.wire(i)),
+            None,
+        )
     }
 
     /// Receives one frame into `buf` without waiting; `Ok(None)` if none is queued.
@@ -359,14 +347,14 @@ impl AfPacket {
 
     /// Sends one frame with its vnet header without waiting (`WouldBlock` if full).
     pub fn try_send(&self, vnet: &VnetHeader, frame: &[u8]) -> io::Result<()> {
-        send_one(self.as_raw_fd(), vnet, frame)
+        send_one(self.as_raw_fd(), vnet, frame, None)
     }
 
     /// Sends one frame, waiting for socket room if needed.
     pub async fn send(&self, vnet: &VnetHeader, frame: &[u8]) -> io::Result<()> {
         self.fd
             .async_io(Interest::WRITABLE, |fd| {
-                send_one(fd.as_raw_fd(), vnet, frame)
+                send_one(fd.as_raw_fd(), vnet, frame, None)
             })
             .await
     }
@@ -385,6 +373,29 @@ impl AsRawFd for AfPacket {
     }
 }
 
+/// `PACKET_STATISTICS` of socket `fd` since the previous call (reading resets them).
+pub(super) fn kernel_stats(fd: RawFd) -> io::Result<KernelStats> {
+    // SAFETY: all-zero is a valid tpacket_stats (two integers).
+    let mut st: libc::tpacket_stats = unsafe { mem::zeroed() };
+    let mut len = mem::size_of::<libc::tpacket_stats>() as libc::socklen_t;
+    // SAFETY: `st` and `len` are live locals and `len` is the exact size of
+    // `st`, so the kernel writes at most that many bytes into it.
+    let ret = unsafe {
+        libc::getsockopt(
+            fd,
+            libc::SOL_PACKET,
+            libc::PACKET_STATISTICS,
+            (&mut st as *mut libc::tpacket_stats).cast(),
+            &mut len,
+        )
+    };
+    cvt(ret)?;
+    Ok(KernelStats {
+        packets: st.tp_packets,
+        drops: st.tp_drops,
+    })
+}
+
 /// Rejects `which` if any index is not a frame of `rx`.
 pub(crate) fn check_indices(rx: &RxBatch, which: &[usize]) -> io::Result<()> {
     match which.iter().find(|&&i| i >= rx.len()) {
@@ -397,8 +408,12 @@ pub(crate) fn check_indices(rx: &RxBatch, which: &[usize]) -> io::Result<()> {
 }
 
 /// One `recvmmsg` loop filling `rx`; `Err(WouldBlock)` if nothing was queued.
-fn recv_batch_raw(fd: RawFd, rx: &mut RxBatch) -> io::Result<usize> {
+/// With `sources`, each frame's interface index is recorded too (a socket
+/// bound to no interface: see [`super::SharedSockets`]).
+pub(super) fn recv_batch_raw(fd: RawFd, rx: &mut RxBatch, sources: bool) -> io::Result<usize> {
     let cap = rx.capacity();
+    // SAFETY: all-zero is a valid sockaddr_ll (plain integers and arrays).
+    let mut names: [libc::sockaddr_ll; MMSG_CHUNK] = unsafe { mem::zeroed() };
     let mut slot_ptrs: [(*mut u8, usize); MMSG_CHUNK] = [(std::ptr::null_mut(), 0); MMSG_CHUNK];
     let mut base = 0;
     let mut kernel_errors = 0;
@@ -422,9 +437,14 @@ fn recv_batch_raw(fd: RawFd, rx: &mut RxBatch) -> io::Result<usize> {
             };
             msgs[i].msg_hdr.msg_iov = &mut iov[i];
             msgs[i].msg_hdr.msg_iovlen = 1;
+            if sources {
+                msgs[i].msg_hdr.msg_name = (&mut names[i] as *mut libc::sockaddr_ll).cast();
+                msgs[i].msg_hdr.msg_namelen = mem::size_of::<libc::sockaddr_ll>() as u32;
+            }
         }
         // SAFETY: `msgs[..n]` each point at one iovec in `iov`, which describes a
-        // whole slot buffer owned by `rx`. Those boxes are neither moved nor
+        // whole slot buffer owned by `rx`, and (with `sources`) at one live
+        // sockaddr_ll of `names` whose size msg_namelen gives. Those boxes are neither moved nor
         // freed nor otherwise borrowed during the call (we hold `&mut rx`), so
         // the kernel writes only into memory we own, within the given lengths.
         let ret = unsafe {
@@ -454,7 +474,12 @@ fn recv_batch_raw(fd: RawFd, rx: &mut RxBatch) -> io::Result<usize> {
         let got = ret as usize;
         for (i, m) in msgs[..got].iter().enumerate() {
             let truncated = m.msg_hdr.msg_flags & libc::MSG_TRUNC != 0;
-            rx.commit(base + i, m.msg_len as usize, truncated);
+            let source = if sources {
+                names[i].sll_ifindex as u32
+            } else {
+                0
+            };
+            rx.commit_from(base + i, m.msg_len as usize, truncated, source);
         }
         if got < n {
             break;
@@ -467,8 +492,14 @@ fn recv_batch_raw(fd: RawFd, rx: &mut RxBatch) -> io::Result<usize> {
     Ok(rx.len())
 }
 
-/// `sendmmsg` of wire-format frames, 64 per call; returns how many were sent.
-fn send_wire<'a>(fd: RawFd, mut frames: impl Iterator<Item = &'a [u8]>) -> io::Result<usize> {
+/// `sendmmsg` of wire-format frames, 64 per call; returns how many were
+/// sent. `to`: the interface to send them out of, for a socket bound to
+/// none (see [`super::SharedSockets`]).
+pub(super) fn send_wire<'a>(
+    fd: RawFd,
+    mut frames: impl Iterator<Item = &'a [u8]>,
+    to: Option<&libc::sockaddr_ll>,
+) -> io::Result<usize> {
     let mut total = 0;
     loop {
         // SAFETY: all-zero is a valid iovec/mmsghdr (null pointers, zero lengths).
@@ -492,10 +523,15 @@ fn send_wire<'a>(fd: RawFd, mut frames: impl Iterator<Item = &'a [u8]>) -> io::R
         for i in 0..n {
             msgs[i].msg_hdr.msg_iov = &mut iov[i];
             msgs[i].msg_hdr.msg_iovlen = 1;
+            if let Some(to) = to {
+                msgs[i].msg_hdr.msg_name = (to as *const libc::sockaddr_ll).cast_mut().cast();
+                msgs[i].msg_hdr.msg_namelen = mem::size_of::<libc::sockaddr_ll>() as u32;
+            }
         }
         let ret = loop {
             // SAFETY: `msgs[..n]` each point at one iovec in `iov` describing a
-            // slice borrowed for 'a (alive for the whole call). The kernel only
+            // slice borrowed for 'a (alive for the whole call), and at most at
+            // `to`, borrowed for the call too. The kernel only
             // reads through these pointers for sendmmsg, so casting away const is sound.
             let ret = unsafe {
                 libc::sendmmsg(fd, msgs.as_mut_ptr(), n as libc::c_uint, libc::MSG_DONTWAIT)
@@ -559,8 +595,13 @@ fn recv_one(fd: RawFd, buf: &mut [u8]) -> io::Result<(VnetHeader, usize)> {
     Ok((VnetHeader::from_bytes(&hdr), len))
 }
 
-/// `sendmsg` of one frame preceded by its vnet header.
-fn send_one(fd: RawFd, vnet: &VnetHeader, frame: &[u8]) -> io::Result<()> {
+/// `sendmsg` of one frame preceded by its vnet header (`to`: as for [`send_wire`]).
+pub(super) fn send_one(
+    fd: RawFd,
+    vnet: &VnetHeader,
+    frame: &[u8],
+    to: Option<&libc::sockaddr_ll>,
+) -> io::Result<()> {
     let hdr = vnet.to_bytes();
     let mut iov = [
         libc::iovec {
@@ -576,9 +617,13 @@ fn send_one(fd: RawFd, vnet: &VnetHeader, frame: &[u8]) -> io::Result<()> {
     let mut msg: libc::msghdr = unsafe { mem::zeroed() };
     msg.msg_iov = iov.as_mut_ptr();
     msg.msg_iovlen = 2;
+    if let Some(to) = to {
+        msg.msg_name = (to as *const libc::sockaddr_ll).cast_mut().cast();
+        msg.msg_namelen = mem::size_of::<libc::sockaddr_ll>() as u32;
+    }
     loop {
-        // SAFETY: `msg` points at two iovecs describing `hdr` and `frame`, alive
-        // for the call; sendmsg only reads through them, so the const cast is sound.
+        // SAFETY: `msg` points at two iovecs describing `hdr` and `frame` (and
+        // at most at `to`), alive for the call; sendmsg only reads through them, so the const cast is sound.
         let ret = unsafe { libc::sendmsg(fd, &msg, libc::MSG_DONTWAIT) };
         if ret >= 0 {
             return Ok(());

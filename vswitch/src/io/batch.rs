@@ -29,6 +29,8 @@ pub struct RxBatch {
     slots: Vec<Box<[u8]>>,
     /// Wire length (header + frame) of slots `0..count`.
     lens: Vec<usize>,
+    /// The interface index each frame of `0..count` came from (0: not recorded).
+    sources: Vec<u32>,
     count: usize,
     dropped: usize,
 }
@@ -43,9 +45,11 @@ impl RxBatch {
     pub fn with_max_frame_len(capacity: usize, max_frame_len: usize) -> RxBatch {
         let slots = alloc_slots(capacity, max_frame_len);
         let lens = vec![0; slots.len()];
+        let sources = vec![0; slots.len()];
         RxBatch {
             slots,
             lens,
+            sources,
             count: 0,
             dropped: 0,
         }
@@ -143,6 +147,11 @@ impl RxBatch {
     /// Slots must be committed in increasing order starting at 0; a dropped
     /// frame's slot is swapped to the end so kept frames stay contiguous.
     pub(crate) fn commit(&mut self, i: usize, wire_len: usize, truncated: bool) {
+        self.commit_from(i, wire_len, truncated, 0)
+    }
+
+    /// As [`RxBatch::commit`], recording the interface the frame came from.
+    pub(crate) fn commit_from(&mut self, i: usize, wire_len: usize, truncated: bool, source: u32) {
         if truncated || wire_len < VNET_HDR_LEN || wire_len > self.slots[i].len() {
             self.dropped += 1;
             return;
@@ -151,7 +160,18 @@ impl RxBatch {
             self.slots.swap(i, self.count);
         }
         self.lens[self.count] = wire_len;
+        self.sources[self.count] = source;
         self.count += 1;
+    }
+
+    /// The index of the interface frame `i` came from, when the receiving
+    /// socket serves several (0 otherwise, or if `i` is out of range).
+    pub fn source(&self, i: usize) -> u32 {
+        if i < self.count {
+            self.sources[i]
+        } else {
+            0
+        }
     }
 
     /// Drops the first `n` bytes of frame `i` and gives it the offload

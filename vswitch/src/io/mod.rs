@@ -31,8 +31,10 @@ mod chunk;
 mod encap;
 mod error;
 mod gro;
+mod ifindex_filter;
 pub mod netlink;
 mod open_many;
+mod shared;
 mod sys;
 mod tap;
 mod udp;
@@ -55,7 +57,9 @@ pub use encap::{
 };
 pub use error::PortError;
 pub use gro::coalesce_udp;
+pub use ifindex_filter::IfindexFilter;
 pub use open_many::{open_many, OpenTimes};
+pub use shared::{SharedPort, SharedReceiver, SharedSockets};
 pub use tap::{Tap, TAP_OFFLOADS, TAP_VNET_HDR_SZ};
 pub(crate) use udp::refuses_segments;
 pub use udp::{TunnelSocket, VXLAN_AT};
@@ -160,6 +164,8 @@ macro_rules! delegate_port_io {
 delegate_port_io!(AfPacket);
 delegate_port_io!(Tap);
 delegate_port_io!(VtepPort);
+delegate_port_io!(SharedPort);
+delegate_port_io!(SharedReceiver);
 
 /// Either kind of port, for collections of heterogeneous ports.
 #[derive(Debug)]
@@ -170,11 +176,21 @@ pub enum Port {
     Tap(Tap),
     /// An external VXLAN endpoint, through the tunnel socket.
     Vtep(VtepPort),
+    /// A veth served by the agent's [`SharedSockets`].
+    Shared(SharedPort),
+    /// One of the [`SharedSockets`], receiving frames of many ports.
+    Receiver(SharedReceiver),
 }
 
 impl From<AfPacket> for Port {
     fn from(p: AfPacket) -> Port {
         Port::AfPacket(p)
+    }
+}
+
+impl From<SharedPort> for Port {
+    fn from(p: SharedPort) -> Port {
+        Port::Shared(p)
     }
 }
 
@@ -190,6 +206,8 @@ macro_rules! dispatch {
             Port::AfPacket($p) => $e,
             Port::Tap($p) => $e,
             Port::Vtep($p) => $e,
+            Port::Shared($p) => $e,
+            Port::Receiver($p) => $e,
         }
     };
 }

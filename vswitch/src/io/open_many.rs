@@ -32,6 +32,7 @@ const QUEUE: usize = 512;
 /// Looks up interface indexes by name (`SIOCGIFINDEX`) on one datagram
 /// socket kept for the purpose, instead of a socket per lookup as
 /// `if_nametoindex(3)` does.
+#[derive(Debug)]
 pub(crate) struct IndexLookup {
     fd: OwnedFd,
 }

@@ -1,0 +1,456 @@
+//! Packet sockets shared by every veth port of an agent.
+//!
+//! A socket per port costs the kernel a walk of the namespace's whole list
+//! of packet sockets each time one is created (O(n²) over a cold start:
+//! 2.2 s for 10,000 ports on kernel 6.18), a reactor registration and a
+//! wakeup per port. [`SharedSockets`] are a few AF_PACKET sockets (one per
+//! worker) bound to no interface, in one `PACKET_FANOUT` group whose eBPF
+//! steering gives each interface's frames to one socket (in order, as a
+//! socket of its own would) and spreads interfaces over the sockets.
+//! An eBPF filter ([`IfindexFilter`]) passes only the frames of the served
+//! interfaces; each received frame carries its interface index
+//! ([`RxBatch::source`]), and sends name theirs (`sockaddr_ll`). Adding a
+//! port is a map update and a promiscuous membership, no socket.
+
+use std::io;
+use std::mem;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::sync::Arc;
+
+use tokio::io::unix::AsyncFd;
+
+use super::afpacket::{check_indices, KernelStats};
+use super::afpacket::{packet_socket, recv_batch_raw, send_one, send_wire, AfPacketOptions};
+use super::batch::{RxBatch, TxBatch};
+use super::error::PortError;
+use super::ifindex_filter::{ifindex_steering, IfindexFilter};
+use super::open_many::IndexLookup;
+use super::sys::{cvt, getsockopt_int, register, setsockopt_int, wait_readable};
+use super::vnet::VnetHeader;
+
+/// `setsockopt(SOL_PACKET, PACKET_FANOUT)` and its arguments (`linux/if_packet.h`).
+const PACKET_FANOUT: libc::c_int = 18;
+/// The group's members are chosen by an eBPF program (`PACKET_FANOUT_DATA`).
+const PACKET_FANOUT_EBPF: u32 = 7;
+const PACKET_FANOUT_DATA: libc::c_int = 22;
+const PACKET_FANOUT_FLAG_UNIQUEID: u32 = 0x2000;
+/// The group's own hook skips outgoing frames (a member's
+/// `PACKET_IGNORE_OUTGOING` does not apply once it is in a group).
+const PACKET_FANOUT_FLAG_IGNORE_OUTGOING: u32 = 0x4000;
+
+/// The name these sockets go by in errors.
+const NAME: &str = "shared packet sockets";
+
+/// AF_PACKET sockets receiving from every served interface.
+#[derive(Debug)]
+pub struct SharedSockets {
+    sockets: Vec<AsyncFd<OwnedFd>>,
+    filter: IfindexFilter,
+    lookup: IndexLookup,
+    promiscuous: bool,
+}
+
+impl SharedSockets {
+    /// Opens `count` (at least 1) sockets in the caller's network namespace,
+    /// passing no interface yet. Fails where eBPF socket filters cannot be
+    /// loaded (no `CAP_BPF`); the caller then opens a socket per port.
+    /// Must run inside a Tokio runtime with IO enabled.
+    pub fn open(count: usize, opts: &AfPacketOptions) -> Result<Arc<SharedSockets>, PortError> {
+        let filter = IfindexFilter::new()
+            .map_err(|e| PortError::from_os(NAME, "loading the interface filter (bpf)", e))?;
+        let lookup = IndexLookup::new()
+            .map_err(|e| PortError::from_os(NAME, "socket(AF_INET) for index lookups", e))?;
+        let steering = ifindex_steering()
+            .map_err(|e| PortError::from_os(NAME, "loading the fanout steering (bpf)", e))?;
+        let mut sockets = Vec::with_capacity(count.max(1));
+        let mut group = None;
+        for _ in 0..count.max(1) {
+            let fd = packet_socket(NAME)?;
+            if group.is_none() {
+                let id = configure(&fd, &filter, opts, None)?;
+                setsockopt_int(
+                    fd.as_raw_fd(),
+                    libc::SOL_PACKET,
+                    PACKET_FANOUT_DATA,
+                    steering.as_raw_fd(),
+                )
+                .map_err(|e| PortError::from_os(NAME, "PACKET_FANOUT_DATA", e))?;
+                group = Some(id);
+            } else {
+                configure(&fd, &filter, opts, group)?;
+            }
+            sockets.push(register(fd, NAME)?);
+        }
+        Ok(Arc::new(SharedSockets {
+            sockets,
+            filter,
+            lookup,
+            promiscuous: opts.promiscuous,
+        }))
+    }
+
+    /// How many sockets there are (receivers to serve them).
+    pub fn len(&self) -> usize {
+        self.sockets.len()
+    }
+
+    /// Always false: there is at least one socket.
+    pub fn is_empty(&self) -> bool {
+        self.sockets.is_empty()
+    }
+
+    /// Starts receiving from interface `ifname` and returns its port;
+    /// [`PortError::NoSuchInterface`] when the namespace has none of that name.
+    pub fn add(self: &Arc<Self>, ifname: &str) -> Result<SharedPort, PortError> {
+        let ifindex = self.lookup.index(ifname)?;
+        if self.promiscuous {
+            self.membership(ifindex, libc::PACKET_ADD_MEMBERSHIP)
+                .map_err(|e| PortError::from_os(ifname, "PACKET_ADD_MEMBERSHIP, PROMISC", e))?;
+        }
+        let port = SharedPort {
+            sockets: self.clone(),
+            ifname: ifname.to_owned(),
+            ifindex,
+            to: destination(ifindex),
+        };
+        self.filter
+            .pass(ifindex)
+            .map_err(|e| PortError::from_os(ifname, "adding to the interface filter (bpf)", e))?;
+        Ok(port)
+    }
+
+    /// Adds or drops the promiscuous membership of `ifindex` (held by the
+    /// first socket, so the kernel drops it when the sockets close).
+    fn membership(&self, ifindex: u32, op: libc::c_int) -> io::Result<()> {
+        // SAFETY: all-zero is a valid packet_mreq (plain integers and arrays).
+        let mut mreq: libc::packet_mreq = unsafe { mem::zeroed() };
+        mreq.mr_ifindex = ifindex as libc::c_int;
+        mreq.mr_type = libc::PACKET_MR_PROMISC as u16;
+        // SAFETY: `mreq` is a live, initialised packet_mreq and we pass its exact size.
+        let ret = unsafe {
+            libc::setsockopt(
+                self.sockets[0].get_ref().as_raw_fd(),
+                libc::SOL_PACKET,
+                op,
+                (&mreq as *const libc::packet_mreq).cast(),
+                mem::size_of::<libc::packet_mreq>() as libc::socklen_t,
+            )
+        };
+        cvt(ret).map(drop)
+    }
+
+    /// Waits until socket `k` has a frame to read.
+    pub async fn readable(&self, k: usize) -> io::Result<()> {
+        wait_readable(&self.sockets[k]).await
+    }
+
+    /// Receives a batch from socket `k` without waiting (`Ok(0)`: none),
+    /// each frame with its interface index ([`RxBatch::source`]).
+    pub fn try_recv_batch(&self, k: usize, rx: &mut RxBatch) -> io::Result<usize> {
+        match recv_batch_raw(self.sockets[k].get_ref().as_raw_fd(), rx, true) {
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(0),
+            other => other,
+        }
+    }
+
+    /// Kernel counters of socket `k` since the previous call (reading resets them).
+    pub fn take_kernel_stats(&self, k: usize) -> io::Result<KernelStats> {
+        super::afpacket::kernel_stats(self.sockets[k].get_ref().as_raw_fd())
+    }
+
+    /// The socket a port sends on: spread by interface, so that ports do not
+    /// all queue on one.
+    fn sender(&self, ifindex: u32) -> &AsyncFd<OwnedFd> {
+        &self.sockets[ifindex as usize % self.sockets.len()]
+    }
+}
+
+/// Configures a fresh socket: offload headers, buffers, the filter, bound
+/// to every interface, and in the fanout `group` (a new one when `None`).
+/// Returns the group.
+fn configure(
+    fd: &OwnedFd,
+    filter: &IfindexFilter,
+    opts: &AfPacketOptions,
+    group: Option<u32>,
+) -> Result<u32, PortError> {
+    let s = fd.as_raw_fd();
+    let sockopt = |level, name, value: usize, op: &'static str| {
+        let value = libc::c_int::try_from(value).unwrap_or(libc::c_int::MAX);
+        setsockopt_int(s, level, name, value).map_err(|e| PortError::from_os(NAME, op, e))
+    };
+    sockopt(
+        libc::SOL_PACKET,
+        libc::PACKET_VNET_HDR,
+        1,
+        "PACKET_VNET_HDR",
+    )?;
+    if opts.ignore_outgoing {
+        sockopt(
+            libc::SOL_PACKET,
+            libc::PACKET_IGNORE_OUTGOING,
+            1,
+            "PACKET_IGNORE_OUTGOING",
+        )?;
+    }
+    let (rcv, snd) = (opts.rcvbuf, opts.sndbuf);
+    sockopt(
+        libc::SOL_SOCKET,
+        libc::SO_RCVBUFFORCE,
+        rcv,
+        "SO_RCVBUFFORCE",
+    )
+    .or_else(|_| sockopt(libc::SOL_SOCKET, libc::SO_RCVBUF, rcv, "SO_RCVBUF"))?;
+    sockopt(
+        libc::SOL_SOCKET,
+        libc::SO_SNDBUFFORCE,
+        snd,
+        "SO_SNDBUFFORCE",
+    )
+    .or_else(|_| sockopt(libc::SOL_SOCKET, libc::SO_SNDBUF, snd, "SO_SNDBUF"))?;
+    // Filter first: the socket receives nothing until bound, and nothing
+    // unfiltered after.
+    filter
+        .attach(s)
+        .map_err(|e| PortError::from_os(NAME, "SO_ATTACH_BPF", e))?;
+    let any = destination(0);
+    // SAFETY: `any` is a live, initialised sockaddr_ll and we pass its exact size.
+    let ret = unsafe {
+        libc::bind(
+            s,
+            (&any as *const libc::sockaddr_ll).cast(),
+            mem::size_of::<libc::sockaddr_ll>() as libc::socklen_t,
+        )
+    };
+    cvt(ret).map_err(|e| PortError::from_os(NAME, "bind", e))?;
+    let mut mode = PACKET_FANOUT_EBPF;
+    if opts.ignore_outgoing {
+        mode |= PACKET_FANOUT_FLAG_IGNORE_OUTGOING;
+    }
+    let join = match group {
+        Some(id) => id | (mode << 16),
+        None => (mode | PACKET_FANOUT_FLAG_UNIQUEID) << 16,
+    };
+    sockopt(
+        libc::SOL_PACKET,
+        PACKET_FANOUT,
+        join as usize,
+        "PACKET_FANOUT",
+    )?;
+    let joined = getsockopt_int(s, libc::SOL_PACKET, PACKET_FANOUT)
+        .map_err(|e| PortError::from_os(NAME, "getsockopt(PACKET_FANOUT)", e))?;
+    Ok(joined as u32 & 0xffff)
+}
+
+/// The address of interface `ifindex` (0: every interface) for all protocols.
+fn destination(ifindex: u32) -> libc::sockaddr_ll {
+    // SAFETY: all-zero is a valid sockaddr_ll (plain integers and arrays).
+    let mut sll: libc::sockaddr_ll = unsafe { mem::zeroed() };
+    sll.sll_family = libc::AF_PACKET as u16;
+    sll.sll_protocol = (libc::ETH_P_ALL as u16).to_be();
+    sll.sll_ifindex = ifindex as libc::c_int;
+    sll
+}
+
+/// A port on one interface, received by the [`SharedSockets`] and sent
+/// through them. Dropping it stops receiving from the interface.
+pub struct SharedPort {
+    sockets: Arc<SharedSockets>,
+    ifname: String,
+    ifindex: u32,
+    to: libc::sockaddr_ll,
+}
+
+impl std::fmt::Debug for SharedPort {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SharedPort")
+            .field("ifname", &self.ifname)
+            .field("ifindex", &self.ifindex)
+            .finish()
+    }
+}
+
+impl SharedPort {
+    /// The interface name.
+    pub fn ifname(&self) -> &str {
+        &self.ifname
+    }
+
+    /// The interface index (what [`RxBatch::source`] gives for its frames).
+    pub fn ifindex(&self) -> u32 {
+        self.ifindex
+    }
+
+    /// Whether the namespace's interface of this name is still the one
+    /// served (false once it was deleted, or deleted and made again).
+    pub fn is_current(&self) -> bool {
+        self.sockets.lookup.index(&self.ifname).ok() == Some(self.ifindex)
+    }
+
+    fn fd(&self) -> libc::c_int {
+        self.sockets.sender(self.ifindex).get_ref().as_raw_fd()
+    }
+
+    /// Never ready: the shared sockets' receivers take this port's frames.
+    pub async fn readable(&self) -> io::Result<()> {
+        std::future::pending().await
+    }
+
+    /// Waits until the port's socket has room to send.
+    pub async fn writable(&self) -> io::Result<()> {
+        let mut guard = self.sockets.sender(self.ifindex).writable().await?;
+        guard.retain_ready();
+        Ok(())
+    }
+
+    /// Nothing: the shared sockets' receivers take this port's frames.
+    pub fn try_recv_batch(&self, rx: &mut RxBatch) -> io::Result<usize> {
+        rx.clear();
+        Ok(0)
+    }
+
+    /// Never returns: see [`SharedPort::readable`].
+    pub async fn recv_batch(&self, _rx: &mut RxBatch) -> io::Result<usize> {
+        std::future::pending().await
+    }
+
+    /// Sends as many queued frames as the socket takes now (as
+    /// `AfPacket::try_send_batch`).
+    pub fn try_send_batch(&self, tx: &mut TxBatch) -> io::Result<usize> {
+        match send_wire(self.fd(), tx.pending(), Some(&self.to)) {
+            Ok(n) => {
+                tx.consume(n);
+                Ok(n)
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Err(e),
+            Err(e) => {
+                tx.consume(1);
+                Err(e)
+            }
+        }
+    }
+
+    /// Sends every queued frame, waiting for room (as `AfPacket::send_batch`).
+    pub async fn send_batch(&self, tx: &mut TxBatch) -> io::Result<()> {
+        while !tx.is_empty() {
+            match self.try_send_batch(tx) {
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.writable().await?,
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+
+    /// Sends frames `which` of `rx` without copying (as `AfPacket::send_rx`).
+    pub fn send_rx(&self, rx: &RxBatch, which: &[usize]) -> io::Result<usize> {
+        check_indices(rx, which)?;
+        let frames = which.iter().filter_map(|&i| rx.wire(i));
+        send_wire(self.fd(), frames, Some(&self.to))
+    }
+
+    /// Sends one frame with its offload header without waiting.
+    pub fn try_send(&self, vnet: &VnetHeader, frame: &[u8]) -> io::Result<()> {
+        send_one(self.fd(), vnet, frame, Some(&self.to))
+    }
+}
+
+impl Drop for SharedPort {
+    fn drop(&mut self) {
+        if let Err(error) = self.sockets.filter.stop_passing(self.ifindex) {
+            tracing::warn!(ifname = %self.ifname, %error, "cannot remove the interface from the filter");
+        }
+        if self.sockets.promiscuous {
+            // The interface may be gone already (its veth deleted): no matter.
+            let _ = self
+                .sockets
+                .membership(self.ifindex, libc::PACKET_DROP_MEMBERSHIP);
+        }
+    }
+}
+
+/// One of the [`SharedSockets`], as a port that receives the frames of
+/// many ports (each frame's [`RxBatch::source`] says whose) and sends none.
+#[derive(Debug)]
+pub struct SharedReceiver {
+    sockets: Arc<SharedSockets>,
+    k: usize,
+}
+
+impl SharedSockets {
+    /// A receiver for each socket.
+    pub fn receivers(self: &Arc<Self>) -> Vec<SharedReceiver> {
+        (0..self.sockets.len())
+            .map(|k| SharedReceiver {
+                sockets: self.clone(),
+                k,
+            })
+            .collect()
+    }
+}
+
+/// The error of sending through a receiver.
+fn receives_only() -> io::Error {
+    io::Error::new(
+        io::ErrorKind::Unsupported,
+        "a shared socket's receiver sends nothing (its ports do)",
+    )
+}
+
+impl SharedReceiver {
+    /// The name of the sockets.
+    pub fn ifname(&self) -> &str {
+        NAME
+    }
+
+    /// Waits until the socket has a frame to read.
+    pub async fn readable(&self) -> io::Result<()> {
+        self.sockets.readable(self.k).await
+    }
+
+    /// Never ready: a receiver sends nothing.
+    pub async fn writable(&self) -> io::Result<()> {
+        std::future::pending().await
+    }
+
+    /// Receives a batch without waiting (`Ok(0)`: none queued).
+    pub fn try_recv_batch(&self, rx: &mut RxBatch) -> io::Result<usize> {
+        self.sockets.try_recv_batch(self.k, rx)
+    }
+
+    /// Waits for frames, then receives a batch.
+    pub async fn recv_batch(&self, rx: &mut RxBatch) -> io::Result<usize> {
+        loop {
+            self.readable().await?;
+            let n = self.try_recv_batch(rx)?;
+            if n > 0 || rx.dropped() > 0 {
+                return Ok(n);
+            }
+        }
+    }
+
+    /// Fails: a receiver sends nothing.
+    pub fn try_send_batch(&self, _tx: &mut TxBatch) -> io::Result<usize> {
+        Err(receives_only())
+    }
+
+    /// Fails: a receiver sends nothing.
+    pub async fn send_batch(&self, _tx: &mut TxBatch) -> io::Result<()> {
+        Err(receives_only())
+    }
+
+    /// Fails: a receiver sends nothing.
+    pub fn send_rx(&self, _rx: &RxBatch, _which: &[usize]) -> io::Result<usize> {
+        Err(receives_only())
+    }
+
+    /// Fails: a receiver sends nothing.
+    pub fn try_send(&self, _vnet: &VnetHeader, _frame: &[u8]) -> io::Result<()> {
+        Err(receives_only())
+    }
+
+    /// Kernel counters of the socket since the previous call.
+    pub fn take_kernel_stats(&self) -> io::Result<KernelStats> {
+        self.sockets.take_kernel_stats(self.k)
+    }
+}
