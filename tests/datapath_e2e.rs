@@ -287,6 +287,11 @@ async fn every_poll_mode_forwards_in_order() {
             sockets,
         ];
         let net = Net::with(&args).await;
+        let shared = net.plexus.metric("plexus_shared_packet_sockets").await;
+        assert!(
+            shared > 0,
+            "{sockets}: shared sockets opened, not fallen back"
+        );
         let mode = format!("{mode}, {sockets} sockets");
         let (bridge, _) = net.subnet(1).await;
         let (a, _) = net.pod(bridge, 1, 10).await;
@@ -323,6 +328,12 @@ async fn every_poll_mode_forwards_in_order() {
 async fn a_veth_made_again_is_served_again() {
     for sockets in ["per-port", "shared"] {
         let net = Net::with(&["--no-uplink", "--packet-sockets", sockets]).await;
+        let shared = net.plexus.metric("plexus_shared_packet_sockets").await;
+        assert_eq!(
+            shared > 0,
+            sockets == "shared",
+            "{sockets}: {shared} shared sockets"
+        );
         let (bridge, _) = net.subnet(1).await;
         let (a, _) = net.pod(bridge, 1, 10).await;
         let (b, _) = net.pod(bridge, 1, 11).await;

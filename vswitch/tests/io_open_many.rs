@@ -5,52 +5,13 @@
 //! Needs root (it creates a namespace and veths) and fails without it.
 
 use std::ops::ControlFlow;
-use std::os::fd::AsRawFd;
 use std::sync::Arc;
 use std::time::Duration;
 
+mod support;
+
+use support::{in_netns, ip, Netns};
 use vswitch::io::{open_many, AfPacket, AfPacketOptions, PortError, VnetHeader};
-
-/// A network namespace deleted on drop (with every link inside it).
-struct Netns(String);
-
-impl Drop for Netns {
-    fn drop(&mut self) {
-        let _ = std::process::Command::new("ip")
-            .args(["netns", "del", &self.0])
-            .status();
-    }
-}
-
-fn ip(args: &[&str]) {
-    let out = std::process::Command::new("ip")
-        .args(args)
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run `ip` (iproute2 needed): {e}"));
-    assert!(
-        out.status.success(),
-        "ip {} failed: {}",
-        args.join(" "),
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-/// Runs `f` on a thread in namespace `ns` with the current runtime entered.
-fn in_netns<T: Send + 'static>(ns: &Netns, f: impl FnOnce() -> T + Send + 'static) -> T {
-    let path = format!("/run/netns/{}", ns.0);
-    let rt = tokio::runtime::Handle::current();
-    std::thread::spawn(move || {
-        let file = std::fs::File::open(&path).unwrap_or_else(|e| panic!("open {path}: {e}"));
-        // SAFETY: `file` is an open namespace file; setns only changes this
-        // short-lived thread's network namespace.
-        let r = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
-        assert_eq!(r, 0, "setns({path}): {}", std::io::Error::last_os_error());
-        let _guard = rt.enter();
-        f()
-    })
-    .join()
-    .expect("netns thread panicked")
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn open_many_binds_each_port_to_its_interface() {

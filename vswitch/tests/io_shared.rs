@@ -1,8 +1,9 @@
 //! `vswitch::io::SharedSockets` on real veths in throwaway namespaces: the
 //! sockets receive from exactly the interfaces they pass (each frame
 //! naming its own), send out of the one a port names, never read back what
-//! they send, stop receiving from a port dropped, and a port can tell when
-//! its interface is gone. Needs root (namespaces, veths, eBPF); fails
+//! they or the host send, keep an interface while any of its ports is
+//! left, stop receiving from a port dropped, and a port can tell when its
+//! interface is gone. Needs root (namespaces, veths, eBPF); fails
 //! without it.
 
 mod support;
@@ -18,9 +19,11 @@ use vswitch::io::{
 };
 
 /// Frames a responder received, by the interface index they came from;
-/// `OWN` counts frames it had sent itself.
+/// `OWN` counts frames this side sent (the responder's own, or the host
+/// ends' kernel's, whose MAC is `HOST_END_MAC`): none may come back.
 type Seen = Arc<Mutex<HashMap<u32, usize>>>;
 const OWN: u32 = u32::MAX;
+const HOST_END_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0xaa];
 
 /// Ports by interface index.
 type Ports = Arc<Mutex<HashMap<u32, SharedPort>>>;
@@ -41,7 +44,7 @@ async fn respond(
         }
         for i in 0..rx.len() {
             let frame = rx.frame(i);
-            let from = if frame[6..12] == RESPONDER_MAC {
+            let from = if frame[6..12] == RESPONDER_MAC || frame[6..12] == HOST_END_MAC {
                 OWN
             } else {
                 rx.source(i)
@@ -80,6 +83,16 @@ async fn shared_sockets_serve_the_interfaces_they_pass_and_no_other() {
     for (pod, host) in pods.iter().zip(&hosts) {
         veth(&sw, host, pod, "10.0.0.1/24");
     }
+    let host_end_mac = HOST_END_MAC.map(|b| format!("{b:02x}")).join(":");
+    ip(&[
+        "-n",
+        &sw.0,
+        "link",
+        "set",
+        &hosts[0],
+        "address",
+        &host_end_mac,
+    ]);
     let names = hosts.clone();
     let (sockets, a, b, missing) = in_netns(&sw, move || {
         let sockets = SharedSockets::open(2, &AfPacketOptions::default())
@@ -130,9 +143,33 @@ async fn shared_sockets_serve_the_interfaces_they_pass_and_no_other() {
         "the fanout group read back frames it sent: {counts:?}"
     );
 
+    // Frames the host end's own kernel sends out of a passed interface are
+    // not received either (an ARP request and pings to pod a).
+    ip(&["-n", &sw.0, "addr", "add", "10.0.0.9/24", "dev", &hosts[0]]);
+    let sent = std::process::Command::new("ip")
+        .args([
+            "netns", "exec", &sw.0, "ping", "-c", "2", "-i", "0.2", "-W", "1", "10.0.0.1",
+        ])
+        .output()
+        .expect("ping from the host end");
+    assert!(sent.status.success(), "{sent:?}");
+    assert_eq!(
+        seen.lock().unwrap().get(&OWN),
+        None,
+        "frames the host end sent were received"
+    );
+
+    // A second port on the same interface, dropped, leaves the first served.
+    let second = sockets.add(&hosts[0]).expect("a second port on a");
+    drop(second);
+    ping_from(&pods[0]).await;
+
     // A port dropped is no longer received from.
-    let b_before = counts[&b_index];
+    // (Count after the drop and a pause: pod b may have sent on its own
+    // since the counts above, and frames already queued are still read.)
     drop(ports.lock().unwrap().remove(&b_index));
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    let b_before = seen.lock().unwrap()[&b_index];
     let (answered, text) = ping_answers(&pods[1]).await;
     assert_eq!(answered, 0, "{text}");
     assert_eq!(seen.lock().unwrap()[&b_index], b_before, "b dropped");

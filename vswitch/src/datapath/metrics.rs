@@ -58,6 +58,11 @@ impl Datapath {
         );
         let _ = writeln!(
             out,
+            "# TYPE plexus_shared_packet_sockets gauge\nplexus_shared_packet_sockets {}",
+            self.shared_socket_count()
+        );
+        let _ = writeln!(
+            out,
             "# TYPE plexus_generated_frames_total counter\nplexus_generated_frames_total {}",
             self.generated.load(Ordering::Relaxed)
         );

@@ -32,10 +32,10 @@ impl Datapath {
     /// for each socket (once only). While fewer than `dedicated` veth ports
     /// have a socket of their own, a new one gets its own too.
     pub fn serve_shared(self: &Arc<Self>, sockets: Arc<SharedSockets>, dedicated: usize) {
+        self.shared.dedicated.store(dedicated, Ordering::Relaxed);
         if self.shared.sockets.set(sockets.clone()).is_err() {
             return;
         }
-        self.shared.dedicated.store(dedicated, Ordering::Relaxed);
         let mut receivers = self.shared.lock_receivers();
         for receiver in sockets.receivers() {
             let handle = Arc::new(PortHandle {
@@ -46,13 +46,23 @@ impl Datapath {
             });
             let datapath = self.clone();
             let served = handle.clone();
+            // Its ports have no other reader: it goes on after an error
+            // (a stopped receiver would leave them deaf for good).
             let task = tokio::spawn(async move {
-                if let Err(error) = datapath.serve_port(served).await {
-                    tracing::warn!(%error, "a shared packet socket stopped receiving");
+                loop {
+                    if let Err(error) = datapath.serve_port(served.clone()).await {
+                        tracing::warn!(%error, "a shared packet socket failed to receive; going on");
+                        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                    }
                 }
             });
             receivers.push((handle, task));
         }
+    }
+
+    /// How many shared packet sockets serve ports (0: every port has its own).
+    pub fn shared_socket_count(&self) -> usize {
+        self.shared.sockets.get().map_or(0, |sockets| sockets.len())
     }
 
     /// The shared sockets, if ports are served through them.

@@ -4,8 +4,9 @@
 //! interface, so the kernel offers them every frame of the network
 //! namespace. This filter, an eBPF program over a hash map of interface
 //! indexes, keeps the frames of the served ports and drops the rest in the
-//! kernel, before they are queued or copied. Twelve instructions, written
-//! here by hand: reading `__sk_buff.ifindex`, one map lookup, a verdict.
+//! kernel, before they are queued or copied. Fourteen instructions, written
+//! here by hand: frames this host sent dropped, `__sk_buff.ifindex` read,
+//! one map lookup, a verdict.
 //! Beside it, the four instructions that steer each interface's frames to
 //! one socket of the fanout group ([`ifindex_steering`]).
 
@@ -28,13 +29,20 @@ const BPF_F_NO_PREALLOC: u32 = 1;
 /// `ld_imm64`'s source register when the immediate is a map's descriptor.
 const BPF_PSEUDO_MAP_FD: u8 = 1;
 const BPF_FUNC_MAP_LOOKUP_ELEM: i32 = 1;
-/// `setsockopt(SOL_SOCKET, SO_ATTACH_BPF)`: attach an eBPF program by descriptor.
+/// `setsockopt(SOL_SOCKET, SO_ATTACH_BPF)`: attach an eBPF program by
+/// descriptor (asm-generic's value, which x86 and arm use; the libc crate
+/// does not define it for Linux).
 const SO_ATTACH_BPF: libc::c_int = 50;
+/// Offset of `pkt_type` in `struct __sk_buff` (its second `__u32`).
+const SKB_PKT_TYPE: i16 = 4;
+/// `pkt_type` of a frame this host sends.
+const PACKET_OUTGOING: i32 = 4;
 /// Offset of `ifindex` in `struct __sk_buff` (after ten `__u32` fields).
 const SKB_IFINDEX: i16 = 40;
 
-/// Most interfaces one filter passes.
-pub const MAX_INTERFACES: u32 = 1 << 20;
+/// Most interfaces one filter passes (the kernel allocates the hash
+/// map's buckets, 16 bytes each, up front even without preallocation).
+pub const MAX_INTERFACES: u32 = 1 << 16;
 
 /// One eBPF instruction (`struct bpf_insn`).
 #[repr(C)]
@@ -74,13 +82,13 @@ const STEERING: [Insn; 4] = [
 /// Loads a socket filter program: its descriptor.
 fn load(insns: &[Insn]) -> io::Result<OwnedFd> {
     let license = b"GPL\0";
-    BpfAttr::new()
-        .put_u32(0, BPF_PROG_TYPE_SOCKET_FILTER)
+    let mut attr = BpfAttr::new();
+    attr.put_u32(0, BPF_PROG_TYPE_SOCKET_FILTER)
         .put_u32(4, insns.len() as u32)
         .put_u64(8, insns.as_ptr() as u64)
-        .put_u64(16, license.as_ptr() as u64)
-        .call(BPF_PROG_LOAD)
-        .map(owned)
+        .put_u64(16, license.as_ptr() as u64);
+    // SAFETY: `insns` (its length given) and `license` outlive the call.
+    unsafe { attr.call(BPF_PROG_LOAD) }.map(owned)
 }
 
 /// Loads the fanout steering program (see `PACKET_FANOUT_EBPF`): each
@@ -89,9 +97,15 @@ pub fn ifindex_steering() -> io::Result<OwnedFd> {
     load(&STEERING)
 }
 
-/// The program: pass the whole frame if its interface is in `map`, else drop it.
-fn program(map: RawFd) -> [Insn; 12] {
+/// The program: pass the whole frame if its interface is in `map` and
+/// this host did not send it, else drop it. (The fanout group skips sent
+/// frames with `PACKET_FANOUT_FLAG_IGNORE_OUTGOING`; kernels before it
+/// ignore the flag, so the filter drops them too.)
+fn program(map: RawFd) -> [Insn; 14] {
     [
+        // if skb->pkt_type == PACKET_OUTGOING goto drop
+        insn(0x61, 0, 1, SKB_PKT_TYPE, 0),
+        insn(0x15, 0, 0, 10, PACKET_OUTGOING),
         // r0 = skb->ifindex
         insn(0x61, 0, 1, SKB_IFINDEX, 0),
         // *(u32 *)(r10 - 4) = r0: the lookup key on the stack
@@ -136,11 +150,15 @@ impl BpfAttr {
     }
 
     /// `bpf(cmd, self)`: the returned value (a descriptor for the creating commands).
-    fn call(&mut self, cmd: libc::c_int) -> io::Result<libc::c_int> {
+    ///
+    /// # Safety
+    /// Every pointer stored in the attributes (keys, values, instructions,
+    /// license) must point at memory that is alive and large enough for
+    /// `cmd` for the whole call.
+    unsafe fn call(&mut self, cmd: libc::c_int) -> io::Result<libc::c_int> {
         // SAFETY: `self.0` is a live, writable buffer of the size passed; the
-        // kernel reads (and for some commands writes) at most that many bytes.
-        // Pointers stored in it (keys, values, instructions, license) point at
-        // memory the caller keeps alive for the call.
+        // kernel reads (and for some commands writes) at most that many
+        // bytes; the pointers in it are valid by this function's contract.
         let ret = unsafe {
             libc::syscall(
                 libc::SYS_bpf,
@@ -170,14 +188,14 @@ impl IfindexFilter {
     /// Creates the map (empty: every frame dropped) and loads the program.
     /// Fails without `CAP_BPF` (or `CAP_SYS_ADMIN`) or a kernel with eBPF.
     pub fn new() -> io::Result<IfindexFilter> {
-        let map = BpfAttr::new()
-            .put_u32(0, BPF_MAP_TYPE_HASH)
+        let mut attr = BpfAttr::new();
+        attr.put_u32(0, BPF_MAP_TYPE_HASH)
             .put_u32(4, 4) // key: the interface index
             .put_u32(8, 1) // value: unused
             .put_u32(12, MAX_INTERFACES)
-            .put_u32(16, BPF_F_NO_PREALLOC)
-            .call(BPF_MAP_CREATE)
-            .map(owned)?;
+            .put_u32(16, BPF_F_NO_PREALLOC);
+        // SAFETY: the attributes hold no pointer.
+        let map = unsafe { attr.call(BPF_MAP_CREATE) }.map(owned)?;
         let program = load(&program(map.as_raw_fd()))?;
         Ok(IfindexFilter { map, program })
     }
@@ -185,21 +203,23 @@ impl IfindexFilter {
     /// Lets the frames of interface `ifindex` through.
     pub fn pass(&self, ifindex: u32) -> io::Result<()> {
         let value = 1u8;
-        BpfAttr::new()
-            .put_u32(0, self.map.as_raw_fd() as u32)
+        let mut attr = BpfAttr::new();
+        attr.put_u32(0, self.map.as_raw_fd() as u32)
             .put_u64(8, &ifindex as *const u32 as u64)
-            .put_u64(16, &value as *const u8 as u64)
-            .call(BPF_MAP_UPDATE_ELEM)
-            .map(drop)
+            .put_u64(16, &value as *const u8 as u64);
+        // SAFETY: the key (4 bytes) and value (1 byte), the map's sizes,
+        // are locals alive for the call.
+        unsafe { attr.call(BPF_MAP_UPDATE_ELEM) }.map(drop)
     }
 
     /// Drops the frames of interface `ifindex` again (not an error if it
     /// was not passed).
     pub fn stop_passing(&self, ifindex: u32) -> io::Result<()> {
-        let result = BpfAttr::new()
-            .put_u32(0, self.map.as_raw_fd() as u32)
-            .put_u64(8, &ifindex as *const u32 as u64)
-            .call(BPF_MAP_DELETE_ELEM);
+        let mut attr = BpfAttr::new();
+        attr.put_u32(0, self.map.as_raw_fd() as u32)
+            .put_u64(8, &ifindex as *const u32 as u64);
+        // SAFETY: the key (4 bytes, the map's size) is alive for the call.
+        let result = unsafe { attr.call(BPF_MAP_DELETE_ELEM) };
         match result {
             Err(e) if e.raw_os_error() == Some(libc::ENOENT) => Ok(()),
             other => other.map(drop),

@@ -32,6 +32,7 @@ mod encap;
 mod error;
 mod gro;
 mod ifindex_filter;
+mod mmsg;
 pub mod netlink;
 mod open_many;
 mod shared;
@@ -91,6 +92,19 @@ pub trait PortIo {
 
     /// Sends the frames `which` of a receive batch without copying them.
     fn send_rx(&self, rx: &RxBatch, which: &[usize]) -> io::Result<usize>;
+}
+
+/// Sends every queued frame of `tx` through `port`, waiting for room;
+/// stops at the first rejected frame (dropped from the batch) with its error.
+pub(crate) async fn send_all<P: PortIo + Sync>(port: &P, tx: &mut TxBatch) -> io::Result<()> {
+    while !tx.is_empty() {
+        match port.try_send_batch(tx) {
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => port.writable().await?,
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
 }
 
 /// Ports one closing thread closes in turn.

@@ -19,11 +19,12 @@ use std::sync::Arc;
 
 use tokio::io::unix::AsyncFd;
 
-use super::afpacket::{check_indices, KernelStats};
-use super::afpacket::{packet_socket, recv_batch_raw, send_one, send_wire, AfPacketOptions};
+use super::afpacket::{packet_socket, AfPacketOptions, KernelStats};
 use super::batch::{RxBatch, TxBatch};
 use super::error::PortError;
 use super::ifindex_filter::{ifindex_steering, IfindexFilter};
+use super::mmsg::{check_indices, kernel_stats, promiscuous, recv_batch_raw, send_one};
+use super::mmsg::{send_queued, send_wire, set_buffers};
 use super::open_many::IndexLookup;
 use super::sys::{cvt, getsockopt_int, register, setsockopt_int, wait_readable};
 use super::vnet::VnetHeader;
@@ -38,6 +39,10 @@ const PACKET_FANOUT_FLAG_UNIQUEID: u32 = 0x2000;
 /// `PACKET_IGNORE_OUTGOING` does not apply once it is in a group).
 const PACKET_FANOUT_FLAG_IGNORE_OUTGOING: u32 = 0x4000;
 
+/// Most members a fanout group takes (`PACKET_FANOUT_MAX` without
+/// `fanout_args`).
+const MAX_SOCKETS: usize = 256;
+
 /// The name these sockets go by in errors.
 const NAME: &str = "shared packet sockets";
 
@@ -48,10 +53,14 @@ pub struct SharedSockets {
     filter: IfindexFilter,
     lookup: IndexLookup,
     promiscuous: bool,
+    /// Ports per interface index passed by the filter: the entry goes with
+    /// the last of them (a port replaced on the same interface may be
+    /// dropped after its successor was added).
+    passed: std::sync::Mutex<std::collections::HashMap<u32, usize>>,
 }
 
 impl SharedSockets {
-    /// Opens `count` (at least 1) sockets in the caller's network namespace,
+    /// Opens `count` (1 to 256) sockets in the caller's network namespace,
     /// passing no interface yet. Fails where eBPF socket filters cannot be
     /// loaded (no `CAP_BPF`); the caller then opens a socket per port.
     /// Must run inside a Tokio runtime with IO enabled.
@@ -62,9 +71,10 @@ impl SharedSockets {
             .map_err(|e| PortError::from_os(NAME, "socket(AF_INET) for index lookups", e))?;
         let steering = ifindex_steering()
             .map_err(|e| PortError::from_os(NAME, "loading the fanout steering (bpf)", e))?;
-        let mut sockets = Vec::with_capacity(count.max(1));
+        let count = count.clamp(1, MAX_SOCKETS);
+        let mut sockets = Vec::with_capacity(count);
         let mut group = None;
-        for _ in 0..count.max(1) {
+        for _ in 0..count {
             let fd = packet_socket(NAME)?;
             if group.is_none() {
                 let id = configure(&fd, &filter, opts, None)?;
@@ -86,6 +96,7 @@ impl SharedSockets {
             filter,
             lookup,
             promiscuous: opts.promiscuous,
+            passed: Default::default(),
         }))
     }
 
@@ -103,59 +114,63 @@ impl SharedSockets {
     /// [`PortError::NoSuchInterface`] when the namespace has none of that name.
     pub fn add(self: &Arc<Self>, ifname: &str) -> Result<SharedPort, PortError> {
         let ifindex = self.lookup.index(ifname)?;
+        // Before the port exists, whose drop undoes both.
         if self.promiscuous {
-            self.membership(ifindex, libc::PACKET_ADD_MEMBERSHIP)
+            promiscuous(self.first(), ifindex, libc::PACKET_ADD_MEMBERSHIP)
                 .map_err(|e| PortError::from_os(ifname, "PACKET_ADD_MEMBERSHIP, PROMISC", e))?;
         }
-        let port = SharedPort {
+        let mut passed = self.lock_passed();
+        let ports = passed.entry(ifindex).or_default();
+        if *ports == 0 {
+            if let Err(e) = self.filter.pass(ifindex) {
+                drop(passed);
+                if self.promiscuous {
+                    let _ = promiscuous(self.first(), ifindex, libc::PACKET_DROP_MEMBERSHIP);
+                }
+                return Err(PortError::from_os(
+                    ifname,
+                    "adding to the interface filter (bpf)",
+                    e,
+                ));
+            }
+        }
+        *ports += 1;
+        Ok(SharedPort {
             sockets: self.clone(),
             ifname: ifname.to_owned(),
             ifindex,
             to: destination(ifindex),
-        };
-        self.filter
-            .pass(ifindex)
-            .map_err(|e| PortError::from_os(ifname, "adding to the interface filter (bpf)", e))?;
-        Ok(port)
+        })
     }
 
-    /// Adds or drops the promiscuous membership of `ifindex` (held by the
-    /// first socket, so the kernel drops it when the sockets close).
-    fn membership(&self, ifindex: u32, op: libc::c_int) -> io::Result<()> {
-        // SAFETY: all-zero is a valid packet_mreq (plain integers and arrays).
-        let mut mreq: libc::packet_mreq = unsafe { mem::zeroed() };
-        mreq.mr_ifindex = ifindex as libc::c_int;
-        mreq.mr_type = libc::PACKET_MR_PROMISC as u16;
-        // SAFETY: `mreq` is a live, initialised packet_mreq and we pass its exact size.
-        let ret = unsafe {
-            libc::setsockopt(
-                self.sockets[0].get_ref().as_raw_fd(),
-                libc::SOL_PACKET,
-                op,
-                (&mreq as *const libc::packet_mreq).cast(),
-                mem::size_of::<libc::packet_mreq>() as libc::socklen_t,
-            )
-        };
-        cvt(ret).map(drop)
+    /// The socket that holds the promiscuous memberships (the kernel drops
+    /// them when it closes).
+    fn first(&self) -> libc::c_int {
+        self.sockets[0].get_ref().as_raw_fd()
     }
 
-    /// Waits until socket `k` has a frame to read.
-    pub async fn readable(&self, k: usize) -> io::Result<()> {
-        wait_readable(&self.sockets[k]).await
+    fn lock_passed(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<u32, usize>> {
+        self.passed.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Receives a batch from socket `k` without waiting (`Ok(0)`: none),
-    /// each frame with its interface index ([`RxBatch::source`]).
-    pub fn try_recv_batch(&self, k: usize, rx: &mut RxBatch) -> io::Result<usize> {
-        match recv_batch_raw(self.sockets[k].get_ref().as_raw_fd(), rx, true) {
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(0),
-            other => other,
+    /// A port of interface `ifindex` is dropped: the filter stops passing
+    /// the interface with its last port.
+    fn remove(&self, ifindex: u32, ifname: &str) {
+        let mut passed = self.lock_passed();
+        if let Some(ports) = passed.get_mut(&ifindex) {
+            *ports -= 1;
+            if *ports == 0 {
+                passed.remove(&ifindex);
+                if let Err(error) = self.filter.stop_passing(ifindex) {
+                    tracing::warn!(%ifname, %error, "cannot remove the interface from the filter");
+                }
+            }
         }
-    }
-
-    /// Kernel counters of socket `k` since the previous call (reading resets them).
-    pub fn take_kernel_stats(&self, k: usize) -> io::Result<KernelStats> {
-        super::afpacket::kernel_stats(self.sockets[k].get_ref().as_raw_fd())
+        drop(passed);
+        if self.promiscuous {
+            // The interface may be gone already (its veth deleted): no matter.
+            let _ = promiscuous(self.first(), ifindex, libc::PACKET_DROP_MEMBERSHIP);
+        }
     }
 
     /// The socket a port sends on: spread by interface, so that ports do not
@@ -193,21 +208,7 @@ fn configure(
             "PACKET_IGNORE_OUTGOING",
         )?;
     }
-    let (rcv, snd) = (opts.rcvbuf, opts.sndbuf);
-    sockopt(
-        libc::SOL_SOCKET,
-        libc::SO_RCVBUFFORCE,
-        rcv,
-        "SO_RCVBUFFORCE",
-    )
-    .or_else(|_| sockopt(libc::SOL_SOCKET, libc::SO_RCVBUF, rcv, "SO_RCVBUF"))?;
-    sockopt(
-        libc::SOL_SOCKET,
-        libc::SO_SNDBUFFORCE,
-        snd,
-        "SO_SNDBUFFORCE",
-    )
-    .or_else(|_| sockopt(libc::SOL_SOCKET, libc::SO_SNDBUF, snd, "SO_SNDBUF"))?;
+    set_buffers(s, opts).map_err(|(op, e)| PortError::from_os(NAME, op, e))?;
     // Filter first: the socket receives nothing until bound, and nothing
     // unfiltered after.
     filter
@@ -231,12 +232,8 @@ fn configure(
         Some(id) => id | (mode << 16),
         None => (mode | PACKET_FANOUT_FLAG_UNIQUEID) << 16,
     };
-    sockopt(
-        libc::SOL_PACKET,
-        PACKET_FANOUT,
-        join as usize,
-        "PACKET_FANOUT",
-    )?;
+    setsockopt_int(s, libc::SOL_PACKET, PACKET_FANOUT, join as libc::c_int)
+        .map_err(|e| PortError::from_os(NAME, "PACKET_FANOUT", e))?;
     let joined = getsockopt_int(s, libc::SOL_PACKET, PACKET_FANOUT)
         .map_err(|e| PortError::from_os(NAME, "getsockopt(PACKET_FANOUT)", e))?;
     Ok(joined as u32 & 0xffff)
@@ -317,29 +314,12 @@ impl SharedPort {
     /// Sends as many queued frames as the socket takes now (as
     /// `AfPacket::try_send_batch`).
     pub fn try_send_batch(&self, tx: &mut TxBatch) -> io::Result<usize> {
-        match send_wire(self.fd(), tx.pending(), Some(&self.to)) {
-            Ok(n) => {
-                tx.consume(n);
-                Ok(n)
-            }
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Err(e),
-            Err(e) => {
-                tx.consume(1);
-                Err(e)
-            }
-        }
+        send_queued(self.fd(), tx, Some(&self.to))
     }
 
     /// Sends every queued frame, waiting for room (as `AfPacket::send_batch`).
     pub async fn send_batch(&self, tx: &mut TxBatch) -> io::Result<()> {
-        while !tx.is_empty() {
-            match self.try_send_batch(tx) {
-                Ok(_) => {}
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.writable().await?,
-                Err(e) => return Err(e),
-            }
-        }
-        Ok(())
+        super::send_all(self, tx).await
     }
 
     /// Sends frames `which` of `rx` without copying (as `AfPacket::send_rx`).
@@ -357,15 +337,7 @@ impl SharedPort {
 
 impl Drop for SharedPort {
     fn drop(&mut self) {
-        if let Err(error) = self.sockets.filter.stop_passing(self.ifindex) {
-            tracing::warn!(ifname = %self.ifname, %error, "cannot remove the interface from the filter");
-        }
-        if self.sockets.promiscuous {
-            // The interface may be gone already (its veth deleted): no matter.
-            let _ = self
-                .sockets
-                .membership(self.ifindex, libc::PACKET_DROP_MEMBERSHIP);
-        }
+        self.sockets.remove(self.ifindex, &self.ifname);
     }
 }
 
@@ -403,9 +375,13 @@ impl SharedReceiver {
         NAME
     }
 
+    fn socket(&self) -> &AsyncFd<OwnedFd> {
+        &self.sockets.sockets[self.k]
+    }
+
     /// Waits until the socket has a frame to read.
     pub async fn readable(&self) -> io::Result<()> {
-        self.sockets.readable(self.k).await
+        wait_readable(self.socket()).await
     }
 
     /// Never ready: a receiver sends nothing.
@@ -413,9 +389,13 @@ impl SharedReceiver {
         std::future::pending().await
     }
 
-    /// Receives a batch without waiting (`Ok(0)`: none queued).
+    /// Receives a batch without waiting (`Ok(0)`: none queued), each frame
+    /// with its interface index ([`RxBatch::source`]).
     pub fn try_recv_batch(&self, rx: &mut RxBatch) -> io::Result<usize> {
-        self.sockets.try_recv_batch(self.k, rx)
+        match recv_batch_raw(self.socket().get_ref().as_raw_fd(), rx, true) {
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(0),
+            other => other,
+        }
     }
 
     /// Waits for frames, then receives a batch.
@@ -451,6 +431,6 @@ impl SharedReceiver {
 
     /// Kernel counters of the socket since the previous call.
     pub fn take_kernel_stats(&self) -> io::Result<KernelStats> {
-        self.sockets.take_kernel_stats(self.k)
+        kernel_stats(self.socket().get_ref().as_raw_fd())
     }
 }

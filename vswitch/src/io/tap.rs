@@ -21,9 +21,9 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use tokio::io::unix::AsyncFd;
 use tokio::io::Interest;
 
-use super::afpacket::check_indices;
 use super::batch::{RxBatch, TxBatch};
 use super::error::{ifname_bytes, PortError};
+use super::mmsg::check_indices;
 use super::sys::{cvt, register, wait_readable};
 use super::vnet::{VnetHeader, VNET_HDR_LEN};
 
@@ -180,14 +180,7 @@ impl Tap {
 
     /// Writes every queued frame, waiting for room; stops at (and drops) a rejected frame.
     pub async fn send_batch(&self, tx: &mut TxBatch) -> io::Result<()> {
-        while !tx.is_empty() {
-            match self.try_send_batch(tx) {
-                Ok(_) => {}
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.writable().await?,
-                Err(e) => return Err(e),
-            }
-        }
-        Ok(())
+        super::send_all(self, tx).await
     }
 
     /// Writes frames `which` of `rx` unchanged; same contract as `AfPacket::send_rx`.
@@ -361,17 +354,7 @@ fn read_one(fd: RawFd, buf: &mut [u8]) -> io::Result<(VnetHeader, usize)> {
             return Err(e);
         }
     };
-    let len = ret.saturating_sub(VNET_HDR_LEN);
-    if len > buf.len() {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidData,
-            format!(
-                "frame of {len} bytes does not fit a {}-byte buffer",
-                buf.len()
-            ),
-        ));
-    }
-    Ok((VnetHeader::from_bytes(&hdr), len))
+    VnetHeader::received(&hdr, ret, buf.len())
 }
 
 fn write_one(fd: RawFd, vnet: &VnetHeader, frame: &[u8]) -> io::Result<()> {

@@ -77,6 +77,24 @@ impl VnetHeader {
         }
     }
 
+    /// The header and frame length of one read of `read` bytes (header
+    /// included) into a `capacity`-byte frame buffer; a frame longer than
+    /// the buffer is an error, not a silent truncation.
+    pub(super) fn received(
+        raw: &[u8; VNET_HDR_LEN],
+        read: usize,
+        capacity: usize,
+    ) -> std::io::Result<(VnetHeader, usize)> {
+        let len = read.saturating_sub(VNET_HDR_LEN);
+        if len > capacity {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                format!("frame of {len} bytes does not fit a {capacity}-byte buffer"),
+            ));
+        }
+        Ok((VnetHeader::from_bytes(raw), len))
+    }
+
     /// Encodes the header into `out` (exactly [`VNET_HDR_LEN`] bytes).
     pub fn write_to(&self, out: &mut [u8; VNET_HDR_LEN]) {
         out[0] = self.flags;

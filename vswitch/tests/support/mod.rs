@@ -9,9 +9,12 @@ use std::time::Duration;
 
 use tokio::process::Command;
 
+/// The MAC address the test responders answer from.
 pub const RESPONDER_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x02];
+/// The IPv4 address the test responders answer for.
 pub const RESPONDER_IP: [u8; 4] = [10, 0, 0, 2];
 
+/// Fails the test unless it runs as root.
 pub fn require_root() {
     // SAFETY: geteuid has no preconditions and cannot fail.
     let euid = unsafe { libc::geteuid() };
@@ -31,6 +34,7 @@ pub fn tag() -> String {
     )
 }
 
+/// Runs `ip` with `args`, failing the test with its output if it fails.
 pub fn ip(args: &[&str]) {
     let out = std::process::Command::new("ip")
         .args(args)
@@ -48,6 +52,7 @@ pub fn ip(args: &[&str]) {
 pub struct Netns(pub String);
 
 impl Netns {
+    /// A new namespace named after `prefix`, its loopback up.
     pub fn new(prefix: &str) -> Netns {
         let name = format!("pxio-{prefix}-{}", tag());
         ip(&["netns", "add", &name]);
@@ -94,6 +99,7 @@ pub fn veth(sw: &Netns, host: &str, pod: &Netns, addr: &str) {
     ip(&["-n", &pod.0, "link", "set", "eth0", "up"]);
 }
 
+/// The Internet checksum of `data` (RFC 1071).
 pub fn csum(data: &[u8]) -> u16 {
     let mut sum = 0u32;
     for c in data.chunks(2) {
