@@ -131,6 +131,11 @@ struct HostArgs {
     /// The underlay's MTU; frames crossing hosts carry at most this minus 50 bytes of IP.
     #[arg(long, env = "PLEXUS_UNDERLAY_MTU", default_value_t = vswitch::tunnel::DEFAULT_UNDERLAY_MTU)]
     underlay_mtu: usize,
+    /// How many sockets receive tunnelled traffic, each on a task of its
+    /// own, and send it, each from a UDP port of its own (0: one per CPU,
+    /// at most 8).
+    #[arg(long, env = "PLEXUS_TUNNEL_SOCKETS", default_value_t = 0)]
+    tunnel_sockets: usize,
     /// How ports are received from: `off` (every port waits for the
     /// kernel's wakeup), `always` (a thread polls every port without
     /// sleeping: lowest latency, keeps one core busy) or `adaptive` (busy
@@ -161,6 +166,7 @@ impl HostArgs {
             tunnel: vswitch::tunnel::TunnelConfig {
                 port: self.tunnel_port,
                 underlay_mtu: self.underlay_mtu,
+                sockets: self.tunnel_sockets,
             },
             poll: self.poll_mode,
             packet_sockets: self.packet_sockets,

@@ -508,3 +508,73 @@ async fn pods_cross_hosts_over_an_ipv6_underlay() {
         "{said}"
     );
 }
+
+/// The agents' tunnel sockets of a series, one value per socket.
+fn reads_per_socket(metrics: &str) -> Vec<u64> {
+    metrics
+        .lines()
+        .filter(|l| l.starts_with("plexus_tunnel_reads_total{"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse().ok())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_pod_pairs_cross_hosts_through_two_tunnel_sockets_each() {
+    let mut cluster = Cluster::start(2).await;
+    for host in &mut cluster.hosts {
+        host.restart_agent_with(&[("PLEXUS_TUNNEL_SOCKETS", "2")]);
+    }
+    cluster.wait_alive().await;
+    let c = &cluster.client;
+    let tenant = c.create_tenant("lanes").await.unwrap();
+    let bridge = c.create_bridge(tenant.id, "b").await.unwrap();
+    // Pods 0 and 1 on host 0, pods 2 and 3 on host 1, bound in that order:
+    // each host's two ports get consecutive lanes.
+    let pods: Vec<Pod> = (0..4)
+        .map(|i| cluster.hosts[i / 2].pod(&format!("10.62.0.{}/24", i + 1), None))
+        .collect();
+    for (i, pod) in pods.iter().enumerate() {
+        cluster.attach(bridge.id, pod, i / 2).await;
+    }
+    for host in &cluster.hosts {
+        assert!(
+            host.metrics().contains("\nplexus_tunnel_sockets 2\n"),
+            "{}",
+            host.metrics()
+        );
+    }
+    for (from, to) in [(0, 2), (1, 3)] {
+        let dst = format!("10.62.0.{}", to + 1);
+        assert!(
+            reachable(&pods[from], &dst, Duration::from_secs(15)),
+            "pod {from} never reached pod {to}\n{}",
+            cluster.logs()
+        );
+    }
+
+    // Each pair's traffic reaches the other host through a socket of its
+    // own: every receiving socket of both hosts reads some of it.
+    let before: Vec<Vec<u64>> = cluster
+        .hosts
+        .iter()
+        .map(|h| reads_per_socket(&h.metrics()))
+        .collect();
+    for (from, to) in [(0, 2), (1, 3)] {
+        let dst = format!("10.62.0.{}", to + 1);
+        let (received, text) = pods[from].ping(&dst, 10, &["-i", "0.05"]);
+        assert_eq!(received, 10, "{text}");
+        let (sent, received, len) = tcp_transfer(&pods[from], &pods[to], &dst, 2 << 20);
+        assert_eq!((sent, len), (received, 2 << 20), "pair {from}-{to}");
+    }
+    for (host, before) in cluster.hosts.iter().zip(&before) {
+        let after = reads_per_socket(&host.metrics());
+        assert_eq!(after.len(), 2, "{}", host.metrics());
+        for k in 0..2 {
+            assert!(
+                after[k] > before[k],
+                "{}: socket {k} read nothing of the two pairs ({before:?} -> {after:?})",
+                host.name
+            );
+        }
+    }
+}

@@ -126,12 +126,14 @@ impl Agent {
             Ok(tunnel) => {
                 let tunnel = Arc::new(tunnel);
                 datapath.set_tunnel(tunnel.clone());
-                let dp = datapath.clone();
-                tasks.push(tokio::spawn(async move {
-                    if let Err(error) = serve_tunnel(dp, tunnel).await {
-                        tracing::error!(%error, "the tunnel socket failed; other hosts are unreachable");
-                    }
-                }));
+                for k in 0..tunnel.receivers().len() {
+                    let (dp, tunnel) = (datapath.clone(), tunnel.clone());
+                    tasks.push(tokio::spawn(async move {
+                        if let Err(error) = serve_tunnel(dp, tunnel, k).await {
+                            tracing::error!(%error, socket = k, "a tunnel socket failed; what other hosts send it is lost");
+                        }
+                    }));
+                }
                 // Recover the flow state of traffic already passing through
                 // this host (after a restart, or joining late): ask the
                 // peers a few times while they come into view.
@@ -142,7 +144,7 @@ impl Agent {
                         dp.request_sync();
                     }
                 }));
-                tracing::info!(ip = %config.tunnel_ip, port = config.tunnel.port, "tunnel listening");
+                tracing::info!(ip = %config.tunnel_ip, port = config.tunnel.port, sockets = tunnel.receivers().len(), "tunnel listening");
             }
             Err(error) => tracing::warn!(
                 %error,
@@ -387,6 +389,7 @@ async fn reconcile_ports(
                         io,
                         counters: PortCounters::default(),
                         poll: Default::default(),
+                        lane: datapath.next_lane(),
                     });
                     datapath.attach(handle.clone());
                     let task = (!matches!(handle.io, Port::Shared(_))).then(|| {

@@ -61,6 +61,21 @@ impl Datapath {
             "# TYPE plexus_shared_packet_sockets gauge\nplexus_shared_packet_sockets {}",
             self.shared_socket_count()
         );
+        if let Some(tunnel) = self.tunnel() {
+            let _ = writeln!(
+                out,
+                "# TYPE plexus_tunnel_sockets gauge\nplexus_tunnel_sockets {}\n\
+                 # TYPE plexus_tunnel_reads_total counter",
+                tunnel.receivers().len()
+            );
+            for (k, socket) in tunnel.receivers().iter().enumerate() {
+                let _ = writeln!(
+                    out,
+                    "plexus_tunnel_reads_total{{socket=\"{k}\"}} {}",
+                    socket.reads()
+                );
+            }
+        }
         let _ = writeln!(
             out,
             "# TYPE plexus_generated_frames_total counter\nplexus_generated_frames_total {}",

@@ -85,6 +85,9 @@ pub struct PortHandle {
     pub counters: PortCounters,
     /// Who receives from it: its task or the poller.
     pub poll: PortPoll,
+    /// Which of the tunnel's sending sockets carries what it sends
+    /// (given out in turn: [`Datapath::next_lane`]).
+    pub lane: usize,
 }
 
 impl PortHandle {
@@ -136,6 +139,8 @@ pub struct Datapath {
     peers_with_pieces: RwLock<std::collections::HashSet<std::net::IpAddr>>,
     /// The id of the next super-frame sent in pieces.
     next_offload_id: std::sync::atomic::AtomicU32,
+    /// The tunnel lane the next port gets.
+    next_lane: std::sync::atomic::AtomicUsize,
     /// Super-frames sent to other agents in pieces.
     offloads_sent: AtomicU64,
     /// Super-frames put back together from other agents' pieces.
@@ -175,6 +180,7 @@ impl Datapath {
             announces_pieces: pieces,
             peers_with_pieces: RwLock::default(),
             next_offload_id: std::sync::atomic::AtomicU32::new(0),
+            next_lane: std::sync::atomic::AtomicUsize::new(0),
             offloads_sent: AtomicU64::new(0),
             offloads_received: AtomicU64::new(0),
             offloads_sent_whole: AtomicU64::new(0),
@@ -217,6 +223,12 @@ impl Datapath {
         if self.tunnel.set(tunnel).is_ok() {
             self.core.set_tunnel_mtu(Some(max_ip_len));
         }
+    }
+
+    /// A tunnel lane for a new port: lanes are given out in turn, so that
+    /// ports opened one after another send through different sockets.
+    pub fn next_lane(&self) -> usize {
+        self.next_lane.fetch_add(1, Ordering::Relaxed)
     }
 
     /// The tunnel, once set.
@@ -400,6 +412,9 @@ impl Datapath {
         let topology = self.topology.borrow();
         scratch.sends.clear();
         scratch.datagrams.clear();
+        // Everything a port sends through the tunnel leaves through one
+        // socket, so it arrives in order (see `tunnel::Tunnel`).
+        scratch.datagrams.set_lane(port.lane);
         if matches!(port.io, Port::Receiver(_)) {
             self.decide_shared(&topology, rx, scratch);
         } else {

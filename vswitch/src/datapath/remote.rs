@@ -41,6 +41,7 @@ impl Datapath {
             return;
         };
         let dest = tunnel.peer(peer.ip);
+        let sender = tunnel.sender(datagrams.lane());
         let first = datagrams.len();
         if vnet.is_gso()
             && self.chunk_offloads.load(Ordering::Relaxed)
@@ -54,10 +55,7 @@ impl Datapath {
                 let id = self.next_offload_id.fetch_add(1, Ordering::Relaxed);
                 let prefix = frame_prefix(key, vnet);
                 let mark = mark.map(|m| (m.seq, m.request_byte));
-                match tunnel
-                    .socket()
-                    .send_pieces(dest, &plan, id, &prefix, frame, mark)
-                {
+                match sender.send_pieces(dest, &plan, id, &prefix, frame, mark) {
                     Ok(()) => {
                         self.offloads_sent.fetch_add(1, Ordering::Relaxed);
                         return;
@@ -86,7 +84,7 @@ impl Datapath {
             match datagrams.push_frame(dest, vni, vnet, frame, max_ip_len) {
                 // Frames of one size to one agent leave together (a marked
                 // one alone: its mark is for it only).
-                Ok(1) if mark.is_none() && !tunnel.socket().segments_refused() => {
+                Ok(1) if mark.is_none() && !sender.segments_refused() => {
                     datagrams.coalesce_last(max_ip_len + VXLAN_HEADER_LEN + 14);
                 }
                 Ok(_) => {}
@@ -150,7 +148,7 @@ impl Datapath {
             return;
         }
         if let Some(tunnel) = self.tunnel.get() {
-            let sent = tunnel.socket().send(datagrams);
+            let sent = tunnel.sender(datagrams.lane()).send(datagrams);
             for _ in sent..datagrams.len() {
                 self.count("tunnel_send_failed");
             }
@@ -183,8 +181,13 @@ impl Datapath {
     }
 }
 
-/// Receives on the tunnel until the socket fails.
-pub async fn serve_tunnel(datapath: Arc<Datapath>, tunnel: Arc<Tunnel>) -> std::io::Result<()> {
+/// Receives on the tunnel's receiving socket `k` until it fails (a task
+/// per socket; what they answer leaves through sending lane `k`).
+pub async fn serve_tunnel(
+    datapath: Arc<Datapath>,
+    tunnel: Arc<Tunnel>,
+    k: usize,
+) -> std::io::Result<()> {
     // Slots hold 64 KiB: a kernel VXLAN device on this machine may hand its
     // underlay whole TCP super-frames (see `io::offload_of_received`).
     let mut rx = RxBatch::new(64);
@@ -192,10 +195,11 @@ pub async fn serve_tunnel(datapath: Arc<Datapath>, tunnel: Arc<Tunnel>) -> std::
     let mut segments = Vec::with_capacity(64);
     let mut sends: HashMap<Uuid, Vec<usize>> = HashMap::new();
     let mut scratch = Scratch::default();
+    scratch.datagrams.set_lane(k);
     let mut one_by_one = OneByOne::default();
+    let socket = tunnel.receivers()[k].clone();
     loop {
-        let n = tunnel
-            .socket()
+        let n = socket
             .recv_batch(&mut rx, &mut sources, &mut segments)
             .await?;
         if n == 0 {

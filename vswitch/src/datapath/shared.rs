@@ -43,6 +43,7 @@ impl Datapath {
                 io: Port::Receiver(receiver),
                 counters: PortCounters::default(),
                 poll: Default::default(),
+                lane: self.next_lane(),
             });
             let datapath = self.clone();
             let served = handle.clone();

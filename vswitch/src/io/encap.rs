@@ -107,9 +107,23 @@ pub struct Datagrams {
     /// once with `UDP_SEGMENT`.
     segments: Vec<usize>,
     len: usize,
+    /// Which of the tunnel's sending sockets carries them (the same for
+    /// everything one local port sends: see `tunnel::Tunnel`).
+    lane: usize,
 }
 
 impl Datagrams {
+    /// Sets which of the tunnel's sending sockets carries what is queued
+    /// from now on (kept across [`Self::clear`]).
+    pub fn set_lane(&mut self, lane: usize) {
+        self.lane = lane;
+    }
+
+    /// Which of the tunnel's sending sockets carries them.
+    pub fn lane(&self) -> usize {
+        self.lane
+    }
+
     /// Forgets the queued datagrams (their buffers are kept for reuse).
     pub fn clear(&mut self) {
         self.len = 0;

@@ -35,6 +35,7 @@ mod ifindex_filter;
 mod mmsg;
 pub mod netlink;
 mod open_many;
+mod reuseport;
 mod shared;
 mod sys;
 mod tap;

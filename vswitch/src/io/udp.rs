@@ -38,6 +38,9 @@ pub struct TunnelSocket {
     /// datagrams (an underlay narrower than configured, an old kernel):
     /// they went out one by one, and should not be coalesced any more.
     segments_refused: std::sync::atomic::AtomicBool,
+    /// Messages received (a message may hold several datagrams the
+    /// kernel's UDP GRO coalesced).
+    reads: std::sync::atomic::AtomicU64,
 }
 
 /// A socket address of either family, as the kernel reads and writes it.
@@ -114,6 +117,18 @@ impl TunnelSocket {
     /// Binds `local`, of either family: the underlay's (every host of a
     /// deployment tunnels over the same family).
     pub fn bind(local: SocketAddr) -> Result<TunnelSocket, PortError> {
+        Self::open(local, false)
+    }
+
+    /// Binds `local` as one of a group of sockets on the same address
+    /// (`SO_REUSEPORT`): the kernel spreads received datagrams over the
+    /// group by a hash of their addresses and ports, one sender's
+    /// datagrams always to the same socket.
+    pub fn bind_in_group(local: SocketAddr) -> Result<TunnelSocket, PortError> {
+        Self::open(local, true)
+    }
+
+    fn open(local: SocketAddr, in_group: bool) -> Result<TunnelSocket, PortError> {
         let name = local.to_string();
         let family = match local {
             SocketAddr::V4(_) => libc::AF_INET,
@@ -148,15 +163,28 @@ impl TunnelSocket {
         // with their size in a control message (see `recv_raw`). Without
         // it (kernels before 5.0) each comes alone, which works too.
         let _ = setsockopt_int(fd.as_raw_fd(), libc::SOL_UDP, libc::UDP_GRO, 1);
+        if in_group {
+            setsockopt_int(fd.as_raw_fd(), libc::SOL_SOCKET, libc::SO_REUSEPORT, 1).map_err(
+                |e| {
+                    PortError::from_os(&name, "letting the tunnel port be shared (SO_REUSEPORT)", e)
+                },
+            )?;
+        }
         let (sa, len) = to_raw(&local);
         // SAFETY: `sa` is a valid sockaddr of `local`'s family on our stack,
         // and `len` is that family's size.
         let ret = unsafe { libc::bind(fd.as_raw_fd(), (&sa as *const RawAddr).cast(), len) };
         cvt(ret).map_err(|e| PortError::from_os(&name, "binding the tunnel socket", e))?;
+        // The address bound (the kernel picks the port when `local` names 0).
+        let socket = std::net::UdpSocket::from(fd);
+        let local = socket
+            .local_addr()
+            .map_err(|e| PortError::from_os(&name, "reading the tunnel socket's address", e))?;
         Ok(TunnelSocket {
-            fd: register(fd, &name)?,
+            fd: register(OwnedFd::from(socket), &name)?,
             local,
             segments_refused: std::sync::atomic::AtomicBool::new(false),
+            reads: std::sync::atomic::AtomicU64::new(0),
         })
     }
 
@@ -188,7 +216,7 @@ impl TunnelSocket {
         })
     }
 
-    /// The bound address.
+    /// The bound address (with the port the kernel picked, if asked to).
     pub fn local_addr(&self) -> SocketAddr {
         self.local
     }
@@ -204,11 +232,30 @@ impl TunnelSocket {
         sources: &mut Vec<SocketAddr>,
         segments: &mut Vec<usize>,
     ) -> io::Result<usize> {
-        self.fd
+        let n = self
+            .fd
             .async_io(Interest::READABLE, |fd| {
                 recv_raw(fd.as_raw_fd(), rx, sources, segments)
             })
-            .await
+            .await?;
+        self.reads
+            .fetch_add(n as u64, std::sync::atomic::Ordering::Relaxed);
+        Ok(n)
+    }
+
+    /// Makes the group this socket joined (see [`Self::bind_in_group`])
+    /// send each datagram to its socket number `source port % sockets`,
+    /// numbered in the order they joined (see `io::reuseport`).
+    pub fn steer_by_source_port(&self, sockets: usize) -> Result<(), PortError> {
+        let fd = self.fd.get_ref().as_raw_fd();
+        super::reuseport::steer_by_source_port(fd, self.local.is_ipv6(), sockets).map_err(|e| {
+            PortError::from_os(&self.local.to_string(), "steering the tunnel's sockets", e)
+        })
+    }
+
+    /// Messages received so far (see [`Self::recv_batch`]).
+    pub fn reads(&self) -> u64 {
+        self.reads.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Sends every queued datagram it can now; returns how many left.

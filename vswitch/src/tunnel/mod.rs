@@ -1,4 +1,4 @@
-//! Agent-to-agent tunnels: VXLAN (RFC 7348) over one UDP socket per agent.
+//! Agent-to-agent tunnels: VXLAN (RFC 7348) over UDP sockets (see [`Tunnel`]).
 //!
 //! The ingress host simulates a packet's whole virtual path; when the
 //! egress port is bound on another host the frame goes there with the
@@ -43,6 +43,9 @@ pub fn overhead(ip: IpAddr) -> usize {
 /// The default underlay MTU.
 pub const DEFAULT_UNDERLAY_MTU: usize = 1500;
 
+/// The most sockets a tunnel receives on (and sends from).
+pub const MAX_SOCKETS: usize = 8;
+
 /// How an agent tunnels.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct TunnelConfig {
@@ -51,6 +54,10 @@ pub struct TunnelConfig {
     /// The underlay's MTU; pods get `underlay_mtu - overhead` (50 bytes
     /// over IPv4, 70 over IPv6).
     pub underlay_mtu: usize,
+    /// How many sockets receive on the port, each served by a task of its
+    /// own (and as many send, each from a port of its own); 0: one per
+    /// CPU, at most [`MAX_SOCKETS`].
+    pub sockets: usize,
 }
 
 impl Default for TunnelConfig {
@@ -58,11 +65,21 @@ impl Default for TunnelConfig {
         TunnelConfig {
             port: DEFAULT_PORT,
             underlay_mtu: DEFAULT_UNDERLAY_MTU,
+            sockets: 0,
         }
     }
 }
 
 impl TunnelConfig {
+    /// How many sockets the tunnel opens each way (see [`Self::sockets`]).
+    pub fn socket_count(&self) -> usize {
+        match self.sockets {
+            0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+            n => n,
+        }
+        .clamp(1, MAX_SOCKETS)
+    }
+
     /// The largest inner IP packet a tunnel over an IPv4 underlay carries
     /// without fragmenting.
     pub fn max_ip_len(&self) -> usize {
@@ -76,19 +93,52 @@ impl TunnelConfig {
     }
 }
 
-/// One agent's tunnel endpoint.
+/// One agent's tunnel endpoint: sockets that receive on the tunnel port
+/// and sockets that send.
+///
+/// With one socket it does both, and every datagram leaves from the
+/// tunnel port. With several (`SO_REUSEPORT` on the port), what arrives
+/// goes to receiving socket `source port % sockets` (`io::reuseport`),
+/// each served by a task of its own; so that another agent's traffic
+/// spreads too, datagrams leave from sending sockets on consecutive ports
+/// of their own (standard VXLAN picks its source port by flow as well).
+/// Ports get lanes in turn ([`crate::datapath::Datapath::next_lane`]) and
+/// a port always sends through its lane's socket ([`Tunnel::sender`]), so
+/// its frames, and the flow state ahead of them, reach the receiving
+/// agent in order, through one of its sockets, while two ports opened one
+/// after the other reach two.
 #[derive(Debug)]
 pub struct Tunnel {
-    socket: Arc<TunnelSocket>,
+    receivers: Vec<Arc<TunnelSocket>>,
+    senders: Vec<Arc<TunnelSocket>>,
     config: TunnelConfig,
 }
 
 impl Tunnel {
-    /// Binds the tunnel socket on `ip` and the configured port.
-    pub fn bind(ip: IpAddr, config: TunnelConfig) -> Result<Tunnel, PortError> {
-        let socket = TunnelSocket::bind(SocketAddr::new(ip, config.port))?;
+    /// Binds the tunnel's sockets on `ip` and the configured port (0: one
+    /// the kernel picks).
+    pub fn bind(ip: IpAddr, mut config: TunnelConfig) -> Result<Tunnel, PortError> {
+        let count = config.socket_count();
+        let alone = Arc::new(TunnelSocket::bind(SocketAddr::new(ip, config.port))?);
+        config.port = alone.local_addr().port();
+        if count == 1 {
+            return Ok(Tunnel {
+                receivers: vec![alone.clone()],
+                senders: vec![alone],
+                config,
+            });
+        }
+        // The socket bound alone showed that nothing else holds the port
+        // (another agent's group included); the group takes it over.
+        drop(alone);
+        let on = |port| SocketAddr::new(ip, port);
+        let receivers = (0..count)
+            .map(|_| TunnelSocket::bind_in_group(on(config.port)).map(Arc::new))
+            .collect::<Result<Vec<_>, _>>()?;
+        receivers[0].steer_by_source_port(count)?;
         Ok(Tunnel {
-            socket: Arc::new(socket),
+            receivers,
+            senders: bind_senders(ip, count)?,
             config,
         })
     }
@@ -96,12 +146,24 @@ impl Tunnel {
     /// The largest inner IP packet this tunnel carries without fragmenting
     /// (its underlay's family decides the overhead).
     pub fn max_ip_len(&self) -> usize {
-        self.config.max_ip_len_over(self.socket.local_addr().ip())
+        self.config.max_ip_len_over(self.socket().local_addr().ip())
     }
 
-    /// The socket (shared with VTEP ports).
+    /// The first socket receiving on the tunnel port (shared with VTEP
+    /// ports, which send through it).
     pub fn socket(&self) -> &Arc<TunnelSocket> {
-        &self.socket
+        &self.receivers[0]
+    }
+
+    /// The sockets receiving on the tunnel port, each to be served.
+    pub fn receivers(&self) -> &[Arc<TunnelSocket>] {
+        &self.receivers
+    }
+
+    /// The socket that sends what `lane` queues (a lane per local port:
+    /// see the type's documentation).
+    pub fn sender(&self, lane: usize) -> &Arc<TunnelSocket> {
+        &self.senders[lane % self.senders.len()]
     }
 
     /// The configuration.
@@ -113,4 +175,23 @@ impl Tunnel {
     pub fn peer(&self, ip: IpAddr) -> SocketAddr {
         SocketAddr::new(ip, self.config.port)
     }
+}
+
+/// `count` sockets to send from, on consecutive ports where they are free
+/// (the first one the kernel's pick): lanes one after another then reach
+/// different sockets of another agent's group (see `io::reuseport`).
+fn bind_senders(ip: IpAddr, count: usize) -> Result<Vec<Arc<TunnelSocket>>, PortError> {
+    let first = TunnelSocket::bind(SocketAddr::new(ip, 0))?;
+    let base = first.local_addr().port();
+    let mut senders = vec![Arc::new(first)];
+    for k in 1..count {
+        let next = base.checked_add(k as u16).filter(|&port| port != 0);
+        let socket = match next.map(|port| TunnelSocket::bind(SocketAddr::new(ip, port))) {
+            Some(Ok(socket)) => socket,
+            // Taken (or past the last port): any port will do.
+            _ => TunnelSocket::bind(SocketAddr::new(ip, 0))?,
+        };
+        senders.push(Arc::new(socket));
+    }
+    Ok(senders)
 }
