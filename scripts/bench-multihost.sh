@@ -3,7 +3,11 @@
 # 64-byte UDP rate between two "hosts" (namespaces joined by an underlay
 # veth), through Plexus's VXLAN tunnel and through the kernel's own vxlan
 # device + Linux bridge (flannel-style), in one run; prints the ratios.
+# Then two pod pairs at once (A1 -> B1 and A2 -> B2), TCP and UDP 64 B, the
+# aggregate beside one flow's figure: does the path scale over the cores?
 #   scripts/bench-multihost.sh [seconds per iperf3 run, default 10]
+# The agents take PLEXUS_* settings from the environment (for instance
+# PLEXUS_TUNNEL_SOCKETS=1 for a single tunnel socket).
 # Needs root. Everything it creates is removed on exit.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -18,7 +22,7 @@ work=$(mktemp -d)
 pids=()
 cleanup() {
   for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; done
-  for ns in ka kb kpa kpb pa pb ppa ppb; do ip netns del "${tag}$ns" 2>/dev/null || true; done
+  for ns in ka kb kpa kpb kpa2 kpb2 pa pb ppa ppb ppa2 ppb2; do ip netns del "${tag}$ns" 2>/dev/null || true; done
   rm -rf "$work"
 }
 trap cleanup EXIT
@@ -32,14 +36,16 @@ hosts() {
   ip -n "${tag}$2" addr add 192.168.100.2/24 dev ul0
   for h in "$1" "$2"; do ip -n "${tag}$h" link set ul0 up; ip -n "${tag}$h" link set lo up; done
 }
-# pod HOST POD ADDR: a namespace with eth0 (MTU 1450), its peer `veth` in HOST.
+# pod HOST POD ADDR [IFNAME]: a namespace with eth0 (MTU 1450), its peer
+# IFNAME (default veth) in HOST.
 pod() {
+  local ifname=${4:-veth}
   ip netns add "${tag}$2"
-  ip link add veth netns "${tag}$1" type veth peer name eth0 netns "${tag}$2"
+  ip link add "$ifname" netns "${tag}$1" type veth peer name eth0 netns "${tag}$2"
   ip -n "${tag}$2" link set lo up
   ip -n "${tag}$2" link set eth0 mtu 1450 up
   ip -n "${tag}$2" addr add "$3/24" dev eth0
-  ip -n "${tag}$1" link set veth up
+  ip -n "${tag}$1" link set "$ifname" up
 }
 measure() { # A_NS B_NS -> "tcp_gbps rtt_ms udp_kpps"
   local a=$1 b=$2
@@ -53,10 +59,39 @@ measure() { # A_NS B_NS -> "tcp_gbps rtt_ms udp_kpps"
   kill "$(cat "$work/iperf-$b.pid")" 2>/dev/null || true
   echo "$tcp $rtt $udp"
 }
+# measure2 A1 B1 A2 B2: A1 -> B1 (10.78.0.2) and A2 -> B2 (10.78.0.4) at once:
+# "tcp_gbps udp_kpps", aggregates.
+measure2() {
+  local b
+  for b in "$2:10.78.0.2" "$4:10.78.0.4"; do
+    ip netns exec "${b%%:*}" iperf3 -s -D -p 5201 --pidfile "$work/iperf-${b%%:*}.pid"
+  done
+  sleep 0.5
+  ip netns exec "$1" ping -n -c 3 -i 0.2 -W 1 10.78.0.2 >/dev/null
+  ip netns exec "$3" ping -n -c 3 -i 0.2 -W 1 10.78.0.4 >/dev/null
+  local x y
+  ip netns exec "$1" iperf3 -c 10.78.0.2 -p 5201 -t "$SECS" -J >"$work/tcp1.json" & x=$!
+  ip netns exec "$3" iperf3 -c 10.78.0.4 -p 5201 -t "$SECS" -J >"$work/tcp2.json" & y=$!
+  wait "$x" "$y"
+  ip netns exec "$1" iperf3 -c 10.78.0.2 -p 5201 -u -l 64 -b 0 -t "$SECS" -J >"$work/udp1.json" & x=$!
+  ip netns exec "$3" iperf3 -c 10.78.0.4 -p 5201 -u -l 64 -b 0 -t "$SECS" -J >"$work/udp2.json" & y=$!
+  wait "$x" "$y"
+  kill "$(cat "$work/iperf-$2.pid")" "$(cat "$work/iperf-$4.pid")" 2>/dev/null || true
+  python3 - "$work" <<'PY'
+import json, sys
+w = sys.argv[1]
+tcp = sum(json.load(open(f"{w}/tcp{i}.json"))["end"]["sum_received"]["bits_per_second"] / 1e9 for i in (1, 2))
+def kpps(path):
+    e = json.load(open(path))["end"]["sum"]
+    return e["packets"] * (1 - e["lost_percent"] / 100) / e["seconds"] / 1e3
+print(tcp, sum(kpps(f"{w}/udp{i}.json") for i in (1, 2)))
+PY
+}
 
 # --- kernel baseline: vxlan device + Linux bridge on each host
 hosts ka kb
 pod ka kpa 10.78.0.1; pod kb kpb 10.78.0.2
+pod ka kpa2 10.78.0.3 veth2; pod kb kpb2 10.78.0.4 veth2
 for h in ka kb; do
   self=192.168.100.1; other=192.168.100.2
   [ "$h" = kb ] && { self=192.168.100.2; other=192.168.100.1; }
@@ -64,13 +99,16 @@ for h in ka kb; do
   ip -n "${tag}$h" link add br0 type bridge
   ip -n "${tag}$h" link set vx42 master br0 up
   ip -n "${tag}$h" link set veth master br0
+  ip -n "${tag}$h" link set veth2 master br0
   ip -n "${tag}$h" link set br0 up
 done
 read -r k_tcp k_rtt k_udp < <(measure "${tag}kpa" "${tag}kpb")
+read -r k2_tcp k2_udp < <(measure2 "${tag}kpa" "${tag}kpb" "${tag}kpa2" "${tag}kpb2")
 
 # --- Plexus: etcd and the API in host A, one agent per host
 hosts pa pb
 pod pa ppa 10.78.0.1; pod pb ppb 10.78.0.2
+pod pa ppa2 10.78.0.3 veth2; pod pb ppb2 10.78.0.4 veth2
 ip netns exec "${tag}pa" etcd --name b --data-dir "$work/etcd" \
   --listen-client-urls http://192.168.100.1:23790 --advertise-client-urls http://192.168.100.1:23790 \
   --listen-peer-urls http://127.0.0.1:23800 --initial-advertise-peer-urls http://127.0.0.1:23800 \
@@ -97,25 +135,36 @@ done
 [ "$n" = 2 ] || fail
 tenant=$(api POST /v1/tenants '{"name":"bench"}' | id)
 bridge=$(api POST /v1/bridges "{\"tenant_id\":\"$tenant\",\"name\":\"b\"}" | id)
+# Each host's two ports bound one after the other (consecutive tunnel lanes).
 for h in a b; do
   host=$(api GET /v1/hosts | python3 -c "import sys,json; print([x['id'] for x in json.load(sys.stdin)['items'] if x['name']=='host-$h'][0])")
-  mac=$(ip netns exec "${tag}pp$h" cat /sys/class/net/eth0/address)
-  port=$(api POST "/v1/bridges/$bridge/ports" "{\"mac\":\"$mac\"}" | id)
-  api PUT "/v1/ports/$port/binding" "{\"host_id\":\"$host\",\"interface_name\":\"veth\"}" >/dev/null
+  for pod in "pp$h:veth" "pp${h}2:veth2"; do
+    mac=$(ip netns exec "${tag}${pod%%:*}" cat /sys/class/net/eth0/address)
+    port=$(api POST "/v1/bridges/$bridge/ports" "{\"mac\":\"$mac\"}" | id)
+    api PUT "/v1/ports/$port/binding" "{\"host_id\":\"$host\",\"interface_name\":\"${pod##*:}\"}" >/dev/null
+  done
 done
 sleep 1
 read -r p_tcp p_rtt p_udp < <(measure "${tag}ppa" "${tag}ppb")
+read -r p2_tcp p2_udp < <(measure2 "${tag}ppa" "${tag}ppb" "${tag}ppa2" "${tag}ppb2")
 # What the agents dropped during the run (a lossy tunnel shows here first).
 for h in a b; do
   ip netns exec "${tag}p$h" curl -fs http://127.0.0.1:8471/metrics 2>/dev/null |
     awk -v h="host-$h" '/^plexus_datapath_drops_total/ && $NF > 0 {print h ": " $0}' >&2 || true
 done
 
-python3 - "$k_tcp" "$k_rtt" "$k_udp" "$p_tcp" "$p_rtt" "$p_udp" <<'PY'
+python3 - "$k_tcp" "$k_rtt" "$k_udp" "$p_tcp" "$p_rtt" "$p_udp" "$k2_tcp" "$k2_udp" "$p2_tcp" "$p2_udp" <<'PY'
 import sys
-k_tcp, k_rtt, k_udp, p_tcp, p_rtt, p_udp = map(float, sys.argv[1:])
+k_tcp, k_rtt, k_udp, p_tcp, p_rtt, p_udp, k2_tcp, k2_udp, p2_tcp, p2_udp = map(float, sys.argv[1:])
 print(f"{'across two hosts':<18}{'kernel vxlan':>13}{'plexus':>9}{'ratio':>8}")
 print(f"{'TCP (Gbit/s)':<18}{k_tcp:>13.2f}{p_tcp:>9.2f}{p_tcp/k_tcp:>8.2f}")
 print(f"{'ping RTT (ms)':<18}{k_rtt:>13.3f}{p_rtt:>9.3f}{p_rtt/k_rtt:>8.2f}")
 print(f"{'UDP 64B (kpps)':<18}{k_udp:>13.1f}{p_udp:>9.1f}{p_udp/k_udp:>8.2f}")
+print()
+print("two pod pairs at once (aggregate) beside one flow; scaling = aggregate / one flow")
+print(f"{'across two hosts':<24}{'kernel vxlan':>13}{'plexus':>9}{'ratio':>8}")
+for name, f, k1, k2, p1, p2 in [("TCP (Gbit/s)", "{:.2f}", k_tcp, k2_tcp, p_tcp, p2_tcp),
+                                ("UDP 64B (kpps)", "{:.1f}", k_udp, k2_udp, p_udp, p2_udp)]:
+    print(f"{name + ', 2 flows':<24}{f.format(k2):>13}{f.format(p2):>9}{p2 / k2:>8.2f}")
+    print(f"{'  scaling':<24}{k2 / k1:>13.2f}{p2 / p1:>9.2f}")
 PY
