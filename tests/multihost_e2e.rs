@@ -95,6 +95,14 @@ async fn three_hosts_share_a_bridge_survive_an_agent_crash_and_follow_a_moved_po
         "super-frames arrived in pieces\n{}",
         cluster.hosts[2].metrics()
     );
+    // ... and were sent on to the pod from the receive slots they lay in,
+    // not put back together by copy.
+    let gathered = "plexus_tunnel_gathered_frames_total";
+    assert!(
+        cluster.hosts[2].counter(gathered) > 0,
+        "super-frames were gathered from their slots\n{}",
+        cluster.hosts[2].metrics()
+    );
     let lost = r#"plexus_datapath_drops_total{reason="tunnel_offload_piece_lost"}"#;
     assert_eq!(
         cluster.hosts[2].counter(lost),

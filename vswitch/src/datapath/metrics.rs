@@ -95,6 +95,12 @@ impl Datapath {
         );
         let _ = writeln!(
             out,
+            "# TYPE plexus_tunnel_gathered_frames_total counter\n\
+             plexus_tunnel_gathered_frames_total {}",
+            self.offloads_gathered.load(Ordering::Relaxed)
+        );
+        let _ = writeln!(
+            out,
             "# TYPE plexus_udp_datagrams_merged_total counter\n\
              plexus_udp_datagrams_merged_total {}",
             self.udp_merged.load(Ordering::Relaxed)

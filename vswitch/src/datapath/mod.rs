@@ -145,6 +145,8 @@ pub struct Datapath {
     offloads_sent: AtomicU64,
     /// Super-frames put back together from other agents' pieces.
     offloads_received: AtomicU64,
+    /// Of those, the ones sent on straight from the receive slots.
+    offloads_gathered: AtomicU64,
     /// Super-frames sent whole (one datagram the underlay fragments).
     offloads_sent_whole: AtomicU64,
     /// Super-frames another agent sent whole, received.
@@ -183,6 +185,7 @@ impl Datapath {
             next_lane: std::sync::atomic::AtomicUsize::new(0),
             offloads_sent: AtomicU64::new(0),
             offloads_received: AtomicU64::new(0),
+            offloads_gathered: AtomicU64::new(0),
             offloads_sent_whole: AtomicU64::new(0),
             offloads_received_whole: AtomicU64::new(0),
             udp_merged: AtomicU64::new(0),

@@ -13,8 +13,8 @@ use uuid::Uuid;
 use super::{Datapath, Scratch};
 use crate::core::{self, Arrival, Peer, TunnelTag};
 use crate::io::{
-    frame_prefix, parse_chunk, parse_offloaded, Datagrams, PiecePlan, Port, PortIo, Reassembly,
-    RxBatch, TxBatch, VnetHeader, OFFLOAD_KEY, OFFLOAD_PREAMBLE, VXLAN_AT,
+    frame_prefix, gather, parse_chunk, parse_offloaded, Datagrams, PiecePlan, Port, PortIo,
+    Reassembly, RxBatch, TxBatch, VnetHeader, OFFLOAD_KEY, OFFLOAD_PREAMBLE, VXLAN_AT,
 };
 use crate::snapshot::Topology;
 use crate::tunnel::{Tunnel, STATE_KEY};
@@ -210,7 +210,13 @@ pub async fn serve_tunnel(
         for list in sends.values_mut() {
             list.clear();
         }
+        // Slots that a frame gathered from them took (see below).
+        let mut taken = 0;
         for (i, source) in sources.iter().enumerate().take(n) {
+            if taken > 0 {
+                taken -= 1;
+                continue;
+            }
             let Some(wire) = rx.wire(i) else { continue };
             let datagrams = &wire[VXLAN_AT..];
             if segments[i] > 0 || is_chunk(datagrams) {
@@ -227,6 +233,20 @@ pub async fn serve_tunnel(
                     source: *source,
                     agent: topo.tunnel.hosts_by_ip.contains_key(&source.ip()),
                 };
+                // A whole super-frame in pieces, here and in the next
+                // slots: sent from where it lies, not put back together.
+                if from.agent {
+                    let used = datapath.deliver_gathered(
+                        &topo,
+                        (&rx, &sources[..n], &segments),
+                        i,
+                        &mut one_by_one.copies,
+                    );
+                    if used > 0 {
+                        taken = used - 1;
+                        continue;
+                    }
+                }
                 for datagram in datagrams.chunks(size) {
                     datapath.receive_one(&topo, from, datagram, &mut one_by_one, &mut scratch);
                 }
@@ -425,6 +445,55 @@ impl Datapath {
             }
             None => self.count("tunnel_malformed_offload"),
         }
+    }
+
+    /// Delivers the super-frame whose pieces fill slots `i..` of a receive
+    /// batch (`rx`, each slot's sender and datagram size), all from one
+    /// agent, straight from the slots (`io::gather`), if they hold the
+    /// whole frame and its ports all take gathered frames. Returns how
+    /// many slots it took: 0 if none (they go through reassembly).
+    fn deliver_gathered(
+        &self,
+        topo: &Topology,
+        (rx, sources, segments): (&RxBatch, &[SocketAddr], &[usize]),
+        i: usize,
+        copies: &mut Copies,
+    ) -> usize {
+        let source = sources[i];
+        let slots = (i..sources.len())
+            .take_while(|&j| sources[j] == source)
+            .map_while(|j| {
+                let datagrams = &rx.wire(j)?[VXLAN_AT..];
+                let size = segments.get(j).copied().filter(|&s| s > 0);
+                Some((datagrams, size.unwrap_or(datagrams.len())))
+            });
+        let Some(frame) = gather(slots) else {
+            return 0;
+        };
+        let Arrival::Deliver(ports) = core::classify(topo, self.host(), source, frame.key) else {
+            return 0;
+        };
+        let gathers = |port: &Uuid| self.port(*port).is_some_and(|out| out.io.gathers());
+        if !ports.iter().all(gathers) {
+            return 0;
+        }
+        // Copies queued before these slots go first.
+        self.flush_copies(copies);
+        let len = frame.len();
+        for port in ports {
+            let Some(out) = self.port(*port) else {
+                continue;
+            };
+            match out.io.try_send_parts(&frame.vnet, frame.parts()) {
+                Ok(()) => out.counters.sent(1, len),
+                Err(_) => {
+                    out.counters.drops.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        }
+        self.offloads_received.fetch_add(1, Ordering::Relaxed);
+        self.offloads_gathered.fetch_add(1, Ordering::Relaxed);
+        frame.slots
     }
 
     /// Delivers one frame that arrived from `source` on `key` with offload

@@ -17,8 +17,8 @@ use tokio::io::Interest;
 use super::batch::{RxBatch, TxBatch};
 use super::error::{ifname_bytes, PortError};
 use super::mmsg::{
-    check_indices, kernel_stats, promiscuous, recv_batch_raw, recv_one, send_one, send_queued,
-    send_wire, set_buffers,
+    check_indices, kernel_stats, promiscuous, recv_batch_raw, recv_one, send_one, send_parts,
+    send_queued, send_wire, set_buffers,
 };
 use super::sys::{cvt, getsockopt_int, register, setsockopt_int, wait_readable};
 use super::vnet::VnetHeader;
@@ -288,6 +288,12 @@ impl AfPacket {
     /// Sends one frame with its vnet header without waiting (`WouldBlock` if full).
     pub fn try_send(&self, vnet: &VnetHeader, frame: &[u8]) -> io::Result<()> {
         send_one(self.as_raw_fd(), vnet, frame, None)
+    }
+
+    /// Sends one frame gathered from `parts` without waiting (see
+    /// [`super::Port::try_send_parts`]).
+    pub fn try_send_parts(&self, vnet: &VnetHeader, parts: &[&[u8]]) -> io::Result<()> {
+        send_parts(self.as_raw_fd(), vnet, parts, None)
     }
 
     /// Sends one frame, waiting for socket room if needed.

@@ -323,6 +323,93 @@ impl Reassembly {
     }
 }
 
+/// The most pieces [`gather`] collects: a frame of the largest size a
+/// port takes, in pieces for a 1280-byte tunnel MTU, fits.
+pub const MAX_GATHERED: usize = 64;
+
+/// A frame whose pieces all arrived, in order, in consecutive receive
+/// slots: its key, offload header, its bytes as they lie in the slots,
+/// and how many slots they filled.
+#[derive(Debug)]
+pub struct Gathered<'a> {
+    /// The destination key.
+    pub key: u32,
+    /// The frame's offload header.
+    pub vnet: VnetHeader,
+    /// The frame's bytes, piece by piece (`parts[..count]`).
+    pub parts: [&'a [u8]; MAX_GATHERED],
+    /// How many of `parts` hold the frame.
+    pub count: usize,
+    /// How many slots its pieces filled.
+    pub slots: usize,
+}
+
+impl Gathered<'_> {
+    /// The frame's bytes, piece by piece.
+    pub fn parts(&self) -> &[&[u8]] {
+        &self.parts[..self.count]
+    }
+
+    /// The frame's length.
+    pub fn len(&self) -> usize {
+        self.parts().iter().map(|p| p.len()).sum()
+    }
+
+    /// True for an empty frame (never gathered).
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// The frame whose pieces begin the first of `slots` (each: the bytes of
+/// one receive slot, datagrams back to back, VXLAN header first, and the
+/// size of each but the last) and end exactly where one of them ends, all
+/// of one frame and in order, with no trace mark; `None` otherwise (the
+/// pieces then go through [`Reassembly`], which copies them). Nothing is
+/// copied: the parts point into the slots.
+pub fn gather<'a>(slots: impl IntoIterator<Item = (&'a [u8], usize)>) -> Option<Gathered<'a>> {
+    let mut gathered = Gathered {
+        key: 0,
+        vnet: VnetHeader::NONE,
+        parts: [&[]; MAX_GATHERED],
+        count: 0,
+        slots: 0,
+    };
+    let mut frame: Option<(u32, u16)> = None;
+    for (bytes, size) in slots {
+        gathered.slots += 1;
+        for datagram in bytes.chunks(size.max(1)) {
+            let packet = crate::wire::VxlanPacket::new_checked(datagram).ok()?;
+            if packet.vni().get() != OFFLOAD_KEY || packet.trace_mark().is_some() {
+                return None;
+            }
+            let chunk = parse_chunk(&datagram[VXLAN_HEADER_LEN..])?;
+            let (id, count) = *frame.get_or_insert((chunk.id, chunk.count));
+            let next = gathered.count;
+            if chunk.id != id
+                || chunk.count != count
+                || usize::from(chunk.index) != next
+                || next >= MAX_GATHERED
+            {
+                return None;
+            }
+            gathered.parts[next] = chunk.piece;
+            gathered.count += 1;
+        }
+        let (_, count) = frame?;
+        if gathered.count == usize::from(count) {
+            // The frame ended with this slot: its prefix leads the first piece.
+            let first = gathered.parts[0];
+            let key = first.get(..4)?;
+            gathered.key = u32::from_be_bytes([key[0], key[1], key[2], key[3]]);
+            gathered.vnet = VnetHeader::parse(first.get(4..FRAME_PREFIX)?)?;
+            gathered.parts[0] = &first[FRAME_PREFIX..];
+            return Some(gathered);
+        }
+    }
+    None
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -350,6 +437,97 @@ mod tests {
             out.extend(bytes.chunks(size).map(<[u8]>::to_vec));
         }
         out
+    }
+
+    /// The receive slots the sends of `queued` arrive in (one a send, as
+    /// UDP GRO reads them), each with its datagram size.
+    fn slots(queued: &Datagrams) -> Vec<(Vec<u8>, usize)> {
+        queued
+            .iter_segmented()
+            .map(|(_, bytes, segment)| {
+                let size = if segment == 0 { bytes.len() } else { segment };
+                (bytes.to_vec(), size)
+            })
+            .collect()
+    }
+
+    fn gather_from(slots: &[(Vec<u8>, usize)]) -> Option<Gathered<'_>> {
+        gather(slots.iter().map(|(bytes, size)| (bytes.as_slice(), *size)))
+    }
+
+    #[test]
+    fn a_frame_whose_pieces_all_arrived_is_gathered_from_its_slots() {
+        let frame: Vec<u8> = (0..65_226u32).map(|i| (i * 7 % 251) as u8).collect();
+        let mut queued = Datagrams::default();
+        assert!(queued.push_chunked(dest(), 0x1234, &gso(), &frame, 1450, 9));
+        let mut all = slots(&queued);
+        assert!(all.len() >= 2, "the frame takes two sends: {}", all.len());
+        let own = all.len();
+        let gathered = gather_from(&all).expect("gathered");
+        assert_eq!(gathered.key, 0x1234);
+        assert_eq!(gathered.vnet, gso());
+        assert_eq!(gathered.slots, own);
+        assert_eq!(gathered.parts().concat(), frame);
+        assert_eq!(gathered.len(), frame.len());
+        // Followed by another frame's slots, it takes only its own.
+        let mut next = Datagrams::default();
+        assert!(next.push_chunked(dest(), 7, &gso(), &[1u8; 3000], 1450, 10));
+        all.extend(slots(&next));
+        assert_eq!(gather_from(&all).expect("gathered").slots, own);
+        assert_eq!(
+            gather_from(&all[own..]).expect("the next").parts().concat(),
+            [1u8; 3000]
+        );
+    }
+
+    #[test]
+    fn pieces_that_are_not_one_whole_frame_are_left_to_reassembly() {
+        let frame = [3u8; 20_000];
+        let mut queued = Datagrams::default();
+        assert!(queued.push_chunked(dest(), 7, &gso(), &frame, 1450, 1));
+        let whole = slots(&queued);
+        assert_eq!(whole.len(), 1, "one send");
+        assert!(gather_from(&whole).is_some());
+        let (bytes, size) = &whole[0];
+        let size = *size;
+
+        // The last piece still to come, or a piece lost on the way.
+        let mut cut = whole.clone();
+        cut[0].0.truncate((bytes.len() - 1) / size * size);
+        assert!(gather_from(&cut).is_none(), "the last piece missing");
+        let mut gap = whole.clone();
+        gap[0].0.drain(size..2 * size);
+        assert!(gather_from(&gap).is_none(), "a piece missing");
+        // The first piece missing.
+        assert!(gather_from(&[(bytes[size..].to_vec(), size)]).is_none());
+        // A traced piece: the usual path tells the trace.
+        let mut traced = whole.clone();
+        crate::wire::VxlanPacket::new_unchecked(&mut traced[0].0[..]).set_trace_mark(5, 1);
+        assert!(gather_from(&traced).is_none(), "a traced piece");
+        // A frame ending inside a slot that goes on with another's pieces:
+        // two full pieces (prefix and frame fill them exactly), then more.
+        let piece = size - VXLAN_HEADER_LEN - CHUNK_HEADER;
+        let mut a = Datagrams::default();
+        assert!(a.push_chunked(
+            dest(),
+            7,
+            &gso(),
+            &vec![4u8; 2 * piece - FRAME_PREFIX],
+            1450,
+            2
+        ));
+        let a = slots(&a);
+        assert_eq!(a[0].0.len(), 2 * size);
+        let mut both = a[0].0.clone();
+        both.extend_from_slice(&bytes[..size]);
+        assert!(
+            gather_from(&[(both, size)]).is_none(),
+            "two frames in one slot"
+        );
+        assert!(gather_from(&a).is_some());
+        // Not a piece at all.
+        let plain = vec![0u8; 100];
+        assert!(gather_from(&[(plain, 100)]).is_none());
     }
 
     #[test]

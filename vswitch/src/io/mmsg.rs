@@ -296,35 +296,67 @@ pub(super) fn recv_one(fd: RawFd, buf: &mut [u8]) -> io::Result<(VnetHeader, usi
     VnetHeader::received(&hdr, ret as usize, buf.len())
 }
 
-/// `sendmsg` of one frame preceded by its vnet header (`to`: as for [`send_wire`]).
+/// The most parts [`send_parts`] gathers into one frame.
+pub(super) const MAX_PARTS: usize = super::chunk::MAX_GATHERED;
+
+/// The error of a frame in more than [`MAX_PARTS`] parts.
+pub(super) fn too_many_parts(parts: usize) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::InvalidInput,
+        format!("a frame of {parts} parts (at most {MAX_PARTS})"),
+    )
+}
+
+/// `sendmsg` of one frame preceded by its vnet header (`to`: as for
+/// [`send_wire`]).
 pub(super) fn send_one(
     fd: RawFd,
     vnet: &VnetHeader,
     frame: &[u8],
     to: Option<&libc::sockaddr_ll>,
 ) -> io::Result<()> {
+    send_parts(fd, vnet, &[frame], to)
+}
+
+/// `sendmsg` of one frame gathered from `parts`, in order, preceded by
+/// its vnet header: no copy in user space (`to`: as for [`send_wire`]).
+pub(super) fn send_parts(
+    fd: RawFd,
+    vnet: &VnetHeader,
+    parts: &[&[u8]],
+    to: Option<&libc::sockaddr_ll>,
+) -> io::Result<()> {
+    if parts.len() > MAX_PARTS {
+        return Err(too_many_parts(parts.len()));
+    }
     let hdr = vnet.to_bytes();
-    let mut iov = [
-        libc::iovec {
-            iov_base: hdr.as_ptr() as *mut libc::c_void,
-            iov_len: VNET_HDR_LEN,
-        },
-        libc::iovec {
-            iov_base: frame.as_ptr() as *mut libc::c_void,
-            iov_len: frame.len(),
-        },
-    ];
+    let empty = libc::iovec {
+        iov_base: std::ptr::null_mut(),
+        iov_len: 0,
+    };
+    let mut iov = [empty; MAX_PARTS + 1];
+    iov[0] = libc::iovec {
+        iov_base: hdr.as_ptr() as *mut libc::c_void,
+        iov_len: VNET_HDR_LEN,
+    };
+    for (slot, part) in iov[1..].iter_mut().zip(parts) {
+        *slot = libc::iovec {
+            iov_base: part.as_ptr() as *mut libc::c_void,
+            iov_len: part.len(),
+        };
+    }
     // SAFETY: all-zero is a valid msghdr (null pointers, zero lengths).
     let mut msg: libc::msghdr = unsafe { mem::zeroed() };
     msg.msg_iov = iov.as_mut_ptr();
-    msg.msg_iovlen = 2;
+    msg.msg_iovlen = parts.len() + 1;
     if let Some(to) = to {
         msg.msg_name = (to as *const libc::sockaddr_ll).cast_mut().cast();
         msg.msg_namelen = mem::size_of::<libc::sockaddr_ll>() as u32;
     }
     loop {
-        // SAFETY: `msg` points at two iovecs describing `hdr` and `frame` (and
-        // at most at `to`), alive for the call; sendmsg only reads through them, so the const cast is sound.
+        // SAFETY: `msg` points at `parts.len() + 1` iovecs describing `hdr`
+        // and `parts` (and at most at `to`), alive for the call; sendmsg
+        // only reads through them, so the const casts are sound.
         let ret = unsafe { libc::sendmsg(fd, &msg, libc::MSG_DONTWAIT) };
         if ret >= 0 {
             return Ok(());

@@ -49,8 +49,8 @@ use std::io;
 pub use afpacket::{AfPacket, AfPacketOptions, KernelStats};
 pub use batch::{RxBatch, TxBatch, MAX_FRAME_LEN, SLOT_LEN};
 pub use chunk::{
-    frame_prefix, parse_chunk, Chunk, FramePrefix, PieceHeader, PiecePlan, Reassembled, Reassembly,
-    CHUNK_HEADER,
+    frame_prefix, gather, parse_chunk, Chunk, FramePrefix, Gathered, PieceHeader, PiecePlan,
+    Reassembled, Reassembly, CHUNK_HEADER, MAX_GATHERED,
 };
 pub(crate) use encap::ipv4_of;
 pub use encap::{
@@ -232,6 +232,26 @@ impl Port {
     /// (`WouldBlock` if the port is full).
     pub fn try_send(&self, vnet: &VnetHeader, frame: &[u8]) -> io::Result<()> {
         dispatch!(self, p => p.try_send(vnet, frame))
+    }
+
+    /// Whether [`Self::try_send_parts`] sends (a veth's socket or a TAP).
+    pub fn gathers(&self) -> bool {
+        matches!(self, Port::AfPacket(_) | Port::Shared(_) | Port::Tap(_))
+    }
+
+    /// Sends one frame gathered from `parts` (at most [`MAX_GATHERED`],
+    /// in order) with its offload header, without waiting and without
+    /// copying it in user space; `Unsupported` unless [`Self::gathers`].
+    pub fn try_send_parts(&self, vnet: &VnetHeader, parts: &[&[u8]]) -> io::Result<()> {
+        match self {
+            Port::AfPacket(p) => p.try_send_parts(vnet, parts),
+            Port::Shared(p) => p.try_send_parts(vnet, parts),
+            Port::Tap(p) => p.try_send_parts(vnet, parts),
+            _ => Err(io::Error::new(
+                io::ErrorKind::Unsupported,
+                "this port takes frames whole only",
+            )),
+        }
     }
 }
 

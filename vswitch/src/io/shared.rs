@@ -333,6 +333,12 @@ impl SharedPort {
     pub fn try_send(&self, vnet: &VnetHeader, frame: &[u8]) -> io::Result<()> {
         send_one(self.fd(), vnet, frame, Some(&self.to))
     }
+
+    /// Sends one frame gathered from `parts` without waiting (see
+    /// [`super::Port::try_send_parts`]).
+    pub fn try_send_parts(&self, vnet: &VnetHeader, parts: &[&[u8]]) -> io::Result<()> {
+        super::mmsg::send_parts(self.fd(), vnet, parts, Some(&self.to))
+    }
 }
 
 impl Drop for SharedPort {

@@ -214,6 +214,22 @@ impl Tap {
         write_one(self.as_raw_fd(), vnet, frame)
     }
 
+    /// Writes one frame gathered from `parts` (at most `MAX_GATHERED`) without
+    /// waiting (see [`super::Port::try_send_parts`]).
+    pub fn try_send_parts(&self, vnet: &VnetHeader, parts: &[&[u8]]) -> io::Result<()> {
+        use super::mmsg::{too_many_parts, MAX_PARTS};
+        if parts.len() > MAX_PARTS {
+            return Err(too_many_parts(parts.len()));
+        }
+        let hdr = vnet.to_bytes();
+        let mut iovs = [iov(&[]); MAX_PARTS + 1];
+        iovs[0] = iov(&hdr);
+        for (slot, part) in iovs[1..].iter_mut().zip(parts) {
+            *slot = iov(part);
+        }
+        write_raw(self.as_raw_fd(), &iovs[..parts.len() + 1]).map(drop)
+    }
+
     /// Writes one frame, waiting for room if needed.
     pub async fn send(&self, vnet: &VnetHeader, frame: &[u8]) -> io::Result<()> {
         self.fd
