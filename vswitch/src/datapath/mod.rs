@@ -418,6 +418,7 @@ impl Datapath {
         // Everything a port sends through the tunnel leaves through one
         // socket, so it arrives in order (see `tunnel::Tunnel`).
         scratch.datagrams.set_lane(port.lane);
+        scratch.now = self.now_ms();
         if matches!(port.io, Port::Receiver(_)) {
             self.decide_shared(&topology, rx, scratch);
         } else {
@@ -442,7 +443,7 @@ impl Datapath {
         scratch: &mut Scratch,
     ) {
         let vnet = rx.vnet(i);
-        let now = self.now_ms();
+        let now = scratch.now;
         let fate = self.core.process(
             topology,
             port.id,

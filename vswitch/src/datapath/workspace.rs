@@ -131,6 +131,9 @@ pub struct Scratch {
     pub(super) made: Vec<Action>,
     /// Tunnel datagrams, in the order the actions named them.
     pub(super) datagrams: Datagrams,
+    /// The time of the batch at hand (`Datapath::now_ms`), read once a
+    /// batch rather than once a frame.
+    pub(super) now: u64,
     /// How many datagrams each frame of a port's sends carries once small
     /// UDP datagrams of one flow are merged (`io::coalesce_udp`).
     pub(super) runs: Vec<u8>,
