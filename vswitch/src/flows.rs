@@ -4,7 +4,7 @@
 //! a lock shared by all flows.
 
 use std::collections::{HashMap, HashSet};
-use std::hash::BuildHasher;
+use std::hash::{BuildHasher, BuildHasherDefault, Hash, Hasher};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
@@ -60,15 +60,49 @@ pub const MAX_FLOWS: usize = 200_000;
 const SHARDS: usize = 64;
 
 /// The flow cache's hasher: seeded per process and far cheaper than
-/// SipHash on a flow key (it is computed twice on every packet: once to
-/// pick the shard, once inside it).
+/// SipHash on a flow key. A key is hashed once a packet: the hash picks
+/// the shard and is the hash of the shard's map too ([`Hashed`]).
 type FlowHasher = foldhash::quality::RandomState;
+
+/// A flow key with its hash.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Hashed {
+    hash: u64,
+    key: FlowKey,
+}
+
+impl Hash for Hashed {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        state.write_u64(self.hash);
+    }
+}
+
+/// The hasher of a shard's map: hands on the hash a [`Hashed`] carries.
+#[derive(Debug, Default)]
+struct CarriedHash(u64);
+
+impl Hasher for CarriedHash {
+    fn write(&mut self, bytes: &[u8]) {
+        // Only `write_u64` is used; anything else still hashes.
+        for &byte in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(byte);
+        }
+    }
+
+    fn write_u64(&mut self, hash: u64) {
+        self.0 = hash;
+    }
+
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
 
 /// One shard: its flows and hit/miss counters, alone on its cache lines.
 #[derive(Debug, Default)]
 #[repr(align(128))]
 struct Shard {
-    flows: RwLock<HashMap<FlowKey, Flow, FlowHasher>>,
+    flows: RwLock<HashMap<Hashed, Flow, BuildHasherDefault<CarriedHash>>>,
     hits: AtomicU64,
     misses: AtomicU64,
 }
@@ -138,9 +172,13 @@ impl FlowCache {
         }
     }
 
-    fn shard(&self, key: &FlowKey) -> &Shard {
+    /// `key` with its hash, and its shard. The shard comes from bits 32
+    /// and up, which the shard's map does not use: it takes the bucket
+    /// from the lowest bits and its tags from the highest seven.
+    fn shard(&self, key: &FlowKey) -> (Hashed, &Shard) {
         let hash = self.hasher.hash_one(key);
-        &self.shards[(hash >> 58) as usize % SHARDS]
+        let hashed = Hashed { hash, key: *key };
+        (hashed, &self.shards[(hash >> 32) as usize % SHARDS])
     }
 
     fn index(&self) -> MutexGuard<'_, Index> {
@@ -150,9 +188,9 @@ impl FlowCache {
     /// Copies the outputs cached for `key` into `outputs` (cleared first)
     /// and returns true, or counts a miss and returns false.
     pub fn lookup(&self, key: &FlowKey, now_ms: u64, outputs: &mut Vec<Output>) -> bool {
-        let shard = self.shard(key);
+        let (hashed, shard) = self.shard(key);
         let flows = read(&shard.flows);
-        match flows.get(key) {
+        match flows.get(&hashed) {
             Some(flow) => {
                 flow.last_used_ms.store(now_ms, Ordering::Relaxed);
                 flow.hits.fetch_add(1, Ordering::Relaxed);
@@ -171,9 +209,10 @@ impl FlowCache {
     /// Whether the cached flow of `key` crossed `device` (a bridge or
     /// router): its decision depends on the device.
     pub fn crosses(&self, key: &FlowKey, device: Uuid) -> bool {
-        let flows = read(&self.shard(key).flows);
+        let (hashed, shard) = self.shard(key);
+        let flows = read(&shard.flows);
         flows
-            .get(key)
+            .get(&hashed)
             .is_some_and(|flow| flow.tags.contains(&Tag::Device(device)))
     }
 
@@ -193,8 +232,9 @@ impl FlowCache {
         if generation < index.invalidated_through {
             return;
         }
-        let mut flows = write(&self.shard(&key).flows);
-        if index.len >= self.capacity && !flows.contains_key(&key) {
+        let (hashed, shard) = self.shard(&key);
+        let mut flows = write(&shard.flows);
+        if index.len >= self.capacity && !flows.contains_key(&hashed) {
             return;
         }
         for tag in &tags {
@@ -207,7 +247,7 @@ impl FlowCache {
             last_used_ms: AtomicU64::new(now_ms),
             hits: AtomicU64::new(0),
         };
-        match flows.insert(key, flow) {
+        match flows.insert(hashed, flow) {
             Some(old) => index.retire(&key, &old),
             None => index.len += 1,
         }
@@ -268,7 +308,8 @@ impl FlowCache {
             .collect();
         let mut removed = 0;
         for key in keys {
-            if let Some(flow) = write(&self.shard(&key).flows).remove(&key) {
+            let (hashed, shard) = self.shard(&key);
+            if let Some(flow) = write(&shard.flows).remove(&hashed) {
                 index.retire(&key, &flow);
                 index.len -= 1;
                 removed += 1;
@@ -286,9 +327,10 @@ impl FlowCache {
             .get(tag)?
             .iter()
             .filter_map(|key| {
-                let flows = read(&self.shard(key).flows);
+                let (hashed, shard) = self.shard(key);
+                let flows = read(&shard.flows);
                 flows
-                    .get(key)
+                    .get(&hashed)
                     .map(|flow| flow.last_used_ms.load(Ordering::Relaxed))
             })
             .max()
@@ -301,16 +343,16 @@ impl FlowCache {
         let mut expired = 0;
         for shard in self.shards.iter() {
             let mut flows = write(&shard.flows);
-            let idle: Vec<FlowKey> = flows
+            let idle: Vec<Hashed> = flows
                 .iter()
                 .filter(|(_, f)| {
                     now_ms.saturating_sub(f.last_used_ms.load(Ordering::Relaxed)) >= idle_ms
                 })
                 .map(|(k, _)| *k)
                 .collect();
-            for key in idle {
-                if let Some(flow) = flows.remove(&key) {
-                    index.retire(&key, &flow);
+            for hashed in idle {
+                if let Some(flow) = flows.remove(&hashed) {
+                    index.retire(&hashed.key, &flow);
                     index.len -= 1;
                     expired += 1;
                     evicted(&flow.tags, flow.last_used_ms.load(Ordering::Relaxed));
@@ -325,8 +367,8 @@ impl FlowCache {
     pub fn clear(&self) {
         let mut index = self.index();
         for shard in self.shards.iter() {
-            for (key, flow) in write(&shard.flows).drain() {
-                index.retire(&key, &flow);
+            for (hashed, flow) in write(&shard.flows).drain() {
+                index.retire(&hashed.key, &flow);
             }
         }
         index.invalidations += index.len as u64;
