@@ -135,7 +135,12 @@ impl Tunnel {
         let receivers = (0..count)
             .map(|_| TunnelSocket::bind_in_group(on(config.port)).map(Arc::new))
             .collect::<Result<Vec<_>, _>>()?;
-        receivers[0].steer_by_source_port(count)?;
+        // Without the program (a kernel before 4.5) the kernel's own hash
+        // of addresses and ports spreads senders: less evenly, still in
+        // order per sender.
+        if let Err(error) = receivers[0].steer_by_source_port(count) {
+            tracing::warn!(%error, "the tunnel's sockets are spread by the kernel's hash");
+        }
         Ok(Tunnel {
             receivers,
             senders: bind_senders(ip, count)?,
