@@ -376,6 +376,7 @@ pub fn gather<'a>(slots: impl IntoIterator<Item = (&'a [u8], usize)>) -> Option<
         slots: 0,
     };
     let mut frame: Option<(u32, u16)> = None;
+    let mut total = 0;
     for (bytes, size) in slots {
         gathered.slots += 1;
         for datagram in bytes.chunks(size.max(1)) {
@@ -395,6 +396,10 @@ pub fn gather<'a>(slots: impl IntoIterator<Item = (&'a [u8], usize)>) -> Option<
             }
             gathered.parts[next] = chunk.piece;
             gathered.count += 1;
+            total += chunk.piece.len();
+            if total > MAX_REASSEMBLED {
+                return None; // too big for a port: Reassembly counts it lost
+            }
         }
         let (_, count) = frame?;
         if gathered.count == usize::from(count) {
@@ -528,6 +533,13 @@ mod tests {
         // Not a piece at all.
         let plain = vec![0u8; 100];
         assert!(gather_from(&[(plain, 100)]).is_none());
+        // Whole, but bigger than a port takes (Reassembly counts it lost).
+        let mut big = Datagrams::default();
+        let oversize = vec![6u8; MAX_REASSEMBLED];
+        assert!(big.push_chunked(dest(), 7, &gso(), &oversize, 1450, 3));
+        let big = slots(&big);
+        assert!(big.iter().map(|(b, s)| b.len().div_ceil(*s)).sum::<usize>() <= MAX_GATHERED);
+        assert!(gather_from(&big).is_none(), "a frame too big");
     }
 
     #[test]

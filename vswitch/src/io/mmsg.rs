@@ -315,7 +315,9 @@ pub(super) fn send_one(
     frame: &[u8],
     to: Option<&libc::sockaddr_ll>,
 ) -> io::Result<()> {
-    send_parts(fd, vnet, &[frame], to)
+    let hdr = vnet.to_bytes();
+    let mut iov = [iovec_of(&hdr), iovec_of(frame)];
+    sendmsg_iov(fd, &mut iov, to)
 }
 
 /// `sendmsg` of one frame gathered from `parts`, in order, preceded by
@@ -330,33 +332,41 @@ pub(super) fn send_parts(
         return Err(too_many_parts(parts.len()));
     }
     let hdr = vnet.to_bytes();
-    let empty = libc::iovec {
-        iov_base: std::ptr::null_mut(),
-        iov_len: 0,
-    };
-    let mut iov = [empty; MAX_PARTS + 1];
-    iov[0] = libc::iovec {
-        iov_base: hdr.as_ptr() as *mut libc::c_void,
-        iov_len: VNET_HDR_LEN,
-    };
+    let mut iov = [iovec_of(&[]); MAX_PARTS + 1];
+    iov[0] = iovec_of(&hdr);
     for (slot, part) in iov[1..].iter_mut().zip(parts) {
-        *slot = libc::iovec {
-            iov_base: part.as_ptr() as *mut libc::c_void,
-            iov_len: part.len(),
-        };
+        *slot = iovec_of(part);
     }
+    sendmsg_iov(fd, &mut iov[..parts.len() + 1], to)
+}
+
+/// An iovec describing `bytes` (only ever read through).
+fn iovec_of(bytes: &[u8]) -> libc::iovec {
+    libc::iovec {
+        iov_base: bytes.as_ptr() as *mut libc::c_void,
+        iov_len: bytes.len(),
+    }
+}
+
+/// `sendmsg` of the bytes `iov` describes, as one frame, to `to` if given.
+fn sendmsg_iov(
+    fd: RawFd,
+    iov: &mut [libc::iovec],
+    to: Option<&libc::sockaddr_ll>,
+) -> io::Result<()> {
     // SAFETY: all-zero is a valid msghdr (null pointers, zero lengths).
     let mut msg: libc::msghdr = unsafe { mem::zeroed() };
     msg.msg_iov = iov.as_mut_ptr();
-    msg.msg_iovlen = parts.len() + 1;
+    msg.msg_iovlen = iov.len();
     if let Some(to) = to {
         msg.msg_name = (to as *const libc::sockaddr_ll).cast_mut().cast();
         msg.msg_namelen = mem::size_of::<libc::sockaddr_ll>() as u32;
     }
     loop {
-        // SAFETY: `msg` points at `parts.len() + 1` iovecs describing `hdr`
-        // and `parts` (and at most at `to`), alive for the call; sendmsg
-        // only reads through them, so the const casts are sound.
+        // SAFETY: `msg` points at the iovecs of `iov`, which describe
+        // buffers the caller keeps alive for the call (and at most at
+        // `to`); sendmsg only reads through them, so the const casts are
+        // sound.
         let ret = unsafe { libc::sendmsg(fd, &msg, libc::MSG_DONTWAIT) };
         if ret >= 0 {
             return Ok(());

@@ -43,6 +43,17 @@ pub struct TunnelSocket {
     reads: std::sync::atomic::AtomicU64,
 }
 
+/// What a tunnel socket is bound for.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Role {
+    /// The tunnel port alone: it receives and sends.
+    Alone,
+    /// One of a group on the tunnel port (`SO_REUSEPORT`): it receives.
+    InGroup,
+    /// A port of its own, to send from only.
+    Sender,
+}
+
 /// A socket address of either family, as the kernel reads and writes it.
 #[repr(C)]
 #[derive(Clone, Copy)]
@@ -117,7 +128,7 @@ impl TunnelSocket {
     /// Binds `local`, of either family: the underlay's (every host of a
     /// deployment tunnels over the same family).
     pub fn bind(local: SocketAddr) -> Result<TunnelSocket, PortError> {
-        Self::open(local, false)
+        Self::open(local, Role::Alone)
     }
 
     /// Binds `local` as one of a group of sockets on the same address
@@ -125,10 +136,16 @@ impl TunnelSocket {
     /// group by a hash of their addresses and ports, one sender's
     /// datagrams always to the same socket.
     pub fn bind_in_group(local: SocketAddr) -> Result<TunnelSocket, PortError> {
-        Self::open(local, true)
+        Self::open(local, Role::InGroup)
     }
 
-    fn open(local: SocketAddr, in_group: bool) -> Result<TunnelSocket, PortError> {
+    /// Binds `local` to send from only: nothing reads it, so it keeps a
+    /// small receive buffer (what arrives there is dropped once it fills).
+    pub fn bind_sender(local: SocketAddr) -> Result<TunnelSocket, PortError> {
+        Self::open(local, Role::Sender)
+    }
+
+    fn open(local: SocketAddr, role: Role) -> Result<TunnelSocket, PortError> {
         let name = local.to_string();
         let family = match local {
             SocketAddr::V4(_) => libc::AF_INET,
@@ -149,12 +166,15 @@ impl TunnelSocket {
         // Room for bursts of 64 KiB offloaded datagrams: the *FORCE options
         // (root) pass the net.core.[rw]mem_max caps, the plain ones are the
         // fallback.
-        for (forced, plain) in [
-            (libc::SO_RCVBUFFORCE, libc::SO_RCVBUF),
-            (libc::SO_SNDBUFFORCE, libc::SO_SNDBUF),
+        let receives = role != Role::Sender;
+        for (forced, plain, wanted) in [
+            (libc::SO_RCVBUFFORCE, libc::SO_RCVBUF, receives),
+            (libc::SO_SNDBUFFORCE, libc::SO_SNDBUF, true),
         ] {
             let fd = fd.as_raw_fd();
-            if setsockopt_int(fd, libc::SOL_SOCKET, forced, 16 << 20).is_err() {
+            if !wanted {
+                let _ = setsockopt_int(fd, libc::SOL_SOCKET, plain, 4096);
+            } else if setsockopt_int(fd, libc::SOL_SOCKET, forced, 16 << 20).is_err() {
                 let _ = setsockopt_int(fd, libc::SOL_SOCKET, plain, 16 << 20);
             }
         }
@@ -162,8 +182,10 @@ impl TunnelSocket {
         // offloaded super-frame, sent with UDP_SEGMENT) come in one read,
         // with their size in a control message (see `recv_raw`). Without
         // it (kernels before 5.0) each comes alone, which works too.
-        let _ = setsockopt_int(fd.as_raw_fd(), libc::SOL_UDP, libc::UDP_GRO, 1);
-        if in_group {
+        if receives {
+            let _ = setsockopt_int(fd.as_raw_fd(), libc::SOL_UDP, libc::UDP_GRO, 1);
+        }
+        if role == Role::InGroup {
             setsockopt_int(fd.as_raw_fd(), libc::SOL_SOCKET, libc::SO_REUSEPORT, 1).map_err(
                 |e| {
                     PortError::from_os(&name, "letting the tunnel port be shared (SO_REUSEPORT)", e)
@@ -251,6 +273,30 @@ impl TunnelSocket {
         super::reuseport::steer_by_source_port(fd, self.local.is_ipv6(), sockets).map_err(|e| {
             PortError::from_os(&self.local.to_string(), "steering the tunnel's sockets", e)
         })
+    }
+
+    /// Waits until a datagram (or an error) is waiting.
+    pub async fn readable(&self) -> io::Result<()> {
+        super::sys::wait_readable(&self.fd).await
+    }
+
+    /// Receives what is waiting into `rx`, as [`Self::recv_batch`] does,
+    /// without waiting: `Ok(0)` if nothing is.
+    pub fn try_recv_batch(
+        &self,
+        rx: &mut RxBatch,
+        sources: &mut Vec<SocketAddr>,
+        segments: &mut Vec<usize>,
+    ) -> io::Result<usize> {
+        match recv_raw(self.fd.get_ref().as_raw_fd(), rx, sources, segments) {
+            Ok(n) => {
+                self.reads
+                    .fetch_add(n as u64, std::sync::atomic::Ordering::Relaxed);
+                Ok(n)
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(0),
+            Err(e) => Err(e),
+        }
     }
 
     /// Messages received so far (see [`Self::recv_batch`]).

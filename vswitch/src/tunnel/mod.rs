@@ -103,10 +103,19 @@ impl TunnelConfig {
 /// spreads too, datagrams leave from sending sockets on consecutive ports
 /// of their own (standard VXLAN picks its source port by flow as well).
 /// Ports get lanes in turn ([`crate::datapath::Datapath::next_lane`]) and
-/// a port always sends through its lane's socket ([`Tunnel::sender`]), so
-/// its frames, and the flow state ahead of them, reach the receiving
-/// agent in order, through one of its sockets, while two ports opened one
-/// after the other reach two.
+/// the frames a port receives, with the flow state queued ahead of them,
+/// leave through its lane's socket ([`Tunnel::sender`]), so they reach
+/// the receiving agent in order, through one of its sockets, while two
+/// ports opened one after the other reach two. (Veths behind the shared
+/// packet sockets go by their shared socket's lane. Frames the core makes
+/// later, such as frames held for an address answer and released by
+/// state from another agent, leave by the lane of whoever releases them;
+/// they may overtake a frame of theirs sent meanwhile, as the first
+/// packets of a flow could already be reordered on a lossy underlay.)
+///
+/// Two agents started at the same instant on one address could both
+/// find the port free before either group binds it, and then share it:
+/// run one agent per tunnel address.
 #[derive(Debug)]
 pub struct Tunnel {
     receivers: Vec<Arc<TunnelSocket>>,
@@ -186,15 +195,15 @@ impl Tunnel {
 /// (the first one the kernel's pick): lanes one after another then reach
 /// different sockets of another agent's group (see `io::reuseport`).
 fn bind_senders(ip: IpAddr, count: usize) -> Result<Vec<Arc<TunnelSocket>>, PortError> {
-    let first = TunnelSocket::bind(SocketAddr::new(ip, 0))?;
+    let first = TunnelSocket::bind_sender(SocketAddr::new(ip, 0))?;
     let base = first.local_addr().port();
     let mut senders = vec![Arc::new(first)];
     for k in 1..count {
         let next = base.checked_add(k as u16).filter(|&port| port != 0);
-        let socket = match next.map(|port| TunnelSocket::bind(SocketAddr::new(ip, port))) {
+        let socket = match next.map(|port| TunnelSocket::bind_sender(SocketAddr::new(ip, port))) {
             Some(Ok(socket)) => socket,
             // Taken (or past the last port): any port will do.
-            _ => TunnelSocket::bind(SocketAddr::new(ip, 0))?,
+            _ => TunnelSocket::bind_sender(SocketAddr::new(ip, 0))?,
         };
         senders.push(Arc::new(socket));
     }
