@@ -5,6 +5,7 @@
 # device + Linux bridge (flannel-style), in one run; prints the ratios.
 # Then two pod pairs at once (A1 -> B1 and A2 -> B2), TCP and UDP 64 B, the
 # aggregate beside one flow's figure: does the path scale over the cores?
+# Last, the ping RTT with both agents in poll mode (--poll-mode always).
 #   scripts/bench-multihost.sh [seconds per iperf3 run, default 10]
 # The agents take PLEXUS_* settings from the environment (for instance
 # PLEXUS_TUNNEL_SOCKETS=1 for a single tunnel socket).
@@ -121,11 +122,19 @@ nsdb=etcd://192.168.100.1:23790/plexus/
 token=bench-$tag
 ip netns exec "${tag}pa" "$P" api --nsdb "$nsdb" --listen 127.0.0.1:18470 --admin-token "$token" >"$work/api.log" 2>&1 &
 pids+=($!)
-for h in a b; do
-  ip=192.168.100.1; [ "$h" = b ] && ip=192.168.100.2
-  ip netns exec "${tag}p$h" "$P" agent --nsdb "$nsdb" --host-name "host-$h" --tunnel-ip "$ip" >"$work/agent-$h.log" 2>&1 &
-  pids+=($!)
-done
+# agents [ARGS]: (re)starts one agent per host (same host names: same records).
+agent_pids=()
+agents() {
+  local h ip pid
+  for pid in "${agent_pids[@]}"; do kill "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; done
+  agent_pids=()
+  for h in a b; do
+    ip=192.168.100.1; [ "$h" = b ] && ip=192.168.100.2
+    ip netns exec "${tag}p$h" "$P" agent --nsdb "$nsdb" --host-name "host-$h" --tunnel-ip "$ip" "$@" >>"$work/agent-$h.log" 2>&1 &
+    pids+=($!); agent_pids+=($!)
+  done
+}
+agents
 api() { ip netns exec "${tag}pa" env PLEXUS_API=http://127.0.0.1:18470 PLEXUS_TOKEN="$token" "$P" raw "$@"; }
 id() { python3 -c 'import sys,json; print(json.load(sys.stdin)["id"])'; }
 for _ in $(seq 100); do
@@ -153,13 +162,21 @@ for h in a b; do
     awk -v h="host-$h" '/^plexus_datapath_drops_total/ && $NF > 0 {print h ": " $0}' >&2 || true
 done
 
-python3 - "$k_tcp" "$k_rtt" "$k_udp" "$p_tcp" "$p_rtt" "$p_udp" "$k2_tcp" "$k2_udp" "$p2_tcp" "$p2_udp" <<'PY'
+# Both agents in poll mode (--poll-mode always: each keeps a core polling
+# its ports and tunnel sockets): the ping RTT.
+agents --poll-mode always
+for _ in $(seq 50); do
+  ip netns exec "${tag}ppa" ping -n -c 1 -W 0.2 10.78.0.2 >/dev/null 2>&1 && break
+done
+p_poll_rtt=$(ip netns exec "${tag}ppa" ping -n -c 50 -i 0.02 -q 10.78.0.2 | awk -F/ '/^rtt/ {print $5}')
+python3 - "$k_tcp" "$k_rtt" "$k_udp" "$p_tcp" "$p_rtt" "$p_udp" "$k2_tcp" "$k2_udp" "$p2_tcp" "$p2_udp" "$p_poll_rtt" <<'PY'
 import sys
-k_tcp, k_rtt, k_udp, p_tcp, p_rtt, p_udp, k2_tcp, k2_udp, p2_tcp, p2_udp = map(float, sys.argv[1:])
+k_tcp, k_rtt, k_udp, p_tcp, p_rtt, p_udp, k2_tcp, k2_udp, p2_tcp, p2_udp, p_poll_rtt = map(float, sys.argv[1:])
 print(f"{'across two hosts':<18}{'kernel vxlan':>13}{'plexus':>9}{'ratio':>8}")
 print(f"{'TCP (Gbit/s)':<18}{k_tcp:>13.2f}{p_tcp:>9.2f}{p_tcp/k_tcp:>8.2f}")
 print(f"{'ping RTT (ms)':<18}{k_rtt:>13.3f}{p_rtt:>9.3f}{p_rtt/k_rtt:>8.2f}")
 print(f"{'UDP 64B (kpps)':<18}{k_udp:>13.1f}{p_udp:>9.1f}{p_udp/k_udp:>8.2f}")
+print(f"{'ping RTT, poll':<18}{k_rtt:>13.3f}{p_poll_rtt:>9.3f}{p_poll_rtt/k_rtt:>8.2f}   (both agents --poll-mode always)")
 print()
 print("two pod pairs at once (aggregate) beside one flow; scaling = aggregate / one flow")
 print(f"{'across two hosts':<24}{'kernel vxlan':>13}{'plexus':>9}{'ratio':>8}")

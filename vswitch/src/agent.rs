@@ -128,11 +128,7 @@ impl Agent {
                 datapath.set_tunnel(tunnel.clone());
                 for k in 0..tunnel.receivers().len() {
                     let (dp, tunnel) = (datapath.clone(), tunnel.clone());
-                    tasks.push(tokio::spawn(async move {
-                        if let Err(error) = serve_tunnel(dp, tunnel, k).await {
-                            tracing::error!(%error, socket = k, "a tunnel socket failed; what other hosts send it is lost");
-                        }
-                    }));
+                    tasks.push(tokio::spawn(serve_tunnel(dp, tunnel, k)));
                 }
                 // Recover the flow state of traffic already passing through
                 // this host (after a restart, or joining late): ask the
@@ -144,7 +140,7 @@ impl Agent {
                         dp.request_sync();
                     }
                 }));
-                tracing::info!(ip = %config.tunnel_ip, port = config.tunnel.port, sockets = tunnel.receivers().len(), "tunnel listening");
+                tracing::info!(ip = %config.tunnel_ip, port = tunnel.config().port, sockets = tunnel.receivers().len(), "tunnel listening");
             }
             Err(error) => tracing::warn!(
                 %error,

@@ -58,6 +58,11 @@ impl Datapath {
         );
         let _ = writeln!(
             out,
+            "# TYPE plexus_poller_tunnel_batches_total counter\nplexus_poller_tunnel_batches_total {}",
+            self.polled_tunnel_batches()
+        );
+        let _ = writeln!(
+            out,
             "# TYPE plexus_shared_packet_sockets gauge\nplexus_shared_packet_sockets {}",
             self.shared_socket_count()
         );

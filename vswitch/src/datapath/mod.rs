@@ -35,12 +35,13 @@ mod metrics;
 mod poller;
 mod remote;
 mod shared;
+mod tunnel_rx;
 mod workspace;
 
 pub use crate::core::FLOW_IDLE_MS;
 pub use poller::{PollMode, PortPoll};
-pub use remote::serve_tunnel;
 pub use shared::PacketSockets;
+pub use tunnel_rx::{serve_tunnel, TunnelReceiver};
 #[cfg(test)]
 pub(crate) use workspace::PortSends;
 pub(crate) use workspace::WorkspacePool;
@@ -141,6 +142,8 @@ pub struct Datapath {
     next_offload_id: std::sync::atomic::AtomicU32,
     /// The tunnel lane the next port gets.
     next_lane: std::sync::atomic::AtomicUsize,
+    /// The tunnel's receivers, as their tasks start (for the poller).
+    tunnel_receivers: std::sync::Mutex<Vec<Arc<TunnelReceiver>>>,
     /// Super-frames sent to other agents in pieces.
     offloads_sent: AtomicU64,
     /// Super-frames put back together from other agents' pieces.
@@ -183,6 +186,7 @@ impl Datapath {
             peers_with_pieces: RwLock::default(),
             next_offload_id: std::sync::atomic::AtomicU32::new(0),
             next_lane: std::sync::atomic::AtomicUsize::new(0),
+            tunnel_receivers: Default::default(),
             offloads_sent: AtomicU64::new(0),
             offloads_received: AtomicU64::new(0),
             offloads_gathered: AtomicU64::new(0),

@@ -13,8 +13,8 @@
 //! - [`PollMode::Adaptive`]: ports are hot for a short hold
 //!   after traffic, the thread sleeps when none is; a burst pays one wakeup,
 //!   the packets after it (a ping's reply, the next segments) none.
-//! - [`PollMode::Always`]: every bound port is polled all the time and the
-//!   thread never sleeps: the lowest latency, for a host that gives the
+//! - [`PollMode::Always`]: every bound port, and every receiving socket of
+//!   the tunnel, is polled all the time and the thread never sleeps: the lowest latency, for a host that gives the
 //!   agent a core of its own (it keeps one busy even when idle).
 //! - [`PollMode::Off`] (the default): every port is served by its task
 //!   alone.
@@ -24,7 +24,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
-use super::{Datapath, PortHandle, Workspace};
+use super::{Datapath, PortHandle, TunnelReceiver, Workspace};
 
 /// How long a port stays hot after its last frame, by default.
 pub const DEFAULT_HOLD: Duration = Duration::from_micros(200);
@@ -134,6 +134,8 @@ pub(super) struct Poller {
     stopping: AtomicBool,
     /// Batches the poller received (written by its thread only).
     batches: AtomicU64,
+    /// Of those, batches from the tunnel's sockets.
+    tunnel_batches: AtomicU64,
 }
 
 fn locked<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -178,6 +180,11 @@ impl Datapath {
         self.poller.batches.load(Ordering::Relaxed)
     }
 
+    /// Of those, the batches from the tunnel's sockets.
+    pub fn polled_tunnel_batches(&self) -> u64 {
+        self.poller.tunnel_batches.load(Ordering::Relaxed)
+    }
+
     /// The port just had traffic: in adaptive mode the poller takes it.
     pub(super) fn warm(&self, port: &Arc<PortHandle>) {
         let Some((PollMode::Adaptive { .. }, thread)) = self.poller.running.get() else {
@@ -201,12 +208,19 @@ impl Datapath {
     fn poll_loop(&self, mode: PollMode) {
         let mut workspace = self.workspaces.take();
         let mut ports: Vec<(Arc<PortHandle>, Instant)> = Vec::new();
+        // In always mode, the tunnel's receiving sockets too.
+        let mut tunnels: Vec<Arc<TunnelReceiver>> = Vec::new();
         let mut refreshed = Instant::now() - Duration::from_secs(1);
         while !self.poller.stopping.load(Ordering::Acquire) {
             let now = Instant::now();
             match mode {
                 PollMode::Always if now - refreshed >= Duration::from_millis(10) => {
                     self.take_all(&mut ports, now);
+                    for receiver in self.tunnel_receivers() {
+                        if !receiver.poll.hot.swap(true, Ordering::AcqRel) {
+                            tunnels.push(receiver);
+                        }
+                    }
                     refreshed = now;
                 }
                 _ => ports.extend(
@@ -223,6 +237,21 @@ impl Datapath {
                 }
                 keep
             });
+            tunnels.retain(|receiver| match self.serve_tunnel_ready(receiver) {
+                Ok(n) => {
+                    if n > 0 {
+                        received = true;
+                        self.poller.batches.fetch_add(1, Ordering::Relaxed);
+                        self.poller.tunnel_batches.fetch_add(1, Ordering::Relaxed);
+                    }
+                    true
+                }
+                // A failing socket goes back to its task, which reports it.
+                Err(_) => {
+                    receiver.poll.cool();
+                    false
+                }
+            });
             if ports.is_empty() && matches!(mode, PollMode::Adaptive { .. }) {
                 std::thread::park();
             } else if !received {
@@ -232,6 +261,9 @@ impl Datapath {
         let warmed: Vec<_> = locked(&self.poller.warmed).drain(..).collect();
         for port in ports.drain(..).map(|(port, _)| port).chain(warmed) {
             port.poll.cool();
+        }
+        for receiver in tunnels {
+            receiver.poll.cool();
         }
         self.workspaces.put(workspace);
     }

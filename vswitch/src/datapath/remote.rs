@@ -6,7 +6,6 @@
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
-use std::sync::Arc;
 
 use uuid::Uuid;
 
@@ -17,7 +16,7 @@ use crate::io::{
     Reassembly, RxBatch, TxBatch, VnetHeader, OFFLOAD_KEY, OFFLOAD_PREAMBLE, VXLAN_AT,
 };
 use crate::snapshot::Topology;
-use crate::tunnel::{Tunnel, STATE_KEY};
+use crate::tunnel::STATE_KEY;
 use crate::wire::{Vni, VxlanPacket, VXLAN_HEADER_LEN};
 
 /// Queued datagrams are sent once this many wait (one `sendmmsg`).
@@ -120,7 +119,7 @@ impl Datapath {
 
     /// Notes what a flow-state datagram from the agent at `ip` says about
     /// pieces (an agent from before them sends no flag: whole datagrams).
-    fn note_pieces(&self, ip: std::net::IpAddr, reads: bool) {
+    pub(super) fn note_pieces(&self, ip: std::net::IpAddr, reads: bool) {
         if self.reads_pieces(ip) == reads {
             return;
         }
@@ -163,7 +162,7 @@ impl Datapath {
 
     /// Hands a state message from `source` to the core and performs what
     /// it answers (released frames, a sync answer).
-    fn receive_state(
+    pub(super) fn receive_state(
         &self,
         topology: &Topology,
         source: SocketAddr,
@@ -181,148 +180,12 @@ impl Datapath {
     }
 }
 
-/// Receives on the tunnel's receiving socket `k` until it fails (a task
-/// per socket; what they answer leaves through sending lane `k`).
-pub async fn serve_tunnel(
-    datapath: Arc<Datapath>,
-    tunnel: Arc<Tunnel>,
-    k: usize,
-) -> std::io::Result<()> {
-    // Slots hold 64 KiB: a kernel VXLAN device on this machine may hand its
-    // underlay whole TCP super-frames (see `io::offload_of_received`).
-    let mut rx = RxBatch::new(64);
-    let mut sources = Vec::with_capacity(64);
-    let mut segments = Vec::with_capacity(64);
-    let mut sends: HashMap<Uuid, Vec<usize>> = HashMap::new();
-    let mut scratch = Scratch::default();
-    scratch.datagrams.set_lane(k);
-    let mut one_by_one = OneByOne::default();
-    let socket = tunnel.receivers()[k].clone();
-    loop {
-        let n = socket
-            .recv_batch(&mut rx, &mut sources, &mut segments)
-            .await?;
-        if n == 0 {
-            continue;
-        }
-        let topo = datapath.topology();
-        let host = datapath.host();
-        for list in sends.values_mut() {
-            list.clear();
-        }
-        // Slots that a frame gathered from them took (see below).
-        let mut taken = 0;
-        for (i, source) in sources.iter().enumerate().take(n) {
-            if taken > 0 {
-                taken -= 1;
-                continue;
-            }
-            let Some(wire) = rx.wire(i) else { continue };
-            let datagrams = &wire[VXLAN_AT..];
-            if segments[i] > 0 || is_chunk(datagrams) {
-                // Several datagrams in one slot (UDP GRO), or a piece of a
-                // super-frame: each on its own, delivered by copy, after
-                // the slots before it (a port's frames keep their order).
-                datapath.send_slots(&rx, &mut sends);
-                let size = if segments[i] > 0 {
-                    segments[i]
-                } else {
-                    datagrams.len()
-                };
-                let from = Arrived {
-                    source: *source,
-                    agent: topo.tunnel.hosts_by_ip.contains_key(&source.ip()),
-                };
-                // A whole super-frame in pieces, here and in the next
-                // slots: sent from where it lies, not put back together.
-                if from.agent {
-                    let used = datapath.deliver_gathered(
-                        &topo,
-                        (&rx, &sources[..n], &segments),
-                        i,
-                        &mut one_by_one.copies,
-                    );
-                    if used > 0 {
-                        taken = used - 1;
-                        continue;
-                    }
-                }
-                for datagram in datagrams.chunks(size) {
-                    datapath.receive_one(&topo, from, datagram, &mut one_by_one, &mut scratch);
-                }
-                continue;
-            }
-            let (vni, mark, pieces) =
-                match rx.wire(i).map(|w| VxlanPacket::new_checked(&w[VXLAN_AT..])) {
-                    Some(Ok(packet)) => (
-                        packet.vni().get(),
-                        packet.trace_mark(),
-                        packet.reads_pieces(),
-                    ),
-                    _ => {
-                        datapath.count("tunnel_malformed");
-                        continue;
-                    }
-                };
-            rx.set_vnet(i, &VnetHeader::NONE);
-            let mut vni = vni;
-            if vni == OFFLOAD_KEY && topo.tunnel.hosts_by_ip.contains_key(&source.ip()) {
-                // A super-frame another agent sent whole: unwrap it and
-                // deliver it with its offload header.
-                let Some((key, vnet)) = parse_offloaded(rx.frame(i)) else {
-                    datapath.count("tunnel_malformed_offload");
-                    continue;
-                };
-                rx.strip_front(i, OFFLOAD_PREAMBLE, &vnet);
-                datapath
-                    .offloads_received_whole
-                    .fetch_add(1, Ordering::Relaxed);
-                vni = key;
-            }
-            match core::classify(&topo, host, *source, vni) {
-                Arrival::Deliver(ports) => {
-                    // Copies queued before this slot go first.
-                    datapath.flush_copies(&mut one_by_one.copies);
-                    for port in ports {
-                        sends.entry(*port).or_default().push(i);
-                    }
-                    if let Some((seq, request_byte)) = mark {
-                        let from = topo.tunnel.hosts_by_ip.get(&source.ip()).copied();
-                        let tag = TunnelTag { request_byte, seq };
-                        for event in datapath.core.trace_delivery(from, tag, ports) {
-                            datapath.publish_trace(event);
-                        }
-                    }
-                }
-                Arrival::FromVtep(port) => match datapath.port(port) {
-                    Some(handle) => match &handle.io {
-                        Port::Vtep(vtep) if vtep.deliver(rx.frame(i)) => {}
-                        _ => datapath.count("tunnel_vtep_queue_full"),
-                    },
-                    None => datapath.count("tunnel_vtep_not_attached"),
-                },
-                Arrival::State => {
-                    datapath.note_pieces(source.ip(), pieces);
-                    datapath.receive_state(&topo, *source, rx.frame(i), &mut scratch);
-                }
-                Arrival::Drop(reason) => datapath.count(reason.name()),
-            }
-        }
-        datapath.send_slots(&rx, &mut sends);
-        datapath.flush_copies(&mut one_by_one.copies);
-        datapath.finish(&mut scratch);
-        for _ in 0..std::mem::take(&mut one_by_one.reassembly.lost) {
-            datapath.count("tunnel_offload_piece_lost");
-        }
-    }
-}
-
 /// What the receive loop keeps for datagrams handled one by one (those
 /// the kernel coalesced, and pieces): the frames being put back together,
 /// and the copies waiting to go out of a local port.
-struct OneByOne {
-    reassembly: Reassembly,
-    copies: Copies,
+pub(super) struct OneByOne {
+    pub(super) reassembly: Reassembly,
+    pub(super) copies: Copies,
 }
 
 impl Default for OneByOne {
@@ -345,7 +208,7 @@ const COPY_FRAME_LEN: usize = 2048;
 /// Copies of received frames for one local port, sent together
 /// (`sendmmsg`) when the port changes, the batch fills or the receive
 /// batch ends.
-struct Copies {
+pub(super) struct Copies {
     port: Option<Uuid>,
     batch: TxBatch,
 }
@@ -353,15 +216,15 @@ struct Copies {
 /// Where a datagram came from: its source, and whether that is another
 /// agent (a registered host) rather than an external VXLAN endpoint.
 #[derive(Clone, Copy)]
-struct Arrived {
-    source: SocketAddr,
-    agent: bool,
+pub(super) struct Arrived {
+    pub(super) source: SocketAddr,
+    pub(super) agent: bool,
 }
 
 impl Datapath {
     /// Sends the receive slots queued for each local port (without
     /// copying) and forgets them.
-    fn send_slots(&self, rx: &RxBatch, sends: &mut HashMap<Uuid, Vec<usize>>) {
+    pub(super) fn send_slots(&self, rx: &RxBatch, sends: &mut HashMap<Uuid, Vec<usize>>) {
         for (port, which) in sends.iter_mut().filter(|(_, w)| !w.is_empty()) {
             let Some(out) = self.port(*port) else {
                 self.count("tunnel_port_not_attached");
@@ -389,7 +252,7 @@ impl Datapath {
 
 /// Whether `datagram` (VXLAN header first) is a piece of a super-frame
 /// another agent sent in pieces (see `io::chunk`).
-fn is_chunk(datagram: &[u8]) -> bool {
+pub(super) fn is_chunk(datagram: &[u8]) -> bool {
     let vni = VxlanPacket::new_checked(datagram).map(|p| p.vni().get());
     vni == Ok(OFFLOAD_KEY) && parse_chunk(&datagram[VXLAN_HEADER_LEN..]).is_some()
 }
@@ -399,7 +262,7 @@ impl Datapath {
     /// (one of several the kernel coalesced, or a piece of a super-frame):
     /// delivered by copy, a frame at a time. Pieces go to `reassembly`,
     /// and the frame they complete to its ports.
-    fn receive_one(
+    pub(super) fn receive_one(
         &self,
         topo: &Topology,
         Arrived { source, agent }: Arrived,
@@ -452,7 +315,7 @@ impl Datapath {
     /// agent, straight from the slots (`io::gather`), if they hold the
     /// whole frame and its ports all take gathered frames. Returns how
     /// many slots it took: 0 if none (they go through reassembly).
-    fn deliver_gathered(
+    pub(super) fn deliver_gathered(
         &self,
         topo: &Topology,
         (rx, sources, segments): (&RxBatch, &[SocketAddr], &[usize]),
@@ -512,23 +375,40 @@ impl Datapath {
                 for port in ports {
                     self.send_copy(copies, *port, vnet, frame);
                 }
-                if let Some((seq, request_byte)) = mark {
-                    let from = topo.tunnel.hosts_by_ip.get(&source.ip()).copied();
-                    let tag = TunnelTag { request_byte, seq };
-                    for event in self.core.trace_delivery(from, tag, ports) {
-                        self.publish_trace(event);
-                    }
-                }
+                self.trace_delivered(topo, source, mark, ports);
             }
-            Arrival::FromVtep(port) => match self.port(port) {
-                Some(handle) => match &handle.io {
-                    Port::Vtep(vtep) if vtep.deliver(frame) => {}
-                    _ => self.count("tunnel_vtep_queue_full"),
-                },
-                None => self.count("tunnel_vtep_not_attached"),
-            },
+            Arrival::FromVtep(port) => self.hand_to_vtep(port, frame),
             Arrival::State => self.receive_state(topo, source, frame, scratch),
             Arrival::Drop(reason) => self.count(reason.name()),
+        }
+    }
+
+    /// Publishes the delivery to `ports` of a traced frame (`mark`) that
+    /// came from `source`.
+    pub(super) fn trace_delivered(
+        &self,
+        topo: &Topology,
+        source: SocketAddr,
+        mark: Option<(u32, u8)>,
+        ports: &[Uuid],
+    ) {
+        if let Some((seq, request_byte)) = mark {
+            let from = topo.tunnel.hosts_by_ip.get(&source.ip()).copied();
+            let tag = TunnelTag { request_byte, seq };
+            for event in self.core.trace_delivery(from, tag, ports) {
+                self.publish_trace(event);
+            }
+        }
+    }
+
+    /// Hands a frame from an external VTEP to its VTEP port.
+    pub(super) fn hand_to_vtep(&self, port: Uuid, frame: &[u8]) {
+        match self.port(port) {
+            Some(handle) => match &handle.io {
+                Port::Vtep(vtep) if vtep.deliver(frame) => {}
+                _ => self.count("tunnel_vtep_queue_full"),
+            },
+            None => self.count("tunnel_vtep_not_attached"),
         }
     }
 
@@ -558,7 +438,7 @@ impl Datapath {
     }
 
     /// Sends the queued copies out of their port.
-    fn flush_copies(&self, copies: &mut Copies) {
+    pub(super) fn flush_copies(&self, copies: &mut Copies) {
         let Some(port) = copies.port.filter(|_| !copies.batch.is_empty()) else {
             copies.batch.clear();
             return;
