@@ -337,9 +337,9 @@ pub struct Gathered<'a> {
     /// The frame's offload header.
     pub vnet: VnetHeader,
     /// The frame's bytes, piece by piece (`parts[..count]`).
-    pub parts: [&'a [u8]; MAX_GATHERED],
+    parts: [&'a [u8]; MAX_GATHERED],
     /// How many of `parts` hold the frame.
-    pub count: usize,
+    count: usize,
     /// How many slots its pieces filled.
     pub slots: usize,
 }

@@ -296,15 +296,28 @@ pub(super) fn recv_one(fd: RawFd, buf: &mut [u8]) -> io::Result<(VnetHeader, usi
     VnetHeader::received(&hdr, ret as usize, buf.len())
 }
 
-/// The most parts [`send_parts`] gathers into one frame.
-pub(super) const MAX_PARTS: usize = super::chunk::MAX_GATHERED;
+/// The most parts one frame is gathered from.
+const MAX_PARTS: usize = super::chunk::MAX_GATHERED;
 
-/// The error of a frame in more than [`MAX_PARTS`] parts.
-pub(super) fn too_many_parts(parts: usize) -> io::Error {
-    io::Error::new(
-        io::ErrorKind::InvalidInput,
-        format!("a frame of {parts} parts (at most {MAX_PARTS})"),
-    )
+/// The iovecs of one frame gathered from `hdr` (its vnet header), then
+/// `parts` in order, and how many of them it uses (`InvalidInput` past
+/// [`MAX_PARTS`] parts). Shared by packet sockets and TAPs.
+pub(super) fn frame_iovecs(
+    hdr: &[u8],
+    parts: &[&[u8]],
+) -> io::Result<([libc::iovec; MAX_PARTS + 1], usize)> {
+    if parts.len() > MAX_PARTS {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("a frame of {} parts (at most {MAX_PARTS})", parts.len()),
+        ));
+    }
+    let mut iov = [iovec_of(&[]); MAX_PARTS + 1];
+    iov[0] = iovec_of(hdr);
+    for (slot, part) in iov[1..].iter_mut().zip(parts) {
+        *slot = iovec_of(part);
+    }
+    Ok((iov, parts.len() + 1))
 }
 
 /// `sendmsg` of one frame preceded by its vnet header (`to`: as for
@@ -328,20 +341,13 @@ pub(super) fn send_parts(
     parts: &[&[u8]],
     to: Option<&libc::sockaddr_ll>,
 ) -> io::Result<()> {
-    if parts.len() > MAX_PARTS {
-        return Err(too_many_parts(parts.len()));
-    }
     let hdr = vnet.to_bytes();
-    let mut iov = [iovec_of(&[]); MAX_PARTS + 1];
-    iov[0] = iovec_of(&hdr);
-    for (slot, part) in iov[1..].iter_mut().zip(parts) {
-        *slot = iovec_of(part);
-    }
-    sendmsg_iov(fd, &mut iov[..parts.len() + 1], to)
+    let (mut iov, used) = frame_iovecs(&hdr, parts)?;
+    sendmsg_iov(fd, &mut iov[..used], to)
 }
 
 /// An iovec describing `bytes` (only ever read through).
-fn iovec_of(bytes: &[u8]) -> libc::iovec {
+pub(super) fn iovec_of(bytes: &[u8]) -> libc::iovec {
     libc::iovec {
         iov_base: bytes.as_ptr() as *mut libc::c_void,
         iov_len: bytes.len(),

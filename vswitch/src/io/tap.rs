@@ -23,7 +23,7 @@ use tokio::io::Interest;
 
 use super::batch::{RxBatch, TxBatch};
 use super::error::{ifname_bytes, PortError};
-use super::mmsg::check_indices;
+use super::mmsg::{check_indices, frame_iovecs, iovec_of};
 use super::sys::{cvt, register, wait_readable};
 use super::vnet::{VnetHeader, VNET_HDR_LEN};
 
@@ -217,17 +217,9 @@ impl Tap {
     /// Writes one frame gathered from `parts` (at most `MAX_GATHERED`) without
     /// waiting (see [`super::Port::try_send_parts`]).
     pub fn try_send_parts(&self, vnet: &VnetHeader, parts: &[&[u8]]) -> io::Result<()> {
-        use super::mmsg::{too_many_parts, MAX_PARTS};
-        if parts.len() > MAX_PARTS {
-            return Err(too_many_parts(parts.len()));
-        }
         let hdr = vnet.to_bytes();
-        let mut iovs = [iov(&[]); MAX_PARTS + 1];
-        iovs[0] = iov(&hdr);
-        for (slot, part) in iovs[1..].iter_mut().zip(parts) {
-            *slot = iov(part);
-        }
-        write_raw(self.as_raw_fd(), &iovs[..parts.len() + 1]).map(drop)
+        let (iov, used) = frame_iovecs(&hdr, parts)?;
+        write_raw(self.as_raw_fd(), &iov[..used]).map(drop)
     }
 
     /// Writes one frame, waiting for room if needed.
@@ -291,13 +283,6 @@ fn write_raw(fd: RawFd, iov: &[libc::iovec]) -> io::Result<usize> {
     }
 }
 
-fn iov(bytes: &[u8]) -> libc::iovec {
-    libc::iovec {
-        iov_base: bytes.as_ptr() as *mut libc::c_void,
-        iov_len: bytes.len(),
-    }
-}
-
 /// Reads frames until the batch is full or the device is empty.
 fn read_batch(fd: RawFd, rx: &mut RxBatch) -> io::Result<usize> {
     rx.begin_fill();
@@ -340,7 +325,7 @@ fn write_all<'a>(
 ) -> Result<usize, (usize, io::Error)> {
     let mut n = 0;
     for w in frames {
-        write_raw(fd, &[iov(w)]).map_err(|e| (n, e))?;
+        write_raw(fd, &[iovec_of(w)]).map_err(|e| (n, e))?;
         n += 1;
     }
     Ok(n)
@@ -375,5 +360,5 @@ fn read_one(fd: RawFd, buf: &mut [u8]) -> io::Result<(VnetHeader, usize)> {
 
 fn write_one(fd: RawFd, vnet: &VnetHeader, frame: &[u8]) -> io::Result<()> {
     let hdr = vnet.to_bytes();
-    write_raw(fd, &[iov(&hdr), iov(frame)]).map(drop)
+    write_raw(fd, &[iovec_of(&hdr), iovec_of(frame)]).map(drop)
 }
