@@ -29,14 +29,7 @@ cleanup() {
 trap cleanup EXIT
 fail() { tail -n 5 "$work"/*.log >&2; exit 1; }
 
-# hosts A B: two namespaces joined by an underlay veth (192.168.100.1/.2, MTU 1500).
-hosts() {
-  ip netns add "${tag}$1"; ip netns add "${tag}$2"
-  ip link add ul0 netns "${tag}$1" type veth peer name ul0 netns "${tag}$2"
-  ip -n "${tag}$1" addr add 192.168.100.1/24 dev ul0
-  ip -n "${tag}$2" addr add 192.168.100.2/24 dev ul0
-  for h in "$1" "$2"; do ip -n "${tag}$h" link set ul0 up; ip -n "${tag}$h" link set lo up; done
-}
+. scripts/bench-lib.sh
 # pod HOST POD ADDR [IFNAME]: a namespace with eth0 (MTU 1450), its peer
 # IFNAME (default veth) in HOST.
 pod() {
@@ -90,7 +83,7 @@ PY
 }
 
 # --- kernel baseline: vxlan device + Linux bridge on each host
-hosts ka kb
+underlay_hosts ka kb
 pod ka kpa 10.78.0.1; pod kb kpb 10.78.0.2
 pod ka kpa2 10.78.0.3 veth2; pod kb kpb2 10.78.0.4 veth2
 for h in ka kb; do
@@ -107,7 +100,7 @@ read -r k_tcp k_rtt k_udp < <(measure "${tag}kpa" "${tag}kpb")
 read -r k2_tcp k2_udp < <(measure2 "${tag}kpa" "${tag}kpb" "${tag}kpa2" "${tag}kpb2")
 
 # --- Plexus: etcd and the API in host A, one agent per host
-hosts pa pb
+underlay_hosts pa pb
 pod pa ppa 10.78.0.1; pod pb ppb 10.78.0.2
 pod pa ppa2 10.78.0.3 veth2; pod pb ppb2 10.78.0.4 veth2
 ip netns exec "${tag}pa" etcd --name b --data-dir "$work/etcd" \

@@ -110,6 +110,12 @@ impl Datapath {
              plexus_udp_datagrams_merged_total {}",
             self.udp_merged.load(Ordering::Relaxed)
         );
+        let _ = writeln!(
+            out,
+            "# TYPE plexus_tcp_segments_merged_total counter\n\
+             plexus_tcp_segments_merged_total {}",
+            self.tcp_merged.load(Ordering::Relaxed)
+        );
         let ports = self.ports.read().unwrap_or_else(|p| p.into_inner());
         let _ = writeln!(out, "# TYPE plexus_port_packets_total counter");
         for (id, port) in ports.iter() {

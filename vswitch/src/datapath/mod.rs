@@ -155,11 +155,14 @@ pub struct Datapath {
     offloads_sent_whole: AtomicU64,
     /// Super-frames another agent sent whole, received.
     offloads_received_whole: AtomicU64,
-    /// UDP datagrams that left inside another's GSO frame (`io::coalesce_udp`).
+    /// UDP datagrams that left inside another's GSO frame (`io::coalesce`).
     udp_merged: AtomicU64,
-    /// Whether small UDP datagrams are merged: off once a port refused a
-    /// merged frame (kernels before 6.2 take no UDP GSO from AF_PACKET).
-    udp_merge: std::sync::atomic::AtomicBool,
+    /// TCP segments that left inside another's GSO frame (`io::coalesce`).
+    tcp_merged: AtomicU64,
+    /// Whether frames of one flow are merged: off with `PLEXUS_GRO=off`,
+    /// or once a port refused a merged frame (kernels before 6.2 take no
+    /// UDP GSO from AF_PACKET).
+    merge: std::sync::atomic::AtomicBool,
     /// Ports served through the shared packet sockets.
     shared: shared::SharedServing,
 }
@@ -194,7 +197,10 @@ impl Datapath {
             offloads_sent_whole: AtomicU64::new(0),
             offloads_received_whole: AtomicU64::new(0),
             udp_merged: AtomicU64::new(0),
-            udp_merge: std::sync::atomic::AtomicBool::new(true),
+            tcp_merged: AtomicU64::new(0),
+            merge: std::sync::atomic::AtomicBool::new(
+                std::env::var("PLEXUS_GRO").as_deref() != Ok("off"),
+            ),
             shared: Default::default(),
         }
     }

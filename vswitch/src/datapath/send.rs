@@ -1,5 +1,5 @@
 //! The driver's sends to local ports: a batch's decided frames, each
-//! egress port its own (small UDP datagrams of one flow merged first),
+//! egress port its own (runs of one flow's frames merged first),
 //! and the frames the core made.
 
 use std::sync::atomic::Ordering;
@@ -7,13 +7,13 @@ use std::sync::atomic::Ordering;
 use uuid::Uuid;
 
 use super::{Datapath, PortHandle, Scratch};
-use crate::io::{Port, PortIo, RxBatch, VnetHeader};
+use crate::io::{Port, PortIo, Run, RxBatch, VnetHeader};
 
 impl Datapath {
     /// Sends the decided frames of a batch: each egress port its own.
     pub(super) fn send_decided(&self, rx: &mut RxBatch, scratch: &mut Scratch) {
         // Frames several ports send stay as received; a port's run of one
-        // UDP flow's small datagrams may leave as one GSO frame.
+        // flow's UDP datagrams or TCP segments may leave as one GSO frame.
         let shared = scratch.sends.shared();
         let Scratch { sends, runs, .. } = scratch;
         for (egress, indexes) in sends.iter_mut() {
@@ -38,41 +38,48 @@ impl Datapath {
         self.finish(scratch);
     }
 
-    /// Sends frames `indexes` of `rx` out of `out`, small UDP datagrams of
-    /// one flow merged first when `out` is a veth (not toward a VTEP,
-    /// whose encapsulation segments only TCP, nor a TAP, whose reader
-    /// may not take UDP GSO). Returns the entries of `indexes` sent and
-    /// how many received frames they carried.
+    /// Sends frames `indexes` of `rx` out of `out`, runs of one flow's
+    /// frames (small UDP datagrams, TCP segments) merged first when `out`
+    /// is a veth (not toward a VTEP, whose encapsulation segments only
+    /// TCP, nor a TAP, whose reader may not take GSO). Returns the entries
+    /// of `indexes` sent and how many received frames they carried.
     fn send_port(
         &self,
         out: &PortHandle,
         rx: &mut RxBatch,
         indexes: &mut Vec<usize>,
         shared: u64,
-        runs: &mut Vec<u8>,
+        runs: &mut Vec<Run>,
     ) -> std::io::Result<(usize, usize)> {
         let merged = indexes.len() > 1
             && matches!(out.io, Port::AfPacket(_) | Port::Shared(_))
-            && self.udp_merge.load(Ordering::Relaxed)
-            && crate::io::coalesce_udp(rx, indexes, shared, runs);
+            && self.merge.load(Ordering::Relaxed)
+            && crate::io::coalesce(rx, indexes, shared, runs);
         let sent = match out.io.send_rx(rx, indexes) {
             Err(error) if merged && error.raw_os_error() == Some(libc::EINVAL) => {
                 // This kernel takes no UDP GSO frames here: merge no more.
-                if self.udp_merge.swap(false, Ordering::Relaxed) {
-                    tracing::warn!(%error, "a port refused a merged UDP frame; small datagrams are sent one by one from now on");
+                if self.merge.swap(false, Ordering::Relaxed) {
+                    tracing::warn!(%error, "a port refused a merged frame; frames are sent one by one from now on");
                 }
                 return Err(error);
             }
             other => other?,
         };
-        let frames = if merged {
-            runs[..sent].iter().map(|&r| usize::from(r)).sum()
-        } else {
-            sent
-        };
-        self.udp_merged
-            .fetch_add((frames - sent) as u64, Ordering::Relaxed);
-        Ok((sent, frames))
+        if !merged {
+            return Ok((sent, sent));
+        }
+        let (mut udp, mut tcp) = (0, 0);
+        for run in &runs[..sent] {
+            let extra = u64::from(run.frames - 1);
+            if run.tcp {
+                tcp += extra;
+            } else {
+                udp += extra;
+            }
+        }
+        self.udp_merged.fetch_add(udp, Ordering::Relaxed);
+        self.tcp_merged.fetch_add(tcp, Ordering::Relaxed);
+        Ok((sent, sent + (udp + tcp) as usize))
     }
 
     /// Sends a frame the core made out of a local port.

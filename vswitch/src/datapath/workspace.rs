@@ -134,7 +134,7 @@ pub struct Scratch {
     /// The time of the batch at hand (`Datapath::now_ms`), read once a
     /// batch rather than once a frame.
     pub(super) now: u64,
-    /// How many datagrams each frame of a port's sends carries once small
-    /// UDP datagrams of one flow are merged (`io::coalesce_udp`).
-    pub(super) runs: Vec<u8>,
+    /// What each frame of a port's sends carries once runs of one flow's
+    /// frames are merged (`io::coalesce`).
+    pub(super) runs: Vec<crate::io::Run>,
 }
