@@ -30,6 +30,7 @@ use crate::io::{Port, PortIo, RxBatch, VnetHeader};
 use crate::snapshot::Topology;
 use crate::tunnel::Tunnel;
 
+mod from_vtep;
 mod local;
 mod metrics;
 mod poller;

@@ -9,11 +9,12 @@ use std::sync::atomic::Ordering;
 
 use uuid::Uuid;
 
+use super::from_vtep::FromVteps;
 use super::{Datapath, Scratch};
 use crate::core::{self, Arrival, Peer, TunnelTag};
 use crate::io::{
-    frame_prefix, gather, parse_chunk, parse_offloaded, Datagrams, PiecePlan, Port, PortIo,
-    Reassembly, RxBatch, TxBatch, VnetHeader, OFFLOAD_KEY, OFFLOAD_PREAMBLE, VXLAN_AT,
+    frame_prefix, gather, parse_chunk, parse_offloaded, Datagrams, PiecePlan, PortIo, Reassembly,
+    RxBatch, TxBatch, VnetHeader, OFFLOAD_KEY, OFFLOAD_PREAMBLE, VXLAN_AT,
 };
 use crate::snapshot::Topology;
 use crate::tunnel::STATE_KEY;
@@ -182,20 +183,29 @@ impl Datapath {
 
 /// What the receive loop keeps for datagrams handled one by one (those
 /// the kernel coalesced, and pieces): the frames being put back together,
-/// and the copies waiting to go out of a local port.
+/// and where the frames go.
+#[derive(Default)]
 pub(super) struct OneByOne {
     pub(super) reassembly: Reassembly,
-    pub(super) copies: Copies,
+    pub(super) out: Outgoing,
 }
 
-impl Default for OneByOne {
+/// Where the receive loop puts frames before they go on: copies waiting
+/// to go out of a local port, and frames from standard VTEPs waiting to
+/// be decided.
+pub(super) struct Outgoing {
+    pub(super) copies: Copies,
+    pub(super) vteps: FromVteps,
+}
+
+impl Default for Outgoing {
     fn default() -> Self {
-        OneByOne {
-            reassembly: Reassembly::default(),
+        Outgoing {
             copies: Copies {
                 port: None,
                 batch: TxBatch::with_max_frame_len(COPY_BATCH, COPY_FRAME_LEN),
             },
+            vteps: FromVteps::default(),
         }
     }
 }
@@ -282,20 +292,20 @@ impl Datapath {
             }
         };
         let inner = &datagram[VXLAN_HEADER_LEN..];
-        let OneByOne { reassembly, copies } = one_by_one;
+        let OneByOne { reassembly, out } = one_by_one;
         if vni == STATE_KEY && agent {
             self.note_pieces(source.ip(), pieces);
         }
         if vni != OFFLOAD_KEY || !agent {
             let arrival = (source, vni, &VnetHeader::NONE);
-            self.deliver_one(topo, arrival, inner, mark, copies, scratch);
+            self.deliver_one(topo, arrival, inner, mark, out, scratch);
             return;
         }
         if let Some(chunk) = parse_chunk(inner) {
             if let Some(done) = reassembly.push(source, chunk) {
                 self.offloads_received.fetch_add(1, Ordering::Relaxed);
                 let arrival = (source, done.key, &done.vnet);
-                self.deliver_one(topo, arrival, done.frame, mark, copies, scratch);
+                self.deliver_one(topo, arrival, done.frame, mark, out, scratch);
             }
             return;
         }
@@ -304,7 +314,7 @@ impl Datapath {
             Some((key, vnet)) => {
                 self.offloads_received_whole.fetch_add(1, Ordering::Relaxed);
                 let frame = &inner[OFFLOAD_PREAMBLE..];
-                self.deliver_one(topo, (source, key, &vnet), frame, mark, copies, scratch);
+                self.deliver_one(topo, (source, key, &vnet), frame, mark, out, scratch);
             }
             None => self.count("tunnel_malformed_offload"),
         }
@@ -367,17 +377,17 @@ impl Datapath {
         (source, key, vnet): (SocketAddr, u32, &VnetHeader),
         frame: &[u8],
         mark: Option<(u32, u8)>,
-        copies: &mut Copies,
+        out: &mut Outgoing,
         scratch: &mut Scratch,
     ) {
         match core::classify(topo, self.host(), source, key) {
             Arrival::Deliver(ports) => {
                 for port in ports {
-                    self.send_copy(copies, *port, vnet, frame);
+                    self.send_copy(&mut out.copies, *port, vnet, frame);
                 }
                 self.trace_delivered(topo, source, mark, ports);
             }
-            Arrival::FromVtep(port) => self.hand_to_vtep(port, frame),
+            Arrival::FromVtep(port) => self.queue_vtep_frame(&mut out.vteps, port, frame),
             Arrival::State => self.receive_state(topo, source, frame, scratch),
             Arrival::Drop(reason) => self.count(reason.name()),
         }
@@ -398,17 +408,6 @@ impl Datapath {
             for event in self.core.trace_delivery(from, tag, ports) {
                 self.publish_trace(event);
             }
-        }
-    }
-
-    /// Hands a frame from an external VTEP to its VTEP port.
-    pub(super) fn hand_to_vtep(&self, port: Uuid, frame: &[u8]) {
-        match self.port(port) {
-            Some(handle) => match &handle.io {
-                Port::Vtep(vtep) if vtep.deliver(frame) => {}
-                _ => self.count("tunnel_vtep_queue_full"),
-            },
-            None => self.count("tunnel_vtep_not_attached"),
         }
     }
 

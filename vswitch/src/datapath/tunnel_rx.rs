@@ -168,7 +168,7 @@ impl Datapath {
                         &topo,
                         (rx, &sources[..n], segments),
                         i,
-                        &mut one_by_one.copies,
+                        &mut one_by_one.out.copies,
                     );
                     if used > 0 {
                         taken = used - 1;
@@ -208,13 +208,15 @@ impl Datapath {
             match core::classify(&topo, host, *source, vni) {
                 Arrival::Deliver(ports) => {
                     // Copies queued before this slot go first.
-                    self.flush_copies(&mut one_by_one.copies);
+                    self.flush_copies(&mut one_by_one.out.copies);
                     for port in ports {
                         sends.entry(*port).or_default().push(i);
                     }
                     self.trace_delivered(&topo, *source, mark, ports);
                 }
-                Arrival::FromVtep(port) => self.hand_to_vtep(port, rx.frame(i)),
+                Arrival::FromVtep(port) => {
+                    self.queue_vtep_frame(&mut one_by_one.out.vteps, port, rx.frame(i))
+                }
                 Arrival::State => {
                     self.note_pieces(source.ip(), pieces);
                     self.receive_state(&topo, *source, rx.frame(i), scratch);
@@ -223,7 +225,8 @@ impl Datapath {
             }
         }
         self.send_slots(rx, sends);
-        self.flush_copies(&mut one_by_one.copies);
+        self.flush_copies(&mut one_by_one.out.copies);
+        self.finish_vtep_frames(&mut one_by_one.out.vteps);
         self.finish(scratch);
         for _ in 0..std::mem::take(&mut one_by_one.reassembly.lost) {
             self.count("tunnel_offload_piece_lost");

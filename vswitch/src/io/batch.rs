@@ -211,6 +211,31 @@ impl RxBatch {
         true
     }
 
+    /// Whether every slot holds a frame.
+    pub fn is_full(&self) -> bool {
+        self.count == self.slots.len()
+    }
+
+    /// Copies `frame` into the next free slot, lets `offload` fix it in
+    /// place and name its offload header, and keeps it; false (nothing
+    /// kept) if the batch is full or the frame does not fit a slot.
+    pub(crate) fn push(
+        &mut self,
+        frame: &[u8],
+        offload: impl FnOnce(&mut [u8]) -> VnetHeader,
+    ) -> bool {
+        let i = self.count;
+        let wire_len = VNET_HDR_LEN + frame.len();
+        let Some(slot) = self.slots.get_mut(i).filter(|s| s.len() >= wire_len) else {
+            return false;
+        };
+        slot[VNET_HDR_LEN..wire_len].copy_from_slice(frame);
+        let vnet = offload(&mut slot[VNET_HDR_LEN..wire_len]);
+        slot[..VNET_HDR_LEN].copy_from_slice(&vnet.to_bytes());
+        self.commit(i, wire_len, false);
+        true
+    }
+
     /// Counts a frame the kernel discarded without delivering it to us.
     pub(crate) fn note_dropped(&mut self) {
         self.dropped += 1;

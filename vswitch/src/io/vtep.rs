@@ -4,25 +4,19 @@
 //! Frames sent to the port leave as VXLAN datagrams with the endpoint's VNI
 //! (checksums completed, TCP super-frames segmented, see
 //! [`super::Datagrams`]); frames the endpoint sends arrive through the
-//! tunnel's receive loop, which hands them to [`VtepPort::deliver`].
+//! tunnel's receive loop, which decides them there as coming from this
+//! port (after [`VtepPort::offload_of`]): the port itself has nothing to
+//! receive, and its reads never return a frame.
 
 use std::io;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
-
-use tokio::sync::mpsc;
 
 use super::batch::{RxBatch, TxBatch};
 use super::encap::{offload_of_received, Datagrams};
 use super::udp::TunnelSocket;
 use super::vnet::{VnetHeader, VNET_HDR_LEN};
 use crate::wire::Vni;
-
-/// Frames queued from the endpoint before the port's task takes them.
-const QUEUE: usize = 1024;
-
-/// A frame from the endpoint with the offload header it goes on with.
-type Queued = (VnetHeader, Vec<u8>);
 
 /// A VXLAN endpoint reached through the tunnel socket.
 #[derive(Debug)]
@@ -32,9 +26,6 @@ pub struct VtepPort {
     endpoint: SocketAddr,
     vni: Vni,
     max_ip_len: usize,
-    inbox: mpsc::Sender<Queued>,
-    queue: tokio::sync::Mutex<mpsc::Receiver<Queued>>,
-    peeked: Mutex<Option<Queued>>,
     scratch: Box<Mutex<Datagrams>>,
 }
 
@@ -47,16 +38,12 @@ impl VtepPort {
         vni: Vni,
         max_ip_len: usize,
     ) -> VtepPort {
-        let (inbox, queue) = mpsc::channel(QUEUE);
         VtepPort {
             name: name.to_owned(),
             socket,
             endpoint,
             vni,
             max_ip_len,
-            inbox,
-            queue: tokio::sync::Mutex::new(queue),
-            peeked: Mutex::new(None),
             scratch: Box::default(),
         }
     }
@@ -71,13 +58,12 @@ impl VtepPort {
         self.vni
     }
 
-    /// Queues a frame the endpoint sent; false if the queue is full (dropped).
-    /// Checksums the sender's kernel left partial, and TCP super-frames it
-    /// did not segment, get the offload header that describes them.
-    pub fn deliver(&self, frame: &[u8]) -> bool {
-        let mut frame = frame.to_vec();
-        let vnet = offload_of_received(&mut frame, self.max_ip_len);
-        self.inbox.try_send((vnet, frame)).is_ok()
+    /// Fixes a frame the endpoint sent (in place) and returns the
+    /// offload header it goes on with: checksums the sender's kernel left
+    /// partial are completed, and TCP super-frames it did not segment get
+    /// the header that describes them.
+    pub fn offload_of(&self, frame: &mut [u8]) -> VnetHeader {
+        offload_of_received(frame, self.max_ip_len)
     }
 
     /// The port's name.
@@ -85,27 +71,10 @@ impl VtepPort {
         &self.name
     }
 
-    /// Waits until a frame from the endpoint is queued.
+    /// Never ready: the endpoint's frames are decided by the tunnel's
+    /// receive loop, not read from the port.
     pub async fn readable(&self) -> io::Result<()> {
-        let mut queue = self.queue.lock().await;
-        if self
-            .peeked
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .is_some()
-        {
-            return Ok(());
-        }
-        let frame = queue
-            .recv()
-            .await
-            .ok_or_else(|| io::Error::from(io::ErrorKind::BrokenPipe))?;
-        *self.peeked.lock().unwrap_or_else(|p| p.into_inner()) = Some(frame);
-        Ok(())
-    }
-
-    fn take_peeked(&self) -> Option<Queued> {
-        self.peeked.lock().unwrap_or_else(|p| p.into_inner()).take()
+        std::future::pending().await
     }
 
     /// The tunnel socket is always writable (full buffers drop, as UDP does).
@@ -113,46 +82,14 @@ impl VtepPort {
         Ok(())
     }
 
-    fn fill(rx: &mut RxBatch, first: Option<Queued>, queue: &mut mpsc::Receiver<Queued>) -> usize {
-        rx.begin_fill();
-        let mut next = first;
-        let mut i = 0;
-        while i < rx.capacity() {
-            let Some((vnet, frame)) = next.take().or_else(|| queue.try_recv().ok()) else {
-                break;
-            };
-            let slot = &mut rx.slots_mut()[i];
-            if frame.len() + VNET_HDR_LEN > slot.len() {
-                rx.note_dropped();
-                continue;
-            }
-            slot[..VNET_HDR_LEN].copy_from_slice(&vnet.to_bytes());
-            slot[VNET_HDR_LEN..VNET_HDR_LEN + frame.len()].copy_from_slice(&frame);
-            rx.commit(i, VNET_HDR_LEN + frame.len(), false);
-            i += 1;
-        }
-        rx.len()
+    /// Nothing to take (see [`VtepPort::readable`]).
+    pub fn try_recv_batch(&self, _rx: &mut RxBatch) -> io::Result<usize> {
+        Ok(0)
     }
 
-    /// Takes the queued frames without waiting.
-    pub fn try_recv_batch(&self, rx: &mut RxBatch) -> io::Result<usize> {
-        match self.queue.try_lock() {
-            Ok(mut queue) => Ok(Self::fill(rx, self.take_peeked(), &mut queue)),
-            Err(_) => Ok(0),
-        }
-    }
-
-    /// Waits for frames from the endpoint, then takes a batch.
-    pub async fn recv_batch(&self, rx: &mut RxBatch) -> io::Result<usize> {
-        let mut queue = self.queue.lock().await;
-        let first = match self.take_peeked() {
-            Some(frame) => frame,
-            None => queue
-                .recv()
-                .await
-                .ok_or_else(|| io::Error::from(io::ErrorKind::BrokenPipe))?,
-        };
-        Ok(Self::fill(rx, Some(first), &mut queue))
+    /// Never returns (see [`VtepPort::readable`]).
+    pub async fn recv_batch(&self, _rx: &mut RxBatch) -> io::Result<usize> {
+        std::future::pending().await
     }
 
     fn send_frames<'a>(&self, frames: impl Iterator<Item = (VnetHeader, &'a [u8])>) -> usize {
