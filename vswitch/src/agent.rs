@@ -14,7 +14,6 @@ use uuid::Uuid;
 
 use crate::datapath::{serve_tunnel, Datapath, PacketSockets, PollMode, PortCounters, PortHandle};
 use crate::feed::{run_feed, InitialRead, SharedTopology};
-use crate::io::Port;
 use crate::markers::PortMarkers;
 use crate::snapshot::Topology;
 use crate::tunnel::{Tunnel, TunnelConfig};
@@ -388,7 +387,7 @@ async fn reconcile_ports(
                         lane: datapath.next_lane(),
                     });
                     datapath.attach(handle.clone());
-                    let task = (!matches!(handle.io, Port::Shared(_))).then(|| {
+                    let task = handle.io.receives().then(|| {
                         let dp = datapath.clone();
                         tokio::spawn(async move {
                             if let Err(error) = dp.serve_port(handle).await {

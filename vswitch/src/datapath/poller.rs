@@ -190,8 +190,9 @@ impl Datapath {
         let Some((PollMode::Adaptive { .. }, thread)) = self.poller.running.get() else {
             return;
         };
-        // A shared socket's port receives nothing itself (its receiver does).
-        if matches!(port.io, crate::io::Port::Shared(_)) {
+        // A shared socket's port receives nothing itself (its receiver
+        // does), nor does a VTEP port (the tunnel's receivers do).
+        if !port.io.receives() {
             return;
         }
         if port.poll.is_hot() || port.poll.hot.swap(true, Ordering::AcqRel) {
@@ -299,14 +300,15 @@ impl Datapath {
     }
 
     /// In always mode: every attached port that receives (not those of
-    /// the shared sockets, whose receivers are taken instead), hot.
+    /// the shared sockets, whose receivers are taken instead, nor VTEP
+    /// ports), hot.
     fn take_all(&self, ports: &mut Vec<(Arc<PortHandle>, Instant)>, now: Instant) {
         let attached: Vec<Arc<PortHandle>> = self
             .ports
             .read()
             .unwrap_or_else(|p| p.into_inner())
             .values()
-            .filter(|port| !matches!(port.io, crate::io::Port::Shared(_)))
+            .filter(|port| port.io.receives())
             .cloned()
             .chain(self.receivers())
             .collect();

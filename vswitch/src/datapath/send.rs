@@ -9,6 +9,18 @@ use uuid::Uuid;
 use super::{Datapath, PortHandle, Scratch};
 use crate::io::{Port, PortIo, Run, RxBatch, VnetHeader};
 
+/// What one port's sends of a batch came to.
+struct Tally {
+    /// Entries of the (merged) list sent.
+    entries: usize,
+    /// Received frames those carried.
+    frames: usize,
+    /// Received frames there were to send.
+    of_all: usize,
+    /// Why none was sent, if it was for an error.
+    error: Option<std::io::Error>,
+}
+
 impl Datapath {
     /// Sends the decided frames of a batch: each egress port its own.
     pub(super) fn send_decided(&self, rx: &mut RxBatch, scratch: &mut Scratch) {
@@ -17,22 +29,25 @@ impl Datapath {
         let shared = scratch.sends.shared();
         let Scratch { sends, runs, .. } = scratch;
         for (egress, indexes) in sends.iter_mut() {
-            match self.port(*egress) {
-                Some(out) => match self.send_port(&out, rx, indexes, shared, runs) {
-                    Ok((sent, frames)) => {
-                        let bytes = rx.bytes_of(indexes[..sent].iter().copied());
-                        out.counters.sent(frames, bytes);
-                        // Its answer is likely next: poll for it.
-                        self.warm(&out);
-                    }
-                    Err(error) => {
-                        out.counters
-                            .drops
-                            .fetch_add(indexes.len() as u64, Ordering::Relaxed);
-                        tracing::debug!(%egress, %error, "send failed");
-                    }
-                },
-                None => self.count(crate::engine::DropReason::Unbound.name()),
+            let Some(out) = self.port(*egress) else {
+                self.count(crate::engine::DropReason::Unbound.name());
+                continue;
+            };
+            let tally = self.send_port(&out, rx, indexes, shared, runs);
+            if tally.entries > 0 {
+                let bytes = rx.bytes_of(indexes[..tally.entries].iter().copied());
+                out.counters.sent(tally.frames, bytes);
+                // Its answer is likely next: poll for it.
+                self.warm(&out);
+            }
+            // What was not sent (an error, a full socket) is lost, each
+            // received frame counted, merged ones included.
+            let lost = tally.of_all - tally.frames;
+            if lost > 0 {
+                out.counters.drops.fetch_add(lost as u64, Ordering::Relaxed);
+            }
+            if let Some(error) = tally.error {
+                tracing::debug!(%egress, %error, "send failed");
             }
         }
         self.finish(scratch);
@@ -41,8 +56,7 @@ impl Datapath {
     /// Sends frames `indexes` of `rx` out of `out`, runs of one flow's
     /// frames (small UDP datagrams, TCP segments) merged first when `out`
     /// is a veth (not toward a VTEP, whose encapsulation segments only
-    /// TCP, nor a TAP, whose reader may not take GSO). Returns the entries
-    /// of `indexes` sent and how many received frames they carried.
+    /// TCP, nor a TAP, whose reader may not take GSO). Says what went.
     fn send_port(
         &self,
         out: &PortHandle,
@@ -50,36 +64,50 @@ impl Datapath {
         indexes: &mut Vec<usize>,
         shared: u64,
         runs: &mut Vec<Run>,
-    ) -> std::io::Result<(usize, usize)> {
-        let merged = indexes.len() > 1
+    ) -> Tally {
+        let received = indexes.len();
+        let merged = received > 1
             && matches!(out.io, Port::AfPacket(_) | Port::Shared(_))
             && self.merge.load(Ordering::Relaxed)
             && crate::io::coalesce(rx, indexes, shared, runs);
-        let sent = match out.io.send_rx(rx, indexes) {
-            Err(error) if merged && error.raw_os_error() == Some(libc::EINVAL) => {
-                // This kernel takes no UDP GSO frames here: merge no more.
-                if self.merge.swap(false, Ordering::Relaxed) {
-                    tracing::warn!(%error, "a port refused a merged frame; frames are sent one by one from now on");
+        let (entries, error) = match out.io.send_rx(rx, indexes) {
+            Ok(sent) => (sent, None),
+            Err(error) => {
+                if merged && error.raw_os_error() == Some(libc::EINVAL) {
+                    // This kernel takes no UDP GSO frames here (or no
+                    // merged frame at all): merge no more.
+                    if self.merge.swap(false, Ordering::Relaxed) {
+                        tracing::warn!(%error, "a port refused a merged frame; frames are sent one by one from now on");
+                    }
                 }
-                return Err(error);
+                (0, Some(error))
             }
-            other => other?,
         };
         if !merged {
-            return Ok((sent, sent));
+            return Tally {
+                entries,
+                frames: entries,
+                of_all: received,
+                error,
+            };
         }
         let (mut udp, mut tcp) = (0, 0);
-        for run in &runs[..sent] {
-            let extra = u64::from(run.frames - 1);
+        for run in &runs[..entries] {
+            let extra = usize::from(run.frames - 1);
             if run.tcp {
                 tcp += extra;
             } else {
                 udp += extra;
             }
         }
-        self.udp_merged.fetch_add(udp, Ordering::Relaxed);
-        self.tcp_merged.fetch_add(tcp, Ordering::Relaxed);
-        Ok((sent, sent + (udp + tcp) as usize))
+        self.udp_merged.fetch_add(udp as u64, Ordering::Relaxed);
+        self.tcp_merged.fetch_add(tcp as u64, Ordering::Relaxed);
+        Tally {
+            entries,
+            frames: entries + udp + tcp,
+            of_all: received,
+            error,
+        }
     }
 
     /// Sends a frame the core made out of a local port.

@@ -3,8 +3,8 @@
 //! port (`--poll-mode always`), so that frames from other hosts wait for
 //! no wakeup either. Each datagram is classified by the core: delivered
 //! to local ports without simulating it again (from the receive slot, or
-//! gathered or reassembled from pieces), handed to a VTEP port, or state
-//! for the core.
+//! gathered or reassembled from pieces), decided as a VTEP port's frames
+//! (`from_vtep.rs`), or state for the core.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;

@@ -22,11 +22,12 @@ pub struct Workspace {
     pub(super) scratch: Scratch,
 }
 
-/// Workspaces shared by the port tasks. A task borrows one after its port
+/// Workspaces shared by the port tasks (and the poller, and the tunnel's
+/// receivers for frames from VTEPs). A task borrows one after its port
 /// is readable and returns it once the batch is handled, without awaiting
-/// in between, so no more are ever made than tasks run at once (about one
-/// per worker thread). Taking and returning do not allocate once the pool
-/// has grown to that size.
+/// in between, so no more are ever made than batches are handled at once
+/// (about one per thread that handles them). Taking and returning do not
+/// allocate once the pool has grown to that size.
 #[derive(Default)]
 pub(crate) struct WorkspacePool {
     free: Mutex<Vec<Workspace>>,

@@ -211,6 +211,13 @@ impl RxBatch {
         true
     }
 
+    /// The longest frame slot `i` holds (0 past the slots).
+    pub fn room(&self, i: usize) -> usize {
+        self.slots
+            .get(i)
+            .map_or(0, |s| s.len().saturating_sub(VNET_HDR_LEN))
+    }
+
     /// Whether every slot holds a frame.
     pub fn is_full(&self) -> bool {
         self.count == self.slots.len()

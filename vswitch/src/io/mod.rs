@@ -73,7 +73,8 @@ pub trait PortIo {
     /// The interface name.
     fn ifname(&self) -> &str;
 
-    /// Waits until at least one frame can be read.
+    /// Waits until at least one frame can be read (never, for a port
+    /// that does not receive itself: see [`Port::receives`]).
     fn readable(&self) -> impl Future<Output = io::Result<()>> + Send;
 
     /// Waits until the port has room to send.
@@ -232,6 +233,13 @@ impl Port {
     /// (`WouldBlock` if the port is full).
     pub fn try_send(&self, vnet: &VnetHeader, frame: &[u8]) -> io::Result<()> {
         dispatch!(self, p => p.try_send(vnet, frame))
+    }
+
+    /// Whether frames are read from the port itself: not from a port of
+    /// the shared sockets (their receivers read) nor from a VTEP port
+    /// (the tunnel's receivers decide its endpoint's frames).
+    pub fn receives(&self) -> bool {
+        !matches!(self, Port::Shared(_) | Port::Vtep(_))
     }
 
     /// Whether [`Self::try_send_parts`] sends (a veth's socket or a TAP).

@@ -88,6 +88,8 @@ struct Segment {
     size: usize,
     /// TCP: the sequence number (0 for UDP).
     seq: u32,
+    /// IPv4: the identification (0 for IPv6).
+    id: u16,
     /// TCP: PSH is set, so nothing may follow it in a run.
     ends_run: bool,
     /// Its checksums must be verified before it merges.
@@ -177,16 +179,17 @@ fn pseudo_sum(frame: &[u8], ip: &Ip, l4_len: usize) -> u16 {
     checksum::combine(checksum::sum(addresses), rest)
 }
 
-/// Whether the checksums of `seg` (a frame of `frame`) are right, or
-/// need no checking.
+/// Whether the checksums of `seg` (a frame of `frame`) are right: the
+/// IPv4 header's always (a merge rewrites it), the transport one unless
+/// it needs no checking.
 fn checksums_hold(frame: &[u8], seg: &Segment) -> bool {
-    if !seg.verify {
-        return true;
-    }
     let header_ok = seg.ip.v6 || checksum::sum(&frame[ETH..ETH + IP4]) == 0xffff;
+    if !seg.verify || !header_ok {
+        return header_ok;
+    }
     let l4 = &frame[seg.ip.l4..seg.ip.l4 + seg.ip.l4_len];
     let pseudo = pseudo_sum(frame, &seg.ip, seg.ip.l4_len);
-    header_ok && checksum::combine(pseudo, checksum::sum(l4)) == 0xffff
+    checksum::combine(pseudo, checksum::sum(l4)) == 0xffff
 }
 
 /// Merges runs of `which` (indexes of `rx`, in sending order) into the
@@ -207,7 +210,7 @@ pub fn coalesce(
     let mut k = 0;
     while k < which.len() {
         let first = which[k];
-        let head = (shared & bit(first) == 0)
+        let head = mergeable(shared, first)
             .then(|| segment_of(&rx.vnet(first), rx.frame(first)))
             .flatten();
         let mut run = 1;
@@ -232,13 +235,17 @@ pub fn coalesce(
 
 /// How many of `which` (starting with `head`'s frame) merge into one.
 fn run_from(rx: &RxBatch, which: &[usize], shared: u64, head: &Segment) -> usize {
+    let room = rx.room(which[0]).min(ETH + MAX_IP_LEN);
+    // IPv4 without DF: identifications must count up, as the kernel's
+    // segmentation will make them again.
+    let ids_count = !head.ip.v6 && head.key.ip[1] == 0;
     let mut ip_len = head.payload_at - ETH + head.size;
     let mut seq = head.seq.wrapping_add(head.size as u32);
     let mut head_checked = false;
     let mut run = 1;
     while run < which.len() && run < MAX_RUN {
         let next = which[run];
-        let Some(seg) = (shared & bit(next) == 0)
+        let Some(seg) = mergeable(shared, next)
             .then(|| segment_of(&rx.vnet(next), rx.frame(next)))
             .flatten()
         else {
@@ -247,7 +254,8 @@ fn run_from(rx: &RxBatch, which: &[usize], shared: u64, head: &Segment) -> usize
         let fits = seg.key == head.key
             && seg.size <= head.size
             && (head.ip.proto != PROTO_TCP || seg.seq == seq)
-            && ip_len + seg.size <= MAX_IP_LEN;
+            && (!ids_count || seg.id == head.id.wrapping_add(run as u16))
+            && ETH + ip_len + seg.size <= room;
         if !fits {
             break;
         }
@@ -271,14 +279,10 @@ fn run_from(rx: &RxBatch, which: &[usize], shared: u64, head: &Segment) -> usize
     run
 }
 
-/// Frame `i`'s bit in a `shared` mask; frames past the first 64 have
-/// none and count as shared (never merged).
-fn bit(i: usize) -> u64 {
-    if i < 64 {
-        1 << i
-    } else {
-        u64::MAX
-    }
+/// Whether frame `i` may be changed: its bit is clear in the `shared`
+/// mask (frames past the first 64 have none and never merge).
+fn mergeable(shared: u64, i: usize) -> bool {
+    i < 64 && shared & (1 << i) == 0
 }
 
 /// Appends the payloads of `run[1..]` to frame `run[0]` (whose segment is
@@ -289,7 +293,9 @@ fn merge(rx: &mut RxBatch, run: &[usize], head: &Segment) {
     let last = *run.last().unwrap_or(&first);
     let tcp_flags = rx.frame(last).get(head.ip.l4 + 13).copied().unwrap_or(0);
     for &next in &run[1..] {
-        rx.append_from(first, next, head.payload_at);
+        // `run_from` checked the room.
+        let appended = rx.append_from(first, next, head.payload_at);
+        debug_assert!(appended, "a merged run outgrew its slot");
     }
     let frame = rx.frame_mut(first);
     let l4_len = frame.len() - head.ip.l4;

@@ -48,6 +48,7 @@ pub(super) fn segment(frame: &[u8], ip: Ip, mut key: Key, verify: bool) -> Optio
         payload_at: ip.l4 + header_len,
         size: ip.l4_len - header_len,
         seq: u32::from_be_bytes([header[4], header[5], header[6], header[7]]),
+        id: 0, // DF is set: the identification need not follow
         ends_run: flags & PSH != 0,
         verify,
     })

@@ -26,6 +26,10 @@ pub(super) fn segment(frame: &[u8], ip: Ip, mut key: Key, verify: bool) -> Optio
         payload_at: ip.l4 + UDP,
         size: ip.l4_len - UDP,
         seq: 0,
+        id: match ip.v6 {
+            true => 0,
+            false => u16::from_be_bytes([frame[super::ETH + 4], frame[super::ETH + 5]]),
+        },
         ends_run: false,
         verify,
     })
@@ -78,6 +82,7 @@ mod tests {
         f[L4 + 2..L4 + 4].copy_from_slice(&5201u16.to_be_bytes());
         f[L4 + 4..L4 + 6].copy_from_slice(&((UDP + payload.len()) as u16).to_be_bytes());
         f.extend_from_slice(payload);
+        fix_ip(&mut f);
         let vnet = VnetHeader {
             flags: VnetHeader::F_NEEDS_CSUM,
             gso_type: VnetHeader::GSO_NONE,
@@ -87,6 +92,13 @@ mod tests {
             csum_offset: 6,
         };
         (vnet, f)
+    }
+
+    /// Writes the IPv4 header checksum of `f`.
+    fn fix_ip(f: &mut [u8]) {
+        f[ETH + 10..ETH + 12].copy_from_slice(&[0, 0]);
+        let ip_check = checksum::checksum(&f[ETH..L4]);
+        f[ETH + 10..ETH + 12].copy_from_slice(&ip_check.to_be_bytes());
     }
 
     /// Runs of UDP datagrams carrying `frames` each.
@@ -157,6 +169,8 @@ mod tests {
         complete.0.flags = 0; // checksum neither partial nor right
         fragment.1[ETH + 6] = 0x20; // more fragments
         other.1[ETH + 8] = 63; // another TTL
+        fix_ip(&mut fragment.1);
+        fix_ip(&mut other.1);
         let plain = datagram(&[4; 64], 4000);
         let frames = vec![
             plain.clone(),
@@ -181,6 +195,32 @@ mod tests {
         let mut rx = batch(&[plain.clone(), short, plain]);
         let mut which = vec![0, 1, 2];
         assert!(!coalesce(&mut rx, &mut which, 0, &mut runs));
+    }
+
+    #[test]
+    fn ipv4_headers_are_checked_and_identifications_follow_without_df() {
+        // A damaged IPv4 header is never merged (a merge rewrites it).
+        let plain = datagram(&[4; 64], 4000);
+        let mut damaged = plain.clone();
+        damaged.1[ETH + 12] ^= 1;
+        let mut rx = batch(&[plain.clone(), damaged, plain.clone()]);
+        let mut which = vec![0, 1, 2];
+        let mut runs = Vec::new();
+        assert!(!coalesce(&mut rx, &mut which, 0, &mut runs));
+        // Without DF, the kernel's segmentation counts identifications up
+        // from the first: only datagrams whose identifications do merge.
+        let without_df = |id: u16| {
+            let (vnet, mut f) = datagram(&[id as u8; 64], 4000);
+            f[ETH + 6] = 0;
+            f[ETH + 4..ETH + 6].copy_from_slice(&id.to_be_bytes());
+            fix_ip(&mut f);
+            (vnet, f)
+        };
+        let frames: Vec<_> = [7, 8, 9, 20, 21].into_iter().map(without_df).collect();
+        let mut rx = batch(&frames);
+        let mut which: Vec<usize> = (0..5).collect();
+        assert!(coalesce(&mut rx, &mut which, 0, &mut runs));
+        assert_eq!((which, runs), (vec![0, 3], udp_runs(&[3, 2])));
     }
 
     /// The IPv6 twin of [`datagram`].
