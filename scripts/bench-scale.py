@@ -129,13 +129,19 @@ def served(url, n, timeout, log):
     sys.exit(f"bench-scale: the agent served {seen} of {n} ports after {timeout} s")
 
 
-def nsdb_read(url):
-    """The plexus_agent_nsdb_initial_read_* gauges of the agent's /metrics."""
+def metrics_text(url):
+    """The agent's /metrics."""
     u = urllib.parse.urlsplit(url)
     conn = http.client.HTTPConnection(u.hostname, u.port, timeout=10)
     conn.request("GET", u.path)
     text = conn.getresponse().read().decode()
     conn.close()
+    return text
+
+
+def nsdb_read(url):
+    """The plexus_agent_nsdb_initial_read_* gauges of the agent's /metrics."""
+    text = metrics_text(url)
     gauges = {}
     for line in text.splitlines():
         if line.startswith("plexus_agent_nsdb_initial_read_"):
@@ -143,6 +149,21 @@ def nsdb_read(url):
             gauges[name] = value
     names = ("done_timestamp_seconds", "seconds", "records")
     print(" ".join(gauges.get("plexus_agent_nsdb_initial_read_" + n, "nan") for n in names))
+
+
+def builds(url):
+    """Topologies built so far, whole and routes only, with the seconds
+    spent: "whole_n whole_s routes_n routes_s"."""
+    values = {}
+    for line in metrics_text(url).splitlines():
+        if line.startswith("plexus_topology_build"):
+            name, _, value = line.rpartition(" ")
+            values[name] = value
+    out = []
+    for kind in ("whole", "routes"):
+        out.append(values.get(f'plexus_topology_builds_total{{kind="{kind}"}}', "nan"))
+        out.append(values.get(f'plexus_topology_build_seconds_total{{kind="{kind}"}}', "nan"))
+    print(" ".join(out))
 
 
 def enter(path):
@@ -247,6 +268,8 @@ if __name__ == "__main__":
         served(args[0], int(args[1]), float(args[2]), args[3])
     elif cmd == "nsdb-read":
         nsdb_read(args[0])
+    elif cmd == "builds":
+        builds(args[0])
     elif cmd == "flips":
         flips(args[0], int(args[1]))
     else:

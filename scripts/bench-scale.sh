@@ -210,9 +210,12 @@ PY
 )
 read -r started_s read_s first_s last_s <<<"$out"
 
-# --- route changes, with every port served
+# --- route changes, with every port served (and the topologies built
+# meanwhile, from the agent's counters)
+read -r whole_n0 whole_s0 routes_n0 routes_s0 <<<"$(inh python3 "$PY" builds "$metrics")"
 out=$(inh python3 "$PY" flips "$work/state.json" "$CHANGES")
 read -r flip_p50 flip_p99 flip_max api_p50 flip_lost <<<"$out"
+read -r whole_n1 whole_s1 routes_n1 routes_s1 <<<"$(inh python3 "$PY" builds "$metrics")"
 
 # --- stop with every port
 stop_agent; stop_s=$stopped_s
@@ -255,3 +258,10 @@ stop_ok = not stop.startswith(">") and float(stop) <= 2
 print(f"{'stop on SIGTERM with every port':<44}{stop:>10} s   <= 2 s: {yes(stop_ok)}")
 PY
 echo "  the cold start's port opening, as the agent logged it: ${opened:-(not logged)}"
+python3 - "$whole_n0" "$whole_s0" "$routes_n0" "$routes_s0" "$whole_n1" "$whole_s1" "$routes_n1" "$routes_s1" <<'PY'
+import sys
+w0, ws0, r0, rs0, w1, ws1, r1, rs1 = map(float, sys.argv[1:])
+mean = lambda s, n: f"{1000 * s / n:.2f} ms each" if n else "none"
+print(f"  topologies built before the route changes: {w0:.0f} whole ({mean(ws0, w0)}), {r0:.0f} routes only ({mean(rs0, r0)})")
+print(f"  during them: {w1 - w0:.0f} whole ({mean(ws1 - ws0, w1 - w0)}), {r1 - r0:.0f} routes only ({mean(rs1 - rs0, r1 - r0)})")
+PY

@@ -5,7 +5,8 @@
 //! unreachable it keeps the last snapshot in place (forwarding goes on) and
 //! retries with backoff.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -23,6 +24,29 @@ use crate::snapshot::Topology;
 #[derive(Default)]
 pub struct SharedTopology {
     current: ArcSwap<Topology>,
+    /// Topologies built, and the microseconds spent building them: whole
+    /// builds, then those that only built route tables again.
+    builds: [AtomicU64; 2],
+    build_micros: [AtomicU64; 2],
+}
+
+/// How a topology was built from the one before.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BuildKind {
+    /// From every record.
+    Whole,
+    /// Only some routers' route tables again, the rest shared.
+    Routes,
+}
+
+impl BuildKind {
+    /// Its name in metrics.
+    pub fn name(self) -> &'static str {
+        match self {
+            BuildKind::Whole => "whole",
+            BuildKind::Routes => "routes",
+        }
+    }
 }
 
 impl SharedTopology {
@@ -35,6 +59,19 @@ impl SharedTopology {
     /// without touching its shared reference count.
     pub fn borrow(&self) -> arc_swap::Guard<Arc<Topology>> {
         self.current.load()
+    }
+
+    /// Topologies built of `kind`, and the seconds spent building them.
+    pub fn builds(&self, kind: BuildKind) -> (u64, f64) {
+        let k = kind as usize;
+        let micros = self.build_micros[k].load(Ordering::Relaxed);
+        (self.builds[k].load(Ordering::Relaxed), micros as f64 / 1e6)
+    }
+
+    fn count_build(&self, kind: BuildKind, took: Duration) {
+        let k = kind as usize;
+        self.builds[k].fetch_add(1, Ordering::Relaxed);
+        self.build_micros[k].fetch_add(took.as_micros() as u64, Ordering::Relaxed);
     }
 
     /// Puts `topology` in force as the next generation; returns it.
@@ -132,7 +169,7 @@ pub async fn run_feed(
             .collect();
         let mut revision = snapshot.revision;
         let building = Instant::now();
-        let (generation, _) = publish(&shared, revision, &records);
+        let (generation, _) = publish(&shared, revision, &records, &Changes::everything());
         tracing::info!(
             generation,
             elapsed_ms = building.elapsed().as_millis() as u64,
@@ -164,8 +201,9 @@ pub async fn run_feed(
                     events,
                 }) => {
                     let mut tags = Vec::new();
+                    let mut changes = Changes::default();
                     for event in events {
-                        apply_event(&mut records, event, &mut tags);
+                        apply_event(&mut records, event, &mut tags, &mut changes);
                     }
                     revision = rev;
                     // The commits that came in meanwhile go into the same
@@ -181,11 +219,11 @@ pub async fn run_feed(
                             break;
                         };
                         for event in events {
-                            apply_event(&mut records, event, &mut tags);
+                            apply_event(&mut records, event, &mut tags, &mut changes);
                         }
                         revision = rev;
                     }
-                    let (generation, changed) = publish(&shared, revision, &records);
+                    let (generation, changed) = publish(&shared, revision, &records, &changes);
                     tags.extend(changed);
                     let _ = invalidations.send(Invalidation { generation, tags });
                     let _ = applied.send(revision);
@@ -204,26 +242,59 @@ pub async fn run_feed(
     }
 }
 
+/// What the events since the last topology changed: anything but
+/// routes, or only the routes of these routers.
+#[derive(Debug, Default)]
+struct Changes {
+    everything: bool,
+    routers: HashSet<Uuid>,
+}
+
+impl Changes {
+    /// Anything may have changed: a whole build.
+    fn everything() -> Changes {
+        Changes {
+            everything: true,
+            routers: HashSet::new(),
+        }
+    }
+
+    /// Notes a record put or deleted.
+    fn note(&mut self, record: &Record) {
+        match record {
+            Record::Route(route) => {
+                self.routers.insert(route.router_id);
+            }
+            _ => self.everything = true,
+        }
+    }
+}
+
 fn apply_event(
     records: &mut HashMap<(Kind, Uuid), Record>,
     event: ObjectEvent,
     tags: &mut Vec<Tag>,
+    changes: &mut Changes,
 ) {
     match event {
         ObjectEvent::Put(record) => {
             tags.extend(tags_of(&record));
+            changes.note(&record);
             if let Some(old) = records.insert((record.kind(), record.id()), record) {
                 tags.extend(tags_of(&old));
+                changes.note(&old);
             }
         }
         ObjectEvent::Deleted { kind, id } => {
             if let Some(old) = records.remove(&(kind, id)) {
                 tags.extend(tags_of(&old));
+                changes.note(&old);
             }
         }
         ObjectEvent::HostLiveness { host_id, alive } => {
             if let Some(Record::Host(host)) = records.get_mut(&(Kind::Host, host_id)) {
                 host.alive = alive;
+                changes.everything = true;
             }
         }
         ObjectEvent::Undecodable { key, reason } => {
@@ -253,18 +324,28 @@ pub(crate) fn changed_groups(before: &Topology, after: &Topology) -> Vec<Tag> {
     tags
 }
 
-/// Builds and swaps in the topology; returns its generation, and the
-/// devices whose connection tracking turned on or off and the groups whose
-/// members changed (a label change moves ports in and out of selector
-/// groups): their flows must be decided again.
+/// Builds and swaps in the topology (whole, or only the route tables of
+/// the routers whose routes alone changed); returns its generation, and
+/// the devices whose connection tracking turned on or off and the groups
+/// whose members changed (a label change moves ports in and out of
+/// selector groups): their flows must be decided again.
 fn publish(
     shared: &SharedTopology,
     revision: nsdb::Revision,
     records: &HashMap<(Kind, Uuid), Record>,
+    changes: &Changes,
 ) -> (u64, Vec<Tag>) {
-    let list: Vec<Record> = records.values().cloned().collect();
-    let topology = Topology::build(revision, &list);
+    let started = Instant::now();
+    let list: Vec<&Record> = records.values().collect();
     let before = shared.load();
+    if !changes.everything {
+        // Routes change no chain, group or port: nothing else to compare.
+        let topology = before.with_routes(revision, &list, &changes.routers);
+        shared.count_build(BuildKind::Routes, started.elapsed());
+        return (shared.store(topology), Vec::new());
+    }
+    let topology = Topology::build_from(revision, &list);
+    shared.count_build(BuildKind::Whole, started.elapsed());
     let mut changed: Vec<Tag> = before
         .stateful
         .symmetric_difference(&topology.stateful)

@@ -4,6 +4,7 @@ use std::fmt::Write;
 use std::sync::atomic::Ordering;
 
 use super::Datapath;
+use crate::feed::BuildKind;
 use crate::io::PortIo;
 
 impl Datapath {
@@ -110,6 +111,17 @@ impl Datapath {
              plexus_udp_datagrams_merged_total {}",
             self.udp_merged.load(Ordering::Relaxed)
         );
+        let _ = writeln!(out, "# TYPE plexus_topology_builds_total counter");
+        let _ = writeln!(out, "# TYPE plexus_topology_build_seconds_total counter");
+        for kind in [BuildKind::Whole, BuildKind::Routes] {
+            let (builds, seconds) = self.topology.builds(kind);
+            let name = kind.name();
+            let _ = writeln!(
+                out,
+                "plexus_topology_builds_total{{kind=\"{name}\"}} {builds}\n\
+                 plexus_topology_build_seconds_total{{kind=\"{name}\"}} {seconds:.6}"
+            );
+        }
         let _ = writeln!(
             out,
             "# TYPE plexus_tcp_segments_merged_total counter\n\

@@ -13,6 +13,8 @@ use super::*;
 mod ageing;
 #[path = "tests_fragments.rs"]
 mod fragments;
+#[path = "tests_incremental.rs"]
+mod incremental;
 #[path = "tests_ipv6.rs"]
 mod ipv6;
 #[path = "tests_ipv6_router.rs"]

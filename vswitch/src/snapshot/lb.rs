@@ -81,7 +81,7 @@ impl Topology {
     /// Indexes load balancers by router; a router with one tracks
     /// connections, and bridges linked to it answer ARP for VIP addresses
     /// inside their subnet with the router port's MAC.
-    pub(super) fn index_load_balancers(&mut self, records: &[Record]) {
+    pub(super) fn index_load_balancers(&mut self, records: &[&Record]) {
         let mut routers: HashMap<Uuid, (Uuid, bool)> = HashMap::new();
         let mut pools = HashMap::new();
         let mut members: HashMap<Uuid, Vec<MemberInfo>> = HashMap::new();

@@ -19,6 +19,8 @@ pub use tunnel::{KeyTarget, TunnelIndex};
 
 use std::collections::{HashMap, HashSet};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::ops::{Deref, DerefMut};
+use std::sync::Arc;
 
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 use nsdb::{DeviceType, Record, Revision, RouteKind};
@@ -117,7 +119,11 @@ pub struct RouterInfo {
     pub chains: (Option<Uuid>, Option<Uuid>),
 }
 
-/// One consistent view of the virtual topology.
+/// One consistent view of the virtual topology: its routers, and the rest
+/// in a [`TopologyBase`] that snapshots share (an `Arc`, copied only when
+/// changed), so a change of routes alone builds only the routers' tables
+/// again ([`Topology::with_routes`]). The base's fields read as the
+/// topology's own (`Deref`).
 #[derive(Debug, Clone, Default)]
 pub struct Topology {
     /// The NSDB revision it was built from.
@@ -126,12 +132,19 @@ pub struct Topology {
     /// into force): flows decided on an older one are not cached once a
     /// newer one's invalidations were applied.
     pub generation: u64,
+    /// Routers by id.
+    pub routers: HashMap<Uuid, RouterInfo>,
+    /// Everything else.
+    base: Arc<TopologyBase>,
+}
+
+/// The part of a [`Topology`] that a change of routes leaves as it is.
+#[derive(Debug, Clone, Default)]
+pub struct TopologyBase {
     /// Ports by id.
     pub ports: HashMap<Uuid, PortInfo>,
     /// Bridges by id.
     pub bridges: HashMap<Uuid, BridgeInfo>,
-    /// Routers by id.
-    pub routers: HashMap<Uuid, RouterInfo>,
     /// Hosts by id: tunnel address and liveness.
     pub hosts: HashMap<Uuid, (IpAddr, bool)>,
     /// Chains by id, with their rules in order.
@@ -150,6 +163,22 @@ pub struct Topology {
     pub load_balancers: HashMap<Uuid, LbInfo>,
     /// Enabled health monitors, by the pool they probe.
     pub monitors: HashMap<Uuid, nsdb::HealthMonitor>,
+}
+
+impl Deref for Topology {
+    type Target = TopologyBase;
+
+    /// The shared part.
+    fn deref(&self) -> &TopologyBase {
+        &self.base
+    }
+}
+
+impl DerefMut for Topology {
+    /// The shared part, copied first if another snapshot shares it.
+    fn deref_mut(&mut self) -> &mut TopologyBase {
+        Arc::make_mut(&mut self.base)
+    }
 }
 
 fn v4(net: IpNet) -> Option<Ipv4Net> {
@@ -252,6 +281,12 @@ fn configured<N: Prefix>(
 impl Topology {
     /// Builds the snapshot of `records` (all records at `revision`).
     pub fn build(revision: Revision, records: &[Record]) -> Topology {
+        let records: Vec<&Record> = records.iter().collect();
+        Self::build_from(revision, &records)
+    }
+
+    /// [`Topology::build`] from references to the records.
+    pub fn build_from(revision: Revision, records: &[&Record]) -> Topology {
         let mut topo = Topology {
             revision,
             ..Topology::default()
@@ -326,7 +361,7 @@ impl Topology {
             }
         }
         topo.index_ports();
-        topo.index_routes(records);
+        topo.index_routes(records, None);
         topo.index_policy(records);
         topo.index_load_balancers(records);
         topo.index_tunnel(records);
@@ -334,18 +369,24 @@ impl Topology {
     }
 
     fn index_ports(&mut self) {
-        let mut ports: Vec<&PortInfo> = self.ports.values().collect();
+        let Topology { routers, base, .. } = self;
+        let TopologyBase {
+            ports: all,
+            bridges,
+            ..
+        } = Arc::make_mut(base);
+        let mut ports: Vec<&PortInfo> = all.values().collect();
         ports.sort_by_key(|p| p.id);
         for port in ports {
             match port.device {
                 Device::Bridge(bridge) => {
-                    let Some(info) = self.bridges.get_mut(&bridge) else {
+                    let Some(info) = bridges.get_mut(&bridge) else {
                         continue;
                     };
                     info.ports.push(port.id);
                     // The workload behind an exterior port owns the port's MAC;
                     // behind an interior port sits the peer router port.
-                    let peer = port.peer.and_then(|p| self.ports.get(&p));
+                    let peer = port.peer.and_then(|p| all.get(&p));
                     match peer {
                         Some(router_port) => {
                             info.static_macs.insert(router_port.mac, port.id);
@@ -377,7 +418,7 @@ impl Topology {
                     }
                 }
                 Device::Router(router) => {
-                    let Some(info) = self.routers.get_mut(&router) else {
+                    let Some(info) = routers.get_mut(&router) else {
                         continue;
                     };
                     info.ports.push(port.id);
@@ -393,10 +434,23 @@ impl Topology {
         }
     }
 
-    fn index_routes(&mut self, records: &[Record]) {
+    /// Builds the route tables of every router, or only of the routers in
+    /// `only` (the others keep theirs), from their ports' networks and the
+    /// routes among `records`.
+    fn index_routes(&mut self, records: &[&Record], only: Option<&HashSet<Uuid>>) {
         let mut tables: HashMap<Uuid, Vec<RouteEntry>> = HashMap::new();
         let mut tables6: HashMap<Uuid, Vec<RouteEntry<Ipv6Net>>> = HashMap::new();
-        for port in self.ports.values() {
+        let ports: Vec<&PortInfo> = match only {
+            None => self.ports.values().collect(),
+            Some(routers) => routers
+                .iter()
+                .filter_map(|r| self.routers.get(r))
+                .flat_map(|info| &info.ports)
+                .filter_map(|id| self.ports.get(id))
+                .collect(),
+        };
+        let wanted = |router: &Uuid| only.is_none_or(|routers| routers.contains(router));
+        for port in ports {
             let Device::Router(router) = port.device else {
                 continue;
             };
@@ -415,6 +469,9 @@ impl Topology {
         }
         for record in records {
             let Record::Route(r) = record else { continue };
+            if !wanted(&r.router_id) {
+                continue;
+            }
             match (r.dst, r.next_hop_gateway) {
                 (IpNet::V4(dst), None | Some(IpAddr::V4(_))) => {
                     let gateway = match r.next_hop_gateway {
@@ -443,6 +500,13 @@ impl Topology {
                 _ => {}
             }
         }
+        if let Some(routers) = only {
+            // A router whose last route went away has an empty table.
+            for router in routers {
+                tables.entry(*router).or_default();
+                tables6.entry(*router).or_default();
+            }
+        }
         for (router, entries) in tables {
             if let Some(info) = self.routers.get_mut(&router) {
                 info.routes = RouteTable::new(entries);
@@ -453,6 +517,26 @@ impl Topology {
                 info.routes6 = RouteTable::new(entries);
             }
         }
+    }
+
+    /// This topology at `revision` with the route tables of `routers`
+    /// built again from `records` (every record at `revision`): what
+    /// [`Topology::build_from`] makes of them when nothing but routes of
+    /// those routers changed. Everything else is shared, not copied.
+    pub fn with_routes(
+        &self,
+        revision: Revision,
+        records: &[&Record],
+        routers: &HashSet<Uuid>,
+    ) -> Topology {
+        let mut topo = Topology {
+            revision,
+            generation: 0,
+            routers: self.routers.clone(),
+            base: self.base.clone(),
+        };
+        topo.index_routes(records, Some(routers));
+        topo
     }
 
     /// The port bound to `interface` on `host`, if any.

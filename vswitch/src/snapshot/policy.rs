@@ -21,7 +21,7 @@ pub struct ChainInfo {
 impl Topology {
     /// Indexes chains, rules and groups, and marks the devices whose
     /// chains (their own or their ports') need connection tracking.
-    pub(super) fn index_policy(&mut self, records: &[Record]) {
+    pub(super) fn index_policy(&mut self, records: &[&Record]) {
         let labelled = labelled_ports(records);
         for record in records {
             match record {
@@ -136,7 +136,7 @@ struct Labelled<'a> {
 }
 
 /// Every port whose device is known, with its device's tenant.
-fn labelled_ports(records: &[Record]) -> Vec<Labelled<'_>> {
+fn labelled_ports<'a>(records: &[&'a Record]) -> Vec<Labelled<'a>> {
     let tenants: HashMap<Uuid, Uuid> = records
         .iter()
         .filter_map(|r| match r {

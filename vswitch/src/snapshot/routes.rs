@@ -116,7 +116,8 @@ impl<N: Prefix> Default for RouteTable<N> {
 }
 
 impl<N: Prefix> RouteTable<N> {
-    /// Builds a table from unsorted entries.
+    /// Builds a table from unsorted entries (the order they come in does
+    /// not matter).
     pub fn new(mut entries: Vec<RouteEntry<N>>) -> RouteTable<N> {
         entries.sort_by(|a, b| {
             b.dst
@@ -125,6 +126,13 @@ impl<N: Prefix> RouteTable<N> {
                 .then(b.src.length().cmp(&a.src.length()))
                 .then(a.weight.cmp(&b.weight))
                 .then(a.id.cmp(&b.id))
+                // Connected networks (no id): by port, then network, so
+                // that a table is the same however its entries came.
+                .then(a.port.cmp(&b.port))
+                .then_with(|| {
+                    let net = |e: &RouteEntry<N>| N::bits(e.dst.net(), e.dst.length());
+                    net(a).cmp(&net(b))
+                })
         });
         let mut lengths: Vec<u8> = entries.iter().map(|e| e.dst.length()).collect();
         lengths.dedup();

@@ -35,7 +35,7 @@ pub struct TunnelIndex {
 }
 
 impl Topology {
-    pub(super) fn index_tunnel(&mut self, records: &[Record]) {
+    pub(super) fn index_tunnel(&mut self, records: &[&Record]) {
         let mut index = TunnelIndex::default();
         for record in records {
             match record {

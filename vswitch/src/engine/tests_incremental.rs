@@ -1,0 +1,170 @@
+//! A topology whose routes alone changed, built incrementally
+//! (`Topology::with_routes`), equals the whole build of the same records,
+//! through a chain of changes, and shares everything but the routers.
+
+use std::collections::HashSet;
+
+use super::*;
+use crate::snapshot::TopologyBase;
+
+const ROUTER2: Uuid = Uuid::from_u128(0x50);
+const RP_C: Uuid = Uuid::from_u128(0x51); // router 2's port, 10.0.3.1/24
+
+/// The engine tests' topology, router A's first port also on
+/// fd00:1::/64, and a second router with one port.
+fn start() -> Vec<Record> {
+    let mut recs = records(Vec::new());
+    for record in &mut recs {
+        if let Record::Port(p) = record {
+            if p.id == RP_A {
+                p.extra_addresses.push("fd00:1::1/64".parse().unwrap());
+            }
+        }
+    }
+    let Some(Record::Router(first)) = recs.iter().find(|r| matches!(r, Record::Router(_))) else {
+        unreachable!("the engine tests' records hold a router");
+    };
+    let mut second = first.clone();
+    second.id = ROUTER2;
+    recs.push(Record::Router(second));
+    recs.push(Record::Port(port(
+        RP_C,
+        ROUTER2,
+        DeviceType::Router,
+        0xc1,
+        Some("10.0.3.1/24"),
+    )));
+    recs
+}
+
+/// Puts `route` (replacing one of the same id), noting its router and the
+/// router of the one it replaced.
+fn put(recs: &mut Vec<Record>, changed: &mut HashSet<Uuid>, route: Route) {
+    remove(recs, changed, route.id);
+    changed.insert(route.router_id);
+    recs.push(Record::Route(route));
+}
+
+/// Deletes route `id`, noting its router.
+fn remove(recs: &mut Vec<Record>, changed: &mut HashSet<Uuid>, id: Uuid) {
+    recs.retain(|r| match r {
+        Record::Route(old) if old.id == id => {
+            changed.insert(old.router_id);
+            false
+        }
+        _ => true,
+    });
+}
+
+/// Every router's tables, both families, in a comparable form.
+fn tables(topo: &Topology) -> Vec<(Uuid, String, String)> {
+    let mut out: Vec<_> = topo
+        .routers
+        .iter()
+        .map(|(id, r)| {
+            let v4 = format!("{:?}", r.routes.entries());
+            let v6 = format!("{:?}", r.routes6.entries());
+            (*id, v4, v6)
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+#[test]
+fn route_changes_built_incrementally_equal_the_whole_build() {
+    let mut recs = start();
+    let mut before = Topology::build(1, &recs);
+    let gateway = |id, dst, gw| route(id, dst, None, Some(gw), RouteKind::Normal);
+    type Step = Box<dyn Fn(&mut Vec<Record>, &mut HashSet<Uuid>)>;
+    let steps: Vec<(&str, Step)> = vec![
+        (
+            "a route added",
+            Box::new(move |r, c| put(r, c, gateway(0x901, "10.9.0.0/16", "10.0.2.5"))),
+        ),
+        (
+            "an IPv6 route added",
+            Box::new(|r, c| {
+                let mut v6 = route(0x902, "fd00:9::/48", Some(RP_A), None, RouteKind::Normal);
+                v6.src = "::/0".parse().unwrap();
+                put(r, c, v6)
+            }),
+        ),
+        (
+            "a gateway changed",
+            Box::new(move |r, c| put(r, c, gateway(0x901, "10.9.0.0/16", "10.0.1.7"))),
+        ),
+        (
+            "a route on the second router",
+            Box::new(|r, c| {
+                let mut other = route(
+                    0x903,
+                    "0.0.0.0/0",
+                    None,
+                    Some("10.0.3.9"),
+                    RouteKind::Normal,
+                );
+                other.router_id = ROUTER2;
+                put(r, c, other)
+            }),
+        ),
+        (
+            "a route moved to the second router",
+            Box::new(|r, c| {
+                let mut moved = route(
+                    0x901,
+                    "10.9.0.0/16",
+                    None,
+                    Some("10.0.3.7"),
+                    RouteKind::Normal,
+                );
+                moved.router_id = ROUTER2;
+                put(r, c, moved)
+            }),
+        ),
+        (
+            "a blackhole and a reject",
+            Box::new(|r, c| {
+                put(
+                    r,
+                    c,
+                    route(0x904, "192.0.2.0/24", None, None, RouteKind::Blackhole),
+                );
+                put(
+                    r,
+                    c,
+                    route(0x905, "198.51.100.0/24", None, None, RouteKind::Reject),
+                );
+            }),
+        ),
+        (
+            "every route deleted",
+            Box::new(|r, c| {
+                for id in [0x901, 0x902, 0x903, 0x904, 0x905] {
+                    remove(r, c, Uuid::from_u128(id));
+                }
+            }),
+        ),
+    ];
+    for (revision, (what, step)) in (2..).zip(steps) {
+        let mut changed = HashSet::new();
+        step(&mut recs, &mut changed);
+        let refs: Vec<&Record> = recs.iter().collect();
+        let incremental = before.with_routes(revision, &refs, &changed);
+        let whole = Topology::build(revision, &recs);
+        assert_eq!(tables(&incremental), tables(&whole), "{what}");
+        assert_eq!(incremental.revision, revision);
+        // Nothing but the routers was built again.
+        let base = |t: &Topology| -> *const TopologyBase { &**t };
+        assert_eq!(
+            base(&incremental),
+            base(&before),
+            "{what}: the base is shared"
+        );
+        assert_eq!(incremental.ports, whole.ports);
+        before = incremental;
+    }
+    // The chain ended where it began: the routers' own networks only.
+    let connected = tables(&before);
+    assert_eq!(connected, tables(&Topology::build(9, &start())));
+}
