@@ -245,14 +245,14 @@ pub async fn run_feed(
 /// What the events since the last topology changed: anything but
 /// routes, or only the routes of these routers.
 #[derive(Debug, Default)]
-struct Changes {
+pub(crate) struct Changes {
     everything: bool,
     routers: HashSet<Uuid>,
 }
 
 impl Changes {
     /// Anything may have changed: a whole build.
-    fn everything() -> Changes {
+    pub(crate) fn everything() -> Changes {
         Changes {
             everything: true,
             routers: HashSet::new(),
@@ -270,7 +270,9 @@ impl Changes {
     }
 }
 
-fn apply_event(
+/// Applies one watch event to `records`, noting what it invalidates in
+/// `tags` and what it changed in `changes`.
+pub(crate) fn apply_event(
     records: &mut HashMap<(Kind, Uuid), Record>,
     event: ObjectEvent,
     tags: &mut Vec<Tag>,
@@ -293,8 +295,10 @@ fn apply_event(
         }
         ObjectEvent::HostLiveness { host_id, alive } => {
             if let Some(Record::Host(host)) = records.get_mut(&(Kind::Host, host_id)) {
-                host.alive = alive;
-                changes.everything = true;
+                if host.alive != alive {
+                    host.alive = alive;
+                    changes.everything = true;
+                }
             }
         }
         ObjectEvent::Undecodable { key, reason } => {
@@ -329,7 +333,7 @@ pub(crate) fn changed_groups(before: &Topology, after: &Topology) -> Vec<Tag> {
 /// the devices whose connection tracking turned on or off and the groups
 /// whose members changed (a label change moves ports in and out of
 /// selector groups): their flows must be decided again.
-fn publish(
+pub(crate) fn publish(
     shared: &SharedTopology,
     revision: nsdb::Revision,
     records: &HashMap<(Kind, Uuid), Record>,

@@ -111,15 +111,23 @@ impl Datapath {
              plexus_udp_datagrams_merged_total {}",
             self.udp_merged.load(Ordering::Relaxed)
         );
+        let kinds = [BuildKind::Whole, BuildKind::Routes];
         let _ = writeln!(out, "# TYPE plexus_topology_builds_total counter");
-        let _ = writeln!(out, "# TYPE plexus_topology_build_seconds_total counter");
-        for kind in [BuildKind::Whole, BuildKind::Routes] {
-            let (builds, seconds) = self.topology.builds(kind);
+        for kind in kinds {
+            let (builds, _) = self.topology.builds(kind);
             let name = kind.name();
             let _ = writeln!(
                 out,
-                "plexus_topology_builds_total{{kind=\"{name}\"}} {builds}\n\
-                 plexus_topology_build_seconds_total{{kind=\"{name}\"}} {seconds:.6}"
+                "plexus_topology_builds_total{{kind=\"{name}\"}} {builds}"
+            );
+        }
+        let _ = writeln!(out, "# TYPE plexus_topology_build_seconds_total counter");
+        for kind in kinds {
+            let (_, seconds) = self.topology.builds(kind);
+            let name = kind.name();
+            let _ = writeln!(
+                out,
+                "plexus_topology_build_seconds_total{{kind=\"{name}\"}} {seconds:.6}"
             );
         }
         let _ = writeln!(

@@ -2,7 +2,7 @@
 //! (`Topology::with_routes`), equals the whole build of the same records,
 //! through a chain of changes, and shares everything but the routers.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
 use super::*;
 use crate::snapshot::TopologyBase;
@@ -162,9 +162,111 @@ fn route_changes_built_incrementally_equal_the_whole_build() {
             "{what}: the base is shared"
         );
         assert_eq!(incremental.ports, whole.ports);
+        for (id, router) in &incremental.routers {
+            let kept = std::sync::Arc::ptr_eq(router, &before.routers[id]);
+            assert_eq!(kept, !changed.contains(id), "{what}: router {id} shared");
+        }
         before = incremental;
     }
     // The chain ended where it began: the routers' own networks only.
     let connected = tables(&before);
     assert_eq!(connected, tables(&Topology::build(9, &start())));
+}
+
+/// The feed's side: events applied as the watch delivers them, the
+/// topology published, against a whole build of the same records; and
+/// which kind of build each batch took.
+#[test]
+fn the_feed_builds_routes_alone_only_when_only_routes_changed() {
+    use crate::feed::{apply_event, publish, BuildKind, Changes, SharedTopology};
+    use nsdb::{Kind, ObjectEvent};
+
+    let mut records: HashMap<(Kind, Uuid), Record> = start()
+        .into_iter()
+        .map(|r| ((r.kind(), r.id()), r))
+        .collect();
+    let shared = SharedTopology::default();
+    publish(&shared, 1, &records, &Changes::everything());
+    let mut ipv6 = route(0x902, "fd00:9::/48", Some(RP_A), None, RouteKind::Normal);
+    ipv6.src = "::/0".parse().unwrap();
+    let mut moved = route(
+        0x901,
+        "10.9.0.0/16",
+        None,
+        Some("10.0.3.7"),
+        RouteKind::Normal,
+    );
+    moved.router_id = ROUTER2;
+    let mut relabelled = port(RP_C, ROUTER2, DeviceType::Router, 0xc1, Some("10.0.4.1/24"));
+    relabelled.revision = 2;
+    let put = |r: Route| ObjectEvent::Put(Record::Route(r));
+    let batches: Vec<(&str, Vec<ObjectEvent>, BuildKind)> = vec![
+        (
+            "a route added",
+            vec![put(route(
+                0x901,
+                "10.9.0.0/16",
+                None,
+                Some("10.0.2.5"),
+                RouteKind::Normal,
+            ))],
+            BuildKind::Routes,
+        ),
+        ("an IPv6 route", vec![put(ipv6)], BuildKind::Routes),
+        (
+            "a route moved to the second router",
+            vec![put(moved)],
+            BuildKind::Routes,
+        ),
+        (
+            "a route and a port's address in one batch",
+            vec![
+                put(route(
+                    0x904,
+                    "192.0.2.0/24",
+                    None,
+                    None,
+                    RouteKind::Blackhole,
+                )),
+                ObjectEvent::Put(Record::Port(relabelled)),
+            ],
+            BuildKind::Whole,
+        ),
+        (
+            "routes deleted",
+            [0x901, 0x902, 0x904]
+                .into_iter()
+                .map(|id| ObjectEvent::Deleted {
+                    kind: Kind::Route,
+                    id: Uuid::from_u128(id),
+                })
+                .collect(),
+            BuildKind::Routes,
+        ),
+    ];
+    for (revision, (what, events, kind)) in (2..).zip(batches) {
+        let before = [BuildKind::Whole, BuildKind::Routes].map(|k| shared.builds(k).0);
+        let mut tags = Vec::new();
+        let mut changes = Changes::default();
+        for event in events {
+            apply_event(&mut records, event, &mut tags, &mut changes);
+        }
+        publish(&shared, revision, &records, &changes);
+        let after = [BuildKind::Whole, BuildKind::Routes].map(|k| shared.builds(k).0);
+        let built = if after[0] > before[0] {
+            BuildKind::Whole
+        } else {
+            BuildKind::Routes
+        };
+        assert_eq!(
+            (built, after[0] + after[1]),
+            (kind, before[0] + before[1] + 1),
+            "{what}"
+        );
+        let list: Vec<&Record> = records.values().collect();
+        let whole = Topology::build_from(revision, &list);
+        let published = shared.load();
+        assert_eq!(tables(&published), tables(&whole), "{what}");
+        assert_eq!(published.revision, revision);
+    }
 }

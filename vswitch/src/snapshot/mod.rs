@@ -132,8 +132,8 @@ pub struct Topology {
     /// into force): flows decided on an older one are not cached once a
     /// newer one's invalidations were applied.
     pub generation: u64,
-    /// Routers by id.
-    pub routers: HashMap<Uuid, RouterInfo>,
+    /// Routers by id (each shared until it changes).
+    pub routers: HashMap<Uuid, Arc<RouterInfo>>,
     /// Everything else.
     base: Arc<TopologyBase>,
 }
@@ -306,11 +306,11 @@ impl Topology {
                 Record::Router(r) => {
                     topo.routers.insert(
                         r.id,
-                        RouterInfo {
+                        Arc::new(RouterInfo {
                             admin_up: r.admin_state_up,
                             chains: (r.inbound_chain_id, r.outbound_chain_id),
                             ..RouterInfo::default()
-                        },
+                        }),
                     );
                 }
                 Record::Host(h) => {
@@ -418,7 +418,7 @@ impl Topology {
                     }
                 }
                 Device::Router(router) => {
-                    let Some(info) = routers.get_mut(&router) else {
+                    let Some(info) = routers.get_mut(&router).map(Arc::make_mut) else {
                         continue;
                     };
                     info.ports.push(port.id);
@@ -508,12 +508,12 @@ impl Topology {
             }
         }
         for (router, entries) in tables {
-            if let Some(info) = self.routers.get_mut(&router) {
+            if let Some(info) = self.routers.get_mut(&router).map(Arc::make_mut) {
                 info.routes = RouteTable::new(entries);
             }
         }
         for (router, entries) in tables6 {
-            if let Some(info) = self.routers.get_mut(&router) {
+            if let Some(info) = self.routers.get_mut(&router).map(Arc::make_mut) {
                 info.routes6 = RouteTable::new(entries);
             }
         }
@@ -522,7 +522,8 @@ impl Topology {
     /// This topology at `revision` with the route tables of `routers`
     /// built again from `records` (every record at `revision`): what
     /// [`Topology::build_from`] makes of them when nothing but routes of
-    /// those routers changed. Everything else is shared, not copied.
+    /// those routers changed. Everything else, the other routers
+    /// included, is shared, not copied.
     pub fn with_routes(
         &self,
         revision: Revision,

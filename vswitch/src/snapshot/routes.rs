@@ -96,7 +96,8 @@ pub struct RouteEntry<N: Prefix = Ipv4Net> {
 #[derive(Debug, Clone)]
 pub struct RouteTable<N: Prefix = Ipv4Net> {
     /// Sorted by destination prefix length, longest first, then source
-    /// prefix length, longest first, then weight.
+    /// prefix length, longest first, then weight, then id (connected
+    /// networks, which have none, first), then port, then network.
     entries: Vec<RouteEntry<N>>,
     /// The destination prefix lengths in use, longest first.
     lengths: Vec<u8>,
