@@ -56,6 +56,26 @@ fn remove(recs: &mut Vec<Record>, changed: &mut HashSet<Uuid>, id: Uuid) {
     });
 }
 
+/// Route 0x902: fd00:9::/48 out of router A's first port.
+fn ipv6_route() -> Route {
+    let mut v6 = route(0x902, "fd00:9::/48", Some(RP_A), None, RouteKind::Normal);
+    v6.src = "::/0".parse().unwrap();
+    v6
+}
+
+/// Route 0x901 on the second router, via 10.0.3.7.
+fn moved_route() -> Route {
+    let mut moved = route(
+        0x901,
+        "10.9.0.0/16",
+        None,
+        Some("10.0.3.7"),
+        RouteKind::Normal,
+    );
+    moved.router_id = ROUTER2;
+    moved
+}
+
 /// Every router's tables, both families, in a comparable form.
 fn tables(topo: &Topology) -> Vec<(Uuid, String, String)> {
     let mut out: Vec<_> = topo
@@ -84,11 +104,7 @@ fn route_changes_built_incrementally_equal_the_whole_build() {
         ),
         (
             "an IPv6 route added",
-            Box::new(|r, c| {
-                let mut v6 = route(0x902, "fd00:9::/48", Some(RP_A), None, RouteKind::Normal);
-                v6.src = "::/0".parse().unwrap();
-                put(r, c, v6)
-            }),
+            Box::new(|r, c| put(r, c, ipv6_route())),
         ),
         (
             "a gateway changed",
@@ -110,17 +126,7 @@ fn route_changes_built_incrementally_equal_the_whole_build() {
         ),
         (
             "a route moved to the second router",
-            Box::new(|r, c| {
-                let mut moved = route(
-                    0x901,
-                    "10.9.0.0/16",
-                    None,
-                    Some("10.0.3.7"),
-                    RouteKind::Normal,
-                );
-                moved.router_id = ROUTER2;
-                put(r, c, moved)
-            }),
+            Box::new(|r, c| put(r, c, moved_route())),
         ),
         (
             "a blackhole and a reject",
@@ -187,16 +193,6 @@ fn the_feed_builds_routes_alone_only_when_only_routes_changed() {
         .collect();
     let shared = SharedTopology::default();
     publish(&shared, 1, &records, &Changes::everything());
-    let mut ipv6 = route(0x902, "fd00:9::/48", Some(RP_A), None, RouteKind::Normal);
-    ipv6.src = "::/0".parse().unwrap();
-    let mut moved = route(
-        0x901,
-        "10.9.0.0/16",
-        None,
-        Some("10.0.3.7"),
-        RouteKind::Normal,
-    );
-    moved.router_id = ROUTER2;
     let mut relabelled = port(RP_C, ROUTER2, DeviceType::Router, 0xc1, Some("10.0.4.1/24"));
     relabelled.revision = 2;
     let put = |r: Route| ObjectEvent::Put(Record::Route(r));
@@ -212,10 +208,10 @@ fn the_feed_builds_routes_alone_only_when_only_routes_changed() {
             ))],
             BuildKind::Routes,
         ),
-        ("an IPv6 route", vec![put(ipv6)], BuildKind::Routes),
+        ("an IPv6 route", vec![put(ipv6_route())], BuildKind::Routes),
         (
             "a route moved to the second router",
-            vec![put(moved)],
+            vec![put(moved_route())],
             BuildKind::Routes,
         ),
         (
