@@ -160,10 +160,13 @@ pub struct Datapath {
     udp_merged: AtomicU64,
     /// TCP segments that left inside another's GSO frame (`io::coalesce`).
     tcp_merged: AtomicU64,
-    /// Whether frames of one flow are merged: off with `PLEXUS_GRO=off`,
-    /// or once a port refused a merged frame (kernels before 6.2 take no
-    /// UDP GSO from AF_PACKET).
-    merge: std::sync::atomic::AtomicBool,
+    /// Whether small UDP datagrams are merged: off with `PLEXUS_GRO=off`,
+    /// or once a port refused a merged UDP frame (kernels before 6.2 take
+    /// no UDP GSO from AF_PACKET).
+    merge_udp: std::sync::atomic::AtomicBool,
+    /// Whether TCP segments are merged: off with `PLEXUS_GRO=off`, or
+    /// once a port refused a merged frame of TCP segments alone.
+    merge_tcp: std::sync::atomic::AtomicBool,
     /// Ports served through the shared packet sockets.
     shared: shared::SharedServing,
 }
@@ -172,6 +175,7 @@ impl Datapath {
     /// A datapath for `host` over the topology `topology` keeps current.
     pub fn new(host: Uuid, topology: Arc<SharedTopology>) -> Datapath {
         let pieces = std::env::var("PLEXUS_TUNNEL_OFFLOAD").as_deref() != Ok("datagram");
+        let gro = std::env::var("PLEXUS_GRO").as_deref() != Ok("off");
         Datapath {
             host,
             topology,
@@ -199,9 +203,8 @@ impl Datapath {
             offloads_received_whole: AtomicU64::new(0),
             udp_merged: AtomicU64::new(0),
             tcp_merged: AtomicU64::new(0),
-            merge: std::sync::atomic::AtomicBool::new(
-                std::env::var("PLEXUS_GRO").as_deref() != Ok("off"),
-            ),
+            merge_udp: std::sync::atomic::AtomicBool::new(gro),
+            merge_tcp: std::sync::atomic::AtomicBool::new(gro),
             shared: Default::default(),
         }
     }

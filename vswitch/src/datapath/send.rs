@@ -7,7 +7,7 @@ use std::sync::atomic::Ordering;
 use uuid::Uuid;
 
 use super::{Datapath, PortHandle, Scratch};
-use crate::io::{Port, PortIo, Run, RxBatch, VnetHeader};
+use crate::io::{Merging, Port, PortIo, Run, RxBatch, VnetHeader};
 
 /// What one port's sends of a batch came to.
 struct Tally {
@@ -66,19 +66,19 @@ impl Datapath {
         runs: &mut Vec<Run>,
     ) -> Tally {
         let received = indexes.len();
+        let merging = Merging {
+            udp: self.merge_udp.load(Ordering::Relaxed),
+            tcp: self.merge_tcp.load(Ordering::Relaxed),
+        };
         let merged = received > 1
             && matches!(out.io, Port::AfPacket(_) | Port::Shared(_))
-            && self.merge.load(Ordering::Relaxed)
-            && crate::io::coalesce(rx, indexes, shared, runs);
+            && merging.any()
+            && crate::io::coalesce(rx, indexes, shared, runs, merging);
         let (entries, error) = match out.io.send_rx(rx, indexes) {
             Ok(sent) => (sent, None),
             Err(error) => {
                 if merged && error.raw_os_error() == Some(libc::EINVAL) {
-                    // This kernel takes no UDP GSO frames here (or no
-                    // merged frame at all): merge no more.
-                    if self.merge.swap(false, Ordering::Relaxed) {
-                        tracing::warn!(%error, "a port refused a merged frame; frames are sent one by one from now on");
-                    }
+                    self.refused_merged(runs, &error);
                 }
                 (0, Some(error))
             }
@@ -107,6 +107,20 @@ impl Datapath {
             frames: entries + udp + tcp,
             of_all: received,
             error,
+        }
+    }
+
+    /// A port refused a batch with merged frames: this kernel takes no
+    /// UDP GSO frames from a packet socket if UDP datagrams were merged
+    /// (merge them no more), else no TSO frames (merge no TCP segments).
+    fn refused_merged(&self, runs: &[Run], error: &std::io::Error) {
+        let udp = runs.iter().any(|r| r.frames > 1 && !r.tcp);
+        let (flag, what) = match udp {
+            true => (&self.merge_udp, "UDP datagrams"),
+            false => (&self.merge_tcp, "TCP segments"),
+        };
+        if flag.swap(false, Ordering::Relaxed) {
+            tracing::warn!(%error, "a port refused merged {what}; they are sent one by one from now on");
         }
     }
 

@@ -58,7 +58,7 @@ pub use encap::{
     EncapError, OFFLOAD_KEY, OFFLOAD_PREAMBLE, PLEXUS_ETHERTYPE,
 };
 pub use error::PortError;
-pub use gro::{coalesce, Run};
+pub use gro::{coalesce, Merging, Run};
 pub use ifindex_filter::IfindexFilter;
 pub use open_many::{open_many, OpenTimes};
 pub use shared::{SharedPort, SharedReceiver, SharedSockets};

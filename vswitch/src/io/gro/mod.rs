@@ -41,6 +41,28 @@ const MAX_IP_LEN: usize = 65_000;
 const PROTO_TCP: u8 = 6;
 const PROTO_UDP: u8 = 17;
 
+/// Which protocols' frames may merge.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Merging {
+    /// Small UDP datagrams (into `GSO_UDP_L4` frames).
+    pub udp: bool,
+    /// TCP segments (into TSO frames).
+    pub tcp: bool,
+}
+
+impl Merging {
+    /// Both.
+    pub const ALL: Merging = Merging {
+        udp: true,
+        tcp: true,
+    };
+
+    /// Whether either may merge.
+    pub fn any(self) -> bool {
+        self.udp || self.tcp
+    }
+}
+
 /// One frame of a port's sends after merging: how many received frames
 /// it carries, and whether they are TCP segments (else UDP datagrams, or
 /// a frame that did not merge).
@@ -142,8 +164,9 @@ fn ip_of(frame: &[u8], key: &mut Key) -> Option<Ip> {
 }
 
 /// The frame's segment, if it may merge: no GSO already, a mergeable IP
-/// packet, and a transport header [`udp`] or [`tcp`] takes.
-fn segment_of(vnet: &VnetHeader, frame: &[u8]) -> Option<Segment> {
+/// packet, and a transport header [`udp`] or [`tcp`] takes (of a
+/// protocol `merging` allows).
+fn segment_of(vnet: &VnetHeader, frame: &[u8], merging: Merging) -> Option<Segment> {
     if vnet.gso_type != VnetHeader::GSO_NONE {
         return None;
     }
@@ -161,8 +184,8 @@ fn segment_of(vnet: &VnetHeader, frame: &[u8]) -> Option<Segment> {
         partial || vnet.flags & VnetHeader::F_DATA_VALID != 0
     };
     match ip.proto {
-        PROTO_UDP => udp::segment(frame, ip, key, !checked(udp::CSUM_OFFSET)),
-        PROTO_TCP => tcp::segment(frame, ip, key, !checked(tcp::CSUM_OFFSET)),
+        PROTO_UDP if merging.udp => udp::segment(frame, ip, key, !checked(udp::CSUM_OFFSET)),
+        PROTO_TCP if merging.tcp => tcp::segment(frame, ip, key, !checked(tcp::CSUM_OFFSET)),
         _ => None,
     }
 }
@@ -196,13 +219,15 @@ fn checksums_hold(frame: &[u8], seg: &Segment) -> bool {
 /// first frame of each run, as described in the module documentation,
 /// and removes the merged ones from `which`. Frames whose bit is set in
 /// `shared` (sent by other ports too: the slot is not theirs to change)
-/// are left alone. `runs[k]` becomes what `which[k]` carries. Returns
-/// whether anything merged.
+/// are left alone, and so are the protocols `merging` leaves out.
+/// `runs[k]` becomes what `which[k]` carries. Returns whether anything
+/// merged.
 pub fn coalesce(
     rx: &mut RxBatch,
     which: &mut Vec<usize>,
     shared: u64,
     runs: &mut Vec<Run>,
+    merging: Merging,
 ) -> bool {
     runs.clear();
     let mut merged_any = false;
@@ -211,11 +236,11 @@ pub fn coalesce(
     while k < which.len() {
         let first = which[k];
         let head = mergeable(shared, first)
-            .then(|| segment_of(&rx.vnet(first), rx.frame(first)))
+            .then(|| segment_of(&rx.vnet(first), rx.frame(first), merging))
             .flatten();
         let mut run = 1;
         if let Some(head) = head.filter(|h| !h.ends_run) {
-            run = run_from(rx, &which[k..], shared, &head);
+            run = run_from(rx, &which[k..], shared, &head, merging);
             if run > 1 {
                 merge(rx, &which[k..k + run], &head);
                 merged_any = true;
@@ -234,7 +259,7 @@ pub fn coalesce(
 }
 
 /// How many of `which` (starting with `head`'s frame) merge into one.
-fn run_from(rx: &RxBatch, which: &[usize], shared: u64, head: &Segment) -> usize {
+fn run_from(rx: &RxBatch, which: &[usize], shared: u64, head: &Segment, merging: Merging) -> usize {
     let room = rx.room(which[0]).min(ETH + MAX_IP_LEN);
     // IPv4 without DF: identifications must count up, as the kernel's
     // segmentation will make them again.
@@ -246,7 +271,7 @@ fn run_from(rx: &RxBatch, which: &[usize], shared: u64, head: &Segment) -> usize
     while run < which.len() && run < MAX_RUN {
         let next = which[run];
         let Some(seg) = mergeable(shared, next)
-            .then(|| segment_of(&rx.vnet(next), rx.frame(next)))
+            .then(|| segment_of(&rx.vnet(next), rx.frame(next), merging))
             .flatten()
         else {
             break;

@@ -78,7 +78,7 @@ pub(super) fn finish(frame: &mut [u8], head: &Segment, partial: u16, last_flags:
 #[cfg(test)]
 mod tests {
     use super::super::test_frames::batch;
-    use super::super::{coalesce, Run, ETH, IP4, IP6};
+    use super::super::{coalesce, Merging, Run, ETH, IP4, IP6};
     use super::*;
     use crate::wire::checksum;
 
@@ -221,7 +221,7 @@ mod tests {
         let mut rx = batch(frames);
         let mut which: Vec<usize> = (0..frames.len()).collect();
         let mut runs = Vec::new();
-        coalesce(&mut rx, &mut which, 0, &mut runs);
+        coalesce(&mut rx, &mut which, 0, &mut runs, Merging::ALL);
         let out = which
             .iter()
             .map(|&i| (rx.vnet(i), rx.frame(i).to_vec()))
@@ -271,6 +271,33 @@ mod tests {
             assert_eq!(frame[l4 + 13], ACK | PSH, "the last segment's push");
             // Byte for byte what was received, once segmented again.
             assert_eq!(resegmented(&out), originals(&frames), "v6 {v6}");
+        }
+    }
+
+    #[test]
+    fn segments_merge_only_while_tcp_merging_is_on() {
+        let frames = stream(false, 5);
+        for (merging, runs) in [
+            (
+                Merging {
+                    udp: true,
+                    tcp: false,
+                },
+                5,
+            ),
+            (
+                Merging {
+                    udp: false,
+                    tcp: true,
+                },
+                1,
+            ),
+        ] {
+            let mut rx = batch(&frames);
+            let mut which: Vec<usize> = (0..frames.len()).collect();
+            let mut out = Vec::new();
+            coalesce(&mut rx, &mut which, 0, &mut out, merging);
+            assert_eq!(out.len(), runs, "{merging:?}");
         }
     }
 

@@ -56,7 +56,7 @@ pub(super) fn finish(frame: &mut [u8], head: &Segment, partial: u16) -> VnetHead
 #[cfg(test)]
 mod tests {
     use super::super::test_frames::batch;
-    use super::super::{coalesce, Run, ETH, IP4, IP6};
+    use super::super::{coalesce, Merging, Run, ETH, IP4, IP6};
     use super::*;
     use crate::wire::checksum;
 
@@ -129,7 +129,7 @@ mod tests {
         let mut rx = batch(&frames);
         let mut which: Vec<usize> = (0..frames.len()).collect();
         let mut runs = Vec::new();
-        assert!(coalesce(&mut rx, &mut which, 0, &mut runs));
+        assert!(coalesce(&mut rx, &mut which, 0, &mut runs, Merging::ALL));
         assert_eq!(which, vec![0, 11, 12]);
         assert_eq!(runs, udp_runs(&[11, 1, 1]));
         let vnet = rx.vnet(0);
@@ -186,7 +186,13 @@ mod tests {
         let mut which: Vec<usize> = (0..frames.len()).collect();
         let mut runs = Vec::new();
         // The last two would merge, but frame 7 is also sent elsewhere.
-        assert!(!coalesce(&mut rx, &mut which, 1 << 7, &mut runs));
+        assert!(!coalesce(
+            &mut rx,
+            &mut which,
+            1 << 7,
+            &mut runs,
+            Merging::ALL
+        ));
         assert_eq!(which, (0..frames.len()).collect::<Vec<_>>());
         assert_eq!(runs, udp_runs(&[1; 8]));
         // Mangled frames are left as they are.
@@ -194,7 +200,7 @@ mod tests {
         short.1.truncate(30);
         let mut rx = batch(&[plain.clone(), short, plain]);
         let mut which = vec![0, 1, 2];
-        assert!(!coalesce(&mut rx, &mut which, 0, &mut runs));
+        assert!(!coalesce(&mut rx, &mut which, 0, &mut runs, Merging::ALL));
     }
 
     #[test]
@@ -206,7 +212,7 @@ mod tests {
         let mut rx = batch(&[plain.clone(), damaged, plain.clone()]);
         let mut which = vec![0, 1, 2];
         let mut runs = Vec::new();
-        assert!(!coalesce(&mut rx, &mut which, 0, &mut runs));
+        assert!(!coalesce(&mut rx, &mut which, 0, &mut runs, Merging::ALL));
         // Without DF, the kernel's segmentation counts identifications up
         // from the first: only datagrams whose identifications do merge.
         let without_df = |id: u16| {
@@ -219,7 +225,7 @@ mod tests {
         let frames: Vec<_> = [7, 8, 9, 20, 21].into_iter().map(without_df).collect();
         let mut rx = batch(&frames);
         let mut which: Vec<usize> = (0..5).collect();
-        assert!(coalesce(&mut rx, &mut which, 0, &mut runs));
+        assert!(coalesce(&mut rx, &mut which, 0, &mut runs, Merging::ALL));
         assert_eq!((which, runs), (vec![0, 3], udp_runs(&[3, 2])));
     }
 
@@ -261,7 +267,7 @@ mod tests {
         let mut rx = batch(&frames);
         let mut which: Vec<usize> = (0..5).collect();
         let mut runs = Vec::new();
-        assert!(coalesce(&mut rx, &mut which, 0, &mut runs));
+        assert!(coalesce(&mut rx, &mut which, 0, &mut runs, Merging::ALL));
         assert_eq!((which, runs), (vec![0], udp_runs(&[5])));
         let (vnet, frame) = (rx.vnet(0), rx.frame(0));
         assert_eq!(
