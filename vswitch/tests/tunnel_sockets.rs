@@ -49,6 +49,31 @@ async fn the_tunnel_port_is_held_alone() {
 }
 
 #[tokio::test]
+async fn an_agent_holding_the_address_is_not_joined_even_between_binds() {
+    // Another agent between its two binds holds no socket on the port,
+    // only the address's lock: a tunnel on the port must still fail.
+    let port = UdpSocket::bind((LOOPBACK, 0))
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let held = vswitch::tunnel::port_lock::hold((LOOPBACK, port).into())
+        .expect("the lock")
+        .expect("a lock directory (run as root)");
+    for sockets in [1, 2] {
+        let again = TunnelConfig {
+            port,
+            ..config(sockets)
+        };
+        let error = Tunnel::bind(LOOPBACK, again).expect_err("the address is held");
+        assert!(error.to_string().contains("in use"), "{error}");
+    }
+    drop(held);
+    let tunnel = Tunnel::bind(LOOPBACK, TunnelConfig { port, ..config(2) });
+    assert!(tunnel.is_ok(), "free again once let go: {tunnel:?}");
+}
+
+#[tokio::test]
 async fn senders_spread_over_the_receiving_sockets() {
     spread_over(LOOPBACK).await;
 }

@@ -11,6 +11,7 @@
 //! external VTEPs a local port reaches) and frames with unknown keys are
 //! dropped and counted.
 
+pub mod port_lock;
 pub mod state;
 
 use std::net::{IpAddr, SocketAddr};
@@ -114,13 +115,14 @@ impl TunnelConfig {
 /// packets of a flow could already be reordered on a lossy underlay.)
 ///
 /// Two agents started at the same instant on one address could both
-/// find the port free before either group binds it, and then share it:
-/// run one agent per tunnel address.
+/// find the port free before either group binds it: a lock on the
+/// address ([`port_lock`]) makes the second fail.
 #[derive(Debug)]
 pub struct Tunnel {
     receivers: Vec<Arc<TunnelSocket>>,
     senders: Vec<Arc<TunnelSocket>>,
     config: TunnelConfig,
+    _lock: Option<port_lock::PortLock>,
 }
 
 impl Tunnel {
@@ -130,11 +132,20 @@ impl Tunnel {
         let count = config.socket_count();
         let alone = Arc::new(TunnelSocket::bind(SocketAddr::new(ip, config.port))?);
         config.port = alone.local_addr().port();
+        let local = alone.local_addr();
+        let lock = port_lock::hold(local).map_err(|e| {
+            PortError::from_os(
+                &local.to_string(),
+                "holding the tunnel address (another agent started on it)",
+                e,
+            )
+        })?;
         if count == 1 {
             return Ok(Tunnel {
                 receivers: vec![alone.clone()],
                 senders: vec![alone],
                 config,
+                _lock: lock,
             });
         }
         // The socket bound alone showed that nothing else holds the port
@@ -154,6 +165,7 @@ impl Tunnel {
             receivers,
             senders: bind_senders(ip, count)?,
             config,
+            _lock: lock,
         })
     }
 
