@@ -14,8 +14,9 @@
 //!   after traffic, the thread sleeps when none is; a burst pays one wakeup,
 //!   the packets after it (a ping's reply, the next segments) none.
 //! - [`PollMode::Always`]: every bound port, and every receiving socket of
-//!   the tunnel, is polled all the time and the thread never sleeps: the lowest latency, for a host that gives the
-//!   agent a core of its own (it keeps one busy even when idle).
+//!   the tunnel, is polled all the time and the thread never sleeps: the
+//!   lowest latency, for a host that gives the agent a core of its own (it
+//!   keeps one busy even when idle).
 //! - [`PollMode::Off`] (the default): every port is served by its task
 //!   alone.
 

@@ -27,9 +27,11 @@
 mod tcp;
 mod udp;
 
+use std::net::{Ipv4Addr, Ipv6Addr};
+
 use super::batch::RxBatch;
 use super::vnet::VnetHeader;
-use crate::wire::checksum;
+use crate::wire::{checksum, IpProtocol};
 
 const ETH: usize = 14;
 const IP4: usize = 20;
@@ -193,13 +195,21 @@ fn segment_of(vnet: &VnetHeader, frame: &[u8], merging: Merging) -> Option<Segme
 /// The pseudo-header's sum (not complemented) for a transport packet of
 /// `l4_len` bytes in `frame`.
 fn pseudo_sum(frame: &[u8], ip: &Ip, l4_len: usize) -> u16 {
-    let addresses = if ip.v6 {
-        &frame[ETH + 8..ETH + IP6]
+    let length = l4_len as u32;
+    if ip.v6 {
+        let address = |at: usize| {
+            let mut octets = [0u8; 16];
+            octets.copy_from_slice(&frame[at..at + 16]);
+            Ipv6Addr::from(octets)
+        };
+        let (src, dst) = (address(ETH + 8), address(ETH + 24));
+        checksum::pseudo_header_v6(src, dst, ip.proto, length)
     } else {
-        &frame[ETH + 12..ETH + IP4]
-    };
-    let rest = checksum::combine(u16::from(ip.proto), l4_len as u16);
-    checksum::combine(checksum::sum(addresses), rest)
+        let address =
+            |at: usize| Ipv4Addr::new(frame[at], frame[at + 1], frame[at + 2], frame[at + 3]);
+        let (src, dst) = (address(ETH + 12), address(ETH + 16));
+        checksum::pseudo_header(src, dst, IpProtocol::from(ip.proto), length)
+    }
 }
 
 /// Whether the checksums of `seg` (a frame of `frame`) are right: the
