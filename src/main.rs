@@ -149,6 +149,12 @@ struct HostArgs {
     /// `per-port` (a socket each). Without eBPF, `per-port`.
     #[arg(long, env = "PLEXUS_PACKET_SOCKETS", default_value = "auto")]
     packet_sockets: vswitch::datapath::PacketSockets,
+    /// Receive queues of a veth port with a socket of its own, each a
+    /// socket in the port's flow-hash fanout group served on a task of its
+    /// own, so that one port's flows use several cores (0: one per CPU, at
+    /// most 4; 1: none extra). Busy polling (`--poll-mode`) keeps one.
+    #[arg(long, env = "PLEXUS_PORT_QUEUES", default_value_t = 0)]
+    port_queues: usize,
 }
 
 impl HostArgs {
@@ -170,6 +176,7 @@ impl HostArgs {
             },
             poll: self.poll_mode,
             packet_sockets: self.packet_sockets,
+            port_queues: self.port_queues,
         })
     }
 }

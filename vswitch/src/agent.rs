@@ -37,6 +37,24 @@ pub struct AgentConfig {
     pub poll: PollMode,
     /// How veth ports are received from (sockets shared or one each).
     pub packet_sockets: PacketSockets,
+    /// Receive queues of a veth port with a socket of its own, its socket
+    /// included (0: one per CPU, at most 4). Only without busy polling: the
+    /// poller serves a port's own socket alone.
+    pub port_queues: usize,
+}
+
+impl AgentConfig {
+    /// The extra receive queues each veth port with a socket of its own gets.
+    pub fn extra_port_queues(&self) -> usize {
+        if self.poll != PollMode::Off {
+            return 0;
+        }
+        let queues = match self.port_queues {
+            0 => std::thread::available_parallelism().map_or(1, |n| n.get().min(4)),
+            n => n,
+        };
+        queues.clamp(1, crate::io::MAX_PORT_QUEUES) - 1
+    }
 }
 
 /// A running agent; dropping it stops everything it started.
@@ -109,6 +127,7 @@ impl Agent {
             open_shared_sockets(&datapath, config.packet_sockets.dedicated());
         }
         datapath.start_poller(config.poll);
+        datapath.set_port_queues(config.extra_port_queues());
         let (invalidate_tx, mut invalidate_rx) = mpsc::unbounded_channel();
         let (applied_tx, applied) = watch::channel(0);
         let nsdb_for_health = nsdb.clone();
@@ -390,7 +409,7 @@ async fn reconcile_ports(
                     let task = handle.io.receives().then(|| {
                         let dp = datapath.clone();
                         tokio::spawn(async move {
-                            if let Err(error) = dp.serve_port(handle).await {
+                            if let Err(error) = dp.serve(handle).await {
                                 tracing::warn!(port = %id, %error, "port stopped");
                             }
                         })
@@ -443,10 +462,19 @@ async fn close_ports(
     }
     let count = datapath.attached().len();
     let started = std::time::Instant::now();
-    // A handle still shared (a batch in flight elsewhere) closes when its
+    // The ports' receive queues' tasks, aborted with their ports' tasks,
+    // let go of the handles when the runtime next polls them: waited for
+    // briefly, so that their sockets close here, all at once. A handle
+    // still shared after that (a batch in flight elsewhere) closes when its
     // last user lets go.
-    let ports: Vec<PortHandle> = datapath
-        .detach_all()
+    let handles = datapath.detach_all();
+    let waiting = std::time::Instant::now();
+    while handles.iter().any(|handle| Arc::strong_count(handle) > 1)
+        && waiting.elapsed() < Duration::from_millis(200)
+    {
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    let ports: Vec<PortHandle> = handles
         .into_iter()
         .filter_map(|handle| Arc::try_unwrap(handle).ok())
         .collect();

@@ -9,7 +9,7 @@ use tokio::sync::mpsc;
 use uuid::Uuid;
 
 use crate::datapath::Datapath;
-use crate::io::{open_many, AfPacketOptions, Port, PortError, Tap, VtepPort};
+use crate::io::{open_many, AfPacket, AfPacketOptions, Port, PortError, Tap, VtepPort};
 use crate::snapshot::Topology;
 use crate::wire::Vni;
 
@@ -49,6 +49,7 @@ pub(super) fn open_interfaces(
     let shared = datapath.shared_sockets().cloned();
     // The first ports a socket of their own, the rest the shared sockets.
     let dedicated = datapath.dedicated_room().min(packet.len());
+    let queues = datapath.port_queues();
     tokio::task::spawn_blocking(move || {
         let started = Instant::now();
         let names: Vec<&str> = packet.iter().map(|(_, name)| name.as_str()).collect();
@@ -77,8 +78,9 @@ pub(super) fn open_interfaces(
                 }
             }
         };
-        let mut times = open_many(&names[..dedicated], &AfPacketOptions::default(), |i, r| {
-            hand(i, r.map(Port::from))
+        let opts = AfPacketOptions::default();
+        let mut times = open_many(&names[..dedicated], &opts, |i, opened| {
+            hand(i, opened.map(|socket| with_queues(socket, queues, &opts)))
         });
         if let Some(sockets) = shared.filter(|_| !tx.is_closed()) {
             // A port of the shared sockets is a filter entry: no socket.
@@ -125,6 +127,17 @@ pub(super) fn open_interfaces(
         }
     });
     rx
+}
+
+/// `socket` as a port, with `queues` extra receive queues if it can have
+/// them (without, it still serves every flow, on one core).
+fn with_queues(mut socket: AfPacket, queues: usize, opts: &AfPacketOptions) -> Port {
+    if queues > 0 {
+        if let Err(error) = socket.add_queues(queues, opts) {
+            tracing::warn!(%error, ifname = socket.ifname(), "no extra receive queues for the port");
+        }
+    }
+    Port::from(socket)
 }
 
 /// The port of a VTEP: its endpoint through this agent's tunnel socket.

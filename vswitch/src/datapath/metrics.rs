@@ -64,6 +64,11 @@ impl Datapath {
         );
         let _ = writeln!(
             out,
+            "# TYPE plexus_port_queue_frames_total counter\nplexus_port_queue_frames_total {}",
+            self.queue_frames()
+        );
+        let _ = writeln!(
+            out,
             "# TYPE plexus_shared_packet_sockets gauge\nplexus_shared_packet_sockets {}",
             self.shared_socket_count()
         );

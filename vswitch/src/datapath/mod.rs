@@ -34,6 +34,7 @@ mod from_vtep;
 mod local;
 mod metrics;
 mod poller;
+mod queues;
 mod remote;
 mod send;
 mod shared;
@@ -169,6 +170,10 @@ pub struct Datapath {
     merge_tcp: std::sync::atomic::AtomicBool,
     /// Ports served through the shared packet sockets.
     shared: shared::SharedServing,
+    /// Extra receive queues of each veth port opened with a socket of its own.
+    port_queues: std::sync::atomic::AtomicUsize,
+    /// Frames received by ports' extra queues.
+    queue_frames: AtomicU64,
 }
 
 impl Datapath {
@@ -206,6 +211,8 @@ impl Datapath {
             merge_udp: std::sync::atomic::AtomicBool::new(gro),
             merge_tcp: std::sync::atomic::AtomicBool::new(gro),
             shared: Default::default(),
+            port_queues: Default::default(),
+            queue_frames: AtomicU64::new(0),
         }
     }
 

@@ -62,6 +62,11 @@ pub struct AfPacket {
     fd: AsyncFd<OwnedFd>,
     ifname: String,
     ifindex: u32,
+    /// More sockets on the interface receiving some of its flows (see
+    /// [`AfPacket::add_queues`]).
+    pub(super) queues: Vec<AfPacket>,
+    /// The flow-hash fanout group of this socket and its queues, once it has any.
+    pub(super) fanout_group: Option<u32>,
 }
 
 /// A new AF_PACKET socket (raw, non-blocking, close-on-exec) that receives
@@ -179,6 +184,8 @@ impl AfPacket {
             fd,
             ifname: ifname.to_owned(),
             ifindex,
+            queues: Vec::new(),
+            fanout_group: None,
         })
     }
 

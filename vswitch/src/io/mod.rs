@@ -30,6 +30,7 @@ mod batch;
 mod chunk;
 mod encap;
 mod error;
+mod fanout;
 mod gro;
 mod ifindex_filter;
 mod mmsg;
@@ -58,6 +59,7 @@ pub use encap::{
     EncapError, OFFLOAD_KEY, OFFLOAD_PREAMBLE, PLEXUS_ETHERTYPE,
 };
 pub use error::PortError;
+pub use fanout::MAX_PORT_QUEUES;
 pub use gro::{coalesce, Merging, Run};
 pub use ifindex_filter::IfindexFilter;
 pub use open_many::{open_many, OpenTimes};

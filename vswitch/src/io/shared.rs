@@ -22,22 +22,16 @@ use tokio::io::unix::AsyncFd;
 use super::afpacket::{packet_socket, AfPacketOptions, KernelStats};
 use super::batch::{RxBatch, TxBatch};
 use super::error::PortError;
+use super::fanout::{self, PACKET_FANOUT_EBPF};
 use super::ifindex_filter::{ifindex_steering, IfindexFilter};
 use super::mmsg::{check_indices, kernel_stats, promiscuous, recv_batch_raw, send_one};
 use super::mmsg::{send_queued, send_wire, set_buffers};
 use super::open_many::IndexLookup;
-use super::sys::{cvt, getsockopt_int, register, setsockopt_int, wait_readable};
+use super::sys::{cvt, register, setsockopt_int, wait_readable};
 use super::vnet::VnetHeader;
 
-/// `setsockopt(SOL_PACKET, PACKET_FANOUT)` and its arguments (`linux/if_packet.h`).
-const PACKET_FANOUT: libc::c_int = 18;
-/// The group's members are chosen by an eBPF program (`PACKET_FANOUT_DATA`).
-const PACKET_FANOUT_EBPF: u32 = 7;
+/// `setsockopt(SOL_PACKET, PACKET_FANOUT_DATA)`: the group's eBPF program.
 const PACKET_FANOUT_DATA: libc::c_int = 22;
-const PACKET_FANOUT_FLAG_UNIQUEID: u32 = 0x2000;
-/// The group's own hook skips outgoing frames (a member's
-/// `PACKET_IGNORE_OUTGOING` does not apply once it is in a group).
-const PACKET_FANOUT_FLAG_IGNORE_OUTGOING: u32 = 0x4000;
 
 /// Most members a fanout group takes (`PACKET_FANOUT_MAX` without
 /// `fanout_args`).
@@ -224,19 +218,7 @@ fn configure(
         )
     };
     cvt(ret).map_err(|e| PortError::from_os(NAME, "bind", e))?;
-    let mut mode = PACKET_FANOUT_EBPF;
-    if opts.ignore_outgoing {
-        mode |= PACKET_FANOUT_FLAG_IGNORE_OUTGOING;
-    }
-    let join = match group {
-        Some(id) => id | (mode << 16),
-        None => (mode | PACKET_FANOUT_FLAG_UNIQUEID) << 16,
-    };
-    setsockopt_int(s, libc::SOL_PACKET, PACKET_FANOUT, join as libc::c_int)
-        .map_err(|e| PortError::from_os(NAME, "PACKET_FANOUT", e))?;
-    let joined = getsockopt_int(s, libc::SOL_PACKET, PACKET_FANOUT)
-        .map_err(|e| PortError::from_os(NAME, "getsockopt(PACKET_FANOUT)", e))?;
-    Ok(joined as u32 & 0xffff)
+    fanout::join(s, PACKET_FANOUT_EBPF, opts.ignore_outgoing, group, NAME)
 }
 
 /// The address of interface `ifindex` (0: every interface) for all protocols.

@@ -1,0 +1,82 @@
+//! A port's extra receive queues: more sockets on its veth in a flow-hash
+//! fanout group (see [`crate::io::AfPacket::add_queues`]), each served by a
+//! task of its own, so that a port's different flows are decided on
+//! different cores at once while each flow stays on one socket, in order.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use super::{Datapath, PortHandle};
+use crate::io::Port;
+
+impl Datapath {
+    /// How many extra receive queues each veth port with a socket of its
+    /// own gets when it is opened (0: none).
+    pub fn port_queues(&self) -> usize {
+        self.port_queues.load(Ordering::Relaxed)
+    }
+
+    /// Sets the extra receive queues of ports opened from now on.
+    pub fn set_port_queues(&self, queues: usize) {
+        self.port_queues.store(queues, Ordering::Relaxed);
+    }
+
+    /// Serves `port` (see [`Datapath::serve_port`]) and each of its extra
+    /// receive queues on a task of its own, until the port's socket or any
+    /// of its queues fails to receive (a queue no one reads would lose its
+    /// flows, so the port ends with it and is opened again). The queues'
+    /// tasks end with this future, also when it is dropped (as an aborted
+    /// task's is).
+    pub async fn serve(self: Arc<Self>, port: Arc<PortHandle>) -> std::io::Result<()> {
+        let queues = match &port.io {
+            Port::AfPacket(socket) => socket.queues().len(),
+            _ => 0,
+        };
+        let mut queue_tasks = tokio::task::JoinSet::new();
+        for k in 0..queues {
+            let (datapath, port) = (self.clone(), port.clone());
+            queue_tasks.spawn(async move { datapath.serve_queue(&port, k).await });
+        }
+        tokio::select! {
+            served = self.serve_port(port.clone()) => served,
+            Some(ended) = queue_tasks.join_next() => match ended {
+                Ok(Err(error)) => Err(std::io::Error::new(
+                    error.kind(),
+                    format!("receive queue: {error}"),
+                )),
+                Ok(Ok(())) => Err(std::io::Error::other("a receive queue ended")),
+                Err(join) => Err(std::io::Error::other(join)),
+            },
+        }
+    }
+
+    /// Receives from `port`'s extra queue `k` and forwards until it fails,
+    /// borrowing a workspace for each batch as the port's own task does.
+    async fn serve_queue(&self, port: &PortHandle, k: usize) -> std::io::Result<()> {
+        let Port::AfPacket(socket) = &port.io else {
+            return Ok(());
+        };
+        let Some(queue) = socket.queues().get(k) else {
+            return Ok(());
+        };
+        loop {
+            queue.readable().await?;
+            let mut workspace = self.workspaces.take();
+            let received = queue.try_recv_batch(&mut workspace.rx);
+            if let Ok(n) = received {
+                if n > 0 {
+                    let super::Workspace { rx, scratch } = &mut workspace;
+                    self.handle_batch(port, rx, scratch);
+                    self.queue_frames.fetch_add(n as u64, Ordering::Relaxed);
+                }
+            }
+            self.workspaces.put(workspace);
+            received?;
+        }
+    }
+
+    /// Frames received by ports' extra queues.
+    pub fn queue_frames(&self) -> u64 {
+        self.queue_frames.load(Ordering::Relaxed)
+    }
+}
