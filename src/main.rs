@@ -151,10 +151,12 @@ struct HostArgs {
     packet_sockets: vswitch::datapath::PacketSockets,
     /// Receive queues of a veth port with a socket of its own, each a
     /// socket in the port's flow-hash fanout group served on a task of its
-    /// own, so that one port's flows use several cores (0: one per CPU, at
-    /// most 4; 1: none extra). Busy polling (`--poll-mode`) keeps one.
-    #[arg(long, env = "PLEXUS_PORT_QUEUES", default_value_t = 0)]
-    port_queues: usize,
+    /// own, so that one port's flows use several cores (0: one per two
+    /// CPUs, 1 to 4; 1: none extra; at most 16). Busy polling
+    /// (`--poll-mode`) keeps one.
+    #[arg(long, env = "PLEXUS_PORT_QUEUES", default_value_t = 0,
+          value_parser = clap::value_parser!(u16).range(0..=16))]
+    port_queues: u16,
 }
 
 impl HostArgs {
@@ -176,7 +178,7 @@ impl HostArgs {
             },
             poll: self.poll_mode,
             packet_sockets: self.packet_sockets,
-            port_queues: self.port_queues,
+            port_queues: usize::from(self.port_queues),
         })
     }
 }

@@ -14,6 +14,7 @@ pub mod openapi_check;
 pub mod plexus;
 pub mod racing;
 pub mod runtime;
+pub mod udp;
 pub mod world;
 
 use nsdb::{EmbeddedBackend, EtcdBackend, EtcdConfig, Nsdb};

@@ -38,8 +38,8 @@ pub struct AgentConfig {
     /// How veth ports are received from (sockets shared or one each).
     pub packet_sockets: PacketSockets,
     /// Receive queues of a veth port with a socket of its own, its socket
-    /// included (0: one per CPU, at most 4). Only without busy polling: the
-    /// poller serves a port's own socket alone.
+    /// included (0: one per two CPUs, 1 to 4). Only without busy polling:
+    /// the poller serves a port's own socket alone.
     pub port_queues: usize,
 }
 
@@ -50,7 +50,9 @@ impl AgentConfig {
             return 0;
         }
         let queues = match self.port_queues {
-            0 => std::thread::available_parallelism().map_or(1, |n| n.get().min(4)),
+            // The agent shares the CPUs with the pods: on 2 CPUs a second
+            // queue measured slower for small packets (docs/datapath-io.md).
+            0 => std::thread::available_parallelism().map_or(1, |n| (n.get() / 2).clamp(1, 4)),
             n => n,
         };
         queues.clamp(1, crate::io::MAX_PORT_QUEUES) - 1
@@ -380,7 +382,10 @@ async fn reconcile_ports(
                 if let Some(task) = task {
                     task.abort();
                 }
-                datapath.detach(*id);
+                // Its sockets close off the runtime's threads (each close
+                // waits for the kernel).
+                let detached = datapath.detach(*id);
+                tokio::task::spawn_blocking(move || drop(detached));
                 uplinks.remove(id);
                 endpoints.remove(id);
                 tracing::info!(port = %id, %ifname, "port detached");
@@ -474,11 +479,23 @@ async fn close_ports(
     {
         tokio::time::sleep(Duration::from_millis(1)).await;
     }
-    let ports: Vec<PortHandle> = handles
-        .into_iter()
-        .filter_map(|handle| Arc::try_unwrap(handle).ok())
-        .collect();
-    let _ = tokio::task::spawn_blocking(move || crate::io::close_all(ports)).await;
+    // Every socket closes at once, a port's queues included.
+    let mut sockets: Vec<Box<dyn Send>> = Vec::with_capacity(handles.len());
+    for handle in handles {
+        let Ok(mut port) = Arc::try_unwrap(handle) else {
+            continue;
+        };
+        if let crate::io::Port::AfPacket(socket) = &mut port.io {
+            sockets.extend(
+                socket
+                    .take_queues()
+                    .into_iter()
+                    .map(|q| Box::new(q) as Box<dyn Send>),
+            );
+        }
+        sockets.push(Box::new(port));
+    }
+    let _ = tokio::task::spawn_blocking(move || crate::io::close_all(sockets)).await;
     tracing::info!(
         ports = count,
         elapsed_ms = started.elapsed().as_millis() as u64,

@@ -50,6 +50,7 @@ pub(super) fn open_interfaces(
     // The first ports a socket of their own, the rest the shared sockets.
     let dedicated = datapath.dedicated_room().min(packet.len());
     let queues = datapath.port_queues();
+    let queued_room = datapath.queued_room();
     tokio::task::spawn_blocking(move || {
         let started = Instant::now();
         let names: Vec<&str> = packet.iter().map(|(_, name)| name.as_str()).collect();
@@ -80,6 +81,7 @@ pub(super) fn open_interfaces(
         };
         let opts = AfPacketOptions::default();
         let mut times = open_many(&names[..dedicated], &opts, |i, opened| {
+            let queues = if i < queued_room { queues } else { 0 };
             hand(i, opened.map(|socket| with_queues(socket, queues, &opts)))
         });
         if let Some(sockets) = shared.filter(|_| !tx.is_closed()) {

@@ -159,11 +159,18 @@ impl Datapath {
             Ok(thread) => {
                 let _ = self.poller.running.set((mode, thread.thread().clone()));
                 *slot = Some(thread);
+                // Ports opened from now on get no extra receive queues.
+                self.set_port_queues(0);
             }
             Err(error) => {
                 tracing::warn!(%error, "cannot start the poller; ports wait in the reactor")
             }
         }
+    }
+
+    /// Whether a poller thread was started.
+    pub(super) fn polls(&self) -> bool {
+        self.poller.running.get().is_some()
     }
 
     /// Stops the poller thread and waits for it (it lets go of every port).

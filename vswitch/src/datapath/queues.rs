@@ -9,6 +9,10 @@ use std::sync::Arc;
 use super::{Datapath, PortHandle};
 use crate::io::Port;
 
+/// Most ports with extra receive queues: each queue is a socket, and
+/// sockets cost the kernel more to create the more a namespace holds.
+pub const QUEUED_PORTS: usize = 512;
+
 impl Datapath {
     /// How many extra receive queues each veth port with a socket of its
     /// own gets when it is opened (0: none).
@@ -16,9 +20,24 @@ impl Datapath {
         self.port_queues.load(Ordering::Relaxed)
     }
 
-    /// Sets the extra receive queues of ports opened from now on.
+    /// Sets the extra receive queues of ports opened from now on (none
+    /// while a poller runs: it serves a port's own socket alone).
     pub fn set_port_queues(&self, queues: usize) {
+        let queues = if self.polls() { 0 } else { queues };
         self.port_queues.store(queues, Ordering::Relaxed);
+    }
+
+    /// How many more ports get extra receive queues (the first
+    /// [`QUEUED_PORTS`] with a socket of their own).
+    pub fn queued_room(&self) -> usize {
+        let ports = self.ports.read().unwrap_or_else(|p| p.into_inner());
+        let queued = ports
+            .values()
+            .filter(
+                |port| matches!(&port.io, Port::AfPacket(socket) if !socket.queues().is_empty()),
+            )
+            .count();
+        QUEUED_PORTS.saturating_sub(queued)
     }
 
     /// Serves `port` (see [`Datapath::serve_port`]) and each of its extra

@@ -21,20 +21,13 @@
 use std::io;
 use std::os::fd::RawFd;
 
-use libc::{sock_filter, sock_fprog};
+use libc::sock_filter;
+
+use super::sys::{attach_cbpf, cbpf_op as op};
 
 /// `SO_ATTACH_REUSEPORT_CBPF` (asm-generic; the libc crate names it for
 /// Android only).
 const SO_ATTACH_REUSEPORT_CBPF: libc::c_int = 51;
-
-fn op(code: u32, k: u32) -> sock_filter {
-    sock_filter {
-        code: code as u16,
-        jt: 0,
-        jf: 0,
-        k,
-    }
-}
 
 /// The program for a group of `sockets` over IPv4 (`v6`: IPv6).
 fn program(v6: bool, sockets: u32) -> Vec<sock_filter> {
@@ -62,23 +55,5 @@ fn program(v6: bool, sockets: u32) -> Vec<sock_filter> {
 pub(super) fn steer_by_source_port(fd: RawFd, v6: bool, sockets: usize) -> io::Result<()> {
     let sockets = u32::try_from(sockets.max(1)).unwrap_or(u32::MAX);
     let mut ops = program(v6, sockets);
-    let fprog = sock_fprog {
-        len: ops.len() as u16,
-        filter: ops.as_mut_ptr(),
-    };
-    // SAFETY: `fprog` points at `ops`, which lives across the call; the
-    // kernel copies the program and reads nothing else.
-    let ret = unsafe {
-        libc::setsockopt(
-            fd,
-            libc::SOL_SOCKET,
-            SO_ATTACH_REUSEPORT_CBPF,
-            (&fprog as *const sock_fprog).cast(),
-            std::mem::size_of::<sock_fprog>() as libc::socklen_t,
-        )
-    };
-    if ret < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(())
+    attach_cbpf(fd, SO_ATTACH_REUSEPORT_CBPF, &mut ops)
 }

@@ -116,3 +116,39 @@ pub(crate) async fn wait_readable(fd: &AsyncFd<OwnedFd>) -> io::Result<()> {
         guard.clear_ready();
     }
 }
+
+/// One classic BPF instruction without jumps.
+pub(crate) fn cbpf_op(code: u32, k: u32) -> libc::sock_filter {
+    libc::sock_filter {
+        code: code as u16,
+        jt: 0,
+        jf: 0,
+        k,
+    }
+}
+
+/// Attaches the classic BPF program `ops` to `fd` as socket option `option`
+/// (`SO_ATTACH_FILTER`, `SO_ATTACH_REUSEPORT_CBPF`...); an attached program
+/// of the same kind is replaced.
+pub(crate) fn attach_cbpf(
+    fd: RawFd,
+    option: libc::c_int,
+    ops: &mut [libc::sock_filter],
+) -> io::Result<()> {
+    let fprog = libc::sock_fprog {
+        len: u16::try_from(ops.len()).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?,
+        filter: ops.as_mut_ptr(),
+    };
+    // SAFETY: `fprog` points at `ops`, which lives across the call; the
+    // kernel copies the program and reads nothing else.
+    let ret = unsafe {
+        libc::setsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            option,
+            (&fprog as *const libc::sock_fprog).cast(),
+            std::mem::size_of::<libc::sock_fprog>() as libc::socklen_t,
+        )
+    };
+    cvt(ret).map(drop)
+}
