@@ -585,11 +585,39 @@ async fn spoofed_source_addresses_are_dropped_and_counted() {
     wait_reachable(&a, "10.0.1.11");
 }
 
-/// A port with extra receive queues spreads its flows over them (the
-/// metric counts frames the extra queues received), delivers every flow
-/// whole and keeps each in order; with one queue nothing goes elsewhere.
+/// Every flow of `got` ((flow, number) pairs, `flows` flows of
+/// `per_flow` datagrams) arrived in order, unchanged, and most arrived.
+fn assert_flows_whole_and_in_order(got: &[(u32, u32)], flows: u32, per_flow: u32, what: &str) {
+    assert!(
+        got.len() as u32 >= flows * per_flow / 4,
+        "{what}: {} of {} datagrams",
+        got.len(),
+        flows * per_flow
+    );
+    for flow in 0..flows {
+        let numbers: Vec<u32> = got
+            .iter()
+            .filter(|(f, _)| *f == flow)
+            .map(|&(_, n)| n)
+            .collect();
+        assert!(
+            numbers.windows(2).all(|w| w[0] < w[1]),
+            "{what}: flow {flow} out of order or repeated"
+        );
+        assert!(
+            numbers.iter().all(|&n| n < per_flow),
+            "{what}: flow {flow} unchanged"
+        );
+    }
+}
+
+/// A port with extra receive queues, a veth's or a TAP's, spreads its
+/// flows over them (the metric counts frames the extra queues received),
+/// delivers every flow whole and keeps each in order; with one queue
+/// nothing goes elsewhere.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_ports_flows_spread_over_its_receive_queues_in_order() {
+    let (flows, per_flow) = (16, 500);
     for queues in ["2", "1"] {
         let net = Net::with(&[
             "--no-uplink",
@@ -606,38 +634,51 @@ async fn a_ports_flows_spread_over_its_receive_queues_in_order() {
         let spoofed = "plexus_datapath_drops_total{reason=\"spoofed\"}";
         let spoofed_before = net.plexus.metric(spoofed).await;
         tcp_transfer_checked(&a, &b, "10.0.1.11", 4 << 20);
-        let spread_before = net.plexus.metric("plexus_port_queue_frames_total").await;
-        let (flows, per_flow) = (16, 500);
+        let spread = "plexus_port_queue_frames_total";
+
+        let before = net.plexus.metric(spread).await;
         let got = udp_flows(&a, &b, "10.0.1.11", flows, per_flow);
-        assert!(
-            got.len() as u32 >= flows * per_flow / 4,
-            "{queues} queues: {} of {} datagrams",
-            got.len(),
-            flows * per_flow
-        );
-        for flow in 0..flows {
-            let numbers: Vec<u32> = got
-                .iter()
-                .filter(|(f, _)| *f == flow)
-                .map(|&(_, n)| n)
-                .collect();
-            assert!(
-                numbers.windows(2).all(|w| w[0] < w[1]),
-                "{queues} queues: flow {flow} out of order or repeated"
-            );
-            assert!(
-                numbers.iter().all(|&n| n < per_flow),
-                "{queues} queues: flow {flow} unchanged"
-            );
-        }
+        let what = format!("{queues} queues, veth");
+        assert_flows_whole_and_in_order(&got, flows, per_flow, &what);
         // The flood itself went partly through the extra queue (not only
         // the transfer before it).
-        let spread = net.plexus.metric("plexus_port_queue_frames_total").await - spread_before;
+        let on_extra = net.plexus.metric(spread).await - before;
         assert_eq!(
-            spread > 0,
+            on_extra > 0,
             queues != "1",
-            "{queues} queues: {spread} of the flows' frames on extra queues"
+            "{what}: {on_extra} frames on extra queues"
         );
+
+        // A TAP the agent creates gets as many queues.
+        let tap = support::netns::unique("pxq");
+        let mac = "02:00:00:00:78:01";
+        let port = net
+            .client
+            .create_bridge_port(bridge, json!({"mac": mac}))
+            .await
+            .unwrap();
+        net.client.bind(port.id, net.host, &tap).await.unwrap();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while !std::path::Path::new("/sys/class/net").join(&tap).exists() {
+            assert!(
+                Instant::now() < deadline,
+                "the agent did not create TAP {tap}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let tap_pod = Pod::adopting(&tap, mac, "10.0.1.20/24");
+        wait_reachable(&tap_pod, "10.0.1.11");
+        let before = net.plexus.metric(spread).await;
+        let got = udp_flows(&tap_pod, &b, "10.0.1.11", flows, per_flow);
+        let what = format!("{queues} queues, TAP");
+        assert_flows_whole_and_in_order(&got, flows, per_flow, &what);
+        let on_extra = net.plexus.metric(spread).await - before;
+        assert_eq!(
+            on_extra > 0,
+            queues != "1",
+            "{what}: {on_extra} frames on extra queues"
+        );
+
         // Nothing the agent sent into a pod came back as if the pod sent it.
         let spoofed_after = net.plexus.metric(spoofed).await;
         assert_eq!(

@@ -63,7 +63,8 @@ pub(super) fn open_interfaces(
                 Err(PortError::NoSuchInterface { .. }) => {
                     let tap_started = Instant::now();
                     taps += 1;
-                    let tap = Tap::open(ifname).map(|tap| (tap.into(), true));
+                    let queues = if i < queued_room { 1 + queues } else { 1 };
+                    let tap = Tap::open_queues(ifname, queues).map(|tap| (tap.into(), true));
                     tap_time += tap_started.elapsed();
                     tap
                 }

@@ -1,5 +1,6 @@
 //! A port's extra receive queues: more sockets on its veth in a flow-hash
-//! fanout group (see [`crate::io::AfPacket::add_queues`]), each served by a
+//! fanout group (see [`crate::io::AfPacket::add_queues`]) or a multi-queue
+//! TAP's other queues ([`crate::io::Tap::open_queues`]), each served by a
 //! task of its own, so that a port's different flows are decided on
 //! different cores at once while each flow stays on one socket, in order.
 
@@ -7,7 +8,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use super::{Datapath, PortHandle};
-use crate::io::Port;
+use crate::io::{Port, PortIo};
 
 /// Most ports with extra receive queues: each queue is a socket, and
 /// sockets cost the kernel more to create the more a namespace holds.
@@ -47,10 +48,7 @@ impl Datapath {
     /// tasks end with this future, also when it is dropped (as an aborted
     /// task's is).
     pub async fn serve(self: Arc<Self>, port: Arc<PortHandle>) -> std::io::Result<()> {
-        let queues = match &port.io {
-            Port::AfPacket(socket) => socket.queues().len(),
-            _ => 0,
-        };
+        let queues = port.io.queue_count();
         let mut queue_tasks = tokio::task::JoinSet::new();
         for k in 0..queues {
             let (datapath, port) = (self.clone(), port.clone());
@@ -69,15 +67,28 @@ impl Datapath {
         }
     }
 
-    /// Receives from `port`'s extra queue `k` and forwards until it fails,
-    /// borrowing a workspace for each batch as the port's own task does.
+    /// Receives from `port`'s extra queue `k` and forwards until it fails.
     async fn serve_queue(&self, port: &PortHandle, k: usize) -> std::io::Result<()> {
-        let Port::AfPacket(socket) = &port.io else {
-            return Ok(());
-        };
-        let Some(queue) = socket.queues().get(k) else {
-            return Ok(());
-        };
+        match &port.io {
+            Port::AfPacket(socket) => match socket.queues().get(k) {
+                Some(queue) => self.serve_queue_on(port, queue).await,
+                None => Ok(()),
+            },
+            Port::Tap(tap) => match tap.queues().get(k) {
+                Some(queue) => self.serve_queue_on(port, queue).await,
+                None => Ok(()),
+            },
+            _ => Ok(()),
+        }
+    }
+
+    /// Receives from `queue`, one of `port`'s, and forwards as from `port`,
+    /// borrowing a workspace for each batch as the port's own task does.
+    async fn serve_queue_on<Q: PortIo + Sync>(
+        &self,
+        port: &PortHandle,
+        queue: &Q,
+    ) -> std::io::Result<()> {
         loop {
             queue.readable().await?;
             let mut workspace = self.workspaces.take();

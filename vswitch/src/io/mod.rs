@@ -239,6 +239,26 @@ impl Port {
 
     /// Whether frames are read from the port itself: not from a port of
     /// the shared sockets (their receivers read) nor from a VTEP port
+    /// How many extra receive queues the port has (a veth port's fanout
+    /// members, a multi-queue TAP's other queues).
+    pub fn queue_count(&self) -> usize {
+        match self {
+            Port::AfPacket(socket) => socket.queues().len(),
+            Port::Tap(tap) => tap.queues().len(),
+            _ => 0,
+        }
+    }
+
+    /// Takes the port's extra receive queues out, as ports (to close them
+    /// apart; the port then receives only what its own queue gets).
+    pub fn take_queues(&mut self) -> Vec<Port> {
+        match self {
+            Port::AfPacket(socket) => socket.take_queues().into_iter().map(Port::from).collect(),
+            Port::Tap(tap) => tap.take_queues().into_iter().map(Port::from).collect(),
+            _ => Vec::new(),
+        }
+    }
+
     /// (the tunnel's receivers decide its endpoint's frames).
     pub fn receives(&self) -> bool {
         !matches!(self, Port::Shared(_) | Port::Vtep(_))

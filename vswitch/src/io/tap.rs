@@ -14,6 +14,9 @@
 //! virtio guest driver with mergeable buffers, which is not our reader.
 //!
 //! A TAP has no `recvmmsg`: batches are `read`/`write` loops (one syscall per frame).
+//!
+//! A TAP the agent creates for a port can have several queues
+//! (`IFF_MULTI_QUEUE`, [`Tap::open_queues`]), each an fd of its own.
 
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
@@ -38,6 +41,8 @@ pub const TAP_OFFLOADS: libc::c_uint = libc::TUN_F_CSUM | libc::TUN_F_TSO4 | lib
 pub struct Tap {
     fd: AsyncFd<OwnedFd>,
     ifname: String,
+    /// More queues of a multi-queue TAP (see [`Tap::open_queues`]).
+    queues: Vec<Tap>,
 }
 
 impl Tap {
@@ -48,6 +53,43 @@ impl Tap {
     /// enabled. The device is created in the caller's network namespace and
     /// keeps working through this fd if it is later moved to another one.
     pub fn open(ifname: &str) -> Result<Tap, PortError> {
+        Self::attach(ifname, 0)
+    }
+
+    /// Creates the TAP `ifname` with `queues` queues (`IFF_MULTI_QUEUE`):
+    /// the kernel gives each frame the host sends into it to the queue its
+    /// flow hash names, so a flow stays on one queue, in order, and
+    /// different flows can be read on different cores. This `Tap` is the
+    /// first queue and sends; [`Tap::queues`] are the others. With one
+    /// queue, or a kernel without multi-queue TAPs, it is [`Tap::open`].
+    pub fn open_queues(ifname: &str, queues: usize) -> Result<Tap, PortError> {
+        if queues <= 1 {
+            return Self::open(ifname);
+        }
+        let mut first = match Self::attach(ifname, libc::IFF_MULTI_QUEUE) {
+            Err(PortError::Unsupported { .. }) => return Self::open(ifname),
+            other => other?,
+        };
+        for _ in 1..queues.min(super::MAX_PORT_QUEUES) {
+            let queue = Self::attach(&first.ifname, libc::IFF_MULTI_QUEUE)?;
+            first.queues.push(queue);
+        }
+        Ok(first)
+    }
+
+    /// The TAP's other queues (see [`Tap::open_queues`]).
+    pub fn queues(&self) -> &[Tap] {
+        &self.queues
+    }
+
+    /// Takes the TAP's other queues out (to close them apart).
+    pub fn take_queues(&mut self) -> Vec<Tap> {
+        std::mem::take(&mut self.queues)
+    }
+
+    /// Opens `/dev/net/tun` as the TAP `ifname` with `extra` flags beside
+    /// the usual ones (see the module documentation).
+    fn attach(ifname: &str, extra: libc::c_int) -> Result<Tap, PortError> {
         let name = ifname_bytes(ifname, true)?;
         let perr = |op, e| PortError::from_os(ifname, op, e);
 
@@ -76,11 +118,15 @@ impl Tap {
         // SAFETY: TUNGETFEATURES writes one unsigned int into `features`, a live local.
         cvt(unsafe { libc::ioctl(f, libc::TUNGETFEATURES, &mut features as *mut libc::c_uint) })
             .map_err(|e| perr("ioctl(TUNGETFEATURES)", e))?;
-        let flags = libc::IFF_TAP | libc::IFF_NO_PI | libc::IFF_VNET_HDR;
+        let flags = libc::IFF_TAP | libc::IFF_NO_PI | libc::IFF_VNET_HDR | extra;
         if features & flags as libc::c_uint != flags as libc::c_uint {
             return Err(PortError::Unsupported {
                 ifname: ifname.to_owned(),
-                op: "TAP with IFF_NO_PI | IFF_VNET_HDR",
+                op: if extra == 0 {
+                    "TAP with IFF_NO_PI | IFF_VNET_HDR"
+                } else {
+                    "TAP with IFF_NO_PI | IFF_VNET_HDR | IFF_MULTI_QUEUE"
+                },
                 source: io::Error::from_raw_os_error(libc::EOPNOTSUPP),
             });
         }
@@ -122,7 +168,11 @@ impl Tap {
         set_offload_raw(f, TAP_OFFLOADS).map_err(|e| perr("ioctl(TUNSETOFFLOAD)", e))?;
 
         let fd = register(fd, &actual)?;
-        Ok(Tap { fd, ifname: actual })
+        Ok(Tap {
+            fd,
+            ifname: actual,
+            queues: Vec::new(),
+        })
     }
 
     /// The device name (as chosen by the kernel if a pattern was given).
