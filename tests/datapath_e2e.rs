@@ -84,6 +84,29 @@ impl Net {
             .id
     }
 
+    /// A port of `bridge` with `mac` bound to a missing interface, which
+    /// the agent creates as a TAP; the TAP then moved into a pod of its own
+    /// at `addr` (the agent keeps its file descriptor, the device can live
+    /// in the pod).
+    async fn tap_pod(&self, bridge: Uuid, mac: &str, addr: &str) -> Pod {
+        let tap = support::netns::unique("pxt");
+        let port = self
+            .client
+            .create_bridge_port(bridge, json!({"mac": mac}))
+            .await
+            .unwrap();
+        self.client.bind(port.id, self.host, &tap).await.unwrap();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while !std::path::Path::new("/sys/class/net").join(&tap).exists() {
+            assert!(
+                Instant::now() < deadline,
+                "the agent did not create TAP {tap}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        Pod::adopting(&tap, mac, addr)
+    }
+
     /// A pod at 10.0.`n`.`host` on `bridge`, bound to this host.
     async fn pod(&self, bridge: Uuid, n: u8, host: u8) -> (Pod, Uuid) {
         let ip = format!("10.0.{n}.{host}");
@@ -525,24 +548,9 @@ async fn a_port_bound_to_a_missing_interface_gets_a_tap() {
     let net = Net::new().await;
     let (bridge, _) = net.subnet(1).await;
     let (a, _) = net.pod(bridge, 1, 10).await;
-    let tap = support::netns::unique("pxt");
-    let mac = "02:00:00:00:77:01";
-    let port = net
-        .client
-        .create_bridge_port(bridge, json!({"mac": mac}))
-        .await
-        .unwrap();
-    net.client.bind(port.id, net.host, &tap).await.unwrap();
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while !std::path::Path::new("/sys/class/net").join(&tap).exists() {
-        assert!(
-            Instant::now() < deadline,
-            "the agent did not create TAP {tap}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    // The agent keeps the TAP's file descriptor; the device can live in the pod.
-    let tap_pod = Pod::adopting(&tap, mac, "10.0.1.20/24");
+    let tap_pod = net
+        .tap_pod(bridge, "02:00:00:00:77:01", "10.0.1.20/24")
+        .await;
     wait_reachable(&a, "10.0.1.20");
     let (received, text) = tap_pod.ping("10.0.1.10", 3, &[]);
     assert_eq!(received, 3, "{text}");
@@ -650,23 +658,9 @@ async fn a_ports_flows_spread_over_its_receive_queues_in_order() {
         );
 
         // A TAP the agent creates gets as many queues.
-        let tap = support::netns::unique("pxq");
-        let mac = "02:00:00:00:78:01";
-        let port = net
-            .client
-            .create_bridge_port(bridge, json!({"mac": mac}))
-            .await
-            .unwrap();
-        net.client.bind(port.id, net.host, &tap).await.unwrap();
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while !std::path::Path::new("/sys/class/net").join(&tap).exists() {
-            assert!(
-                Instant::now() < deadline,
-                "the agent did not create TAP {tap}"
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        let tap_pod = Pod::adopting(&tap, mac, "10.0.1.20/24");
+        let tap_pod = net
+            .tap_pod(bridge, "02:00:00:00:78:01", "10.0.1.20/24")
+            .await;
         wait_reachable(&tap_pod, "10.0.1.11");
         let before = net.plexus.metric(spread).await;
         let got = udp_flows(&tap_pod, &b, "10.0.1.11", flows, per_flow);

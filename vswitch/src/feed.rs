@@ -25,9 +25,10 @@ use crate::snapshot::Topology;
 pub struct SharedTopology {
     current: ArcSwap<Topology>,
     /// Topologies built, and the microseconds spent building them: whole
-    /// builds, then those that only built route tables again.
-    builds: [AtomicU64; 2],
-    build_micros: [AtomicU64; 2],
+    /// builds, then those that only built route tables again, then those
+    /// that moved bindings (and maybe built route tables).
+    builds: [AtomicU64; 3],
+    build_micros: [AtomicU64; 3],
 }
 
 /// How a topology was built from the one before.
@@ -37,6 +38,10 @@ pub enum BuildKind {
     Whole,
     /// Only some routers' route tables again, the rest shared.
     Routes,
+    /// Only some exterior bridge ports' bindings moved (and maybe some
+    /// routers' route tables built again): the ports and the tunnel's
+    /// per-host lists copied, nothing built from the records.
+    Bindings,
 }
 
 impl BuildKind {
@@ -45,6 +50,7 @@ impl BuildKind {
         match self {
             BuildKind::Whole => "whole",
             BuildKind::Routes => "routes",
+            BuildKind::Bindings => "bindings",
         }
     }
 }
@@ -242,12 +248,14 @@ pub async fn run_feed(
     }
 }
 
-/// What the events since the last topology changed: anything but
-/// routes, or only the routes of these routers.
+/// What the events since the last topology changed: anything, or only
+/// the routes of these routers and the bindings of these ports.
 #[derive(Debug, Default)]
 pub(crate) struct Changes {
     everything: bool,
     routers: HashSet<Uuid>,
+    /// Exterior bridge ports whose binding (host, interface) alone changed.
+    bindings: HashSet<Uuid>,
 }
 
 impl Changes {
@@ -256,6 +264,7 @@ impl Changes {
         Changes {
             everything: true,
             routers: HashSet::new(),
+            bindings: HashSet::new(),
         }
     }
 
@@ -270,6 +279,23 @@ impl Changes {
     }
 }
 
+/// Whether `new` differs from `old` in its binding (host, interface) alone,
+/// on an exterior bridge port (not linked, no VTEP): such a change moves
+/// the port between the tunnel's per-host lists and nothing else
+/// (`Topology::rebind`).
+fn binding_alone(old: &nsdb::Port, new: &nsdb::Port) -> bool {
+    let exterior = |p: &nsdb::Port| {
+        p.device_type == nsdb::DeviceType::Bridge && p.peer_id.is_none() && p.vtep.is_none()
+    };
+    let unbound = |p: &nsdb::Port| nsdb::Port {
+        revision: 0,
+        host_id: None,
+        interface_name: None,
+        ..p.clone()
+    };
+    exterior(old) && exterior(new) && unbound(old) == unbound(new)
+}
+
 /// Applies one watch event to `records`, noting what it invalidates in
 /// `tags` and what it changed in `changes`.
 pub(crate) fn apply_event(
@@ -281,10 +307,18 @@ pub(crate) fn apply_event(
     match event {
         ObjectEvent::Put(record) => {
             tags.extend(tags_of(&record));
-            changes.note(&record);
-            if let Some(old) = records.insert((record.kind(), record.id()), record) {
+            let key = (record.kind(), record.id());
+            match (records.get(&key), &record) {
+                (Some(Record::Port(old)), Record::Port(new)) if binding_alone(old, new) => {
+                    changes.bindings.insert(new.id);
+                }
+                _ => changes.note(&record),
+            }
+            if let Some(old) = records.insert(key, record) {
                 tags.extend(tags_of(&old));
-                changes.note(&old);
+                if !matches!(&old, Record::Port(port) if changes.bindings.contains(&port.id)) {
+                    changes.note(&old);
+                }
             }
         }
         ObjectEvent::Deleted { kind, id } => {
@@ -343,9 +377,20 @@ pub(crate) fn publish(
     let list: Vec<&Record> = records.values().collect();
     let before = shared.load();
     if !changes.everything {
-        // Routes change no chain, group or port: nothing else to compare.
-        let topology = before.with_routes(revision, &list, &changes.routers);
-        shared.count_build(BuildKind::Routes, started.elapsed());
+        // Routes and bindings change no chain or group, and bindings no
+        // route: nothing else to compare.
+        let mut topology = before.with_routes(revision, &list, &changes.routers);
+        for id in &changes.bindings {
+            if let Some(Record::Port(port)) = records.get(&(Kind::Port, *id)) {
+                topology.rebind(port);
+            }
+        }
+        let kind = if changes.bindings.is_empty() {
+            BuildKind::Routes
+        } else {
+            BuildKind::Bindings
+        };
+        shared.count_build(kind, started.elapsed());
         return (shared.store(topology), Vec::new());
     }
     let topology = Topology::build_from(revision, &list);

@@ -116,7 +116,7 @@ impl Datapath {
              plexus_udp_datagrams_merged_total {}",
             self.udp_merged.load(Ordering::Relaxed)
         );
-        let kinds = [BuildKind::Whole, BuildKind::Routes];
+        let kinds = [BuildKind::Whole, BuildKind::Routes, BuildKind::Bindings];
         let _ = writeln!(out, "# TYPE plexus_topology_builds_total counter");
         for kind in kinds {
             let (builds, _) = self.topology.builds(kind);

@@ -1,6 +1,7 @@
 //! A topology whose routes alone changed, built incrementally
 //! (`Topology::with_routes`), equals the whole build of the same records,
-//! through a chain of changes, and shares everything but the routers.
+//! through a chain of changes, and shares everything but the routers; so
+//! does one whose ports' bindings alone moved (`Topology::rebind`).
 
 use std::collections::{HashMap, HashSet};
 
@@ -8,6 +9,7 @@ use super::*;
 use crate::snapshot::TopologyBase;
 
 const ROUTER2: Uuid = Uuid::from_u128(0x50);
+const HOST2: Uuid = Uuid::from_u128(0x4058);
 const RP_C: Uuid = Uuid::from_u128(0x51); // router 2's port, 10.0.3.1/24
 
 /// The engine tests' topology, router A's first port also on
@@ -89,6 +91,77 @@ fn tables(topo: &Topology) -> Vec<(Uuid, String, String)> {
         .collect();
     out.sort();
     out
+}
+
+/// Every port and the tunnel's per-host port lists, in a comparable form.
+fn bindings(topo: &Topology) -> (Vec<String>, Vec<String>) {
+    let mut ports: Vec<String> = topo.ports.values().map(|p| format!("{p:?}")).collect();
+    ports.sort();
+    let mut lists: Vec<String> = topo
+        .tunnel
+        .host_ports
+        .iter()
+        .map(|(key, ports)| format!("{key:?} {ports:?}"))
+        .collect();
+    lists.sort();
+    (ports, lists)
+}
+
+/// Binds port `id` among `recs` to `host` and `interface` (or unbinds it).
+fn bind(recs: &mut [Record], id: Uuid, to: Option<(Uuid, &str)>) -> nsdb::Port {
+    for record in recs.iter_mut() {
+        if let Record::Port(p) = record {
+            if p.id == id {
+                p.host_id = to.map(|(host, _)| host);
+                p.interface_name = to.map(|(_, name)| name.to_string());
+                p.revision += 1;
+                return p.clone();
+            }
+        }
+    }
+    unreachable!("no port {id}");
+}
+
+#[test]
+fn binding_changes_built_incrementally_equal_the_whole_build() {
+    let mut recs = start();
+    let mut before = Topology::build(1, &recs);
+    type Step<'a> = (&'a str, Uuid, Option<(Uuid, &'a str)>);
+    let steps: Vec<Step> = vec![
+        ("a pod moved to another host", POD_A1, Some((HOST2, "eth9"))),
+        ("a second pod there", POD_A2, Some((HOST2, "eth8"))),
+        (
+            "a new interface on the same host",
+            POD_A2,
+            Some((HOST2, "eth7")),
+        ),
+        ("the first pod back", POD_A1, Some((HOST, "veth1"))),
+        ("a pod unbound", POD_A2, None),
+        (
+            "a pod of the other bridge moved",
+            POD_B1,
+            Some((HOST2, "eth6")),
+        ),
+        ("bound again where it was", POD_A2, Some((HOST, "veth2"))),
+    ];
+    for (revision, (what, id, to)) in (2..).zip(steps) {
+        let port = bind(&mut recs, id, to);
+        let refs: Vec<&Record> = recs.iter().collect();
+        let mut incremental = before.with_routes(revision, &refs, &HashSet::new());
+        incremental.rebind(&port);
+        let whole = Topology::build(revision, &recs);
+        assert_eq!(bindings(&incremental), bindings(&whole), "{what}");
+        assert_eq!(incremental.bridges, whole.bridges, "{what}");
+        assert_eq!(tables(&incremental), tables(&whole), "{what}");
+        // The routers were not copied.
+        for (id, router) in &incremental.routers {
+            assert!(
+                std::sync::Arc::ptr_eq(router, &before.routers[id]),
+                "{what}: router {id}"
+            );
+        }
+        before = incremental;
+    }
 }
 
 #[test]
@@ -183,7 +256,7 @@ fn route_changes_built_incrementally_equal_the_whole_build() {
 /// topology published, against a whole build of the same records; and
 /// which kind of build each batch took.
 #[test]
-fn the_feed_builds_routes_alone_only_when_only_routes_changed() {
+fn the_feed_builds_routes_and_bindings_alone_only_when_only_they_changed() {
     use crate::feed::{apply_event, publish, BuildKind, Changes, SharedTopology};
     use nsdb::{Kind, ObjectEvent};
 
@@ -196,6 +269,35 @@ fn the_feed_builds_routes_alone_only_when_only_routes_changed() {
     let mut relabelled = port(RP_C, ROUTER2, DeviceType::Router, 0xc1, Some("10.0.4.1/24"));
     relabelled.revision = 2;
     let put = |r: Route| ObjectEvent::Put(Record::Route(r));
+    // The pod ports as the feed holds them now, changed in one respect.
+    let current = |id: Uuid| match &records[&(Kind::Port, id)] {
+        Record::Port(p) => p.clone(),
+        _ => unreachable!("port {id}"),
+    };
+    let (pod_a1, pod_a2) = (current(POD_A1), current(POD_A2));
+    let bound = |port: Uuid, to: Option<(Uuid, &str)>| {
+        let mut p = if port == POD_A1 {
+            pod_a1.clone()
+        } else {
+            pod_a2.clone()
+        };
+        p.host_id = to.map(|(host, _)| host);
+        p.interface_name = to.map(|(_, name)| name.to_string());
+        p.revision = 3;
+        ObjectEvent::Put(Record::Port(p))
+    };
+    let labelled = |port: Uuid| {
+        let mut p = if port == POD_A1 {
+            pod_a1.clone()
+        } else {
+            pod_a2.clone()
+        };
+        p.host_id = Some(HOST2);
+        p.interface_name = Some("eth9".into());
+        p.labels.insert("app".into(), "web".into());
+        p.revision = 4;
+        ObjectEvent::Put(Record::Port(p))
+    };
     let batches: Vec<(&str, Vec<ObjectEvent>, BuildKind)> = vec![
         (
             "a route added",
@@ -229,8 +331,22 @@ fn the_feed_builds_routes_alone_only_when_only_routes_changed() {
             BuildKind::Whole,
         ),
         (
+            "a pod moved to another host",
+            vec![bound(POD_A1, Some((HOST2, "eth9")))],
+            BuildKind::Bindings,
+        ),
+        (
+            "a pod unbound, and a route, in one batch",
+            vec![
+                bound(POD_A2, None),
+                put(route(0x905, "192.0.2.0/24", None, None, RouteKind::Reject)),
+            ],
+            BuildKind::Bindings,
+        ),
+        ("a pod's labels", vec![labelled(POD_A1)], BuildKind::Whole),
+        (
             "routes deleted",
-            [0x901, 0x902, 0x904]
+            [0x901, 0x902, 0x904, 0x905]
                 .into_iter()
                 .map(|id| ObjectEvent::Deleted {
                     kind: Kind::Route,
@@ -241,28 +357,30 @@ fn the_feed_builds_routes_alone_only_when_only_routes_changed() {
         ),
     ];
     for (revision, (what, events, kind)) in (2..).zip(batches) {
-        let before = [BuildKind::Whole, BuildKind::Routes].map(|k| shared.builds(k).0);
+        let kinds = [BuildKind::Whole, BuildKind::Routes, BuildKind::Bindings];
+        let before = kinds.map(|k| shared.builds(k).0);
         let mut tags = Vec::new();
         let mut changes = Changes::default();
         for event in events {
             apply_event(&mut records, event, &mut tags, &mut changes);
         }
         publish(&shared, revision, &records, &changes);
-        let after = [BuildKind::Whole, BuildKind::Routes].map(|k| shared.builds(k).0);
-        let built = if after[0] > before[0] {
-            BuildKind::Whole
-        } else {
-            BuildKind::Routes
-        };
+        let after = kinds.map(|k| shared.builds(k).0);
+        let built: Vec<BuildKind> = (0..3)
+            .filter(|&k| after[k] > before[k])
+            .map(|k| kinds[k])
+            .collect();
+        assert_eq!(built, vec![kind], "{what}: one build of the kind");
         assert_eq!(
-            (built, after[0] + after[1]),
-            (kind, before[0] + before[1] + 1),
+            after.iter().sum::<u64>(),
+            before.iter().sum::<u64>() + 1,
             "{what}"
         );
         let list: Vec<&Record> = records.values().collect();
         let whole = Topology::build_from(revision, &list);
         let published = shared.load();
         assert_eq!(tables(&published), tables(&whole), "{what}");
+        assert_eq!(bindings(&published), bindings(&whole), "{what}");
         assert_eq!(published.revision, revision);
     }
 }

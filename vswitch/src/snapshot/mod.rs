@@ -536,7 +536,9 @@ impl Topology {
             routers: self.routers.clone(),
             base: self.base.clone(),
         };
-        topo.index_routes(records, Some(routers));
+        if !routers.is_empty() {
+            topo.index_routes(records, Some(routers));
+        }
         topo
     }
 

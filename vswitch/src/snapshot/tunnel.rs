@@ -7,7 +7,7 @@ use std::net::IpAddr;
 use nsdb::{Record, VtepEndpoint};
 use uuid::Uuid;
 
-use super::{Device, Topology};
+use super::{Device, Topology, TopologyBase};
 
 /// What a tunnel key designates.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -69,6 +69,40 @@ impl Topology {
             ports.sort();
         }
         self.tunnel = index;
+    }
+
+    /// Moves the binding of the exterior bridge port `port` (known to this
+    /// topology) to the record's host and interface: what
+    /// [`Topology::build_from`] makes of a change of nothing else. The
+    /// ports and the tunnel's lists are copied if shared, nothing is built.
+    pub fn rebind(&mut self, port: &nsdb::Port) {
+        let TopologyBase { ports, tunnel, .. } = &mut **self;
+        let Some(info) = ports.get_mut(&port.id) else {
+            return;
+        };
+        let before = info.host;
+        info.host = port.host_id;
+        info.interface = port.interface_name.clone();
+        let Device::Bridge(bridge) = info.device else {
+            return;
+        };
+        if info.peer.is_some() || before == port.host_id {
+            return;
+        }
+        if let Some(host) = before {
+            if let Some(list) = tunnel.host_ports.get_mut(&(bridge, host)) {
+                list.retain(|id| *id != port.id);
+                if list.is_empty() {
+                    tunnel.host_ports.remove(&(bridge, host));
+                }
+            }
+        }
+        if let Some(host) = port.host_id {
+            let list = tunnel.host_ports.entry((bridge, host)).or_default();
+            if let Err(at) = list.binary_search(&port.id) {
+                list.insert(at, port.id);
+            }
+        }
     }
 
     /// The tunnel address of `host`, if registered.
