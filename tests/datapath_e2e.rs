@@ -332,10 +332,25 @@ async fn a_veth_made_again_is_served_again() {
         let (b, _) = net.pod(bridge, 1, 11).await;
         wait_reachable(&a, "10.0.1.11");
         support::netns::run(&["ip", "link", "del", &b.host_if]);
-        support::netns::run(&[
-            "ip", "link", "add", &b.host_if, "type", "veth", "peer", "name", "eth0", "netns",
-            &b.netns,
-        ]);
+        // The agent makes a TAP for a bound interface it cannot find: if
+        // it looked between the delete and the add, its TAP has the name;
+        // that TAP goes, and the veth is made again.
+        let made = (0..20).any(|_| {
+            let added = std::process::Command::new("ip")
+                .args([
+                    "link", "add", &b.host_if, "type", "veth", "peer", "name", "eth0",
+                ])
+                .args(["netns", &b.netns])
+                .output()
+                .expect("spawn ip");
+            if !added.status.success() {
+                let _ = std::process::Command::new("ip")
+                    .args(["link", "del", &b.host_if])
+                    .output();
+            }
+            added.status.success()
+        });
+        assert!(made, "{sockets}: veth {} not made again", b.host_if);
         support::netns::run(&["ip", "link", "set", &b.host_if, "up"]);
         b.exec(&["ip", "link", "set", "eth0", "address", &b.mac]);
         b.exec(&["ip", "link", "set", "eth0", "up"]);
