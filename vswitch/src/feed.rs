@@ -38,9 +38,10 @@ pub enum BuildKind {
     Whole,
     /// Only some routers' route tables again, the rest shared.
     Routes,
-    /// Only some exterior bridge ports' bindings moved (and maybe some
-    /// routers' route tables built again): the ports and the tunnel's
-    /// per-host lists copied, nothing built from the records.
+    /// Only some exterior bridge ports' bindings moved (or only their
+    /// records' revisions; and maybe some routers' route tables built
+    /// again): the shared base copied once if a binding really moved,
+    /// nothing built from the records.
     Bindings,
 }
 
@@ -308,15 +309,18 @@ pub(crate) fn apply_event(
         ObjectEvent::Put(record) => {
             tags.extend(tags_of(&record));
             let key = (record.kind(), record.id());
-            match (records.get(&key), &record) {
-                (Some(Record::Port(old)), Record::Port(new)) if binding_alone(old, new) => {
-                    changes.bindings.insert(new.id);
-                }
-                _ => changes.note(&record),
+            let alone = match (records.get(&key), &record) {
+                (Some(Record::Port(old)), Record::Port(new)) => binding_alone(old, new),
+                _ => false,
+            };
+            if alone {
+                changes.bindings.insert(record.id());
+            } else {
+                changes.note(&record);
             }
             if let Some(old) = records.insert(key, record) {
                 tags.extend(tags_of(&old));
-                if !matches!(&old, Record::Port(port) if changes.bindings.contains(&port.id)) {
+                if !alone {
                     changes.note(&old);
                 }
             }

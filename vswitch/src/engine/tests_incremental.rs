@@ -143,6 +143,17 @@ fn binding_changes_built_incrementally_equal_the_whole_build() {
             Some((HOST2, "eth6")),
         ),
         ("bound again where it was", POD_A2, Some((HOST, "veth2"))),
+        (
+            "the second pod to the other host first",
+            POD_A2,
+            Some((HOST2, "eth5")),
+        ),
+        (
+            "the first pod joins it, sorting first",
+            POD_A1,
+            Some((HOST2, "eth4")),
+        ),
+        ("only the interface renamed", POD_A1, Some((HOST2, "eth3"))),
     ];
     for (revision, (what, id, to)) in (2..).zip(steps) {
         let port = bind(&mut recs, id, to);
@@ -293,11 +304,16 @@ fn the_feed_builds_routes_and_bindings_alone_only_when_only_they_changed() {
             pod_a2.clone()
         };
         p.host_id = Some(HOST2);
-        p.interface_name = Some("eth9".into());
+        p.interface_name = Some(if port == POD_A1 { "eth9" } else { "eth8" }.into());
         p.labels.insert("app".into(), "web".into());
         p.revision = 4;
         ObjectEvent::Put(Record::Port(p))
     };
+    // Bridge A's side of its router link, bound: not an exterior port.
+    let mut linked = current(BP_A);
+    linked.host_id = Some(HOST2);
+    linked.interface_name = Some("link0".into());
+    let linked_bound = move || ObjectEvent::Put(Record::Port(linked.clone()));
     let batches: Vec<(&str, Vec<ObjectEvent>, BuildKind)> = vec![
         (
             "a route added",
@@ -345,6 +361,16 @@ fn the_feed_builds_routes_and_bindings_alone_only_when_only_they_changed() {
         ),
         ("a pod's labels", vec![labelled(POD_A1)], BuildKind::Whole),
         (
+            "a linked bridge port's binding",
+            vec![linked_bound()],
+            BuildKind::Whole,
+        ),
+        (
+            "a binding, then labels of the same port, in one batch",
+            vec![bound(POD_A2, Some((HOST2, "eth8"))), labelled(POD_A2)],
+            BuildKind::Whole,
+        ),
+        (
             "routes deleted",
             [0x901, 0x902, 0x904, 0x905]
                 .into_iter()
@@ -354,6 +380,17 @@ fn the_feed_builds_routes_and_bindings_alone_only_when_only_they_changed() {
                 })
                 .collect(),
             BuildKind::Routes,
+        ),
+        (
+            "a binding, then the port deleted, in one batch",
+            vec![
+                bound(POD_A1, Some((HOST, "veth1"))),
+                ObjectEvent::Deleted {
+                    kind: Kind::Port,
+                    id: POD_A1,
+                },
+            ],
+            BuildKind::Whole,
         ),
     ];
     for (revision, (what, events, kind)) in (2..).zip(batches) {
@@ -383,4 +420,30 @@ fn the_feed_builds_routes_and_bindings_alone_only_when_only_they_changed() {
         assert_eq!(bindings(&published), bindings(&whole), "{what}");
         assert_eq!(published.revision, revision);
     }
+}
+
+/// A binding change built incrementally still invalidates the flows
+/// through the port and the floods of its bridge.
+#[test]
+fn a_binding_change_still_invalidates_its_port_and_bridge() {
+    use crate::feed::{apply_event, Changes};
+    use nsdb::{Kind, ObjectEvent};
+
+    let mut records: HashMap<(Kind, Uuid), Record> = start()
+        .into_iter()
+        .map(|r| ((r.kind(), r.id()), r))
+        .collect();
+    let Record::Port(mut moved) = records[&(Kind::Port, POD_A1)].clone() else {
+        unreachable!("a port");
+    };
+    moved.host_id = Some(HOST2);
+    let (mut tags, mut changes) = (Vec::new(), Changes::default());
+    apply_event(
+        &mut records,
+        ObjectEvent::Put(Record::Port(moved)),
+        &mut tags,
+        &mut changes,
+    );
+    assert!(tags.contains(&Tag::Port(POD_A1)), "{tags:?}");
+    assert!(tags.contains(&Tag::Device(BRIDGE_A)), "{tags:?}");
 }

@@ -74,8 +74,16 @@ impl Topology {
     /// Moves the binding of the exterior bridge port `port` (known to this
     /// topology) to the record's host and interface: what
     /// [`Topology::build_from`] makes of a change of nothing else. The
-    /// ports and the tunnel's lists are copied if shared, nothing is built.
+    /// shared base is copied first if another snapshot shares it (and the
+    /// binding really moved); nothing is built.
     pub fn rebind(&mut self, port: &nsdb::Port) {
+        let unchanged = self
+            .ports
+            .get(&port.id)
+            .is_none_or(|info| info.host == port.host_id && info.interface == port.interface_name);
+        if unchanged {
+            return;
+        }
         let TopologyBase { ports, tunnel, .. } = &mut **self;
         let Some(info) = ports.get_mut(&port.id) else {
             return;
