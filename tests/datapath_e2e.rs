@@ -660,35 +660,25 @@ async fn a_ports_flows_spread_over_its_receive_queues_in_order() {
         let spoofed_before = net.plexus.metric(spoofed).await;
         tcp_transfer_checked(&a, &b, "10.0.1.11", 4 << 20);
         let spread = "plexus_port_queue_frames_total";
-
-        let before = net.plexus.metric(spread).await;
-        let got = udp_flows(&a, &b, "10.0.1.11", flows, per_flow);
-        let what = format!("{queues} queues, veth");
-        assert_flows_in_order(&got, flows, per_flow, &what);
-        // The flood itself went partly through the extra queue (not only
-        // the transfer before it).
-        let on_extra = net.plexus.metric(spread).await - before;
-        assert_eq!(
-            on_extra > 0,
-            queues != "1",
-            "{what}: {on_extra} frames on extra queues"
-        );
-
-        // A TAP the agent creates gets as many queues.
+        // A TAP the agent creates gets as many queues as a veth port.
         let tap_pod = net
             .tap_pod(bridge, "02:00:00:00:78:01", "10.0.1.20/24")
             .await;
         wait_reachable(&tap_pod, "10.0.1.11");
-        let before = net.plexus.metric(spread).await;
-        let got = udp_flows(&tap_pod, &b, "10.0.1.11", flows, per_flow);
-        let what = format!("{queues} queues, TAP");
-        assert_flows_in_order(&got, flows, per_flow, &what);
-        let on_extra = net.plexus.metric(spread).await - before;
-        assert_eq!(
-            on_extra > 0,
-            queues != "1",
-            "{what}: {on_extra} frames on extra queues"
-        );
+        for (from, kind) in [(&a, "veth"), (&tap_pod, "TAP")] {
+            let before = net.plexus.metric(spread).await;
+            let got = udp_flows(from, &b, "10.0.1.11", flows, per_flow);
+            let what = format!("{queues} queues, {kind}");
+            assert_flows_in_order(&got, flows, per_flow, &what);
+            // The flood itself went partly through an extra queue (not
+            // only the transfer before it).
+            let on_extra = net.plexus.metric(spread).await - before;
+            assert_eq!(
+                on_extra > 0,
+                queues != "1",
+                "{what}: {on_extra} frames on extra queues"
+            );
+        }
 
         // Nothing the agent sent into a pod came back as if the pod sent it.
         let spoofed_after = net.plexus.metric(spoofed).await;

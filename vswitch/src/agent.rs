@@ -38,17 +38,14 @@ pub struct AgentConfig {
     /// How veth ports are received from (sockets shared or one each).
     pub packet_sockets: PacketSockets,
     /// Receive queues of a veth port with a socket of its own, its socket
-    /// included (0: one per two CPUs, 1 to 4). Only without busy polling:
-    /// the poller serves a port's own socket alone.
+    /// included (0: one per two CPUs, 1 to 4). Busy polling keeps one (see
+    /// [`Datapath::port_queues`]).
     pub port_queues: usize,
 }
 
 impl AgentConfig {
     /// The extra receive queues each veth port with a socket of its own gets.
     pub fn extra_port_queues(&self) -> usize {
-        if self.poll != PollMode::Off {
-            return 0;
-        }
         let queues = match self.port_queues {
             // The agent shares the CPUs with the pods: on 2 CPUs a second
             // queue measured slower for small packets (docs/datapath-io.md).
@@ -485,14 +482,8 @@ async fn close_ports(
         let Ok(mut port) = Arc::try_unwrap(handle) else {
             continue;
         };
-        if let crate::io::Port::AfPacket(socket) = &mut port.io {
-            sockets.extend(
-                socket
-                    .take_queues()
-                    .into_iter()
-                    .map(|q| Box::new(q) as Box<dyn Send>),
-            );
-        }
+        let queues = port.io.take_queues().into_iter();
+        sockets.extend(queues.map(|queue| Box::new(queue) as Box<dyn Send>));
         sockets.push(Box::new(port));
     }
     let _ = tokio::task::spawn_blocking(move || crate::io::close_all(sockets)).await;

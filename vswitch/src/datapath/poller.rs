@@ -159,8 +159,6 @@ impl Datapath {
             Ok(thread) => {
                 let _ = self.poller.running.set((mode, thread.thread().clone()));
                 *slot = Some(thread);
-                // Ports opened from now on get no extra receive queues.
-                self.set_port_queues(0);
             }
             Err(error) => {
                 tracing::warn!(%error, "cannot start the poller; ports wait in the reactor")

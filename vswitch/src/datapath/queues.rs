@@ -15,16 +15,18 @@ use crate::io::{Port, PortIo};
 pub const QUEUED_PORTS: usize = 512;
 
 impl Datapath {
-    /// How many extra receive queues each veth port with a socket of its
-    /// own gets when it is opened (0: none).
+    /// How many extra receive queues each port opened now gets: none while
+    /// a poller runs (it serves a port's own socket alone, and a flow hashed
+    /// to another queue would wait for wakeups).
     pub fn port_queues(&self) -> usize {
+        if self.polls() {
+            return 0;
+        }
         self.port_queues.load(Ordering::Relaxed)
     }
 
-    /// Sets the extra receive queues of ports opened from now on (none
-    /// while a poller runs: it serves a port's own socket alone).
+    /// Sets the extra receive queues of ports opened from now on.
     pub fn set_port_queues(&self, queues: usize) {
-        let queues = if self.polls() { 0 } else { queues };
         self.port_queues.store(queues, Ordering::Relaxed);
     }
 
@@ -34,9 +36,7 @@ impl Datapath {
         let ports = self.ports.read().unwrap_or_else(|p| p.into_inner());
         let queued = ports
             .values()
-            .filter(
-                |port| matches!(&port.io, Port::AfPacket(socket) if !socket.queues().is_empty()),
-            )
+            .filter(|port| port.io.queue_count() > 0)
             .count();
         QUEUED_PORTS.saturating_sub(queued)
     }

@@ -39,6 +39,14 @@ fn start() -> Vec<Record> {
     recs
 }
 
+/// [`start`]'s records as the feed keeps them, by kind and id.
+fn start_by_key() -> HashMap<(nsdb::Kind, Uuid), Record> {
+    start()
+        .into_iter()
+        .map(|r| ((r.kind(), r.id()), r))
+        .collect()
+}
+
 /// Puts `route` (replacing one of the same id), noting its router and the
 /// router of the one it replaced.
 fn put(recs: &mut Vec<Record>, changed: &mut HashSet<Uuid>, route: Route) {
@@ -271,10 +279,7 @@ fn the_feed_builds_routes_and_bindings_alone_only_when_only_they_changed() {
     use crate::feed::{apply_event, publish, BuildKind, Changes, SharedTopology};
     use nsdb::{Kind, ObjectEvent};
 
-    let mut records: HashMap<(Kind, Uuid), Record> = start()
-        .into_iter()
-        .map(|r| ((r.kind(), r.id()), r))
-        .collect();
+    let mut records = start_by_key();
     let shared = SharedTopology::default();
     publish(&shared, 1, &records, &Changes::everything());
     let mut relabelled = port(RP_C, ROUTER2, DeviceType::Router, 0xc1, Some("10.0.4.1/24"));
@@ -429,10 +434,7 @@ fn a_binding_change_still_invalidates_its_port_and_bridge() {
     use crate::feed::{apply_event, Changes};
     use nsdb::{Kind, ObjectEvent};
 
-    let mut records: HashMap<(Kind, Uuid), Record> = start()
-        .into_iter()
-        .map(|r| ((r.kind(), r.id()), r))
-        .collect();
+    let mut records = start_by_key();
     let Record::Port(mut moved) = records[&(Kind::Port, POD_A1)].clone() else {
         unreachable!("a port");
     };
